@@ -1,0 +1,1 @@
+"""procure: migrations/versions."""

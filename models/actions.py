@@ -1,0 +1,1816 @@
+"""What people and flows do to requests and assets.
+
+Each action is one transaction's worth of work: the caller opens it (models.db.transaction)
+and it either commits whole or not at all. Actions validate everything before they write,
+change statuses only through `lifecycle.fire`, and are safe to retry: the same submission
+or decision a second time changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from models import audit, outbox, pipeline
+from models.assets import Asset, ErasureRecord
+from models.calendar import add_months
+from models.catalog import Item, Supplier
+from models.errors import (
+    AlreadyDecided,
+    InputError,
+    NotFound,
+    Problem,
+    RuleViolation,
+    TransitionNotAllowed,
+)
+from models.fields import code, multi_line, single_line
+from models.lifecycle import (
+    ASSET_END_STATES,
+    AssetEvent,
+    AssetStatus,
+    RequestEvent,
+    RequestStatus,
+    StageEvent,
+    StageStatus,
+    fire,
+)
+from models.org import CostCentre, Person, Role
+from models.outbox import Notice, person, team
+from models.pipeline import PipelineSpec, StageSpec
+from models.requests import (
+    Decision,
+    Draft,
+    LineCreate,
+    Outcome,
+    Request,
+    RequestCreate,
+    RequestKind,
+    RequestLine,
+    RequestUpdate,
+    Stage,
+    format_ref,
+    parse_ref,
+)
+from models.rules import Directory, eligible, open_slots, seats
+from models.sources import remap
+from models.types import money, utcnow
+
+SYSTEM = "system"
+MAX_HORIZON_DAYS = 5 * 366
+DONE = frozenset({StageStatus.APPROVED, StageStatus.SKIPPED})
+
+
+# ------------------------------------------------------------------ lookups
+
+
+class Lookup:
+    """People, cost centres and items by their keys, cached for one action."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        self._people: dict[str, Person | None] = {}
+        self._centres: dict[str, CostCentre | None] = {}
+        self._items: dict[str, Item | None] = {}
+
+    def person(self, email: str) -> Person | None:
+        if email not in self._people:
+            self._people[email] = self.session.exec(
+                select(Person).where(Person.email == email)
+            ).first()
+        return self._people[email]
+
+    def centre(self, code_: str) -> CostCentre | None:
+        if code_ not in self._centres:
+            self._centres[code_] = self.session.exec(
+                select(CostCentre).where(CostCentre.code == code_)
+            ).first()
+        return self._centres[code_]
+
+    def item(self, sku: str) -> Item | None:
+        if sku not in self._items:
+            self._items[sku] = self.session.exec(select(Item).where(Item.sku == sku)).first()
+        return self._items[sku]
+
+
+def find_person(session: Session, email: str, *, what: str = "person") -> Person:
+    """The person with this email, or NotFound naming the argument."""
+    from models.fields import email as check_email
+
+    try:
+        address = check_email(email)
+    except ValueError as exc:
+        raise InputError(Problem(str(exc), field=what)) from None
+    found = session.exec(select(Person).where(Person.email == address)).first()
+    if found is None:
+        raise NotFound(Problem(f"no person with email {address}", field=what))
+    return found
+
+
+def lock_request(session: Session, ref: str | int) -> Request:
+    """Load a request for change, locking its row (PostgreSQL) so decisions on it serialise."""
+    request_id = parse_ref(ref)
+    found = session.exec(
+        select(Request)
+        .where(Request.id == request_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+    if found is None:
+        raise NotFound(Problem(f"no request {format_ref(request_id)}"))
+    return found
+
+
+def get_request(session: Session, ref: str | int) -> Request:
+    request_id = parse_ref(ref)
+    found = session.get(Request, request_id)
+    if found is None:
+        raise NotFound(Problem(f"no request {format_ref(request_id)}"))
+    return found
+
+
+def find_asset(session: Session, serial: str, *, lock: bool = True) -> Asset:
+    try:
+        serial = code(serial)
+    except ValueError as exc:
+        raise InputError(Problem(str(exc), field="serial")) from None
+    query = select(Asset).where(Asset.serial == serial)
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    found = session.exec(query).first()
+    if found is None:
+        raise NotFound(Problem(f"no asset with serial {serial}"))
+    return found
+
+
+def stages_of(session: Session, request: Request) -> list[Stage]:
+    return list(
+        session.exec(
+            select(Stage).where(Stage.request_id == request.id).order_by(col(Stage.position))
+        ).all()
+    )
+
+
+def decisions_of(session: Session, request: Request) -> list[Decision]:
+    return list(
+        session.exec(
+            select(Decision).where(Decision.request_id == request.id).order_by(col(Decision.id))
+        ).all()
+    )
+
+
+def lines_of(session: Session, request: Request) -> list[RequestLine]:
+    return list(
+        session.exec(
+            select(RequestLine)
+            .where(RequestLine.request_id == request.id)
+            .order_by(col(RequestLine.line_no))
+        ).all()
+    )
+
+
+def assets_of(session: Session, request: Request) -> list[Asset]:
+    return list(
+        session.exec(
+            select(Asset).where(Asset.request_id == request.id).order_by(col(Asset.id))
+        ).all()
+    )
+
+
+def spec_for(session: Session, request: Request) -> PipelineSpec:
+    """The pipeline the request was submitted under."""
+    row = (
+        session.get(pipeline.PipelineVersion, request.pipeline_id) if request.pipeline_id else None
+    )
+    if row is None:
+        raise RuleViolation(f"{request.ref} has no pipeline recorded")
+    return pipeline.spec_of(row)
+
+
+# ------------------------------------------------------------------ request content
+
+
+@dataclass
+class Resolved:
+    """A request's fields resolved against the organisation and the catalog."""
+
+    kind: str
+    requester: Person
+    on_behalf_of: Person
+    centre: CostCentre
+    needed_by: date
+    justification: str
+    currency: str
+    lines: list[tuple[LineCreate, Item, Decimal, Decimal]]  # line, item, unit price, line total
+
+    @property
+    def total(self) -> Decimal:
+        return money(sum((t for *_, t in self.lines), Decimal(0)))
+
+
+def resolve(
+    lookup: Lookup,
+    *,
+    kind: str,
+    requester: str,
+    on_behalf_of: str | None,
+    cost_centre: str,
+    needed_by: date,
+    justification: str,
+    currency: str | None,
+    lines: list[LineCreate],
+    spec: PipelineSpec,
+    today: date,
+) -> Resolved:
+    """Check every reference and date of a request; all problems at once, with field paths."""
+    problems: list[Problem] = []
+    people: dict[str, Person] = {}
+    for name, email in (("requester", requester), ("on_behalf_of", on_behalf_of or requester)):
+        found = lookup.person(email)
+        if found is None:
+            problems.append(Problem(f"unknown person {email}", field=name))
+        elif not found.active:
+            problems.append(Problem(f"{email} is no longer active", field=name))
+        else:
+            people[name] = found
+    centre = lookup.centre(cost_centre)
+    if centre is None:
+        problems.append(Problem(f"unknown cost centre {cost_centre}", field="cost_centre"))
+    if needed_by < today:
+        problems.append(
+            Problem(f"{needed_by} is in the past (today is {today})", field="needed_by")
+        )
+    elif needed_by > today + timedelta(days=MAX_HORIZON_DAYS):
+        problems.append(
+            Problem(f"{needed_by} is more than five years ahead: check the year", field="needed_by")
+        )
+    request_currency = currency or spec.currency
+    resolved_lines = []
+    for index, line in enumerate(lines):
+        item = lookup.item(line.sku)
+        where = f"lines[{index}]"
+        if item is None:
+            problems.append(Problem(f"unknown SKU {line.sku}", field=f"{where}.sku"))
+            continue
+        if not item.active:
+            problems.append(
+                Problem(f"{line.sku} is no longer in the catalog", field=f"{where}.sku")
+            )
+            continue
+        if item.currency != request_currency:
+            problems.append(
+                Problem(
+                    f"{line.sku} is priced in {item.currency}, the request is in {request_currency}",
+                    field=f"{where}.sku",
+                )
+            )
+            continue
+        if line.ownership != "bought" and line.term_months is None:
+            problems.append(
+                Problem(
+                    f"term_months is required for {line.ownership} devices",
+                    field=f"{where}.term_months",
+                )
+            )
+            continue
+        unit = line.unit_price if line.unit_price is not None else item.list_price
+        resolved_lines.append((line, item, unit, money(unit * line.quantity)))
+    if problems:
+        raise InputError(problems)
+    assert centre is not None
+    return Resolved(
+        kind=kind,
+        requester=people["requester"],
+        on_behalf_of=people["on_behalf_of"],
+        centre=centre,
+        needed_by=needed_by,
+        justification=justification,
+        currency=request_currency,
+        lines=resolved_lines,
+    )
+
+
+def condition_context(
+    session: Session, request: Request, lines: list[RequestLine]
+) -> dict[str, Any]:
+    """The names a pipeline condition can use, for this request."""
+    items = {
+        i.id: i
+        for i in session.exec(
+            select(Item).where(col(Item.id).in_([ln.item_id for ln in lines]))
+        ).all()
+    }
+    centre = session.get(CostCentre, request.cost_centre_id)
+    beneficiary = session.get(Person, request.on_behalf_of_id)
+    return {
+        "total": request.total,
+        "currency": request.currency,
+        "quantity": sum(ln.quantity for ln in lines),
+        "line_count": len(lines),
+        "max_unit_price": max((ln.unit_price for ln in lines), default=Decimal("0.00")),
+        "kind": request.kind,
+        "categories": sorted({items[ln.item_id].category for ln in lines}),
+        "skus": sorted({ln.sku for ln in lines}),
+        "cost_centre": centre.code if centre else "",
+        "department": beneficiary.department if beneficiary else "",
+    }
+
+
+def inputs_hash(stage: StageSpec, request: Request, lines: list[RequestLine]) -> str:
+    """A hash of what the stage decides on: unchanged inputs keep its approvals on resubmission."""
+    values: dict[str, Any] = {
+        "kind": request.kind,
+        "lines": [
+            [ln.sku, ln.quantity, str(ln.unit_price), ln.ownership, ln.term_months] for ln in lines
+        ],
+        "total": str(request.total),
+        "cost_centre": request.cost_centre_id,
+        "needed_by": request.needed_by.isoformat(),
+        "justification": request.justification,
+        "on_behalf_of": request.on_behalf_of_id,
+    }
+    chosen = {name: values[name] for name in sorted(stage.inputs)}
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()
+
+
+def _write_lines(session: Session, request: Request, resolved: Resolved) -> list[RequestLine]:
+    rows = []
+    for number, (line, item, unit, total) in enumerate(resolved.lines, start=1):
+        assert item.id is not None and request.id is not None
+        row = RequestLine(
+            request_id=request.id,
+            line_no=number,
+            item_id=item.id,
+            sku=item.sku,
+            quantity=line.quantity,
+            unit_price=unit,
+            total=total,
+            ownership=line.ownership,
+            term_months=line.term_months,
+        )
+        session.add(row)
+        rows.append(row)
+    session.flush()
+    return rows
+
+
+# ------------------------------------------------------------------ submission
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The outcome of submitting one request."""
+
+    ref: str
+    created: bool
+    status: str
+    idempotency_key: str
+
+
+def submit(
+    session: Session, *, drafts: list[Draft], now: datetime | None = None
+) -> list[Submitted]:
+    """Submit requests from a file: all of them or none; the same key again returns the existing one."""
+    now = now or utcnow()
+    row, spec = pipeline.active(session)
+    lookup = Lookup(session)
+    today = spec.calendar.today(now)
+    results: list[Submitted] = []
+    problems: list[Problem] = []
+    keys: dict[str, int] = {}
+    for index, draft in enumerate(drafts):
+        key = draft.idempotency_key
+        if key in keys:
+            problems.extend(
+                remap(
+                    [Problem(f"{key!r} is used twice in this file", field="idempotency_key")],
+                    draft.doc,
+                    draft.base,
+                )
+            )
+            continue
+        keys[key] = index
+        try:
+            results.append(_submit_one(session, draft, row, spec, lookup, today, now))
+        except InputError as exc:
+            problems.extend(remap(exc.problems, draft.doc, draft.base))
+    if problems:
+        raise InputError(problems)
+    return results
+
+
+def _submit_one(
+    session: Session,
+    draft: Draft,
+    pipeline_row: pipeline.PipelineVersion,
+    spec: PipelineSpec,
+    lookup: Lookup,
+    today: date,
+    now: datetime,
+) -> Submitted:
+    c: RequestCreate = draft.create
+    key = draft.idempotency_key
+    content = c.content_hash()
+    existing = session.exec(select(Request).where(Request.idempotency_key == key)).first()
+    if existing is not None:
+        if existing.content_hash == content:
+            return Submitted(existing.ref, False, existing.status, key)
+        raise InputError(
+            Problem(
+                f"{key!r} was already used for {existing.ref} with different content",
+                field="idempotency_key",
+            )
+        )
+    resolved = resolve(
+        lookup,
+        kind=c.kind.value,
+        requester=c.requester,
+        on_behalf_of=c.on_behalf_of,
+        cost_centre=c.cost_centre,
+        needed_by=c.needed_by,
+        justification=c.justification,
+        currency=c.currency,
+        lines=c.lines,
+        spec=spec,
+        today=today,
+    )
+    assert resolved.centre.id is not None and resolved.requester.id is not None
+    assert resolved.on_behalf_of.id is not None
+    request = Request(
+        kind=resolved.kind,
+        requester_id=resolved.requester.id,
+        on_behalf_of_id=resolved.on_behalf_of.id,
+        cost_centre_id=resolved.centre.id,
+        needed_by=resolved.needed_by,
+        justification=resolved.justification,
+        currency=resolved.currency,
+        total=resolved.total,
+        idempotency_key=key,
+        content_hash=content,
+        pipeline_id=pipeline_row.id,
+        created_at=now,
+    )
+    session.add(request)
+    session.flush()
+    lines = _write_lines(session, request, resolved)
+    ref = request.ref
+    fire(
+        session,
+        request,
+        RequestEvent.SUBMIT,
+        actor=resolved.requester.email,
+        at=now,
+        changes={"submitted_at": now},
+        details={
+            "total": request.total,
+            "currency": request.currency,
+            "lines": len(lines),
+            "pipeline": f"{spec.name}@{spec.version}",
+            "idempotency_key": key,
+        },
+        notices=[Notice("request_submitted", person(resolved.requester.email), ref)],
+    )
+    _plan_stages(session, request, lines, spec, now)
+    _start_review(session, request, spec, now, actor=SYSTEM)
+    return Submitted(ref, True, request.status, key)
+
+
+def _plan_stages(
+    session: Session, request: Request, lines: list[RequestLine], spec: PipelineSpec, now: datetime
+) -> None:
+    assert request.id is not None
+    context = condition_context(session, request, lines)
+    created = []
+    for position, stage_spec in enumerate(spec.stages):
+        stage = Stage(
+            request_id=request.id,
+            key=stage_spec.id,
+            name=stage_spec.name,
+            position=position,
+            roles=list(stage_spec.roles),
+            mode=stage_spec.mode,
+            after=list(spec.dependencies(stage_spec)),
+            sla_hours=stage_spec.sla_hours,
+            escalate_to=stage_spec.escalate_to,
+            inputs_hash=inputs_hash(stage_spec, request, lines),
+        )
+        session.add(stage)
+        created.append((stage, stage_spec))
+    session.flush()
+    for stage, stage_spec in created:
+        if not _applies(stage_spec, context):
+            fire(
+                session,
+                stage,
+                StageEvent.SKIP,
+                actor=SYSTEM,
+                at=now,
+                details={"condition": _condition_text(stage_spec)},
+            )
+
+
+def _applies(stage_spec: StageSpec, context: dict[str, Any]) -> bool:
+    try:
+        return stage_spec.applies(context)
+    except ValueError as exc:
+        raise RuleViolation(f"pipeline stage {stage_spec.id}: condition {exc}") from None
+
+
+def _condition_text(stage_spec: StageSpec) -> str:
+    parts = []
+    if stage_spec.when:
+        parts.append(f"when {stage_spec.when}")
+    if stage_spec.unless:
+        parts.append(f"unless {stage_spec.unless}")
+    return " and ".join(parts) + " does not hold"
+
+
+def _start_review(
+    session: Session, request: Request, spec: PipelineSpec, now: datetime, actor: str
+) -> None:
+    stages = stages_of(session, request)
+    if all(s.status in DONE for s in stages):
+        _approve_request(session, request, now)
+        return
+    fire(session, request, RequestEvent.START_REVIEW, actor=actor, at=now)
+    _advance(session, request, spec, stages, decisions_of(session, request), now)
+
+
+def _advance(
+    session: Session,
+    request: Request,
+    spec: PipelineSpec,
+    stages: list[Stage],
+    decisions: list[Decision],
+    now: datetime,
+) -> None:
+    """Open every stage whose predecessors are done; approve the request when all are done."""
+    by_key = {s.key: s for s in stages}
+    by_id = {s.id: s for s in stages if s.id is not None}
+    specs = {s.id: s for s in spec.stages}
+    directory = Directory(session, request, spec.calendar.today(now))
+    for stage in stages:
+        if stage.status != StageStatus.WAITING or not all(
+            by_key[k].status in DONE for k in stage.after
+        ):
+            continue
+        due = spec.calendar.add_business_hours(now, stage.sla_hours) if stage.sla_hours else None
+        notices, approvers = _approval_notices(directory, request, stage, decisions, by_id, due)
+        stage_spec = specs.get(stage.key)
+        if stage_spec is not None:
+            context = condition_context(session, request, lines_of(session, request))
+            for inform in stage_spec.inform:
+                if inform.when is None or pipeline.evaluate(inform.when, context):
+                    notices.append(
+                        Notice(
+                            "informed",
+                            team(inform.role),
+                            f"{request.ref}/{stage.key}/r{stage.round}",
+                            {"stage": stage.key},
+                            stage_id=stage.id,
+                        )
+                    )
+        fire(
+            session,
+            stage,
+            StageEvent.OPEN,
+            actor=SYSTEM,
+            at=now,
+            changes={"opened_at": now, "due_at": due, "closed_at": None},
+            details={"due_at": due, "approvers": approvers},
+            notices=notices,
+        )
+    if all(s.status in DONE for s in stages):
+        _approve_request(session, request, now)
+
+
+def _approval_notices(
+    directory: Directory,
+    request: Request,
+    stage: Stage,
+    decisions: list[Decision],
+    by_id: dict[Any, Stage],
+    due: datetime | None,
+) -> tuple[list[Notice], list[str]]:
+    key = f"{request.ref}/{stage.key}/r{stage.round}"
+    context = {"stage": stage.key, "stage_name": stage.name, "due_at": due}
+    notices: list[Notice] = []
+    approvers: list[str] = []
+    for _slot, roles in open_slots(stage, decisions):
+        people = eligible(directory, request, stage, roles, decisions, by_id)
+        if not people:
+            escalate = stage.escalate_to or Role.MANAGEMENT.value
+            notices.append(
+                Notice(
+                    "no_approver",
+                    team(escalate),
+                    f"{key}/{'+'.join(roles)}",
+                    {**context, "roles": list(roles)},
+                    stage_id=stage.id,
+                )
+            )
+        delegates = directory.delegates_of(people)
+        for p in people:
+            approvers.append(p.email)
+            notices.append(
+                Notice(
+                    "approval_needed",
+                    person(p.email),
+                    key,
+                    {**context, "roles": list(roles)},
+                    stage_id=stage.id,
+                )
+            )
+            for d in delegates.get(p.id or 0, []):
+                notices.append(
+                    Notice(
+                        "approval_needed",
+                        person(d.email),
+                        key,
+                        {**context, "roles": list(roles), "on_behalf_of": p.email},
+                        stage_id=stage.id,
+                    )
+                )
+        for role in roles:
+            if role in {r.value for r in Role}:
+                notices.append(Notice("review_needed", team(role), key, context, stage_id=stage.id))
+    return notices, sorted(set(approvers))
+
+
+def _approve_request(session: Session, request: Request, now: datetime) -> None:
+    requester = session.get(Person, request.requester_id)
+    assert requester is not None
+    notices = [
+        Notice("approved", person(requester.email), request.ref),
+        Notice("approved", team(Role.PURCHASING), request.ref),
+    ]
+    if request.kind == RequestKind.ONBOARDING:
+        notices.append(Notice("approved", team(Role.HR), request.ref))
+    fire(
+        session,
+        request,
+        RequestEvent.APPROVE,
+        actor=SYSTEM,
+        at=now,
+        changes={"decided_at": now},
+        notices=notices,
+    )
+
+
+# ------------------------------------------------------------------ decisions
+
+
+@dataclass(frozen=True)
+class DecisionResult:
+    """What a decision did."""
+
+    ref: str
+    stage: str
+    outcome: str
+    role: str
+    actor: str
+    on_behalf_of: str | None
+    noop: bool
+    request_status: str
+    stage_status: str
+    message: str = ""
+
+
+def decide(
+    session: Session,
+    *,
+    ref: str | int,
+    actor_email: str,
+    outcome: Outcome | str,
+    comment: str = "",
+    stage_key: str | None = None,
+    now: datetime | None = None,
+) -> DecisionResult:
+    """Record one approver's decision and move the request on; the same decision again is a no-op."""
+    now = now or utcnow()
+    try:
+        outcome = Outcome(outcome)
+    except ValueError:
+        raise InputError(
+            Problem(f"unknown decision {outcome!r} (approve, reject or send_back)")
+        ) from None
+    try:
+        comment = multi_line(comment or "")
+    except ValueError as exc:
+        raise InputError(Problem(str(exc), field="comment")) from None
+    if len(comment) > 4000:
+        raise InputError(Problem("is longer than 4000 characters", field="comment"))
+    request = lock_request(session, ref)
+    actor = find_person(session, actor_email, what="as")
+    stages = stages_of(session, request)
+    if stage_key is not None and stage_key not in {s.key for s in stages}:
+        raise NotFound(
+            Problem(
+                f"{request.ref} has no stage {stage_key!r} (stages: {', '.join(s.key for s in stages)})"
+            )
+        )
+    decisions = decisions_of(session, request)
+    by_id = {s.id: s for s in stages}
+
+    mine = [
+        d
+        for d in decisions
+        if d.actor_id == actor.id
+        and d.round == by_id[d.stage_id].round
+        and (stage_key is None or by_id[d.stage_id].key == stage_key)
+    ]
+    if mine:
+        previous = mine[-1]
+        stage = by_id[previous.stage_id]
+        if previous.outcome == outcome:
+            principal = (
+                session.get(Person, previous.on_behalf_of_id) if previous.on_behalf_of_id else None
+            )
+            return DecisionResult(
+                request.ref,
+                stage.key,
+                outcome.value,
+                previous.role,
+                actor.email,
+                principal.email if principal else None,
+                True,
+                request.status,
+                stage.status,
+                "already recorded: nothing changed",
+            )
+        raise AlreadyDecided(
+            f"{request.ref} {stage.key}: you already decided {previous.outcome} "
+            f"at {previous.decided_at:%Y-%m-%d %H:%M} UTC; a decision cannot be changed"
+        )
+    if not actor.active:
+        raise RuleViolation(f"{actor.email} is not active and cannot decide")
+    if request.status != RequestStatus.IN_REVIEW:
+        if request.status in (RequestStatus.DRAFT, RequestStatus.SUBMITTED):
+            raise RuleViolation(f"{request.ref} is {request.status}: its review has not started")
+        raise AlreadyDecided(
+            f"{request.ref} is already {request.status}: there is nothing left to decide"
+        )
+
+    spec = spec_for(session, request)
+    directory = Directory(session, request, spec.calendar.today(now))
+    found, reasons = seats(directory, actor, request, stages, decisions, stage_key)
+    if not found:
+        raise _why_not(request, stages, decisions, actor, directory, stage_key, reasons)
+    seat = found[0]
+    stage = seat.stage
+    assert stage.id is not None and request.id is not None
+    assert actor.id is not None and seat.principal.id is not None
+    decision = Decision(
+        request_id=request.id,
+        stage_id=stage.id,
+        round=stage.round,
+        slot=seat.slot,
+        role=seat.role,
+        outcome=outcome.value,
+        comment=comment,
+        actor_id=actor.id,
+        on_behalf_of_id=seat.principal.id if seat.delegated else None,
+        decided_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(decision)
+            session.flush()
+    except IntegrityError:
+        raise AlreadyDecided(
+            f"{request.ref} {stage.key}: already decided by someone else"
+        ) from None
+    decisions.append(decision)
+    on_behalf = seat.principal.email if seat.delegated else None
+    requester = session.get(Person, request.requester_id)
+    assert requester is not None
+    audit.append(
+        session,
+        actor=actor.email,
+        on_behalf_of=on_behalf,
+        entity="stage",
+        entity_id=f"{request.ref}/{stage.key}",
+        request_id=request.id,
+        action=f"decision.{outcome.value}",
+        details={"role": seat.role, "slot": seat.slot, "round": stage.round, "comment": comment},
+        at=now,
+    )
+    decision_context = {
+        "stage": stage.key,
+        "outcome": outcome.value,
+        "by": actor.email,
+        "on_behalf_of": on_behalf,
+        "role": seat.role,
+        "comment": comment,
+    }
+    outbox.queue(
+        session,
+        Notice(
+            "decision_made",
+            person(requester.email),
+            f"{request.ref}/{stage.key}/r{stage.round}/{seat.slot}",
+            decision_context,
+            stage_id=stage.id,
+        ),
+        request_id=request.id,
+        at=now,
+    )
+    if outcome == Outcome.APPROVE:
+        if not open_slots(stage, decisions):
+            fire(
+                session,
+                stage,
+                StageEvent.APPROVE,
+                changes={"closed_at": now},
+                actor=actor.email,
+                on_behalf_of=on_behalf,
+                at=now,
+            )
+            _advance(session, request, spec, stages, decisions, now)
+    elif outcome == Outcome.REJECT:
+        fire(
+            session,
+            stage,
+            StageEvent.REJECT,
+            changes={"closed_at": now},
+            details={"comment": comment},
+            actor=actor.email,
+            on_behalf_of=on_behalf,
+            at=now,
+        )
+        for other in stages:
+            if other.status in (StageStatus.WAITING, StageStatus.OPEN):
+                fire(
+                    session,
+                    other,
+                    StageEvent.CANCEL,
+                    actor=SYSTEM,
+                    at=now,
+                    changes={"closed_at": now},
+                )
+        fire(
+            session,
+            request,
+            RequestEvent.REJECT,
+            changes={"decided_at": now},
+            details={"stage": stage.key, "comment": comment},
+            notices=[Notice("rejected", person(requester.email), request.ref, decision_context)],
+            actor=actor.email,
+            on_behalf_of=on_behalf,
+            at=now,
+        )
+    else:
+        fire(
+            session,
+            stage,
+            StageEvent.SEND_BACK,
+            changes={"closed_at": now},
+            details={"comment": comment},
+            actor=actor.email,
+            on_behalf_of=on_behalf,
+            at=now,
+        )
+        for other in stages:
+            if other.status == StageStatus.OPEN:
+                fire(session, other, StageEvent.SUSPEND, actor=SYSTEM, at=now)
+        fire(
+            session,
+            request,
+            RequestEvent.SEND_BACK,
+            details={"stage": stage.key, "comment": comment},
+            notices=[
+                Notice(
+                    "changes_requested",
+                    person(requester.email),
+                    f"{request.ref}/r{request.round}",
+                    decision_context,
+                )
+            ],
+            actor=actor.email,
+            on_behalf_of=on_behalf,
+            at=now,
+        )
+    return DecisionResult(
+        request.ref,
+        stage.key,
+        outcome.value,
+        seat.role,
+        actor.email,
+        on_behalf,
+        False,
+        request.status,
+        stage.status,
+    )
+
+
+def _why_not(
+    request: Request,
+    stages: list[Stage],
+    decisions: list[Decision],
+    actor: Person,
+    directory: Directory,
+    stage_key: str | None,
+    reasons: list[str],
+) -> Exception:
+    """The clearest reason the actor has nothing to decide here."""
+    if actor.id == request.requester_id:
+        return RuleViolation(
+            f"{request.ref}: nobody approves their own request ({actor.email} asked for it)"
+        )
+    if actor.id == request.on_behalf_of_id:
+        return RuleViolation(
+            f"{request.ref}: nobody approves devices for themselves ({actor.email} is to receive them)"
+        )
+    if stage_key is not None:
+        stage = next(s for s in stages if s.key == stage_key)
+        if stage.status in (StageStatus.APPROVED, StageStatus.REJECTED, StageStatus.SENT_BACK):
+            return AlreadyDecided(f"{request.ref} {stage.key} is already {stage.status}")
+        if stage.status != StageStatus.OPEN:
+            return RuleViolation(
+                f"{request.ref} {stage.key} is {stage.status}, not open for decisions"
+            )
+    if reasons:
+        return RuleViolation(
+            f"{request.ref}: you may not decide: " + "; ".join(dict.fromkeys(reasons))
+        )
+    # Could the actor have filled a slot that someone else filled first?
+    principals = [actor, *directory.delegators_of(actor)]
+    for stage in stages:
+        if stage.status != StageStatus.OPEN or (stage_key and stage.key != stage_key):
+            continue
+        from models.rules import current, slots_of
+
+        filled = {d.slot for d in current(stage, decisions)}
+        for slot, roles in slots_of(stage):
+            if slot in filled and any(directory.holds(p, r) for p in principals for r in roles):
+                return AlreadyDecided(
+                    f"{request.ref} {stage.key}: the {slot} part was already decided by someone else"
+                )
+    lapsed = [d for d in directory.delegations_of(actor) if not d.covers(directory.today)]
+    needs = sorted(
+        {
+            r
+            for s in stages
+            if s.status == StageStatus.OPEN
+            for _, roles in open_slots(s, decisions)
+            for r in roles
+        }
+    )
+    message = f"{request.ref}: {actor.email} is not an approver of any open stage"
+    if needs:
+        message += f" (open stages need: {', '.join(needs)})"
+    if lapsed:
+        spans = ", ".join(f"{d.starts_on}..{d.ends_on}" for d in lapsed)
+        message += f"; your delegation is not in force today ({directory.today}; it runs {spans})"
+    return RuleViolation(message)
+
+
+# ------------------------------------------------------------------ resubmission and cancellation
+
+
+def resubmit(
+    session: Session,
+    *,
+    ref: str | int,
+    actor_email: str,
+    update: RequestUpdate | None = None,
+    comment: str = "",
+    now: datetime | None = None,
+) -> Request:
+    """The requester answers a send-back: apply the changes, submit again; unchanged stages keep approvals."""
+    now = now or utcnow()
+    request = lock_request(session, ref)
+    actor = find_person(session, actor_email, what="as")
+    if actor.id != request.requester_id:
+        raise RuleViolation(f"only the requester of {request.ref} can resubmit it")
+    if request.status != RequestStatus.CHANGES_REQUESTED:
+        raise TransitionNotAllowed(
+            f"request {request.ref} is {request.status}: cannot resubmit (only after changes are requested)"
+        )
+    try:
+        comment = multi_line(comment or "")
+    except ValueError as exc:
+        raise InputError(Problem(str(exc), field="comment")) from None
+    spec = spec_for(session, request)
+    update = update or RequestUpdate()
+    old_lines = lines_of(session, request)
+    lookup = Lookup(session)
+    requester = session.get(Person, request.requester_id)
+    beneficiary = session.get(Person, request.on_behalf_of_id)
+    centre = session.get(CostCentre, request.cost_centre_id)
+    assert requester is not None and beneficiary is not None and centre is not None
+    current_lines = [
+        LineCreate(
+            sku=ln.sku,
+            quantity=ln.quantity,
+            unit_price=ln.unit_price,
+            ownership=ln.ownership,
+            term_months=ln.term_months,
+        )
+        for ln in old_lines
+    ]
+    resolved = resolve(
+        lookup,
+        kind=(update.kind or RequestKind(request.kind)).value,
+        requester=requester.email,
+        on_behalf_of=update.on_behalf_of or beneficiary.email,
+        cost_centre=update.cost_centre or centre.code,
+        needed_by=update.needed_by or request.needed_by,
+        justification=update.justification
+        if update.justification is not None
+        else request.justification,
+        currency=request.currency,
+        lines=update.lines if update.lines is not None else current_lines,
+        spec=spec,
+        today=spec.calendar.today(now),
+    )
+    before = _snapshot(request, old_lines)
+    assert resolved.on_behalf_of.id is not None and resolved.centre.id is not None
+    request.kind = resolved.kind
+    request.on_behalf_of_id = resolved.on_behalf_of.id
+    request.cost_centre_id = resolved.centre.id
+    request.needed_by = resolved.needed_by
+    request.justification = resolved.justification
+    request.total = resolved.total
+    session.add(request)
+    if update.lines is not None:
+        session.execute(delete(RequestLine).where(col(RequestLine.request_id) == request.id))
+        session.flush()
+        lines = _write_lines(session, request, resolved)
+    else:
+        lines = old_lines
+    after = _snapshot(request, lines)
+    changed = {k: [before[k], after[k]] for k in before if before[k] != after[k]}
+    fire(
+        session,
+        request,
+        RequestEvent.RESUBMIT,
+        actor=actor.email,
+        at=now,
+        changes={"round": request.round + 1, "submitted_at": now},
+        details={"changed": changed, "comment": comment},
+        notices=[
+            Notice("request_submitted", person(actor.email), f"{request.ref}/r{request.round + 1}")
+        ],
+    )
+    _replan(session, request, lines, spec, now)
+    _start_review(session, request, spec, now, actor=SYSTEM)
+    return request
+
+
+def _snapshot(request: Request, lines: list[RequestLine]) -> dict[str, Any]:
+    return {
+        "kind": request.kind,
+        "on_behalf_of": request.on_behalf_of_id,
+        "cost_centre": request.cost_centre_id,
+        "needed_by": request.needed_by.isoformat(),
+        "justification": request.justification,
+        "total": str(request.total),
+        "lines": [f"{ln.quantity} x {ln.sku} @ {ln.unit_price}" for ln in lines],
+    }
+
+
+def _replan(
+    session: Session, request: Request, lines: list[RequestLine], spec: PipelineSpec, now: datetime
+) -> None:
+    context = condition_context(session, request, lines)
+    specs = {s.id: s for s in spec.stages}
+    for stage in stages_of(session, request):
+        stage_spec = specs[stage.key]
+        fresh = inputs_hash(stage_spec, request, lines)
+        if not _applies(stage_spec, context):
+            if stage.status != StageStatus.SKIPPED:
+                if stage.status == StageStatus.SENT_BACK:
+                    fire(
+                        session,
+                        stage,
+                        StageEvent.RESET,
+                        actor=SYSTEM,
+                        at=now,
+                        changes={"round": stage.round + 1},
+                    )
+                fire(
+                    session,
+                    stage,
+                    StageEvent.SKIP,
+                    actor=SYSTEM,
+                    at=now,
+                    details={"condition": _condition_text(stage_spec)},
+                )
+            continue
+        keep = stage.inputs_hash == fresh and stage.status in (
+            StageStatus.APPROVED,
+            StageStatus.WAITING,
+        )
+        if keep:
+            continue
+        fire(
+            session,
+            stage,
+            StageEvent.RESET,
+            actor=SYSTEM,
+            at=now,
+            changes={
+                "round": stage.round + 1,
+                "inputs_hash": fresh,
+                "opened_at": None,
+                "due_at": None,
+                "closed_at": None,
+            },
+            details={
+                "reason": "sent back"
+                if stage.status == StageStatus.SENT_BACK
+                else "inputs changed"
+                if stage.inputs_hash != fresh
+                else "applies again"
+            },
+        )
+
+
+def cancel(
+    session: Session,
+    *,
+    ref: str | int,
+    actor_email: str,
+    reason: str = "",
+    now: datetime | None = None,
+) -> Request:
+    """Withdraw a request before it is ordered (the requester, or purchasing / management)."""
+    now = now or utcnow()
+    try:
+        reason = multi_line(reason or "")
+    except ValueError as exc:
+        raise InputError(Problem(str(exc), field="reason")) from None
+    request = lock_request(session, ref)
+    actor = find_person(session, actor_email, what="as")
+    if actor.id not in (request.requester_id, request.on_behalf_of_id):
+        roles = Directory(session, request, now.date()).roles(actor)
+        if not roles & {Role.PURCHASING.value, Role.MANAGEMENT.value}:
+            raise RuleViolation(
+                f"only the requester, purchasing or management can cancel {request.ref}"
+            )
+    from models.lifecycle import REQUEST
+
+    REQUEST.target(request.status, RequestEvent.CANCEL, what=f"request {request.ref}")
+    for stage in stages_of(session, request):
+        if stage.status in (StageStatus.WAITING, StageStatus.OPEN):
+            fire(
+                session, stage, StageEvent.CANCEL, actor=SYSTEM, at=now, changes={"closed_at": now}
+            )
+    requester = session.get(Person, request.requester_id)
+    assert requester is not None
+    fire(
+        session,
+        request,
+        RequestEvent.CANCEL,
+        actor=actor.email,
+        at=now,
+        changes={"closed_at": now},
+        details={"reason": reason},
+        notices=[
+            Notice(
+                "cancelled",
+                person(requester.email),
+                request.ref,
+                {"by": actor.email, "reason": reason},
+            )
+        ],
+    )
+    return request
+
+
+# ------------------------------------------------------------------ order, delivery, rollout
+
+
+def _check_actor_role(session: Session, actor_email: str | None, roles: set[str], what: str) -> str:
+    """The actor's email if they hold one of the roles; operators without --as act as 'system'."""
+    if actor_email is None:
+        return SYSTEM
+    actor = find_person(session, actor_email, what="as")
+    from models.org import roles_of
+
+    assert actor.id is not None
+    if not roles_of(session, actor.id) & roles:
+        raise RuleViolation(
+            f"{actor.email} cannot {what}: needs the role {' or '.join(sorted(roles))}"
+        )
+    return actor.email
+
+
+def place_order(
+    session: Session, *, ref: str | int, actor_email: str | None = None, now: datetime | None = None
+) -> dict[str, Any]:
+    """Order an approved request: purchase orders per supplier, one asset per unit."""
+    now = now or utcnow()
+    actor = _check_actor_role(session, actor_email, {Role.PURCHASING.value}, "place orders")
+    request = lock_request(session, ref)
+    from models.lifecycle import REQUEST
+
+    REQUEST.target(request.status, RequestEvent.ORDER, what=f"request {request.ref}")
+    lines = lines_of(session, request)
+    items = {
+        i.id: i
+        for i in session.exec(
+            select(Item).where(col(Item.id).in_([ln.item_id for ln in lines]))
+        ).all()
+    }
+    suppliers = {
+        s.id: s
+        for s in session.exec(
+            select(Supplier).where(col(Supplier.id).in_([i.supplier_id for i in items.values()]))
+        ).all()
+    }
+    orders: dict[str, dict[str, Any]] = {}
+    assert request.id is not None
+    for line in lines:
+        assert line.id is not None
+        item = items[line.item_id]
+        supplier = suppliers[item.supplier_id]
+        order = orders.setdefault(
+            supplier.code,
+            {
+                "supplier": supplier.code,
+                "name": supplier.name,
+                "currency": request.currency,
+                "lines": [],
+                "total": Decimal("0.00"),
+            },
+        )
+        order["lines"].append(
+            {
+                "sku": line.sku,
+                "quantity": line.quantity,
+                "unit_price": line.unit_price,
+                "total": line.total,
+            }
+        )
+        order["total"] = money(order["total"] + line.total)
+        for _ in range(line.quantity):
+            session.add(
+                Asset(
+                    request_id=request.id,
+                    line_id=line.id,
+                    item_id=line.item_id,
+                    sku=line.sku,
+                    ownership=line.ownership,
+                    ordered_at=now,
+                )
+            )
+    session.flush()
+    requester = session.get(Person, request.requester_id)
+    assert requester is not None
+    purchase_orders = [
+        {**o, "number": f"PO-{request.ref[3:]}-{n}"} for n, o in enumerate(orders.values(), start=1)
+    ]
+    fire(
+        session,
+        request,
+        RequestEvent.ORDER,
+        actor=actor,
+        at=now,
+        details={"purchase_orders": purchase_orders, "assets": sum(ln.quantity for ln in lines)},
+        notices=[
+            Notice("ordered", person(requester.email), request.ref),
+            Notice("ordered", team(Role.IT), request.ref),
+        ],
+    )
+    return {"ref": request.ref, "status": request.status, "purchase_orders": purchase_orders}
+
+
+def schedule_delivery(
+    session: Session,
+    *,
+    ref: str | int,
+    on: date,
+    actor_email: str | None = None,
+    now: datetime | None = None,
+    unplanned: bool = False,
+) -> Request:
+    """Record the delivery date agreed with the supplier (again to reschedule)."""
+    now = now or utcnow()
+    actor = _check_actor_role(
+        session, actor_email, {Role.PURCHASING.value, Role.IT.value}, "schedule deliveries"
+    )
+    request = lock_request(session, ref)
+    spec = spec_for(session, request)
+    today = spec.calendar.today(now)
+    if on < today and not unplanned:
+        raise InputError(Problem(f"{on} is in the past (today is {today})", field="date"))
+    if on > today + timedelta(days=MAX_HORIZON_DAYS):
+        raise InputError(Problem(f"{on} is more than five years ahead", field="date"))
+    requester = session.get(Person, request.requester_id)
+    assert requester is not None
+    notices = [
+        Notice("delivery_scheduled", person(requester.email), f"{request.ref}/{on}", {"date": on}),
+        Notice("delivery_scheduled", team(Role.IT), f"{request.ref}/{on}", {"date": on}),
+    ]
+    if request.kind == RequestKind.ONBOARDING:
+        notices.append(
+            Notice("delivery_scheduled", team(Role.HR), f"{request.ref}/{on}", {"date": on})
+        )
+    fire(
+        session,
+        request,
+        RequestEvent.SCHEDULE_DELIVERY,
+        actor=actor,
+        at=now,
+        changes={"delivery_on": on},
+        details={
+            "date": on,
+            "previous": request.delivery_on,
+            "unplanned": unplanned,
+            "late": on > request.needed_by,
+        },
+        notices=notices,
+    )
+    return request
+
+
+@dataclass
+class SerialIn:
+    """One delivered unit: its serial and, where the request has several items, its SKU."""
+
+    serial: str
+    sku: str | None = None
+    line: int | None = None  # where it came from, for error messages
+
+
+@dataclass
+class Progress:
+    """How far a bulk action got."""
+
+    ref: str
+    done: int
+    remaining: int
+    status: str
+    serials: list[str] = field(default_factory=list)
+
+
+def deliver(
+    session: Session,
+    *,
+    ref: str | int,
+    units: list[SerialIn],
+    actor_email: str | None = None,
+    now: datetime | None = None,
+    source: str | None = None,
+) -> Progress:
+    """Record delivered units by serial (all at once or in parts); the request is delivered with the last."""
+    now = now or utcnow()
+    actor = _check_actor_role(
+        session, actor_email, {Role.IT.value, Role.PURCHASING.value}, "record deliveries"
+    )
+    request = lock_request(session, ref)
+    if request.status == RequestStatus.ORDERED:
+        # Delivered without a planned date: record that it was unplanned, then the delivery.
+        schedule_delivery(
+            session,
+            ref=request.ref,
+            on=spec_for(session, request).calendar.today(now),
+            actor_email=None,
+            now=now,
+            unplanned=True,
+        )
+    from models.lifecycle import REQUEST
+
+    REQUEST.target(request.status, RequestEvent.DELIVER, what=f"request {request.ref}")
+    if not units:
+        raise InputError(Problem("no serials given", source=source))
+    assets = [a for a in assets_of(session, request) if a.status == AssetStatus.ORDERED]
+    by_sku: dict[str, list[Asset]] = defaultdict(list)
+    for a in assets:
+        by_sku[a.sku].append(a)
+    problems: list[Problem] = []
+    seen: dict[str, int | None] = {}
+    wanted = [u.serial for u in units]
+    taken = (
+        set(session.exec(select(Asset.serial).where(col(Asset.serial).in_(wanted))).all())
+        if wanted
+        else set()
+    )
+    plan: list[tuple[Asset, SerialIn]] = []
+    for unit in units:
+        if unit.serial in seen:
+            problems.append(
+                Problem(
+                    f"serial {unit.serial} appears twice",
+                    field="serial",
+                    source=source,
+                    line=unit.line,
+                )
+            )
+            continue
+        seen[unit.serial] = unit.line
+        if unit.serial in taken:
+            problems.append(
+                Problem(
+                    f"serial {unit.serial} is already recorded for another device",
+                    field="serial",
+                    source=source,
+                    line=unit.line,
+                )
+            )
+            continue
+        sku = unit.sku
+        if sku is None:
+            open_skus = [s for s, group in by_sku.items() if group]
+            if len(open_skus) != 1:
+                problems.append(
+                    Problem(
+                        f"give the SKU: {request.ref} awaits several items ({', '.join(sorted(open_skus))})",
+                        field="sku",
+                        source=source,
+                        line=unit.line,
+                    )
+                )
+                continue
+            sku = open_skus[0]
+        if not by_sku.get(sku):
+            ordered = sum(1 for a in assets_of(session, request) if a.sku == sku)
+            why = (
+                f"{request.ref} did not order {sku}"
+                if not ordered
+                else f"all {ordered} ordered {sku} units are already delivered or listed above"
+            )
+            problems.append(Problem(why, field="sku", source=source, line=unit.line))
+            continue
+        plan.append((by_sku[sku].pop(0), unit))
+    if problems:
+        raise InputError(problems)
+    lines = {ln.id: ln for ln in lines_of(session, request)}
+    items = {
+        i.id: i
+        for i in session.exec(
+            select(Item).where(col(Item.id).in_({a.item_id for a, _ in plan}))
+        ).all()
+    }
+    today = spec_for(session, request).calendar.today(now)
+    for asset, unit in plan:
+        line = lines[asset.line_id]
+        item = items[asset.item_id]
+        contract_end = (
+            add_months(today, line.term_months)
+            if line.term_months and line.ownership != "bought"
+            else None
+        )
+        fire(
+            session,
+            asset,
+            AssetEvent.DELIVER,
+            actor=actor,
+            at=now,
+            changes={
+                "serial": unit.serial,
+                "delivered_at": now,
+                "warranty_end": add_months(today, item.warranty_months),
+                "contract_end": contract_end,
+            },
+            details={"sku": asset.sku},
+        )
+    remaining = sum(len(g) for g in by_sku.values())
+    if remaining == 0:
+        requester = session.get(Person, request.requester_id)
+        assert requester is not None
+        fire(
+            session,
+            request,
+            RequestEvent.DELIVER,
+            actor=actor,
+            at=now,
+            details={"units": len(assets)},
+            notices=[
+                Notice("delivered", person(requester.email), request.ref),
+                Notice("delivered", team(Role.IT), request.ref),
+            ],
+        )
+    return Progress(request.ref, len(plan), remaining, request.status, [u.serial for _, u in plan])
+
+
+@dataclass
+class Assignment:
+    """One device handed to one person."""
+
+    serial: str
+    email: str
+    line: int | None = None
+
+
+def roll_out(
+    session: Session,
+    *,
+    ref: str | int,
+    assignments: list[Assignment] | None = None,
+    actor_email: str | None = None,
+    now: datetime | None = None,
+    source: str | None = None,
+) -> Progress:
+    """Hand delivered devices to people (default: all to the person they were requested for)."""
+    now = now or utcnow()
+    actor = _check_actor_role(session, actor_email, {Role.IT.value}, "roll out devices")
+    request = lock_request(session, ref)
+    from models.lifecycle import REQUEST
+
+    REQUEST.target(request.status, RequestEvent.ROLL_OUT, what=f"request {request.ref}")
+    assets = assets_of(session, request)
+    delivered = {a.serial: a for a in assets if a.status == AssetStatus.DELIVERED and a.serial}
+    if assignments is None:
+        beneficiary = session.get(Person, request.on_behalf_of_id)
+        assert beneficiary is not None
+        assignments = [Assignment(serial, beneficiary.email) for serial in delivered]
+    if not assignments:
+        raise InputError(Problem("no assignments given", source=source))
+    problems: list[Problem] = []
+    lookup = Lookup(session)
+    plan: list[tuple[Asset, Person]] = []
+    seen: set[str] = set()
+    for a in assignments:
+        if a.serial in seen:
+            problems.append(
+                Problem(
+                    f"serial {a.serial} is assigned twice",
+                    field="serial",
+                    source=source,
+                    line=a.line,
+                )
+            )
+            continue
+        seen.add(a.serial)
+        asset = delivered.get(a.serial)
+        if asset is None:
+            known = next((x for x in assets if x.serial == a.serial), None)
+            why = (
+                f"{a.serial} is {known.status}, not delivered"
+                if known
+                else f"{a.serial} is not a device of {request.ref}"
+            )
+            problems.append(Problem(why, field="serial", source=source, line=a.line))
+            continue
+        holder = lookup.person(a.email.strip().lower())
+        if holder is None or not holder.active:
+            problems.append(
+                Problem(
+                    f"unknown or inactive person {a.email}",
+                    field="email",
+                    source=source,
+                    line=a.line,
+                )
+            )
+            continue
+        plan.append((asset, holder))
+    if problems:
+        raise InputError(problems)
+    for asset, holder in plan:
+        fire(
+            session,
+            asset,
+            AssetEvent.DEPLOY,
+            actor=actor,
+            at=now,
+            changes={"assigned_to_id": holder.id, "deployed_at": now, "acknowledged_at": None},
+            details={"assigned_to": holder.email},
+            notices=[
+                Notice(
+                    "device_assigned",
+                    person(holder.email),
+                    asset.serial or "",
+                    {"serial": asset.serial, "sku": asset.sku},
+                    asset_id=asset.id,
+                )
+            ],
+        )
+    remaining = sum(1 for a in assets if a.status in (AssetStatus.ORDERED, AssetStatus.DELIVERED))
+    if remaining == 0:
+        requester = session.get(Person, request.requester_id)
+        assert requester is not None
+        notices = [Notice("rolled_out", person(requester.email), request.ref)]
+        if request.kind == RequestKind.ONBOARDING:
+            notices.append(Notice("rolled_out", team(Role.HR), request.ref))
+        fire(session, request, RequestEvent.ROLL_OUT, actor=actor, at=now, notices=notices)
+    return Progress(
+        request.ref, len(plan), remaining, request.status, [a.serial or "" for a, _ in plan]
+    )
+
+
+# ------------------------------------------------------------------ asset end of life
+
+
+def acknowledge(
+    session: Session, *, serial: str, actor_email: str, now: datetime | None = None
+) -> Asset:
+    """The person a device was handed to confirms they have it."""
+    now = now or utcnow()
+    asset = find_asset(session, serial)
+    actor = find_person(session, actor_email, what="as")
+    if asset.status != AssetStatus.DEPLOYED or asset.assigned_to_id != actor.id:
+        raise RuleViolation(f"{asset.serial} is not a device handed to {actor.email}")
+    if asset.acknowledged_at is not None:
+        return asset
+    asset.acknowledged_at = now
+    session.add(asset)
+    audit.append(
+        session,
+        actor=actor.email,
+        entity="asset",
+        entity_id=asset.serial or "",
+        request_id=asset.request_id,
+        action="acknowledge",
+        at=now,
+    )
+    return asset
+
+
+def request_return(
+    session: Session,
+    *,
+    serial: str,
+    actor_email: str | None = None,
+    reason: str = "",
+    now: datetime | None = None,
+) -> Asset:
+    """Ask for a device back (a leaver, a refresh, the end of a lease)."""
+    now = now or utcnow()
+    actor = _check_actor_role(
+        session, actor_email, {Role.IT.value, Role.HR.value}, "request returns"
+    )
+    asset = find_asset(session, serial)
+    holder = session.get(Person, asset.assigned_to_id) if asset.assigned_to_id else None
+    notices = [
+        Notice(
+            "return_requested",
+            team(Role.IT),
+            asset.serial or "",
+            {"serial": asset.serial, "reason": reason},
+            asset_id=asset.id,
+        )
+    ]
+    if holder is not None:
+        notices.append(
+            Notice(
+                "return_requested",
+                person(holder.email),
+                asset.serial or "",
+                {"serial": asset.serial, "reason": reason},
+                asset_id=asset.id,
+            )
+        )
+    fire(
+        session,
+        asset,
+        AssetEvent.REQUEST_RETURN,
+        actor=actor,
+        at=now,
+        details={"reason": single_line(reason) if reason else ""},
+        notices=notices,
+    )
+    return asset
+
+
+def receive_return(
+    session: Session, *, serial: str, actor_email: str | None = None, now: datetime | None = None
+) -> Asset:
+    """IT has the device back in hand."""
+    now = now or utcnow()
+    actor = _check_actor_role(session, actor_email, {Role.IT.value}, "receive returns")
+    asset = find_asset(session, serial)
+    holder = session.get(Person, asset.assigned_to_id) if asset.assigned_to_id else None
+    fire(
+        session,
+        asset,
+        AssetEvent.RECEIVE_RETURN,
+        actor=actor,
+        at=now,
+        changes={"returned_at": now, "assigned_to_id": None},
+        details={"from": holder.email if holder else None},
+    )
+    return asset
+
+
+def erase(
+    session: Session,
+    *,
+    serial: str,
+    certificate: str,
+    method: str,
+    provider: str,
+    actor_email: str | None = None,
+    now: datetime | None = None,
+) -> Asset:
+    """Record the certified erasure of a returned device; the request closes with its last device."""
+    now = now or utcnow()
+    problems = []
+    values = {}
+    for name, value in (("certificate", certificate), ("method", method), ("provider", provider)):
+        try:
+            values[name] = single_line(value or "")
+        except ValueError as exc:
+            problems.append(Problem(str(exc), field=name))
+            continue
+        if not values[name]:
+            problems.append(Problem("is required", field=name))
+        elif len(values[name]) > 200:
+            problems.append(Problem("is longer than 200 characters", field=name))
+    if problems:
+        raise InputError(problems)
+    actor = _check_actor_role(session, actor_email, {Role.IT.value}, "record erasures")
+    asset = find_asset(session, serial)
+    duplicate = session.exec(
+        select(ErasureRecord).where(
+            ErasureRecord.certificate_id == values["certificate"],
+            ErasureRecord.provider == values["provider"],
+        )
+    ).first()
+    if duplicate is not None:
+        raise InputError(
+            Problem(
+                f"certificate {values['certificate']} of {values['provider']} is already recorded for another device",
+                field="certificate",
+            )
+        )
+    from models.lifecycle import ASSET
+
+    ASSET.target(asset.status, AssetEvent.ERASE, what=f"asset {asset.serial}")
+    assert asset.id is not None
+    session.add(
+        ErasureRecord(
+            asset_id=asset.id,
+            method=values["method"],
+            certificate_id=values["certificate"],
+            provider=values["provider"],
+            erased_at=now,
+            recorded_by=actor,
+        )
+    )
+    fire(
+        session,
+        asset,
+        AssetEvent.ERASE,
+        actor=actor,
+        at=now,
+        details=values,
+        notices=[
+            Notice(
+                "erasure_certified",
+                team(Role.IT),
+                asset.serial or "",
+                {"serial": asset.serial, **values},
+                asset_id=asset.id,
+            ),
+            Notice(
+                "erasure_certified",
+                team(Role.PURCHASING),
+                asset.serial or "",
+                {"serial": asset.serial, **values},
+                asset_id=asset.id,
+            ),
+        ],
+    )
+    _close_if_done(session, asset.request_id, actor, now)
+    return asset
+
+
+def dispose(
+    session: Session,
+    *,
+    serial: str,
+    to: str,
+    actor_email: str | None = None,
+    now: datetime | None = None,
+) -> Asset:
+    """After erasure: recycle the device, or send it back to the lessor / DaaS provider."""
+    now = now or utcnow()
+    events = {"recycler": AssetEvent.DISPOSE, "provider": AssetEvent.RETURN_TO_PROVIDER}
+    if to not in events:
+        raise InputError(Problem(f"unknown destination {to!r} (recycler or provider)", field="to"))
+    actor = _check_actor_role(
+        session, actor_email, {Role.IT.value, Role.PURCHASING.value}, "dispose of devices"
+    )
+    asset = find_asset(session, serial)
+    fire(session, asset, events[to], actor=actor, at=now)
+    return asset
+
+
+def _close_if_done(session: Session, request_id: int, actor: str, now: datetime) -> None:
+    request = lock_request(session, request_id)
+    if request.status != RequestStatus.ROLLED_OUT:
+        return
+    if all(a.status in ASSET_END_STATES for a in assets_of(session, request)):
+        requester = session.get(Person, request.requester_id)
+        assert requester is not None
+        fire(
+            session,
+            request,
+            RequestEvent.CLOSE,
+            actor=actor,
+            at=now,
+            changes={"closed_at": now},
+            details={"reason": "every device is returned and erased"},
+            notices=[Notice("closed", person(requester.email), request.ref)],
+        )

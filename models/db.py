@@ -1,0 +1,78 @@
+"""Engines and transactions for SQLite (the embedded default) and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session, create_engine
+
+
+def normalize_url(url: str) -> str:
+    """Accept postgres://, postgresql:// and sqlite paths; pick the psycopg 3 driver for PostgreSQL."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an engine; SQLite gets WAL, foreign keys, a busy timeout and BEGIN IMMEDIATE writes."""
+    url = normalize_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            poolclass=NullPool if parsed.database in (None, "", ":memory:") else None,
+            **kwargs,
+        )
+        _configure_sqlite(engine)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kwargs)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # We issue BEGIN ourselves (below): pysqlite's implicit transactions start too late.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # Writers take the write lock up front so two read-then-write transactions never deadlock.
+        if connection.get_execution_options().get("procure_readonly"):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@contextmanager
+def transaction(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on any error (nothing half written)."""
+    bind = engine.execution_options(procure_readonly=True) if readonly else engine
+    with Session(bind, expire_on_commit=False, autoflush=True) as session:
+        try:
+            yield session
+            if not readonly:
+                session.commit()
+            # A read-only session just closes: the connection's reset rolls back, and the
+            # loaded objects stay readable after the block.
+        except BaseException:
+            session.rollback()
+            raise

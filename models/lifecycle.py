@@ -1,0 +1,253 @@
+"""THE lifecycle of requests, their stages and their assets: states, events, allowed moves.
+
+Every status change in procure goes through `fire()`: it checks the move against the
+tables below, writes the new status with an optimistic-lock check on `version`, appends
+the audit event and queues the notifications, all in the caller's transaction. Nothing
+else assigns a status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlmodel import Session
+
+from models import audit, outbox
+from models.errors import ConcurrentUpdate, TransitionNotAllowed
+from models.types import utcnow
+
+
+class RequestStatus(StrEnum):
+    DRAFT = "draft"
+    SUBMITTED = "submitted"
+    IN_REVIEW = "in_review"
+    CHANGES_REQUESTED = "changes_requested"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    ORDERED = "ordered"
+    DELIVERY_SCHEDULED = "delivery_scheduled"
+    DELIVERED = "delivered"
+    ROLLED_OUT = "rolled_out"
+    CLOSED = "closed"
+
+
+class RequestEvent(StrEnum):
+    SUBMIT = "submit"
+    START_REVIEW = "start_review"
+    APPROVE = "approve"
+    REJECT = "reject"
+    SEND_BACK = "send_back"
+    RESUBMIT = "resubmit"
+    CANCEL = "cancel"
+    ORDER = "order"
+    SCHEDULE_DELIVERY = "schedule_delivery"
+    DELIVER = "deliver"
+    ROLL_OUT = "roll_out"
+    CLOSE = "close"
+
+
+class StageStatus(StrEnum):
+    WAITING = "waiting"  # not open yet: an earlier stage is pending, or the request went back
+    OPEN = "open"  # waiting for its approvers
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    SENT_BACK = "sent_back"
+    SKIPPED = "skipped"  # its condition does not apply to this request
+    CANCELLED = "cancelled"  # the request ended before the stage was decided
+
+
+class StageEvent(StrEnum):
+    OPEN = "open"
+    APPROVE = "approve"
+    REJECT = "reject"
+    SEND_BACK = "send_back"
+    SUSPEND = "suspend"  # another stage sent the request back
+    RESET = "reset"  # a new round after resubmission (inputs changed or condition applies again)
+    SKIP = "skip"
+    CANCEL = "cancel"
+
+
+class AssetStatus(StrEnum):
+    ORDERED = "ordered"
+    DELIVERED = "delivered"
+    DEPLOYED = "deployed"
+    RETURN_REQUESTED = "return_requested"
+    RETURNED = "returned"
+    ERASED = "erased"
+    DISPOSED = "disposed"
+    RETURNED_TO_PROVIDER = "returned_to_provider"
+
+
+class AssetEvent(StrEnum):
+    DELIVER = "deliver"
+    DEPLOY = "deploy"
+    REQUEST_RETURN = "request_return"
+    RECEIVE_RETURN = "receive_return"
+    ERASE = "erase"
+    DISPOSE = "dispose"
+    RETURN_TO_PROVIDER = "return_to_provider"
+
+
+R, RE = RequestStatus, RequestEvent
+S, SE = StageStatus, StageEvent
+A, AE = AssetStatus, AssetEvent
+
+REQUEST_TRANSITIONS: Mapping[tuple[str, str], str] = {
+    (R.DRAFT, RE.SUBMIT): R.SUBMITTED,
+    (R.SUBMITTED, RE.START_REVIEW): R.IN_REVIEW,
+    (R.SUBMITTED, RE.APPROVE): R.APPROVED,  # no stage of the pipeline applies
+    (R.IN_REVIEW, RE.APPROVE): R.APPROVED,
+    (R.IN_REVIEW, RE.REJECT): R.REJECTED,
+    (R.IN_REVIEW, RE.SEND_BACK): R.CHANGES_REQUESTED,
+    (R.CHANGES_REQUESTED, RE.RESUBMIT): R.SUBMITTED,
+    (R.DRAFT, RE.CANCEL): R.CANCELLED,
+    (R.SUBMITTED, RE.CANCEL): R.CANCELLED,
+    (R.IN_REVIEW, RE.CANCEL): R.CANCELLED,
+    (R.CHANGES_REQUESTED, RE.CANCEL): R.CANCELLED,
+    (R.APPROVED, RE.CANCEL): R.CANCELLED,
+    (R.APPROVED, RE.ORDER): R.ORDERED,
+    (R.ORDERED, RE.SCHEDULE_DELIVERY): R.DELIVERY_SCHEDULED,
+    (R.DELIVERY_SCHEDULED, RE.SCHEDULE_DELIVERY): R.DELIVERY_SCHEDULED,  # rescheduled
+    (R.DELIVERY_SCHEDULED, RE.DELIVER): R.DELIVERED,
+    (R.DELIVERED, RE.ROLL_OUT): R.ROLLED_OUT,
+    (R.ROLLED_OUT, RE.CLOSE): R.CLOSED,
+}
+
+STAGE_TRANSITIONS: Mapping[tuple[str, str], str] = {
+    (S.WAITING, SE.OPEN): S.OPEN,
+    (S.WAITING, SE.SKIP): S.SKIPPED,
+    (S.WAITING, SE.RESET): S.WAITING,
+    (S.WAITING, SE.CANCEL): S.CANCELLED,
+    (S.OPEN, SE.APPROVE): S.APPROVED,
+    (S.OPEN, SE.REJECT): S.REJECTED,
+    (S.OPEN, SE.SEND_BACK): S.SENT_BACK,
+    (S.OPEN, SE.SUSPEND): S.WAITING,
+    (S.OPEN, SE.CANCEL): S.CANCELLED,
+    (S.APPROVED, SE.RESET): S.WAITING,
+    (S.APPROVED, SE.SKIP): S.SKIPPED,
+    (S.SENT_BACK, SE.RESET): S.WAITING,
+    (S.SKIPPED, SE.RESET): S.WAITING,
+}
+
+ASSET_TRANSITIONS: Mapping[tuple[str, str], str] = {
+    (A.ORDERED, AE.DELIVER): A.DELIVERED,
+    (A.DELIVERED, AE.DEPLOY): A.DEPLOYED,
+    (A.DEPLOYED, AE.REQUEST_RETURN): A.RETURN_REQUESTED,
+    (A.DEPLOYED, AE.RECEIVE_RETURN): A.RETURNED,  # handed back without a prior request
+    (A.RETURN_REQUESTED, AE.RECEIVE_RETURN): A.RETURNED,
+    (A.RETURNED, AE.ERASE): A.ERASED,
+    (A.ERASED, AE.DEPLOY): A.DEPLOYED,  # re-imaged and handed to someone else
+    (A.ERASED, AE.DISPOSE): A.DISPOSED,
+    (A.ERASED, AE.RETURN_TO_PROVIDER): A.RETURNED_TO_PROVIDER,
+}
+
+
+@dataclass(frozen=True)
+class Machine:
+    """One entity's states and allowed moves, as data."""
+
+    name: str
+    states: type[StrEnum]
+    events: type[StrEnum]
+    transitions: Mapping[tuple[str, str], str]
+
+    def target(self, state: str, event: str, what: str | None = None) -> str:
+        """The state `event` leads to from `state`; a clear error if the move is not allowed."""
+        try:
+            return self.transitions[(state, event)]
+        except KeyError:
+            pass
+        subject = what or self.name
+        if event not in {e.value for e in self.events}:
+            raise TransitionNotAllowed(f"{subject}: unknown event {event!r}")
+        allowed = self.allowed_events(state)
+        hint = f"; possible now: {', '.join(allowed)}" if allowed else "; it is final"
+        raise TransitionNotAllowed(f"{subject} is {state}: cannot {event}{hint}")
+
+    def allowed_events(self, state: str) -> list[str]:
+        return [e for (s, e) in self.transitions if s == state]
+
+    def is_final(self, state: str) -> bool:
+        return not self.allowed_events(state)
+
+
+REQUEST = Machine("request", RequestStatus, RequestEvent, REQUEST_TRANSITIONS)
+STAGE = Machine("stage", StageStatus, StageEvent, STAGE_TRANSITIONS)
+ASSET = Machine("asset", AssetStatus, AssetEvent, ASSET_TRANSITIONS)
+MACHINES = {m.name: m for m in (REQUEST, STAGE, ASSET)}
+
+# Request states that count as "still deciding" and as "done with the devices".
+OPEN_REQUEST_STATES = frozenset({R.SUBMITTED, R.IN_REVIEW, R.CHANGES_REQUESTED})
+ASSET_END_STATES = frozenset({A.ERASED, A.DISPOSED, A.RETURNED_TO_PROVIDER})
+
+
+def _identity(entity: Any) -> tuple[str, str, int | None]:
+    """(machine name, audit entity id, request id) of a request, stage or asset row."""
+    from models.requests import format_ref
+
+    table = entity.__tablename__
+    if table == "request":
+        return "request", format_ref(entity.id), entity.id
+    if table == "stage":
+        return "stage", f"{format_ref(entity.request_id)}/{entity.key}", entity.request_id
+    if table == "asset":
+        return "asset", entity.serial or f"asset-{entity.id}", entity.request_id
+    raise TypeError(f"{type(entity).__name__} has no lifecycle")
+
+
+def fire(
+    session: Session,
+    entity: Any,
+    event: str,
+    *,
+    actor: str,
+    at: datetime | None = None,
+    on_behalf_of: str | None = None,
+    details: dict[str, Any] | None = None,
+    notices: Iterable[outbox.Notice] = (),
+    changes: dict[str, Any] | None = None,
+) -> str:
+    """Move `entity` by `event`: status + version (checked), audit row and outbox rows, one transaction."""
+    name, entity_id, request_id = _identity(entity)
+    machine = MACHINES[name]
+    source = entity.status
+    target = machine.target(source, event, what=f"{name} {entity_id}")
+    at = at or utcnow()
+    model = type(entity)
+    values = {"status": target, "version": entity.version + 1, **(changes or {})}
+    result = session.execute(
+        update(model)
+        .where(model.id == entity.id, model.version == entity.version)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise ConcurrentUpdate(
+            f"{name} {entity_id} was changed by someone else meanwhile; read it again and retry"
+        )
+    for key, value in values.items():
+        set_committed_value(entity, key, value)
+    _, entity_id, _ = _identity(entity)  # a delivered asset is known by its new serial
+    audit.append(
+        session,
+        actor=actor,
+        on_behalf_of=on_behalf_of,
+        entity=name,
+        entity_id=entity_id,
+        request_id=request_id,
+        action=str(event),
+        from_status=source,
+        to_status=target,
+        details=details,
+        at=at,
+    )
+    for notice in notices:
+        outbox.queue(session, notice, request_id=request_id, at=at)
+    return target

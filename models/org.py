@@ -1,0 +1,267 @@
+"""The organisation: people and their roles, cost centres with budget owners, delegations."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import Field as PField
+from sqlalchemy import UniqueConstraint
+from sqlmodel import Field, Session, SQLModel, select
+
+from models import audit
+from models.errors import InputError
+from models.fields import Code, Email, Name, Text, roles_list
+from models.records import tally, upsert
+from models.sources import Document, load_document, validate
+
+
+class Role(StrEnum):
+    """What a person may do in a pipeline; budget owners come from cost centres instead."""
+
+    REQUESTER = "requester"
+    IT = "it"
+    PURCHASING = "purchasing"
+    HR = "hr"
+    FINANCE = "finance"
+    MANAGEMENT = "management"
+
+
+BUDGET_OWNER = "budget_owner"  # a pipeline role filled by the request's cost centre owner
+PIPELINE_ROLES = frozenset({*(r.value for r in Role), BUDGET_OWNER})
+
+
+# Fields every person has (shared by the table and the input models).
+class PersonBase(SQLModel):
+    email: str = Field(max_length=254, unique=True, index=True)
+    name: str = Field(max_length=200)
+    department: str = Field(default="", max_length=200)
+    active: bool = True
+
+
+# A person as stored.
+class Person(PersonBase, table=True):
+    __tablename__ = "person"
+    id: int | None = Field(default=None, primary_key=True)
+
+
+# The roles a person holds (one row per role).
+class PersonRole(SQLModel, table=True):
+    __tablename__ = "person_role"
+    person_id: int = Field(foreign_key="person.id", primary_key=True)
+    role: str = Field(max_length=32, primary_key=True, index=True)
+
+
+# A cost centre and the person who owns its budget.
+class CostCentre(SQLModel, table=True):
+    __tablename__ = "cost_centre"
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=64, unique=True, index=True)
+    name: str = Field(max_length=200)
+    budget_owner_id: int = Field(foreign_key="person.id")
+
+
+# An approver's absence: the delegate acts on the delegator's behalf from starts_on to ends_on.
+class Delegation(SQLModel, table=True):
+    __tablename__ = "delegation"
+    __table_args__ = (UniqueConstraint("delegator_id", "delegate_id", "starts_on"),)
+    id: int | None = Field(default=None, primary_key=True)
+    delegator_id: int = Field(foreign_key="person.id", index=True)
+    delegate_id: int = Field(foreign_key="person.id", index=True)
+    starts_on: date
+    ends_on: date
+    reason: str = Field(default="", max_length=500)
+
+    def covers(self, day: date) -> bool:
+        """Whether the delegation is in force on this day (both ends included)."""
+        return self.starts_on <= day <= self.ends_on
+
+
+# Loading an organisation file
+
+
+# A person as written in an organisation file.
+class PersonCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: Email
+    name: Name = PField(min_length=1, max_length=200)
+    department: Name = PField(default="", max_length=200)
+    roles: list[Role] = PField(default_factory=lambda: [Role.REQUESTER])
+    active: bool = True
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return roles_list(value)
+
+
+# A cost centre as written in an organisation file.
+class CostCentreCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: Code
+    name: Name = PField(min_length=1, max_length=200)
+    budget_owner: Email
+
+
+# A delegation as written in an organisation file.
+class DelegationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    delegator: Email
+    delegate: Email
+    starts_on: date = PField(alias="from")
+    ends_on: date = PField(alias="to")
+    reason: Text = PField(default="", max_length=500)
+
+
+# A whole organisation file (YAML/JSON); a CSV file holds people only.
+class OrgFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    people: list[PersonCreate] = PField(default_factory=list)
+    cost_centres: list[CostCentreCreate] = PField(default_factory=list)
+    delegations: list[DelegationCreate] = PField(default_factory=list)
+
+
+PEOPLE_COLUMNS = {"email", "name", "department", "roles", "active"}
+
+
+def read_org_file(path: Path | str) -> tuple[OrgFile, Document]:
+    """Parse an organisation file (YAML, JSON, or CSV of people)."""
+    doc = load_document(path, required={"email", "name"}, known=PEOPLE_COLUMNS)
+    if isinstance(doc.data, list) and Path(path).suffix.lower() == ".csv":
+        doc = Document(
+            doc.source,
+            {"people": doc.data},
+            {("people", *k): v for k, v in doc.lines.items()},
+        )
+    if not isinstance(doc.data, dict):
+        raise InputError(
+            doc.problem((), "expected a mapping with people, cost_centres, delegations")
+        )
+    return validate(OrgFile, doc.data, doc), doc
+
+
+def load_org(
+    session: Session, *, org: OrgFile, doc: Document, actor: str, at: datetime | None = None
+) -> dict[str, dict[str, int]]:
+    """Create or update people, cost centres and delegations; all or nothing."""
+    problems = []
+    seen: dict[str, int] = {}
+    for i, p in enumerate(org.people):
+        if p.email in seen:
+            problems.append(
+                doc.problem(
+                    ("people", i, "email"),
+                    f"{p.email} is listed twice (also people[{seen[p.email]}])",
+                )
+            )
+        seen[p.email] = i
+    known = {p.email for p in org.people} | set(session.exec(select(Person.email)).all())
+    for i, c in enumerate(org.cost_centres):
+        if c.budget_owner not in known:
+            problems.append(
+                doc.problem(("cost_centres", i, "budget_owner"), f"unknown person {c.budget_owner}")
+            )
+    for i, d in enumerate(org.delegations):
+        for name in ("delegator", "delegate"):
+            if getattr(d, name) not in known:
+                problems.append(
+                    doc.problem(("delegations", i, name), f"unknown person {getattr(d, name)}")
+                )
+        if d.delegator == d.delegate:
+            problems.append(
+                doc.problem(
+                    ("delegations", i, "delegate"), "a person cannot delegate to themselves"
+                )
+            )
+        if d.ends_on < d.starts_on:
+            problems.append(
+                doc.problem(
+                    ("delegations", i, "to"), f"ends ({d.ends_on}) before it starts ({d.starts_on})"
+                )
+            )
+    if problems:
+        raise InputError(problems)
+
+    results: dict[str, list[str]] = {"person": [], "cost_centre": [], "delegation": []}
+    by_email: dict[str, Person] = {}
+    for p in org.people:
+        row, what = upsert(
+            session,
+            Person,
+            match={"email": p.email},
+            values={"name": p.name, "department": p.department, "active": p.active},
+            entity="person",
+            entity_id=p.email,
+            actor=actor,
+            at=at,
+        )
+        by_email[p.email] = row
+        assert row.id is not None
+        current = set(
+            session.exec(select(PersonRole.role).where(PersonRole.person_id == row.id)).all()
+        )
+        wanted = {r.value for r in p.roles}
+        if current != wanted:
+            for role in current - wanted:
+                stale = session.get(PersonRole, (row.id, role))
+                if stale is not None:
+                    session.delete(stale)
+            for role in wanted - current:
+                session.add(PersonRole(person_id=row.id, role=role))
+            audit.append(
+                session,
+                actor=actor,
+                entity="person",
+                entity_id=p.email,
+                action="roles",
+                details={"from": sorted(current), "to": sorted(wanted)},
+                at=at,
+            )
+            if what == "unchanged":
+                what = "updated"
+        results["person"].append(what)
+
+    def person_id(email: str) -> int:
+        row = by_email.get(email) or session.exec(select(Person).where(Person.email == email)).one()
+        assert row.id is not None
+        return row.id
+
+    for c in org.cost_centres:
+        _, what = upsert(
+            session,
+            CostCentre,
+            match={"code": c.code},
+            values={"name": c.name, "budget_owner_id": person_id(c.budget_owner)},
+            entity="cost_centre",
+            entity_id=c.code,
+            actor=actor,
+            at=at,
+        )
+        results["cost_centre"].append(what)
+    for d in org.delegations:
+        delegator, delegate = person_id(d.delegator), person_id(d.delegate)
+        _, what = upsert(
+            session,
+            Delegation,
+            match={"delegator_id": delegator, "delegate_id": delegate, "starts_on": d.starts_on},
+            values={"ends_on": d.ends_on, "reason": d.reason},
+            entity="delegation",
+            entity_id=f"{d.delegator}->{d.delegate}@{d.starts_on}",
+            actor=actor,
+            at=at,
+        )
+        results["delegation"].append(what)
+    session.flush()
+    return {kind: tally(outcomes) for kind, outcomes in results.items()}
+
+
+def person_by_email(session: Session, email: str) -> Person | None:
+    """The person with this email (case-insensitive), or None."""
+    return session.exec(select(Person).where(Person.email == email.strip().lower())).first()
+
+
+def roles_of(session: Session, person_id: int) -> set[str]:
+    return set(session.exec(select(PersonRole.role).where(PersonRole.person_id == person_id)).all())

@@ -1,0 +1,218 @@
+"""Who may decide what: role holders, separation of duties, delegation within its dates."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from sqlmodel import Session, col, select
+
+from models.lifecycle import StageStatus
+from models.org import BUDGET_OWNER, CostCentre, Delegation, Person, PersonRole
+from models.requests import Decision, Request, Stage, StageMode
+
+ANY_SLOT = "any"
+
+
+@dataclass(frozen=True)
+class Seat:
+    """One way the actor can decide a stage: which slot, in which role, on whose authority."""
+
+    stage: Stage
+    slot: str
+    role: str
+    principal: Person
+    actor: Person
+
+    @property
+    def delegated(self) -> bool:
+        return self.principal.id != self.actor.id
+
+
+def slots_of(stage: Stage) -> list[tuple[str, tuple[str, ...]]]:
+    """The approvals a stage needs: one per role (all-of) or one from any role (any-of)."""
+    if stage.mode == StageMode.ANY:
+        return [(ANY_SLOT, tuple(stage.roles))]
+    return [(role, (role,)) for role in stage.roles]
+
+
+def current(stage: Stage, decisions: Iterable[Decision]) -> list[Decision]:
+    """The decisions of the stage's current round."""
+    return [d for d in decisions if d.stage_id == stage.id and d.round == stage.round]
+
+
+def open_slots(stage: Stage, decisions: Iterable[Decision]) -> list[tuple[str, tuple[str, ...]]]:
+    filled = {d.slot for d in current(stage, decisions)}
+    return [(slot, roles) for slot, roles in slots_of(stage) if slot not in filled]
+
+
+class Directory:
+    """Role membership, budget owners and delegations, loaded once per action."""
+
+    def __init__(self, session: Session, request: Request, today: date):
+        self.session = session
+        self.request = request
+        self.today = today
+        self._roles: dict[int, set[str]] = {}
+        self._holders: dict[str, list[Person]] = {}
+        self._budget_owner: Person | None = None
+
+    def roles(self, person: Person) -> set[str]:
+        assert person.id is not None
+        if person.id not in self._roles:
+            self._roles[person.id] = set(
+                self.session.exec(
+                    select(PersonRole.role).where(PersonRole.person_id == person.id)
+                ).all()
+            )
+        return self._roles[person.id]
+
+    def budget_owner(self) -> Person | None:
+        if self._budget_owner is None:
+            centre = self.session.get(CostCentre, self.request.cost_centre_id)
+            if centre is not None:
+                self._budget_owner = self.session.get(Person, centre.budget_owner_id)
+        return self._budget_owner
+
+    def holds(self, person: Person, role: str) -> bool:
+        if role == BUDGET_OWNER:
+            owner = self.budget_owner()
+            return owner is not None and owner.id == person.id
+        return role in self.roles(person)
+
+    def holders(self, role: str) -> list[Person]:
+        """Active people who hold a role (for budget_owner: the cost centre's owner)."""
+        if role not in self._holders:
+            if role == BUDGET_OWNER:
+                owner = self.budget_owner()
+                people = [owner] if owner is not None and owner.active else []
+            else:
+                people = list(
+                    self.session.exec(
+                        select(Person)
+                        .join(PersonRole, PersonRole.person_id == Person.id)  # type: ignore[arg-type]
+                        .where(PersonRole.role == role, Person.active)
+                        .order_by(Person.email)
+                    ).all()
+                )
+            self._holders[role] = people
+        return self._holders[role]
+
+    def delegators_of(self, delegate: Person) -> list[Person]:
+        """The people on whose behalf `delegate` may act today."""
+        rows = self.session.exec(
+            select(Person)
+            .join(Delegation, Delegation.delegator_id == Person.id)  # type: ignore[arg-type]
+            .where(
+                Delegation.delegate_id == delegate.id,
+                Delegation.starts_on <= self.today,
+                Delegation.ends_on >= self.today,
+                Person.active,
+            )
+            .order_by(Person.email)
+        ).all()
+        return list(rows)
+
+    def delegates_of(self, principals: Sequence[Person]) -> dict[int, list[Person]]:
+        """Who may act today on behalf of each principal."""
+        ids = [p.id for p in principals]
+        out: dict[int, list[Person]] = {}
+        if not ids:
+            return out
+        rows = self.session.exec(
+            select(Delegation, Person)
+            .join(Person, Delegation.delegate_id == Person.id)  # type: ignore[arg-type]
+            .where(
+                col(Delegation.delegator_id).in_(ids),
+                Delegation.starts_on <= self.today,
+                Delegation.ends_on >= self.today,
+                Person.active,
+            )
+        ).all()
+        for delegation, person in rows:
+            out.setdefault(delegation.delegator_id, []).append(person)
+        return out
+
+    def delegations_of(self, delegate: Person) -> list[Delegation]:
+        """Every delegation to this person, in force or not (to explain a refusal)."""
+        return list(
+            self.session.exec(select(Delegation).where(Delegation.delegate_id == delegate.id)).all()
+        )
+
+
+def conflict(
+    request: Request,
+    stage: Stage,
+    person_id: int | None,
+    decisions: Iterable[Decision],
+    stages: dict[int, Stage],
+) -> str | None:
+    """Why this person may not decide this stage, or None if they may."""
+    if person_id == request.requester_id:
+        return "nobody approves their own request"
+    if person_id == request.on_behalf_of_id:
+        return "nobody approves devices for themselves"
+    for d in decisions:
+        if person_id not in (d.actor_id, d.on_behalf_of_id):
+            continue
+        if d.stage_id != stage.id:
+            other = stages[d.stage_id].key if d.stage_id in stages else "another stage"
+            return f"already decided stage {other} of this request (one person decides one stage)"
+        if d.round == stage.round:
+            return f"already decided this stage ({d.outcome})"
+    return None
+
+
+def eligible(
+    directory: Directory,
+    request: Request,
+    stage: Stage,
+    roles: tuple[str, ...],
+    decisions: Sequence[Decision],
+    stages: dict[int, Stage],
+) -> list[Person]:
+    """Who may fill a slot needing one of `roles` (delegates not included)."""
+    seen: dict[int, Person] = {}
+    for role in roles:
+        for person in directory.holders(role):
+            if (
+                person.id not in seen
+                and conflict(request, stage, person.id, decisions, stages) is None
+            ):
+                assert person.id is not None
+                seen[person.id] = person
+    return list(seen.values())
+
+
+def seats(
+    directory: Directory,
+    actor: Person,
+    request: Request,
+    stages: Sequence[Stage],
+    decisions: Sequence[Decision],
+    stage_key: str | None = None,
+) -> tuple[list[Seat], list[str]]:
+    """Every way the actor may decide an open stage now, and why not where they may not."""
+    by_id = {s.id: s for s in stages if s.id is not None}
+    principals = [actor, *directory.delegators_of(actor)]
+    found: list[Seat] = []
+    reasons: list[str] = []
+    for stage in sorted(stages, key=lambda s: s.position):
+        if stage.status != StageStatus.OPEN or (stage_key and stage.key != stage_key):
+            continue
+        for slot, roles in open_slots(stage, decisions):
+            for principal in principals:
+                role = next((r for r in roles if directory.holds(principal, r)), None)
+                if role is None:
+                    continue
+                on_behalf = "" if principal.id == actor.id else f" (on behalf of {principal.email})"
+                why = conflict(request, stage, principal.id, decisions, by_id)
+                if why is None and principal.id != actor.id:
+                    why = conflict(request, stage, actor.id, decisions, by_id)
+                if why is not None:
+                    reasons.append(f"{stage.key}{on_behalf}: {why}")
+                    continue
+                found.append(Seat(stage, slot, role, principal, actor))
+    found.sort(key=lambda s: (s.delegated, s.stage.position))
+    return found, reasons

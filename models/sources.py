@@ -1,0 +1,340 @@
+"""Reading input files (YAML, JSON, CSV) so that every error names the file, line and field.
+
+YAML and JSON numbers with a decimal point become Decimal (never float), duplicate keys are
+refused, and a map from each value's path to its line lets validation errors point at the
+line that holds the wrong value.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from models.errors import InputError, Problem
+
+MAX_FILE_BYTES = 50 * 1024 * 1024
+Path_ = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class Document:
+    """Parsed content of one file, with the line of every value path."""
+
+    source: str
+    data: Any
+    lines: dict[Path_, int] = field(default_factory=dict)
+
+    def line_of(self, path: Path_) -> int | None:
+        """The line of the value at path, or of its nearest enclosing value."""
+        while True:
+            if path in self.lines:
+                return self.lines[path]
+            if not path:
+                return None
+            path = path[:-1]
+
+    def problem(self, path: Path_, message: str) -> Problem:
+        return Problem(message, source=self.source, line=self.line_of(path), field=dotted(path))
+
+
+def dotted(path: Path_) -> str | None:
+    """('lines', 0, 'quantity') -> 'lines[0].quantity'."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or None
+
+
+class _Loader(yaml.SafeLoader):
+    """A safe YAML loader: decimals as Decimal, duplicate keys refused."""
+
+
+def _construct_decimal(loader: _Loader, node: yaml.ScalarNode) -> Any:
+    text = str(loader.construct_scalar(node)).replace("_", "")
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"not a number: {text!r}", node.start_mark
+        ) from None
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key {key!r} (first on line {seen[key]})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line + 1
+    loader.flatten_mapping(node)
+    return dict(loader.construct_pairs(node, deep=deep))
+
+
+_Loader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _node_lines(node: yaml.Node, path: Path_, out: dict[Path_, int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+            _node_lines(value_node, (*path, key), out)
+            # A value on a later line than its key: errors about the key itself point at the key.
+            out.setdefault((*path, key), key_node.start_mark.line + 1)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _node_lines(item, (*path, index), out)
+
+
+def read_text(path: Path | str, *, label: str | None = None) -> tuple[str, str]:
+    """Read a UTF-8 text file; returns (label, text). Errors name the file."""
+    p = Path(path)
+    source = label or str(path)
+    try:
+        size = p.stat().st_size
+    except FileNotFoundError:
+        raise InputError(Problem("no such file", source=source)) from None
+    except OSError as exc:
+        raise InputError(Problem(f"cannot read: {exc.strerror}", source=source)) from None
+    if p.is_dir():
+        raise InputError(Problem("is a directory, not a file", source=source))
+    if size > MAX_FILE_BYTES:
+        raise InputError(
+            Problem(f"too large ({size:,} bytes; at most {MAX_FILE_BYTES:,})", source=source)
+        )
+    raw = p.read_bytes()
+    return source, decode(raw, source)
+
+
+def decode(raw: bytes, source: str) -> str:
+    """Bytes to text: UTF-8 (a BOM is allowed); anything else is named with its line."""
+    if b"\x00" in raw:
+        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+        raise InputError(Problem("contains a NUL byte: this is not a text file", source, line))
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError(
+            Problem(f"is not UTF-8 text (byte 0x{raw[exc.start]:02x})", source, line)
+        ) from None
+
+
+def parse_yaml(text: str, source: str) -> Document:
+    """Parse YAML (one document) with line positions."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        message = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+        raise InputError(Problem(f"invalid YAML: {message}", source, line)) from None
+    except yaml.YAMLError as exc:
+        raise InputError(Problem(f"invalid YAML: {exc}", source)) from None
+    finally:
+        loader.dispose()
+    lines: dict[Path_, int] = {}
+    if node is not None:
+        _node_lines(node, (), lines)
+    return Document(source, data, lines)
+
+
+def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def parse_json(text: str, source: str) -> Document:
+    """Parse JSON (numbers with a point as Decimal) with line positions where they can be found."""
+    try:
+        data = json.loads(
+            text,
+            parse_float=Decimal,
+            parse_constant=_refuse_constant,
+            object_pairs_hook=_json_pairs,
+        )
+    except json.JSONDecodeError as exc:
+        raise InputError(Problem(f"invalid JSON: {exc.msg}", source, exc.lineno)) from None
+    except ValueError as exc:
+        raise InputError(Problem(f"invalid JSON: {exc}", source)) from None
+    lines: dict[Path_, int] = {}
+    try:  # JSON is (nearly) YAML: borrow its positions; without them errors still name the field.
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            _node_lines(node, (), lines)
+    except yaml.YAMLError:
+        lines = {}
+    return Document(source, data, lines)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number procure accepts")
+
+
+def parse_csv(text: str, source: str, *, required: set[str], known: set[str]) -> Document:
+    """Parse CSV with a header row into a list of dicts; data is [row, ...], lines per row/column."""
+    try:
+        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.reader(io.StringIO(text, newline=""), dialect)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise InputError(Problem("is empty: expected a header row", source, 1)) from None
+    except csv.Error as exc:
+        raise InputError(Problem(f"invalid CSV: {exc}", source, 1)) from None
+    columns = [h.strip().lower() for h in header]
+    problems = []
+    missing = sorted(required - set(columns))
+    if missing:
+        problems.append(Problem(f"missing column(s): {', '.join(missing)}", source, 1))
+    unknown = [c for c in columns if c not in known]
+    if unknown:
+        problems.append(
+            Problem(
+                f"unknown column(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})",
+                source,
+                1,
+            )
+        )
+    if len(set(columns)) != len(columns):
+        problems.append(Problem("a column name appears twice", source, 1))
+    if problems:
+        raise InputError(problems)
+    rows: list[dict[str, Any]] = []
+    lines: dict[Path_, int] = {}
+    try:
+        for record in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in record):
+                continue
+            if len(record) != len(columns):
+                problems.append(
+                    Problem(
+                        f"has {len(record)} fields, the header has {len(columns)}", source, line
+                    )
+                )
+                continue
+            index = len(rows)
+            rows.append({c: v for c, v in zip(columns, record, strict=True) if v.strip() != ""})
+            lines[(index,)] = line
+    except csv.Error as exc:
+        problems.append(Problem(f"invalid CSV: {exc}", source, reader.line_num))
+    if problems:
+        raise InputError(problems)
+    return Document(source, rows, lines)
+
+
+def load_document(path: Path | str, **csv_columns: Any) -> Document:
+    """Read and parse a file by its extension (.yaml/.yml, .json, .csv)."""
+    source, text = read_text(path)
+    suffix = Path(path).suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        return parse_yaml(text, source)
+    if suffix == ".json":
+        return parse_json(text, source)
+    if suffix == ".csv":
+        if not csv_columns:
+            raise InputError(Problem("CSV is not accepted for this kind of file", source))
+        return parse_csv(text, source, **csv_columns)
+    raise InputError(
+        Problem(f"unknown file type {suffix or '(none)'!r}: use .yaml, .json or .csv", source)
+    )
+
+
+def validate(model: type[M], data: Any, doc: Document, base: Path_ = ()) -> M:
+    """Validate data against a pydantic model; errors name file, line and field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(validation_problems(exc, doc, base)) from None
+
+
+def validation_problems(exc: ValidationError, doc: Document, base: Path_ = ()) -> list[Problem]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(
+            p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))
+        )
+        path = (*base, *loc)
+        problems.append(doc.problem(path, _message(error)))
+    return problems
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    message = str(error["msg"])
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "is not a known field (check the spelling)"
+    value = error.get("input")
+    if kind in ("enum", "literal_error"):
+        return f"{message} (got {value!r})"
+    return message
+
+
+def remap(problems: list[Problem], doc: Document, base: Path_ = ()) -> list[Problem]:
+    """Attach source and line to problems raised with a field path only (e.g. by a rule)."""
+    out = []
+    for problem in problems:
+        if problem.source is not None:
+            out.append(problem)
+            continue
+        path = (*base, *_parse_dotted(problem.field)) if problem.field else base
+        out.append(doc.problem(path, problem.message))
+    return out
+
+
+def _parse_dotted(dotted_path: str) -> Path_:
+    parts: list[str | int] = []
+    for chunk in dotted_path.replace("]", "").split("."):
+        name, *indexes = chunk.split("[")
+        if name:
+            parts.append(name)
+        parts.extend(int(i) for i in indexes)
+    return tuple(parts)
+
+
+def iter_items(doc: Document, *keys: str) -> Iterator[tuple[Path_, Any]]:
+    """Items of a document that is a list, or a mapping holding a list under one of keys."""
+    data = doc.data
+    if isinstance(data, list):
+        for index, item in enumerate(data):
+            yield (index,), item
+        return
+    if isinstance(data, dict):
+        for key in keys:
+            if key in data and isinstance(data[key], list):
+                for index, item in enumerate(data[key]):
+                    yield (key, index), item
+                return
+    raise InputError(doc.problem((), f"expected a list (or a mapping with {' or '.join(keys)})"))

@@ -1,0 +1,97 @@
+"""Money and time: Decimal quantized with one rounding rule, timezone-aware UTC datetimes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+CENT = Decimal("0.01")
+ROUNDING = ROUND_HALF_UP
+MONEY_MAX = Decimal("90000000000000.00")  # fits a signed 64-bit count of cents with room to spare
+
+
+def money(value: Any) -> Decimal:
+    """Return value as a Decimal quantized to cents (ROUND_HALF_UP); floats are refused."""
+    if isinstance(value, bool | float):
+        raise TypeError(f"money must be a Decimal, int or str, not {type(value).__name__}")
+    if isinstance(value, Decimal):
+        d = value
+    elif isinstance(value, int | str):
+        try:
+            d = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise ValueError(f"not an amount: {value!r}") from None
+    else:
+        raise TypeError(f"money must be a Decimal, int or str, not {type(value).__name__}")
+    if not d.is_finite():
+        raise ValueError(f"not a finite amount: {value!r}")
+    q = d.quantize(CENT, rounding=ROUNDING)
+    if abs(q) > MONEY_MAX:
+        raise ValueError(f"amount out of range: {value!r}")
+    return q
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """Convert an aware datetime to UTC; a naive one is refused (its zone would be a guess)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime refused (no time zone): {value.isoformat()}")
+    return value.astimezone(UTC)
+
+
+class Money(TypeDecorator[Decimal]):
+    """A money column: Decimal in Python, an exact integer count of cents in the database."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        return int(money(value).scaleb(2))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return Decimal(int(value)).scaleb(-2).quantize(CENT)
+
+    @property
+    def python_type(self) -> type:
+        return Decimal
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp column: aware datetimes in, aware UTC datetimes out, stored in UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime, got {type(value).__name__}")
+        utc = as_utc(value)
+        if dialect.name == "sqlite":
+            return utc.replace(tzinfo=None)
+        return utc
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    @property
+    def python_type(self) -> type:
+        return datetime

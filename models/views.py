@@ -1,0 +1,365 @@
+"""Read models: requests, inboxes and timelines as plain dicts, for the CLI, the web app and messages.
+
+One function per view, so every surface shows the same figures.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from models.actions import (
+    assets_of,
+    decisions_of,
+    lines_of,
+    spec_for,
+    stages_of,
+)
+from models.assets import Asset, ErasureRecord
+from models.audit import AuditEvent
+from models.catalog import Item
+from models.lifecycle import RequestStatus, StageStatus
+from models.org import CostCentre, Person
+from models.requests import Decision, Request, Stage, format_ref
+from models.rules import Directory, eligible, open_slots, seats
+from models.types import utcnow
+
+
+def _iso(value: datetime | date | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _people(session: Session, ids: set[int | None]) -> dict[int, Person]:
+    wanted = [i for i in ids if i is not None]
+    if not wanted:
+        return {}
+    return {
+        p.id: p
+        for p in session.exec(select(Person).where(col(Person.id).in_(wanted))).all()
+        if p.id
+    }
+
+
+def pending(
+    session: Session,
+    request: Request,
+    stages: list[Stage],
+    decisions: list[Decision],
+    today: date,
+) -> list[dict[str, Any]]:
+    """Open stages and who can decide them now: [{"stage", "roles", "approvers", "delegates", "due_at"}]."""
+    if request.status != RequestStatus.IN_REVIEW:
+        return []
+    directory = Directory(session, request, today)
+    by_id = {s.id: s for s in stages if s.id is not None}
+    out = []
+    for stage in stages:
+        if stage.status != StageStatus.OPEN:
+            continue
+        roles: list[str] = []
+        approvers: dict[str, Person] = {}
+        for _slot, slot_roles in open_slots(stage, decisions):
+            roles.extend(slot_roles)
+            for p in eligible(directory, request, stage, slot_roles, decisions, by_id):
+                approvers[p.email] = p
+        delegates = directory.delegates_of(list(approvers.values()))
+        out.append(
+            {
+                "stage": stage.key,
+                "name": stage.name,
+                "roles": roles,
+                "approvers": sorted(approvers),
+                "delegates": sorted(
+                    {
+                        f"{d.email} (for {p.email})"
+                        for p in approvers.values()
+                        for d in delegates.get(p.id or 0, [])
+                    }
+                ),
+                "due_at": _iso(stage.due_at),
+            }
+        )
+    return out
+
+
+def timeline(session: Session, request_id: int) -> list[dict[str, Any]]:
+    """Every audit event of a request (its stages and devices included), oldest first."""
+    events = session.exec(
+        select(AuditEvent).where(AuditEvent.request_id == request_id).order_by(col(AuditEvent.seq))
+    ).all()
+    return [
+        {
+            "seq": e.seq,
+            "at": _iso(e.at),
+            "actor": e.actor,
+            "on_behalf_of": e.on_behalf_of,
+            "entity": e.entity,
+            "entity_id": e.entity_id,
+            "action": e.action,
+            "from": e.from_status,
+            "to": e.to_status,
+            "details": e.details,
+        }
+        for e in events
+    ]
+
+
+def request_detail(
+    session: Session, request: Request, *, now: datetime | None = None
+) -> dict[str, Any]:
+    """Everything about one request: lines, stages with decisions, who is pending, timeline, devices."""
+    now = now or utcnow()
+    assert request.id is not None
+    lines = lines_of(session, request)
+    stages = stages_of(session, request)
+    decisions = decisions_of(session, request)
+    assets = assets_of(session, request)
+    spec = spec_for(session, request)
+    people = _people(
+        session,
+        {request.requester_id, request.on_behalf_of_id}
+        | {d.actor_id for d in decisions}
+        | {d.on_behalf_of_id for d in decisions}
+        | {a.assigned_to_id for a in assets},
+    )
+    centre = session.get(CostCentre, request.cost_centre_id)
+    items = {
+        i.id: i
+        for i in session.exec(
+            select(Item).where(col(Item.id).in_([ln.item_id for ln in lines]))
+        ).all()
+    }
+    erasures = {
+        e.asset_id: e
+        for e in session.exec(
+            select(ErasureRecord).where(col(ErasureRecord.asset_id).in_([a.id for a in assets]))
+        ).all()
+    }
+
+    def email(person_id: int | None) -> str | None:
+        return people[person_id].email if person_id in people else None
+
+    stage_views = []
+    for stage in stages:
+        stage_views.append(
+            {
+                "stage": stage.key,
+                "name": stage.name,
+                "roles": stage.roles,
+                "mode": stage.mode,
+                "status": stage.status,
+                "round": stage.round,
+                "after": stage.after,
+                "opened_at": _iso(stage.opened_at),
+                "due_at": _iso(stage.due_at),
+                "closed_at": _iso(stage.closed_at),
+                "decisions": [
+                    {
+                        "by": email(d.actor_id),
+                        "on_behalf_of": email(d.on_behalf_of_id),
+                        "role": d.role,
+                        "outcome": d.outcome,
+                        "comment": d.comment,
+                        "at": _iso(d.decided_at),
+                        "round": d.round,
+                    }
+                    for d in decisions
+                    if d.stage_id == stage.id
+                ],
+            }
+        )
+    return {
+        "id": request.ref,
+        "status": request.status,
+        "kind": request.kind,
+        "version": request.version,
+        "round": request.round,
+        "requester": email(request.requester_id),
+        "on_behalf_of": email(request.on_behalf_of_id),
+        "cost_centre": centre.code if centre else None,
+        "needed_by": _iso(request.needed_by),
+        "delivery_on": _iso(request.delivery_on),
+        "justification": request.justification,
+        "currency": request.currency,
+        "total": str(request.total),
+        "pipeline": f"{spec.name}@{spec.version}",
+        "idempotency_key": request.idempotency_key,
+        "created_at": _iso(request.created_at),
+        "submitted_at": _iso(request.submitted_at),
+        "decided_at": _iso(request.decided_at),
+        "closed_at": _iso(request.closed_at),
+        "lines": [
+            {
+                "line": ln.line_no,
+                "sku": ln.sku,
+                "name": items[ln.item_id].name if ln.item_id in items else ln.sku,
+                "category": items[ln.item_id].category if ln.item_id in items else None,
+                "quantity": ln.quantity,
+                "unit_price": str(ln.unit_price),
+                "total": str(ln.total),
+                "ownership": ln.ownership,
+                "term_months": ln.term_months,
+            }
+            for ln in lines
+        ],
+        "stages": stage_views,
+        "pending": pending(session, request, stages, decisions, spec.calendar.today(now)),
+        "assets": [
+            {
+                "serial": a.serial,
+                "sku": a.sku,
+                "status": a.status,
+                "ownership": a.ownership,
+                "assigned_to": email(a.assigned_to_id),
+                "acknowledged_at": _iso(a.acknowledged_at),
+                "warranty_end": _iso(a.warranty_end),
+                "contract_end": _iso(a.contract_end),
+                "erasure": (
+                    {
+                        "certificate": erasures[a.id].certificate_id,
+                        "method": erasures[a.id].method,
+                        "provider": erasures[a.id].provider,
+                        "at": _iso(erasures[a.id].erased_at),
+                    }
+                    if a.id in erasures
+                    else None
+                ),
+            }
+            for a in assets
+        ],
+        "timeline": timeline(session, request.id),
+    }
+
+
+def request_rows(
+    session: Session, *, status: str | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """One row per request for listings, newest first."""
+    requester = Person.__table__.alias("requester")  # type: ignore[attr-defined]
+    query = (
+        select(Request, requester.c.email, CostCentre.code)
+        .join(requester, requester.c.id == Request.requester_id)
+        .join(CostCentre, CostCentre.id == Request.cost_centre_id)  # type: ignore[arg-type]
+        .order_by(col(Request.id).desc())
+    )
+    if status is not None:
+        query = query.where(Request.status == status)
+    if limit is not None:
+        query = query.limit(limit)
+    rows = session.exec(query).all()
+    ids = [r.id for r, _, _ in rows]
+    open_stages: dict[int, list[str]] = {}
+    if ids:
+        for request_id, key in session.exec(
+            select(Stage.request_id, Stage.key).where(
+                col(Stage.request_id).in_(ids), Stage.status == StageStatus.OPEN
+            )
+        ).all():
+            open_stages.setdefault(request_id, []).append(key)
+    return [
+        {
+            "id": r.ref,
+            "status": r.status,
+            "kind": r.kind,
+            "requester": email,
+            "cost_centre": code,
+            "total": str(r.total),
+            "currency": r.currency,
+            "needed_by": _iso(r.needed_by),
+            "submitted_at": _iso(r.submitted_at),
+            "waiting_for": open_stages.get(r.id or 0, []),
+        }
+        for r, email, code in rows
+    ]
+
+
+def inbox(session: Session, person: Person, *, now: datetime | None = None) -> list[dict[str, Any]]:
+    """What waits for this person (directly or as a delegate), oldest deadline first."""
+    now = now or utcnow()
+    candidates = session.exec(
+        select(Request, Stage)
+        .join(Stage, Stage.request_id == Request.id)  # type: ignore[arg-type]
+        .where(Request.status == RequestStatus.IN_REVIEW, Stage.status == StageStatus.OPEN)
+        .order_by(col(Request.id))
+    ).all()
+    items: list[dict[str, Any]] = []
+    done: set[int] = set()
+    for request, _stage in candidates:
+        if request.id in done:
+            continue
+        done.add(request.id or 0)
+        spec = spec_for(session, request)
+        directory = Directory(session, request, spec.calendar.today(now))
+        stages = stages_of(session, request)
+        found, _ = seats(directory, person, request, stages, decisions_of(session, request))
+        listed: set[str] = set()
+        for seat in found:
+            if seat.stage.key in listed:
+                continue
+            listed.add(seat.stage.key)
+            due = seat.stage.due_at
+            items.append(
+                {
+                    "id": request.ref,
+                    "stage": seat.stage.key,
+                    "stage_name": seat.stage.name,
+                    "role": seat.role,
+                    "on_behalf_of": seat.principal.email if seat.delegated else None,
+                    "kind": request.kind,
+                    "total": str(request.total),
+                    "currency": request.currency,
+                    "needed_by": _iso(request.needed_by),
+                    "due_at": _iso(due),
+                    "overdue": bool(due and due < now),
+                }
+            )
+    items.sort(key=lambda i: (i["due_at"] is None, i["due_at"] or "", i["id"]))
+    return items
+
+
+def asset_detail(session: Session, asset: Asset) -> dict[str, Any]:
+    holder = session.get(Person, asset.assigned_to_id) if asset.assigned_to_id else None
+    erasure = session.exec(select(ErasureRecord).where(ErasureRecord.asset_id == asset.id)).first()
+    events = session.exec(
+        select(AuditEvent)
+        .where(AuditEvent.entity == "asset", AuditEvent.request_id == asset.request_id)
+        .order_by(col(AuditEvent.seq))
+    ).all()
+    return {
+        "serial": asset.serial,
+        "sku": asset.sku,
+        "status": asset.status,
+        "request": format_ref(asset.request_id),
+        "ownership": asset.ownership,
+        "assigned_to": holder.email if holder else None,
+        "acknowledged_at": _iso(asset.acknowledged_at),
+        "warranty_end": _iso(asset.warranty_end),
+        "contract_end": _iso(asset.contract_end),
+        "delivered_at": _iso(asset.delivered_at),
+        "deployed_at": _iso(asset.deployed_at),
+        "returned_at": _iso(asset.returned_at),
+        "erasure": (
+            {
+                "certificate": erasure.certificate_id,
+                "method": erasure.method,
+                "provider": erasure.provider,
+                "at": _iso(erasure.erased_at),
+                "recorded_by": erasure.recorded_by,
+            }
+            if erasure
+            else None
+        ),
+        "history": [
+            {
+                "at": _iso(e.at),
+                "actor": e.actor,
+                "action": e.action,
+                "from": e.from_status,
+                "to": e.to_status,
+            }
+            for e in events
+            if e.entity_id in (asset.serial, f"asset-{asset.id}")
+        ],
+    }

@@ -1,0 +1,1 @@
+"""Pipeline files that ship with procure (default.yaml); an organisation edits a copy."""
