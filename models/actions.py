@@ -458,8 +458,16 @@ def _submit_one(
         pipeline_id=pipeline_row.id,
         created_at=now,
     )
-    session.add(request)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(request)
+            session.flush()
+    except IntegrityError:
+        # The same key committed by a concurrent submission a moment ago: answer with that one.
+        raced = session.exec(select(Request).where(Request.idempotency_key == key)).first()
+        if raced is None or raced.content_hash != content:
+            raise
+        return Submitted(raced.ref, False, raced.status, key)
     lines = _write_lines(session, request, resolved)
     ref = request.ref
     fire(
