@@ -1,0 +1,303 @@
+"""The documented CLI end to end: the JSON contract, exit codes, the whole lifecycle, the demo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from procure.cli import main
+from tests.conftest import Databases
+from tests.factories import BOB, CARL, IDA, NINA, NOW, PAUL, RITA
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Cli:
+    """Runs `procure` in-process against one database and returns (exit code, stdout, stderr)."""
+
+    def __init__(self, url: str, capsys: pytest.CaptureFixture[str]):
+        self.url = url
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = main(["--db", self.url, *args])
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def json(self, *args: str) -> Any:
+        code, out, err = self(*args, "--json")
+        assert code == 0, err
+        return json.loads(out)
+
+
+@pytest.fixture
+def cli(
+    databases: Databases, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Cli:
+    monkeypatch.setenv("PROCURE_NOW", NOW.isoformat())
+    return Cli(databases.url("blank"), capsys)
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return str(path)
+
+
+def request_file(tmp_path: Path, name: str = "request.yaml", **extra: str) -> str:
+    lines = "\n".join(f"{k}: {v}" for k, v in extra.items())
+    return write(
+        tmp_path / name,
+        f"""
+        kind: onboarding
+        requester: {RITA}
+        on_behalf_of: {NINA}
+        cost_centre: CC-ENG
+        needed_by: 2026-12-20
+        justification: Nina joins the platform team.
+        lines:
+          - {{sku: LAPTOP-STD-14, quantity: 1}}
+          - {{sku: MON-27, quantity: 2}}
+        """
+        + lines,
+    )
+
+
+def test_init_creates_the_schema_then_reports_it_up_to_date(cli: Cli) -> None:
+    first = cli.json("init", "--sample")
+    assert first["schema"]["from"] is None and first["schema"]["to"]
+    assert first["sample"]["org"]["person"]["created"] == 12
+    again = cli.json("init", "--sample")
+    assert again["schema"]["from"] == again["schema"]["to"]
+    assert again["sample"]["org"]["person"] == {"created": 0, "updated": 0, "unchanged": 12}
+
+
+def test_submit_prints_ids_and_show_has_the_documented_fields(cli: Cli, tmp_path: Path) -> None:
+    cli.json("init", "--sample")
+    submitted = cli.json("request", "submit", request_file(tmp_path))
+    assert submitted["ids"] == ["PR-0001"] and submitted["created"] == ["PR-0001"]
+    detail = cli.json("request", "show", "PR-0001")
+    for key in (
+        "id",
+        "status",
+        "kind",
+        "total",
+        "currency",
+        "lines",
+        "stages",
+        "pending",
+        "timeline",
+    ):
+        assert key in detail, key
+    assert detail["id"] == "PR-0001" and detail["status"] == "in_review"
+    # 949.00 + 2 x 289.00 = 1,527.00, as a decimal string
+    assert detail["total"] == "1527.00" and detail["currency"] == "EUR"
+    assert [ln["sku"] for ln in detail["lines"]] == ["LAPTOP-STD-14", "MON-27"]
+    assert all({"stage", "decisions", "status"} <= set(s) for s in detail["stages"])
+    assert detail["pending"][0]["stage"] == "joint_review"
+    assert IDA in detail["pending"][0]["approvers"]
+    assert detail["timeline"][0]["action"] == "submit"
+    # the short and the long id both work
+    assert cli.json("request", "show", "1")["id"] == "PR-0001"
+
+
+def test_the_same_file_twice_creates_one_request(cli: Cli, tmp_path: Path) -> None:
+    cli.json("init", "--sample")
+    path = request_file(tmp_path, idempotency_key="hr-4711")
+    assert cli.json("request", "submit", path)["created"] == ["PR-0001"]
+    again = cli.json("request", "submit", path)
+    assert (
+        again["ids"] == ["PR-0001"] and again["created"] == [] and again["existing"] == ["PR-0001"]
+    )
+    assert len(cli.json("request", "list")["requests"]) == 1
+
+
+def test_a_list_file_submits_every_request(cli: Cli, tmp_path: Path) -> None:
+    cli.json("init", "--sample")
+    path = write(
+        tmp_path / "many.json",
+        json.dumps(
+            [
+                {
+                    "kind": "refresh",
+                    "requester": RITA,
+                    "cost_centre": "CC-ENG",
+                    "needed_by": "2026-12-20",
+                    "lines": [{"sku": "MON-27", "quantity": 1}],
+                },
+                {
+                    "kind": "replacement",
+                    "requester": NINA,
+                    "cost_centre": "CC-ENG",
+                    "needed_by": "2026-12-21",
+                    "lines": [{"sku": "DOCK-USB4", "quantity": 1}],
+                },
+            ]
+        ),
+    )
+    assert cli.json("request", "submit", path)["ids"] == ["PR-0001", "PR-0002"]
+    assert [r["id"] for r in cli.json("request", "list", "--status", "in_review")["requests"]] == [
+        "PR-0002",
+        "PR-0001",
+    ]
+
+
+def test_a_csv_of_lines_groups_rows_by_ref(cli: Cli, tmp_path: Path) -> None:
+    cli.json("init", "--sample")
+    path = write(
+        tmp_path / "rollout.csv",
+        f"""
+        ref,kind,requester,cost_centre,needed_by,sku,quantity
+        a,rollout,{RITA},CC-ENG,2026-12-20,LAPTOP-STD-14,20
+        a,rollout,{RITA},CC-ENG,2026-12-20,DOCK-USB4,20
+        b,refresh,{NINA},CC-SALES,2026-12-22,PHONE-STD,3
+        """,
+    )
+    ids = cli.json("request", "submit", path)["ids"]
+    assert ids == ["PR-0001", "PR-0002"]
+    first = cli.json("request", "show", "PR-0001")
+    # 20 x 949.00 + 20 x 219.00 = 23,360.00: finance joins
+    assert first["total"] == "23360.00"
+    assert {s["stage"]: s["status"] for s in first["stages"]}["finance"] == "waiting"
+
+
+def test_the_whole_lifecycle_through_the_cli(cli: Cli, tmp_path: Path) -> None:
+    cli.json("init", "--sample")
+    cli.json("request", "submit", request_file(tmp_path))
+    assert cli.json("inbox", "--as", IDA)["items"][0]["stage"] == "joint_review"
+    code, _, err = cli("decide", "PR-0001", "--as", RITA, "--approve")
+    assert code == 1 and "own request" in err
+    assert cli.json("decide", "PR-0001", "--as", IDA, "--approve")["changed"] is True
+    assert cli.json("decide", "PR-0001", "--as", IDA, "--approve")["changed"] is False
+    decided = cli.json(
+        "decide", "PR-0001", "--as", PAUL, "--approve", "--comment", "terms confirmed"
+    )
+    assert decided["stage_status"] == "approved"
+    # Carl is Bob's delegate only from 2026-12-21: today he may not decide
+    code, _, err = cli("decide", "PR-0001", "--as", CARL, "--approve")
+    assert code == 1 and "delegation is not in force" in err
+    assert cli.json("decide", "PR-0001", "--as", BOB, "--approve")["status"] == "approved"
+    code, _, err = cli("decide", "PR-0001", "--as", BOB, "--reject")
+    assert code == 1 and "cannot be changed" in err
+    order = cli.json("order", "PR-0001", "--as", PAUL)
+    assert order["status"] == "ordered" and order["purchase_orders"][0]["supplier"] == "NORDIC-IT"
+    assert cli.json("schedule", "PR-0001", "--date", "2026-12-10")["status"] == "delivery_scheduled"
+    serials = write(
+        tmp_path / "serials.csv", "serial,sku\nSN-1,LAPTOP-STD-14\nSN-2,MON-27\nSN-3,MON-27\n"
+    )
+    assert cli.json("deliver", "PR-0001", "--serials", serials)["remaining"] == 0
+    assign = write(
+        tmp_path / "assign.csv", f"serial,email\nSN-1,{NINA}\nSN-2,{NINA}\nSN-3,{NINA}\n"
+    )
+    assert cli.json("rollout", "PR-0001", "--assign", assign)["status"] == "rolled_out"
+    assert cli.json("asset", "ack", "SN-1", "--as", NINA)["acknowledged_at"] is not None
+    for serial in ("SN-1", "SN-2", "SN-3"):
+        assert cli.json("asset", "return", serial)["status"] == "returned"
+        erased = cli.json(
+            "asset",
+            "erase",
+            serial,
+            "--certificate",
+            f"C-{serial}",
+            "--method",
+            "NIST 800-88 purge",
+            "--provider",
+            "DaaS Company",
+        )
+        assert erased["status"] == "erased" and erased["erasure"]["certificate"] == f"C-{serial}"
+    assert cli.json("request", "show", "PR-0001")["status"] == "closed"
+    assert cli.json("asset", "dispose", "SN-1", "--to", "recycler")["status"] == "disposed"
+    verified = cli.json("audit", "verify")
+    assert verified["ok"] is True and verified["checked"] > 40
+
+
+def test_human_output_shows_the_request_and_its_timeline(cli: Cli, tmp_path: Path) -> None:
+    cli.json("init", "--sample")
+    cli.json("request", "submit", request_file(tmp_path))
+    code, out, _ = cli("request", "show", "PR-0001")
+    assert code == 0
+    assert "PR-0001  in_review" in out
+    assert "1,527.00 EUR" in out
+    assert "pending joint_review:" in out and IDA in out
+    assert "draft → submitted" in out
+    code, out, _ = cli("request", "list")
+    assert code == 0 and "waiting for joint_review" in out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["request", "list"],
+        ["request", "show", "PR-0001"],
+        ["inbox", "--as", IDA],
+        ["audit", "verify"],
+    ],
+)
+def test_read_only_commands_do_not_import_prefect(
+    databases: Databases, tmp_path: Path, command: list[str]
+) -> None:
+    url = databases.url("sample")
+    probe = textwrap.dedent(
+        f"""
+        import sys
+        from procure.cli import main
+        main(["--db", {url!r}, "request", "submit", {request_file(tmp_path)!r}])
+        before = {{m for m in sys.modules if m == "prefect" or m.startswith("prefect.")}}
+        code = main(["--db", {url!r}, *{command!r}])
+        loaded = sorted(m for m in sys.modules if m == "prefect" or m.startswith("prefect."))
+        print("RESULT", code, len(before), len(loaded))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PROCURE_NOW": NOW.isoformat(), "PATH": "/usr/bin:/bin"},
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "RESULT 0 0 0", result.stdout + result.stderr
+
+
+def test_the_console_script_maps_errors_to_exit_codes(tmp_path: Path) -> None:
+    procure = Path(sys.executable).with_name("procure")
+    db = f"sqlite:///{tmp_path / 'p.db'}"
+    env = {"PATH": "/usr/bin:/bin", "PROCURE_NOW": NOW.isoformat(), "HOME": str(tmp_path)}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(procure), "--db", db, *args], capture_output=True, text=True, timeout=60, env=env
+        )
+
+    missing = run("request", "list")
+    assert missing.returncode == 2 and "procure init" in missing.stderr
+    assert run("init", "--sample").returncode == 0
+    assert run("request", "show", "PR-0099").returncode == 2
+    bad = run("frobnicate")
+    assert bad.returncode == 2 and "No such command" in bad.stderr
+    assert "Traceback" not in missing.stderr + bad.stderr
+
+
+def test_the_demo_walks_a_request_to_certified_erasure(tmp_path: Path) -> None:
+    procure = Path(sys.executable).with_name("procure")
+    result = subprocess.run(
+        [str(procure), "demo", "--out", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "rolled_out → closed" in out
+    assert "on behalf of bob.budget@example.com" in out
+    assert "audit trail intact" in out
+    assert "Traceback" not in out + result.stderr
+    assert (tmp_path / "demo" / "procure.db").exists()

@@ -1,0 +1,124 @@
+"""Small factories for tests: data built from defaults with **overrides."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from models import actions, pipeline
+from models.catalog import load_catalog, read_catalog_file
+from models.db import transaction
+from models.org import load_org, read_org_file
+from models.requests import Draft, RequestCreate
+from models.sources import Document
+from models.views import request_detail
+from sample import CATALOG, ORG
+
+# Wednesday 25 November 2026, 10:00 in Berlin: a working day.
+NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+TODAY = NOW.date()
+
+RITA = "rita.requester@example.com"
+NINA = "nina.newhire@example.com"
+IDA = "ida.it@example.com"
+IVAN = "ivan.it@example.com"
+PAUL = "paul.purchasing@example.com"
+PETRA = "petra.purchasing@example.com"
+HANNA = "hanna.hr@example.com"
+FIONA = "fiona.finance@example.com"
+MAX = "max.management@example.com"
+BOB = "bob.budget@example.com"
+CARL = "carl.deputy@example.com"
+SARA = "sara.sales@example.com"
+
+
+def load_sample(session: Session) -> None:
+    """The default pipeline and the sample organisation and catalog."""
+    text = pipeline.DEFAULT_PIPELINE.read_text(encoding="utf-8")
+    pipeline.install(session, text=text, source="default.yaml", actor="tests", at=NOW)
+    org, org_doc = read_org_file(ORG)
+    load_org(session, org=org, doc=org_doc, actor="tests", at=NOW)
+    catalog, catalog_doc = read_catalog_file(CATALOG)
+    load_catalog(session, catalog=catalog, doc=catalog_doc, actor="tests", at=NOW)
+
+
+def request_data(**overrides: Any) -> dict[str, Any]:
+    """A request as a file would hold it: Rita asks for Nina's standard laptop."""
+    data: dict[str, Any] = {
+        "kind": "onboarding",
+        "requester": RITA,
+        "on_behalf_of": NINA,
+        "cost_centre": "CC-ENG",
+        "needed_by": (TODAY + timedelta(days=28)).isoformat(),
+        "justification": "Nina joins the platform team.",
+        "lines": [{"sku": "LAPTOP-STD-14", "quantity": 1}],
+    }
+    data.update(overrides)
+    return data
+
+
+def draft(**overrides: Any) -> Draft:
+    data = request_data(**overrides)
+    return Draft(RequestCreate.model_validate(data), Document("test", data), ())
+
+
+def submit(engine: Engine, now: datetime = NOW, **overrides: Any) -> str:
+    """Submit one request; returns its reference."""
+    with transaction(engine) as session:
+        (result,) = actions.submit(session, drafts=[draft(**overrides)], now=now)
+    return result.ref
+
+
+def decide(
+    engine: Engine, ref: str, who: str, outcome: str = "approve", now: datetime = NOW, **kw: Any
+) -> actions.DecisionResult:
+    with transaction(engine) as session:
+        return actions.decide(session, ref=ref, actor_email=who, outcome=outcome, now=now, **kw)
+
+
+def show(engine: Engine, ref: str, now: datetime = NOW) -> dict[str, Any]:
+    with transaction(engine, readonly=True) as session:
+        return request_detail(session, actions.get_request(session, ref), now=now)
+
+
+def approve_all(engine: Engine, ref: str, now: datetime = NOW) -> dict[str, Any]:
+    """Decide every pending stage with the first eligible approver until nothing is pending."""
+    for _ in range(20):
+        detail = show(engine, ref, now)
+        if not detail["pending"]:
+            return detail
+        pending = detail["pending"][0]
+        used = {d["by"] for s in detail["stages"] for d in s["decisions"]}
+        who = next(a for a in pending["approvers"] if a not in used)
+        decide(engine, ref, who, "approve", now, stage_key=pending["stage"])
+    raise AssertionError(f"{ref} still pending after 20 decisions")
+
+
+def status(engine: Engine, ref: str) -> str:
+    return str(show(engine, ref)["status"])
+
+
+def load_org_data(engine: Engine, data: dict[str, Any], at: datetime = NOW) -> None:
+    """Load an organisation file's content (people, cost_centres, delegations) as `procure org load`."""
+    from models.org import OrgFile
+
+    with transaction(engine) as session:
+        org = OrgFile.model_validate(data)
+        load_org(session, org=org, doc=Document("test-org.yaml", data), actor="tests", at=at)
+
+
+def give_roles(engine: Engine, email: str, *roles: str) -> None:
+    """Give a person more roles, keeping the ones they hold (through an organisation file)."""
+    from sqlmodel import select
+
+    from models.org import Person, roles_of
+
+    with transaction(engine, readonly=True) as session:
+        found = session.exec(select(Person).where(Person.email == email)).one()
+        assert found.id is not None
+        held = roles_of(session, found.id)
+    entry = {"email": email, "name": found.name, "department": found.department}
+    load_org_data(engine, {"people": [{**entry, "roles": sorted(held | set(roles))}]})

@@ -1,0 +1,198 @@
+"""A request from submission to closure, and the pipeline's stages by amount (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from models import actions
+from models.actions import Assignment, SerialIn
+from models.db import transaction
+from models.outbox import Notification
+from tests.factories import (
+    BOB,
+    FIONA,
+    IDA,
+    MAX,
+    NINA,
+    NOW,
+    PAUL,
+    RITA,
+    TODAY,
+    approve_all,
+    decide,
+    show,
+    submit,
+)
+
+
+def stage_statuses(detail: dict) -> dict[str, str]:
+    return {s["stage"]: s["status"] for s in detail["stages"]}
+
+
+def test_submission_opens_the_joint_review_and_skips_stages_below_their_thresholds(
+    engine: Engine,
+) -> None:
+    ref = submit(engine)
+    detail = show(engine, ref)
+    assert detail["status"] == "in_review"
+    assert detail["total"] == "949.00"
+    assert stage_statuses(detail) == {
+        "joint_review": "open",
+        "budget_owner": "waiting",
+        "finance": "skipped",
+        "management": "skipped",
+    }
+    (pending,) = detail["pending"]
+    assert pending["stage"] == "joint_review"
+    assert set(pending["approvers"]) == {
+        "ida.it@example.com",
+        "ivan.it@example.com",
+        "paul.purchasing@example.com",
+        "petra.purchasing@example.com",
+    }
+
+
+def test_joint_review_needs_it_and_purchasing_before_the_budget_owner(engine: Engine) -> None:
+    ref = submit(engine)
+    decide(engine, ref, IDA)
+    assert stage_statuses(show(engine, ref))["joint_review"] == "open"
+    (pending,) = show(engine, ref)["pending"]
+    assert pending["roles"] == ["purchasing"]
+    decide(engine, ref, PAUL)
+    detail = show(engine, ref)
+    assert stage_statuses(detail)["joint_review"] == "approved"
+    assert [p["stage"] for p in detail["pending"]] == ["budget_owner"]
+    assert detail["pending"][0]["approvers"] == [BOB]
+    decide(engine, ref, BOB)
+    assert show(engine, ref)["status"] == "approved"
+
+
+@pytest.mark.parametrize(
+    ("quantity", "expected"),
+    [
+        # 10 x 949.00 = 9,490.00: below the finance threshold
+        (10, {"finance": "skipped", "management": "skipped"}),
+        # 11 x 949.00 = 10,439.00: finance from 10,000
+        (11, {"finance": "waiting", "management": "skipped"}),
+        # 53 x 949.00 = 50,297.00: management from 50,000
+        (53, {"finance": "waiting", "management": "waiting"}),
+    ],
+)
+def test_finance_and_management_join_by_amount(
+    engine: Engine, quantity: int, expected: dict
+) -> None:
+    ref = submit(engine, kind="rollout", lines=[{"sku": "LAPTOP-STD-14", "quantity": quantity}])
+    statuses = stage_statuses(show(engine, ref))
+    assert {k: statuses[k] for k in expected} == expected
+
+
+def test_a_large_request_passes_every_stage_in_order(engine: Engine) -> None:
+    ref = submit(engine, kind="rollout", lines=[{"sku": "LAPTOP-STD-14", "quantity": 60}])
+    detail = approve_all(engine, ref)
+    assert detail["status"] == "approved"
+    deciders = [(s["stage"], d["by"]) for s in detail["stages"] for d in s["decisions"]]
+    assert [stage for stage, _ in deciders] == [
+        "joint_review",
+        "joint_review",
+        "budget_owner",
+        "finance",
+        "management",
+    ]
+    assert ("finance", FIONA) in deciders and ("management", MAX) in deciders
+
+
+def test_a_request_walks_from_order_to_closure(engine: Engine) -> None:
+    ref = submit(
+        engine, lines=[{"sku": "LAPTOP-STD-14", "quantity": 1}, {"sku": "MON-27", "quantity": 2}]
+    )
+    approve_all(engine, ref)
+    with transaction(engine) as session:
+        order = actions.place_order(session, ref=ref, actor_email=PAUL, now=NOW)
+    assert order["status"] == "ordered"
+    (po,) = order["purchase_orders"]
+    assert po["supplier"] == "NORDIC-IT" and po["total"] == Decimal("1527.00")
+    with transaction(engine) as session:
+        actions.schedule_delivery(
+            session, ref=ref, on=TODAY + timedelta(days=10), actor_email=PAUL, now=NOW
+        )
+    with transaction(engine) as session:
+        first = actions.deliver(
+            session, ref=ref, units=[SerialIn("SN-1", "LAPTOP-STD-14")], now=NOW
+        )
+    assert (first.done, first.remaining, first.status) == (1, 2, "delivery_scheduled")
+    with transaction(engine) as session:
+        rest = actions.deliver(
+            session,
+            ref=ref,
+            units=[SerialIn("SN-2", "MON-27"), SerialIn("SN-3", "MON-27")],
+            now=NOW,
+        )
+    assert (rest.remaining, rest.status) == (0, "delivered")
+    with transaction(engine) as session:
+        actions.roll_out(
+            session,
+            ref=ref,
+            assignments=[
+                Assignment("SN-1", NINA),
+                Assignment("SN-2", NINA),
+                Assignment("SN-3", RITA),
+            ],
+            actor_email=IDA,
+            now=NOW,
+        )
+    detail = show(engine, ref)
+    assert detail["status"] == "rolled_out"
+    assert {a["serial"]: a["assigned_to"] for a in detail["assets"]} == {
+        "SN-1": NINA,
+        "SN-2": NINA,
+        "SN-3": RITA,
+    }
+    laptop = next(a for a in detail["assets"] if a["serial"] == "SN-1")
+    assert laptop["warranty_end"] == "2029-11-25"  # delivered 2026-11-25 + 36 months
+    for serial in ("SN-1", "SN-2", "SN-3"):
+        with transaction(engine) as session:
+            actions.request_return(session, serial=serial, reason="Leaver", now=NOW)
+            actions.receive_return(session, serial=serial, now=NOW)
+            actions.erase(
+                session,
+                serial=serial,
+                certificate=f"C-{serial}",
+                method="NIST 800-88 purge",
+                provider="DaaS Company",
+                now=NOW,
+            )
+        assert show(engine, ref)["status"] == ("closed" if serial == "SN-3" else "rolled_out")
+    detail = show(engine, ref)
+    assert all(
+        a["status"] == "erased" and a["erasure"]["certificate"] == f"C-{a['serial']}"
+        for a in detail["assets"]
+    )
+    actions_seen = [e["action"] for e in detail["timeline"] if e["entity"] == "request"]
+    assert actions_seen == [
+        "submit",
+        "start_review",
+        "approve",
+        "order",
+        "schedule_delivery",
+        "deliver",
+        "roll_out",
+        "close",
+    ]
+
+
+def test_every_transition_queues_its_notifications_in_the_same_transaction(engine: Engine) -> None:
+    ref = submit(engine)
+    with transaction(engine, readonly=True) as session:
+        rows = session.exec(select(Notification.event, Notification.audience)).all()
+        request_ids = set(session.exec(select(Notification.request_id)).all())
+    assert request_ids == {int(ref.removeprefix("PR-"))}
+    assert ("request_submitted", f"person:{RITA}") in rows
+    assert ("approval_needed", f"person:{IDA}") in rows
+    assert ("review_needed", "team:purchasing") in rows
+    assert ("informed", "team:hr") in rows  # HR is told about onboarding requests
+    assert ("approval_needed", f"person:{BOB}") not in rows  # the budget stage is not open yet
