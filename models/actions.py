@@ -60,7 +60,7 @@ from models.requests import (
     format_ref,
     parse_ref,
 )
-from models.rules import Directory, eligible, open_slots, seats
+from models.rules import Directory, current, eligible, open_slots, seats, slots_of
 from models.sources import remap
 from models.types import money, utcnow
 
@@ -566,8 +566,10 @@ def _advance(
     specs = {s.id: s for s in spec.stages}
     directory = Directory(session, request, spec.calendar.today(now))
     for stage in stages:
+        # Every stage before it (transitively) must be done: after a resubmission a reset
+        # early stage holds back the later ones, even those whose own approvals were kept.
         if stage.status != StageStatus.WAITING or not all(
-            by_key[k].status in DONE for k in stage.after
+            by_key[k].status in DONE for k in _predecessors(stage.key, by_key)
         ):
             continue
         due = spec.calendar.add_business_hours(now, stage.sla_hours) if stage.sla_hours else None
@@ -598,6 +600,18 @@ def _advance(
         )
     if all(s.status in DONE for s in stages):
         _approve_request(session, request, now)
+
+
+def _predecessors(key: str, by_key: dict[str, Stage]) -> set[str]:
+    """Every stage that must be done before this one: its `after` stages and theirs."""
+    seen: set[str] = set()
+    todo = list(by_key[key].after)
+    while todo:
+        current_key = todo.pop()
+        if current_key not in seen:
+            seen.add(current_key)
+            todo.extend(by_key[current_key].after)
+    return seen
 
 
 def _approval_notices(
@@ -949,13 +963,12 @@ def _why_not(
         return RuleViolation(
             f"{request.ref}: you may not decide: " + "; ".join(dict.fromkeys(reasons))
         )
-    # Could the actor have filled a slot that someone else filled first?
+    # Could the actor have filled a slot that someone else filled first (in this round)?
     principals = [actor, *directory.delegators_of(actor)]
+    decided = (StageStatus.OPEN, StageStatus.APPROVED, StageStatus.REJECTED, StageStatus.SENT_BACK)
     for stage in stages:
-        if stage.status != StageStatus.OPEN or (stage_key and stage.key != stage_key):
+        if stage.status not in decided or (stage_key and stage.key != stage_key):
             continue
-        from models.rules import current, slots_of
-
         filled = {d.slot for d in current(stage, decisions)}
         for slot, roles in slots_of(stage):
             if slot in filled and any(directory.holds(p, r) for p in principals for r in roles):
@@ -1159,7 +1172,7 @@ def cancel(
         raise InputError(Problem(str(exc), field="reason")) from None
     request = lock_request(session, ref)
     actor = find_person(session, actor_email, what="as")
-    if actor.id not in (request.requester_id, request.on_behalf_of_id):
+    if actor.id != request.requester_id:
         roles = Directory(session, request, now.date()).roles(actor)
         if not roles & {Role.PURCHASING.value, Role.MANAGEMENT.value}:
             raise RuleViolation(
