@@ -103,6 +103,8 @@ def quantity(value: Any) -> int:
             raise ValueError(f"must be a whole number (got {value[:40]!r})")
         value = Decimal(value)
     if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"must be a whole number (got {value})")
         if value != value.to_integral_value():
             raise ValueError(f"must be a whole number (got {value})")
         value = int(value)
@@ -130,11 +132,11 @@ def amount(value: Any) -> Decimal:
         raise ValueError("must be an amount such as 899.00")
     if value < 0:
         raise ValueError(f"must not be negative (got {value})")
+    if value > MAX_UNIT_PRICE:  # before quantizing: a huge number cannot be quantized
+        raise ValueError(f"is implausibly large (got {str(value)[:40]}; at most {MAX_UNIT_PRICE})")
     if value != value.quantize(Decimal("0.01")):
         raise ValueError(f"has more than two decimals (got {value})")
-    if value > MAX_UNIT_PRICE:
-        raise ValueError(f"is implausibly large (got {value}; at most {MAX_UNIT_PRICE})")
-    return value.quantize(Decimal("0.01"))
+    return value.quantize(Decimal("0.01")).copy_abs()
 
 
 def currency(value: Any) -> str:

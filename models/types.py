@@ -30,10 +30,11 @@ def money(value: Any) -> Decimal:
         raise TypeError(f"money must be a Decimal, int or str, not {type(value).__name__}")
     if not d.is_finite():
         raise ValueError(f"not a finite amount: {value!r}")
+    # The range check comes first: quantizing a number of more than 28 digits fails itself.
+    if abs(d) > MONEY_MAX:
+        raise ValueError(f"amount out of range: {str(value)[:40]!r}")
     q = d.quantize(CENT, rounding=ROUNDING)
-    if abs(q) > MONEY_MAX:
-        raise ValueError(f"amount out of range: {value!r}")
-    return q
+    return q.copy_abs() if q.is_zero() else q  # never -0.00
 
 
 def utcnow() -> datetime:
