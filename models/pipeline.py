@@ -77,12 +77,63 @@ _SAMPLES: tuple[dict[str, Any], ...] = (
 )
 
 
+# Filters a condition may use; the others (center, indent, wordwrap, format, ...) can build
+# huge strings or reach further than a yes/no question about a request needs.
+SAFE_FILTERS = frozenset(
+    {
+        "lower",
+        "upper",
+        "length",
+        "count",
+        "abs",
+        "int",
+        "min",
+        "max",
+        "first",
+        "last",
+        "sort",
+        "unique",
+        "trim",
+        "default",
+    }
+)
+MAX_SEQUENCE = 10_000  # longest string or list a condition may build with *
+MAX_EXPONENT = 64
+
+
 @lru_cache(maxsize=1)
 def _sandbox() -> Any:
     from jinja2 import StrictUndefined
+    from jinja2.exceptions import SecurityError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    return ImmutableSandboxedEnvironment(undefined=StrictUndefined)
+    class ConditionSandbox(ImmutableSandboxedEnvironment):
+        """Jinja's immutable sandbox, also bounded in time and memory: no globals, few filters,
+        and * / ** refused where they would build something huge."""
+
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "**":
+                exponent: int | Decimal | None = right if isinstance(right, int | Decimal) else None
+                if exponent is None or not -MAX_EXPONENT <= exponent <= MAX_EXPONENT:
+                    raise SecurityError(
+                        f"exponents above {MAX_EXPONENT} are not allowed in conditions"
+                    )
+                return left**right
+            for sequence, times in ((left, right), (right, left)):
+                if (
+                    isinstance(sequence, str | list | tuple)
+                    and isinstance(times, int)
+                    and len(sequence) * times > MAX_SEQUENCE
+                ):
+                    raise SecurityError("a condition may not build strings or lists that long")
+            return left * right
+
+    env = ConditionSandbox(undefined=StrictUndefined)
+    env.globals.clear()
+    env.filters = {name: f for name, f in env.filters.items() if name in SAFE_FILTERS}
+    return env
 
 
 @lru_cache(maxsize=512)
@@ -293,19 +344,37 @@ def install(
     current = active_row(session)
     if current is not None and current.sha256 == sha:
         return current, False
+    same_version = session.exec(
+        select(PipelineVersion).where(
+            PipelineVersion.name == spec.name, PipelineVersion.version == spec.version
+        )
+    ).first()
+    if same_version is not None and same_version.sha256 != sha:
+        raise InputError(
+            Problem(
+                f"pipeline {spec.name}@{spec.version} is already installed with different content: "
+                "raise `version:` in the file",
+                source=source,
+                field="version",
+            )
+        )
     if current is not None:
         current.active = False
         session.add(current)
-    row = PipelineVersion(
-        name=spec.name,
-        version=spec.version,
-        sha256=sha,
-        source=text,
-        loaded_from=source[:500],
-        loaded_by=actor,
-        loaded_at=at or utcnow(),
-        active=True,
-    )
+    if same_version is not None:  # an earlier version installed again
+        row = same_version
+        row.active = True
+    else:
+        row = PipelineVersion(
+            name=spec.name,
+            version=spec.version,
+            sha256=sha,
+            source=text,
+            loaded_from=source[:500],
+            loaded_by=actor,
+            loaded_at=at or utcnow(),
+            active=True,
+        )
     session.add(row)
     session.flush()
     audit.append(
