@@ -277,14 +277,22 @@ def validate(model: type[M], data: Any, doc: Document, base: Path_ = ()) -> M:
 
 
 def validation_problems(exc: ValidationError, doc: Document, base: Path_ = ()) -> list[Problem]:
+    errors = exc.errors(include_url=False)
+    locs = [_loc(e) for e in errors]
     problems = []
-    for error in exc.errors(include_url=False):
-        loc = tuple(
-            p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))
-        )
-        path = (*base, *loc)
-        problems.append(doc.problem(path, _message(error)))
+    for error, loc in zip(errors, locs, strict=True):
+        # A list whose items all failed is "too short" only because of them: say what is wrong
+        # with the items, not that the list is missing.
+        if error["type"] == "too_short" and any(
+            o[: len(loc)] == loc and len(o) > len(loc) for o in locs
+        ):
+            continue
+        problems.append(doc.problem((*base, *loc), _message(error)))
     return problems
+
+
+def _loc(error: Any) -> Path_:
+    return tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
 
 
 def _message(error: Any) -> str:
