@@ -3,4 +3,6 @@
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-HEAD = "0002"
+# Every revision in order (tests check this against the scripts in versions/).
+REVISIONS = ("0001", "0002")
+HEAD = REVISIONS[-1]

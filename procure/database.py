@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 
 import migrations
@@ -13,8 +13,21 @@ from models.db import make_engine, normalize_url
 from models.errors import InputError, Problem
 
 
+def _parse(url: str) -> URL:
+    try:
+        return make_url(normalize_url(url))
+    except (ArgumentError, ValueError):
+        raise InputError(
+            Problem(
+                f"not a database URL: {url[:80]!r} (e.g. sqlite:///procure.db or "
+                "postgresql://user@host/db)",
+                field="--db",
+            )
+        ) from None
+
+
 def _sqlite_path(url: str) -> Path | None:
-    parsed = make_url(normalize_url(url))
+    parsed = _parse(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     return Path(parsed.database)
@@ -22,6 +35,7 @@ def _sqlite_path(url: str) -> Path | None:
 
 def engine_for(url: str) -> Engine:
     """An engine for the URL; bad URLs are named."""
+    _parse(url)
     try:
         return make_engine(url)
     except (ArgumentError, ValueError) as exc:
@@ -59,6 +73,7 @@ def open_database(url: str) -> Engine:
         raise InputError(
             Problem("the database has no procure schema: run `procure init` first", field="--db")
         )
+    _refuse_unknown(revision)
     if revision != migrations.HEAD:
         raise InputError(
             Problem(
@@ -68,6 +83,18 @@ def open_database(url: str) -> Engine:
             )
         )
     return engine
+
+
+def _refuse_unknown(revision: str | None) -> None:
+    if revision is not None and revision not in migrations.REVISIONS:
+        raise InputError(
+            Problem(
+                f"the database schema is at {revision}, which this procure does not know "
+                f"(it knows up to {migrations.HEAD}): it was written by a newer procure; "
+                "upgrade procure instead",
+                field="--db",
+            )
+        )
 
 
 def migrate(url: str) -> tuple[Engine, str | None, str]:
@@ -80,6 +107,7 @@ def migrate(url: str) -> tuple[Engine, str | None, str]:
         path.parent.mkdir(parents=True, exist_ok=True)
     engine = engine_for(url)
     before = schema_revision(engine)
+    _refuse_unknown(before)
     config = Config()
     config.set_main_option("script_location", str(migrations.HERE))
     with engine.begin() as connection:
