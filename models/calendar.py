@@ -7,7 +7,16 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.types import as_utc
+
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+FULL_NAMES = dict(
+    zip(
+        WEEKDAYS,
+        ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"),
+        strict=True,
+    )
+)
 
 
 # When the organisation works: time zone, working days, hours, holidays.
@@ -34,13 +43,16 @@ class Calendar(BaseModel):
     @field_validator("workdays")
     @classmethod
     def _known_days(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        days = tuple(str(v).lower()[:3] for v in value)
-        bad = [d for d in days if d not in WEEKDAYS]
-        if bad:
-            raise ValueError(f"unknown day(s) {bad} (use mon, tue, wed, thu, fri, sat, sun)")
+        days = []
+        for raw in value:
+            name = str(raw).strip().lower()
+            short = name[:3]
+            if short not in WEEKDAYS or name not in (short, FULL_NAMES[short]):
+                raise ValueError(f"unknown day {raw!r} (use mon, tue, wed, thu, fri, sat, sun)")
+            days.append(short)
         if not days:
             raise ValueError("at least one working day is needed")
-        return days
+        return tuple(days)
 
     @model_validator(mode="after")
     def _hours_in_order(self) -> Calendar:
@@ -63,7 +75,7 @@ class Calendar(BaseModel):
         """The instant `hours` working hours after `start` (UTC out; DST-safe)."""
         remaining = timedelta(hours=hours)
         zone = self.zone
-        cursor = start.astimezone(UTC)
+        cursor = as_utc(start)
         day = start.astimezone(zone).date()
         for _ in range(3700):  # ten years of days: a finite bound even for odd calendars
             if self.is_workday(day):
@@ -81,6 +93,7 @@ class Calendar(BaseModel):
 
     def business_hours_between(self, start: datetime, end: datetime) -> float:
         """Working hours elapsed from start to end (0 if end is before start)."""
+        start, end = as_utc(start), as_utc(end)
         if end <= start:
             return 0.0
         zone = self.zone
