@@ -199,6 +199,13 @@ def verify(session: Session) -> VerifyResult:
         expected_seq += 1
         checked += 1
     head = session.get(AuditHead, 1)
+    if head is None and checked:
+        return VerifyResult(
+            checked,
+            False,
+            f"the chain's head row is missing ({checked} rows found): it was deleted",
+            checked + 1,
+        )
     if head is not None and (head.seq != checked or head.hash != expected_prev):
         return VerifyResult(
             checked,
