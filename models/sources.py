@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -59,7 +60,20 @@ def dotted(path: Path_) -> str | None:
 
 
 class _Loader(yaml.SafeLoader):
-    """A safe YAML loader: decimals as Decimal, duplicate keys refused."""
+    """A safe YAML loader: decimals as Decimal, duplicate keys, bad dates and aliases refused."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        # Aliases (*name) can build recursive or exponentially large documents from a few
+        # bytes, and no procure file needs them.
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.get_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"aliases (*{event.anchor}) are not supported: write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
 
 def _construct_decimal(loader: _Loader, node: yaml.ScalarNode) -> Any:
@@ -88,6 +102,16 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
     return dict(loader.construct_pairs(node, deep=deep))
 
 
+def _construct_timestamp(loader: _Loader, node: yaml.ScalarNode) -> Any:
+    try:
+        return yaml.constructor.SafeConstructor.construct_yaml_timestamp(loader, node)
+    except ValueError:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"not a valid date: {node.value!r}", node.start_mark
+        ) from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
 _Loader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
@@ -127,6 +151,8 @@ def read_text(path: Path | str, *, label: str | None = None) -> tuple[str, str]:
 
 def decode(raw: bytes, source: str) -> str:
     """Bytes to text: UTF-8 (a BOM is allowed); anything else is named with its line."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InputError(Problem("is UTF-16 text: save it as UTF-8", source, 1))
     if b"\x00" in raw:
         line = raw[: raw.index(b"\x00")].count(b"\n") + 1
         raise InputError(Problem("contains a NUL byte: this is not a text file", source, line))
@@ -141,19 +167,35 @@ def decode(raw: bytes, source: str) -> str:
 
 def parse_yaml(text: str, source: str) -> Document:
     """Parse YAML (one document) with line positions."""
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, e.g. ESC
+        where = text[: exc.position].count("\n") + 1
+        raise InputError(
+            Problem(f"invalid YAML: character U+{exc.character:04X} is not allowed", source, where)
+        ) from None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        message = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+        problem_line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+        context_line = exc.context_mark.line + 1 if exc.context_mark is not None else None
+        context = exc.context or ""
+        line: int | None
+        if context and context_line is not None and context_line != problem_line:
+            message = f"{context} (line {context_line}): {exc.problem} (line {problem_line})"
+            # An unclosed quote or bracket is found where YAML gave up (often the end of the
+            # file): point at where it opened. Other errors are where YAML found them.
+            line = context_line if isinstance(exc, yaml.scanner.ScannerError) else problem_line
+        else:
+            message = " ".join(str(part) for part in (context, exc.problem) if part)
+            line = problem_line or context_line
         raise InputError(Problem(f"invalid YAML: {message}", source, line)) from None
     except yaml.YAMLError as exc:
         raise InputError(Problem(f"invalid YAML: {exc}", source)) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     lines: dict[Path_, int] = {}
     if node is not None:
         _node_lines(node, (), lines)
@@ -181,7 +223,9 @@ def parse_json(text: str, source: str) -> Document:
     except json.JSONDecodeError as exc:
         raise InputError(Problem(f"invalid JSON: {exc.msg}", source, exc.lineno)) from None
     except ValueError as exc:
-        raise InputError(Problem(f"invalid JSON: {exc}", source)) from None
+        raise InputError(
+            Problem(f"invalid JSON: {exc}", source, _json_error_line(text, exc))
+        ) from None
     lines: dict[Path_, int] = {}
     try:  # JSON is (nearly) YAML: borrow its positions; without them errors still name the field.
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -190,6 +234,19 @@ def parse_json(text: str, source: str) -> Document:
     except yaml.YAMLError:
         lines = {}
     return Document(source, data, lines)
+
+
+def _json_error_line(text: str, exc: ValueError) -> int | None:
+    """The line of a duplicate key or a NaN/Infinity, which json reports without a position."""
+    message = str(exc)
+    if message.startswith("duplicate key"):
+        try:
+            parse_yaml(text, "")  # the YAML loader refuses duplicate keys with their line
+        except InputError as dup:
+            return dup.problems[0].line
+        return None
+    found = re.search(r'(?<![\w"])(-?Infinity|NaN)(?![\w"])', text)
+    return text[: found.start()].count("\n") + 1 if found else None
 
 
 def _refuse_constant(name: str) -> Any:
