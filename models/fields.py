@@ -24,7 +24,11 @@ _EMAIL = re.compile(
 )
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")
 _SLUG = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+# Invisible characters that reorder or hide text: bidi controls, zero-width spaces, BOMs.
+_BIDI = frozenset(
+    "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+    "\u200b\u2060\ufeff\u180e"
+)
 _FORMULA_START = ("=", "+", "@", "\t", "\r")
 
 
@@ -33,7 +37,7 @@ def _check_text(value: str, *, multiline: bool) -> str:
     for index, char in enumerate(value):
         if char in _BIDI:
             raise ValueError(
-                f"contains an invisible text-direction character at position {index + 1}"
+                f"contains an invisible character (U+{ord(char):04X}) at position {index + 1}"
             )
         category = unicodedata.category(char)
         if category == "Cc" and not (multiline and char in "\n\t"):
@@ -105,6 +109,8 @@ def quantity(value: Any) -> int:
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise ValueError(f"must be a whole number (got {value})")
+        if value > MAX_QUANTITY:  # before int(): 1e999999999 would take forever to convert
+            raise ValueError(f"must be at most {MAX_QUANTITY:,} per line (got {str(value)[:40]})")
         if value != value.to_integral_value():
             raise ValueError(f"must be a whole number (got {value})")
         value = int(value)
