@@ -1658,6 +1658,10 @@ def request_return(
 ) -> Asset:
     """Ask for a device back (a leaver, a refresh, the end of a lease)."""
     now = now or utcnow()
+    try:
+        reason = single_line(reason or "")
+    except ValueError as exc:
+        raise InputError(Problem(str(exc), field="reason")) from None
     actor = _check_actor_role(
         session, actor_email, {Role.IT.value, Role.HR.value}, "request returns"
     )
@@ -1688,7 +1692,7 @@ def request_return(
         AssetEvent.REQUEST_RETURN,
         actor=actor,
         at=now,
-        details={"reason": single_line(reason) if reason else ""},
+        details={"reason": reason},
         notices=notices,
     )
     return asset

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, field_validator
 from pydantic import Field as PField
 from sqlalchemy import JSON
 from sqlmodel import Field, Session, SQLModel, select
@@ -53,6 +53,20 @@ class SupplierCreate(BaseModel):
     email: Email | None = None
 
 
+def _spec_value(value: Any) -> str | int | bool:
+    """A spec is text, a whole number or yes/no (decimals are kept as their text)."""
+    if isinstance(value, bool | int):
+        return value
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, str):
+        return single_line(value)
+    raise ValueError("must be text, a number or true/false")
+
+
+SpecValue = Annotated[str | int | bool, BeforeValidator(_spec_value)]
+
+
 # An item as written in a catalog file (YAML/JSON, or a CSV row).
 class ItemCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -62,7 +76,7 @@ class ItemCreate(BaseModel):
     list_price: Amount
     currency: Currency = "EUR"
     supplier: Code
-    specs: dict[str, str | int | Decimal | bool] = PField(default_factory=dict)
+    specs: dict[Name, SpecValue] = PField(default_factory=dict)
     warranty_months: int = PField(default=36, ge=0, le=120)
     active: bool = True
     lead_time_days: int | None = PField(default=None, ge=0, le=365)  # CSV: creates the supplier
@@ -71,15 +85,6 @@ class ItemCreate(BaseModel):
     @classmethod
     def _lower(cls, value: str) -> str:
         return value.lower()
-
-    @field_validator("specs")
-    @classmethod
-    def _safe_specs(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for key, spec in value.items():
-            single_line(key)
-            if isinstance(spec, str):
-                single_line(spec)
-        return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in value.items()}
 
 
 # A whole catalog file.

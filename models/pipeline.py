@@ -306,9 +306,18 @@ def parse_pipeline(text: str, source: str) -> PipelineSpec:
 
 
 def check_file(path: Path | str) -> PipelineSpec:
-    """Read and validate a pipeline file."""
-    source, text = read_text(path)
+    """Read and validate a pipeline file (.yaml or .yml)."""
+    source, text = read_pipeline_file(path)
     return parse_pipeline(text, source)
+
+
+def read_pipeline_file(path: Path | str) -> tuple[str, str]:
+    """The (source, text) of a pipeline file; other file types are refused by name."""
+    if Path(path).suffix.lower() not in (".yaml", ".yml"):
+        raise InputError(
+            Problem("a pipeline file is YAML: name it .yaml or .yml", source=str(path))
+        )
+    return read_text(path)
 
 
 # A pipeline as installed: the exact YAML, so every request keeps the rules it was submitted under.

@@ -275,6 +275,8 @@ def read_request_file(path: Path | str) -> list[Draft]:
 
 def _drafts_from_csv(doc: Document) -> list[Draft]:
     """Group CSV rows into requests: by the `ref` column, else one request per row."""
+    if not doc.data:
+        raise InputError(doc.problem((), "holds no request: only a header, no rows"))
     groups: dict[str, list[int]] = {}
     for index, row in enumerate(doc.data):
         groups.setdefault(row.get("ref") or f"#row{index}", []).append(index)

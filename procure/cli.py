@@ -341,10 +341,9 @@ def _print_stages(stages: list[dict[str, Any]]) -> None:
 @pipeline_app.command("load")
 def pipeline_load(file: FileArg, json_: JsonOpt = False) -> None:
     """Install a pipeline file for new requests (requests in flight keep theirs)."""
-    from models.pipeline import install
-    from models.sources import read_text
+    from models.pipeline import install, read_pipeline_file
 
-    source, text = read_text(file)
+    source, text = read_pipeline_file(file)
     st = state()
     with st.write() as session:
         row, changed = install(
@@ -895,10 +894,14 @@ def read_assignments(path: Path) -> list[Any]:
         if not isinstance(row, dict) or set(row) != {"serial", "email"}:
             problems.append(doc.problem(path_, "expected exactly serial and email"))
             continue
-        try:
-            out.append(Assignment(code(row["serial"]), email(row["email"]), doc.line_of(path_)))
-        except ValueError as exc:
-            problems.append(doc.problem(path_, str(exc)))
+        checked = {}
+        for name, check in (("serial", code), ("email", email)):
+            try:
+                checked[name] = check(row[name])
+            except ValueError as exc:
+                problems.append(doc.problem((*path_, name), str(exc)))
+        if len(checked) == 2:
+            out.append(Assignment(checked["serial"], checked["email"], doc.line_of(path_)))
     if problems:
         raise InputError(problems)
     return out
