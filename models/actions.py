@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from models import audit, outbox, pipeline
-from models.assets import Asset, ErasureRecord
+from models.assets import Asset, Assignment, ErasureRecord, SerialIn
 from models.calendar import add_months
 from models.catalog import Item, Supplier
 from models.errors import (
@@ -33,8 +33,11 @@ from models.errors import (
     TransitionNotAllowed,
 )
 from models.fields import code, multi_line, single_line
+from models.fields import email as check_email
 from models.lifecycle import (
+    ASSET,
     ASSET_END_STATES,
+    REQUEST,
     AssetEvent,
     AssetStatus,
     RequestEvent,
@@ -43,7 +46,7 @@ from models.lifecycle import (
     StageStatus,
     fire,
 )
-from models.org import CostCentre, Person, Role
+from models.org import CostCentre, Person, Role, roles_of
 from models.outbox import Notice, person, team
 from models.pipeline import PipelineSpec, StageSpec
 from models.requests import (
@@ -103,7 +106,6 @@ class Lookup:
 
 def find_person(session: Session, email: str, *, what: str = "person") -> Person:
     """The person with this email, or NotFound naming the argument."""
-    from models.fields import email as check_email
 
     try:
         address = check_email(email)
@@ -1173,13 +1175,11 @@ def cancel(
     request = lock_request(session, ref)
     actor = find_person(session, actor_email, what="as")
     if actor.id != request.requester_id:
-        roles = Directory(session, request, now.date()).roles(actor)
-        if not roles & {Role.PURCHASING.value, Role.MANAGEMENT.value}:
+        assert actor.id is not None
+        if not roles_of(session, actor.id) & {Role.PURCHASING.value, Role.MANAGEMENT.value}:
             raise RuleViolation(
                 f"only the requester, purchasing or management can cancel {request.ref}"
             )
-    from models.lifecycle import REQUEST
-
     REQUEST.target(request.status, RequestEvent.CANCEL, what=f"request {request.ref}")
     for stage in stages_of(session, request):
         if stage.status in (StageStatus.WAITING, StageStatus.OPEN):
@@ -1216,8 +1216,6 @@ def _check_actor_role(session: Session, actor_email: str | None, roles: set[str]
     if actor_email is None:
         return SYSTEM
     actor = find_person(session, actor_email, what="as")
-    from models.org import roles_of
-
     assert actor.id is not None
     if not roles_of(session, actor.id) & roles:
         raise RuleViolation(
@@ -1233,8 +1231,6 @@ def place_order(
     now = now or utcnow()
     actor = _check_actor_role(session, actor_email, {Role.PURCHASING.value}, "place orders")
     request = lock_request(session, ref)
-    from models.lifecycle import REQUEST
-
     REQUEST.target(request.status, RequestEvent.ORDER, what=f"request {request.ref}")
     lines = lines_of(session, request)
     items = {
@@ -1356,15 +1352,6 @@ def schedule_delivery(
 
 
 @dataclass
-class SerialIn:
-    """One delivered unit: its serial and, where the request has several items, its SKU."""
-
-    serial: str
-    sku: str | None = None
-    line: int | None = None  # where it came from, for error messages
-
-
-@dataclass
 class Progress:
     """How far a bulk action got."""
 
@@ -1400,8 +1387,6 @@ def deliver(
             now=now,
             unplanned=True,
         )
-    from models.lifecycle import REQUEST
-
     REQUEST.target(request.status, RequestEvent.DELIVER, what=f"request {request.ref}")
     if not units:
         raise InputError(Problem("no serials given", source=source))
@@ -1515,15 +1500,6 @@ def deliver(
     return Progress(request.ref, len(plan), remaining, request.status, [u.serial for _, u in plan])
 
 
-@dataclass
-class Assignment:
-    """One device handed to one person."""
-
-    serial: str
-    email: str
-    line: int | None = None
-
-
 def roll_out(
     session: Session,
     *,
@@ -1537,8 +1513,6 @@ def roll_out(
     now = now or utcnow()
     actor = _check_actor_role(session, actor_email, {Role.IT.value}, "roll out devices")
     request = lock_request(session, ref)
-    from models.lifecycle import REQUEST
-
     REQUEST.target(request.status, RequestEvent.ROLL_OUT, what=f"request {request.ref}")
     assets = assets_of(session, request)
     delivered = {a.serial: a for a in assets if a.status == AssetStatus.DELIVERED and a.serial}
@@ -1759,8 +1733,6 @@ def erase(
                 field="certificate",
             )
         )
-    from models.lifecycle import ASSET
-
     ASSET.target(asset.status, AssetEvent.ERASE, what=f"asset {asset.serial}")
     assert asset.id is not None
     session.add(

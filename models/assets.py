@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
+from pathlib import Path
 
 from sqlmodel import Field, SQLModel
 
+from models.errors import InputError, Problem
+from models.fields import code, email
 from models.lifecycle import AssetStatus
+from models.sources import read_rows, read_text
 from models.types import UTCDateTime, utcnow
 
 
@@ -51,3 +56,59 @@ class ErasureRecord(SQLModel, table=True):
     provider: str = Field(max_length=200)
     erased_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     recorded_by: str = Field(max_length=254)
+
+
+@dataclass
+class SerialIn:
+    """One delivered unit: its serial and, where the request has several items, its SKU."""
+
+    serial: str
+    sku: str | None = None
+    line: int | None = None  # where it came from, for error messages
+
+
+@dataclass
+class Assignment:
+    """One device handed to one person."""
+
+    serial: str
+    email: str
+    line: int | None = None
+
+
+def read_serials_file(path: Path | str) -> list[SerialIn]:
+    """Delivered serials: CSV (serial[,sku]), YAML/JSON (a list of serials or {serial, sku}),
+    or text with one serial per line."""
+    if Path(path).suffix.lower() in (".txt", ""):
+        source, text = read_text(path)
+        units, problems = [], []
+        for number, line in enumerate(text.splitlines(), start=1):
+            value = line.strip()
+            if not value or value.startswith("#"):
+                continue
+            try:
+                units.append(SerialIn(code(value), None, number))
+            except ValueError as exc:
+                problems.append(Problem(f"serial {exc}", source, number, "serial"))
+        if problems:
+            raise InputError(problems)
+        return units
+    rows = read_rows(
+        path,
+        key="serials",
+        fields={"serial": code, "sku": code},
+        required={"serial"},
+        bare="serial",
+    )
+    return [SerialIn(row["serial"], row.get("sku"), line) for row, line in rows]
+
+
+def read_assignments_file(path: Path | str) -> list[Assignment]:
+    """Who gets which device: CSV (serial,email) or a YAML/JSON list of {serial, email}."""
+    rows = read_rows(
+        path,
+        key="assignments",
+        fields={"serial": code, "email": email},
+        required={"serial", "email"},
+    )
+    return [Assignment(row["serial"], row["email"], line) for row, line in rows]

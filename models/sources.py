@@ -11,7 +11,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -403,3 +403,47 @@ def iter_items(doc: Document, *keys: str) -> Iterator[tuple[Path_, Any]]:
                     yield (key, index), item
                 return
     raise InputError(doc.problem((), f"expected a list (or a mapping with {' or '.join(keys)})"))
+
+
+def read_rows(
+    path: Path | str,
+    *,
+    key: str,
+    fields: dict[str, Callable[[Any], Any]],
+    required: set[str],
+    bare: str | None = None,
+) -> list[tuple[dict[str, Any], int | None]]:
+    """Rows of a small list file (CSV, or YAML/JSON: a list or `key:` holding one), each field
+    checked; returns (row, line) pairs. `bare` names the field a plain scalar item stands for."""
+    doc = load_document(path, required=required, known=set(fields))
+    data = doc.data
+    rows = data if isinstance(data, list) else data.get(key) if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        raise InputError(doc.problem((), f"expected a list (or a mapping with {key}: holding one)"))
+    base: Path_ = () if isinstance(data, list) else (key,)
+    known = ", ".join(fields)
+    out: list[tuple[dict[str, Any], int | None]] = []
+    problems: list[Problem] = []
+    for index, row in enumerate(rows):
+        where = (*base, index)
+        if bare is not None and isinstance(row, str | int):
+            row = {bare: row}
+        if not isinstance(row, dict):
+            problems.append(doc.problem(where, f"expected a mapping of {known}"))
+            continue
+        for name in sorted(set(row) - set(fields)):
+            problems.append(doc.problem((*where, name), f"is not a known field ({known})"))
+        for name in sorted(required - set(row)):
+            problems.append(doc.problem((*where, name), "is required"))
+        checked: dict[str, Any] = {}
+        for name, check in fields.items():
+            if row.get(name) is None:
+                continue
+            try:
+                checked[name] = check(row[name])
+            except ValueError as exc:
+                problems.append(doc.problem((*where, name), str(exc)))
+        out.append((checked, doc.line_of(where)))
+    if problems:
+        raise InputError(problems)
+    return out

@@ -751,8 +751,9 @@ def deliver(
 ) -> None:
     """Record delivered devices by serial; the request is delivered when every unit is."""
     from models.actions import deliver as deliver_action
+    from models.assets import read_serials_file
 
-    units = read_serials(serials)
+    units = read_serials_file(serials)
     st = state()
     with st.write() as session:
         p = deliver_action(
@@ -786,8 +787,9 @@ def rollout(
 ) -> None:
     """Hand delivered devices to people; the request is rolled out when every device is."""
     from models.actions import roll_out
+    from models.assets import read_assignments_file
 
-    assignments = read_assignments(assign) if assign is not None else None
+    assignments = read_assignments_file(assign) if assign is not None else None
     st = state()
     with st.write() as session:
         p = roll_out(
@@ -808,103 +810,6 @@ def rollout(
     emit(result) if json_ else typer.echo(
         f"{p.ref}  {p.status}: {p.done} assigned, {p.remaining} still to hand out"
     )
-
-
-def read_serials(path: Path) -> list[Any]:
-    """Serials from CSV (serial[,sku]), YAML/JSON (list of strings or {serial, sku}), or plain text."""
-    from models.actions import SerialIn
-    from models.fields import code
-    from models.sources import load_document, read_text
-
-    if path.suffix.lower() in (".txt", ""):
-        source, text = read_text(path)
-        units = []
-        problems = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            value = line.strip()
-            if not value or value.startswith("#"):
-                continue
-            try:
-                units.append(SerialIn(code(value), None, number))
-            except ValueError as exc:
-                problems.append(Problem(f"serial {exc}", source, number, "serial"))
-        if problems:
-            raise InputError(problems)
-        return units
-    doc = load_document(path, required={"serial"}, known={"serial", "sku"})
-    rows = (
-        doc.data
-        if isinstance(doc.data, list)
-        else (doc.data or {}).get("serials")
-        if isinstance(doc.data, dict)
-        else None
-    )
-    if not isinstance(rows, list):
-        raise InputError(doc.problem((), "expected a list of serials"))
-    base: tuple[Any, ...] = () if isinstance(doc.data, list) else ("serials",)
-    units, problems = [], []
-    for index, row in enumerate(rows):
-        path_ = (*base, index)
-        entry = {"serial": row} if isinstance(row, str | int) else row
-        if not isinstance(entry, dict) or "serial" not in entry:
-            problems.append(doc.problem(path_, "expected a serial or {serial, sku}"))
-            continue
-        extra = set(entry) - {"serial", "sku"}
-        if extra:
-            problems.append(
-                doc.problem((*path_, sorted(extra)[0]), "is not a known field (serial, sku)")
-            )
-            continue
-        try:
-            serial = code(entry["serial"])
-        except ValueError as exc:
-            problems.append(doc.problem((*path_, "serial"), str(exc)))
-            continue
-        try:
-            sku = code(entry["sku"]) if entry.get("sku") is not None else None
-        except ValueError as exc:
-            problems.append(doc.problem((*path_, "sku"), str(exc)))
-            continue
-        units.append(SerialIn(serial, sku, doc.line_of(path_)))
-    if problems:
-        raise InputError(problems)
-    return units
-
-
-def read_assignments(path: Path) -> list[Any]:
-    """Assignments from CSV (serial,email) or a YAML/JSON list of {serial, email}."""
-    from models.actions import Assignment
-    from models.fields import code, email
-    from models.sources import load_document
-
-    doc = load_document(path, required={"serial", "email"}, known={"serial", "email"})
-    rows = (
-        doc.data
-        if isinstance(doc.data, list)
-        else (doc.data or {}).get("assignments")
-        if isinstance(doc.data, dict)
-        else None
-    )
-    if not isinstance(rows, list):
-        raise InputError(doc.problem((), "expected a list of {serial, email}"))
-    base: tuple[Any, ...] = () if isinstance(doc.data, list) else ("assignments",)
-    out, problems = [], []
-    for index, row in enumerate(rows):
-        path_ = (*base, index)
-        if not isinstance(row, dict) or set(row) != {"serial", "email"}:
-            problems.append(doc.problem(path_, "expected exactly serial and email"))
-            continue
-        checked = {}
-        for name, check in (("serial", code), ("email", email)):
-            try:
-                checked[name] = check(row[name])
-            except ValueError as exc:
-                problems.append(doc.problem((*path_, name), str(exc)))
-        if len(checked) == 2:
-            out.append(Assignment(checked["serial"], checked["email"], doc.line_of(path_)))
-    if problems:
-        raise InputError(problems)
-    return out
 
 
 # ------------------------------------------------------------------ assets

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,15 +22,15 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from models import actions, pipeline
-from models.actions import Assignment, SerialIn
+from models.assets import Assignment, SerialIn
 from models.catalog import ItemCreate, load_catalog, read_catalog_file
 from models.db import transaction
 from models.errors import InputError, Problem
 from models.org import load_org, read_org_file
 from models.pipeline import check_file
 from models.requests import LineCreate, Request, RequestLine, RequestUpdate, read_request_file
-from tests.conftest import Databases
-from tests.factories import IDA, NINA, NOW, PAUL, RITA, approve_all, decide, submit
+from tests.factories import IDA, NINA, NOW, PAUL, RITA, submit
+from tests.worlds import World, world_fixture, writes_nothing
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,56 +72,6 @@ def expect(
     return found[0]
 
 
-COUNTED = (
-    "request",
-    "request_line",
-    "stage",
-    "decision",
-    "asset",
-    "erasure_record",
-    "audit_event",
-    "notification",
-    "person",
-    "person_role",
-    "cost_centre",
-    "delegation",
-    "supplier",
-    "item",
-    "pipeline_version",
-)
-DETAILS = {
-    "requests": "SELECT id, status, version, round, total, needed_by, delivery_on, justification"
-    " FROM request ORDER BY id",
-    "stages": "SELECT id, status, version, round FROM stage ORDER BY id",
-    "assets": "SELECT id, serial, status, version, assigned_to_id FROM asset ORDER BY id",
-    "people": "SELECT email, name, department, active FROM person ORDER BY email",
-    "items": "SELECT sku, name, list_price, currency, supplier_id FROM item ORDER BY sku",
-    "pipelines": "SELECT id, active FROM pipeline_version ORDER BY id",
-    "audit_head": "SELECT seq, hash FROM audit_head",
-}
-
-
-def snapshot(engine: Engine) -> dict[str, Any]:
-    """What bad input must not change: row counts, statuses, names, prices, the audit head."""
-    with engine.execution_options(procure_readonly=True).connect() as connection:
-        state: dict[str, Any] = {
-            table: connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
-            for table in COUNTED
-        }
-        for name, query in DETAILS.items():
-            state[name] = [tuple(row) for row in connection.execute(text(query)).all()]
-    return state
-
-
-@contextmanager
-def writes_nothing(engine: Engine) -> Iterator[None]:
-    before = snapshot(engine)
-    yield
-    after = snapshot(engine)
-    changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
-    assert not changed, f"bad input changed the database: {changed}"
-
-
 def test_the_snapshot_notices_a_write(engine: Engine) -> None:
     # The guard every database test below relies on: a single new request does not go unseen.
     with (
@@ -136,77 +84,7 @@ def test_the_snapshot_notices_a_write(engine: Engine) -> None:
 # ------------------------------------------------------------------ a shared database per backend
 
 
-@dataclass
-class World:
-    """Requests in the states bad input is tried against (nothing below may change them)."""
-
-    engine: Engine
-    ordered: str  # LAPTOP-STD-14 x1 + MON-27 x2, ordered, no delivery date; key hr-4711
-    delivered: str  # LAPTOP-STD-14 x1, delivered as SN-D-1, not yet handed out
-    deployed: str  # LAPTOP-STD-14 x1, SN-P-1 handed to Nina
-    returned: str  # LAPTOP-STD-14 x2: SN-R-1 erased (certificate C-1 of DaaS Company), SN-R-2 back
-    in_review: str
-    sent_back: str
-
-
-def _ordered(engine: Engine, **overrides: Any) -> str:
-    ref = submit(engine, **overrides)
-    approve_all(engine, ref)
-    with transaction(engine) as session:
-        actions.place_order(session, ref=ref, actor_email=PAUL, now=NOW)
-    return ref
-
-
-def _delivered(engine: Engine, serials: list[str], **overrides: Any) -> str:
-    ref = _ordered(engine, **overrides)
-    with transaction(engine) as session:
-        actions.deliver(session, ref=ref, units=[SerialIn(s) for s in serials], now=NOW)
-    return ref
-
-
-def build_world(engine: Engine) -> World:
-    laptops = [{"sku": "LAPTOP-STD-14", "quantity": 2}]
-    ordered = _ordered(
-        engine,
-        idempotency_key="hr-4711",
-        justification="World: ordered.",
-        lines=[{"sku": "LAPTOP-STD-14", "quantity": 1}, {"sku": "MON-27", "quantity": 2}],
-    )
-    delivered = _delivered(engine, ["SN-D-1"], justification="World: delivered.")
-    deployed = _delivered(engine, ["SN-P-1"], justification="World: deployed.")
-    returned = _delivered(engine, ["SN-R-1", "SN-R-2"], justification="World: back.", lines=laptops)
-    for ref in (deployed, returned):
-        with transaction(engine) as session:
-            actions.roll_out(session, ref=ref, now=NOW)
-    for serial in ("SN-R-1", "SN-R-2"):
-        with transaction(engine) as session:
-            actions.receive_return(session, serial=serial, now=NOW)
-    with transaction(engine) as session:
-        actions.erase(
-            session,
-            serial="SN-R-1",
-            certificate="C-1",
-            method="NIST 800-88 purge",
-            provider="DaaS Company",
-            now=NOW,
-        )
-    in_review = submit(engine, justification="World: in review.")
-    sent_back = submit(engine, justification="World: sent back.")
-    decide(engine, sent_back, IDA, "send_back", comment="Use the standard laptop.")
-    return World(engine, ordered, delivered, deployed, returned, in_review, sent_back)
-
-
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
-def world(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[World]:
-    dbs = Databases(request.param, request, tmp_path_factory.mktemp("bad-input"))
-    try:
-        yield build_world(dbs.engine("sample"))
-    finally:
-        dbs.close()
+world = world_fixture()
 
 
 def test_the_shared_world_is_in_the_states_the_tests_assume(world: World) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from models import actions
-from models.actions import Assignment, SerialIn
+from models.assets import Assignment, SerialIn
 from models.db import transaction
 from models.outbox import Notification
 from tests.factories import (
