@@ -23,7 +23,18 @@ from sqlmodel import Session, col, select
 from models import audit, outbox, pipeline
 from models.assets import Asset, Assignment, ErasureRecord, SerialIn
 from models.calendar import add_months
-from models.catalog import Item, Supplier
+from models.catalog import Bundle, BundleItem, CallOff, FrameworkAgreement, Item, Supplier
+from models.economics import (
+    TERMS,
+    agreement_options,
+    budget_status,
+    called_off,
+    freeze_ledger,
+    lead_time,
+    order_by_date,
+    terms_from_agreements,
+    terms_view,
+)
 from models.errors import (
     AlreadyDecided,
     InputError,
@@ -32,7 +43,7 @@ from models.errors import (
     RuleViolation,
     TransitionNotAllowed,
 )
-from models.fields import code, multi_line, single_line
+from models.fields import amount, code, multi_line, single_line
 from models.fields import email as check_email
 from models.lifecycle import (
     ASSET,
@@ -54,6 +65,7 @@ from models.requests import (
     Draft,
     LineCreate,
     Outcome,
+    Quote,
     Request,
     RequestCreate,
     RequestKind,
@@ -102,6 +114,19 @@ class Lookup:
         if sku not in self._items:
             self._items[sku] = self.session.exec(select(Item).where(Item.sku == sku)).first()
         return self._items[sku]
+
+    def bundle(self, code_: str) -> list[tuple[str, int]] | None:
+        """A bundle's (sku, quantity) pairs, or None if there is no such bundle."""
+        found = self.session.exec(select(Bundle).where(Bundle.code == code_)).first()
+        if found is None:
+            return None
+        rows = self.session.exec(
+            select(Item.sku, BundleItem.quantity)
+            .join(Item, col(Item.id) == col(BundleItem.item_id))
+            .where(BundleItem.bundle_id == found.id)
+            .order_by(col(Item.sku))
+        ).all()
+        return [(sku, quantity) for sku, quantity in rows]
 
 
 def find_person(session: Session, email: str, *, what: str = "person") -> Person:
@@ -201,8 +226,25 @@ def spec_for(session: Session, request: Request) -> PipelineSpec:
 
 
 @dataclass
+class ResolvedLine:
+    """One line priced and sourced: under an agreement's tier, or individually."""
+
+    line: LineCreate
+    item: Item
+    unit_price: Decimal
+    sourcing: str  # framework | individual
+    agreement: FrameworkAgreement | None
+    framework_available: bool
+    note: str
+
+    @property
+    def total(self) -> Decimal:
+        return money(self.unit_price * self.line.quantity)
+
+
+@dataclass
 class Resolved:
-    """A request's fields resolved against the organisation and the catalog."""
+    """A request's fields resolved against the organisation, the catalog and the agreements."""
 
     kind: str
     requester: Person
@@ -211,11 +253,11 @@ class Resolved:
     needed_by: date
     justification: str
     currency: str
-    lines: list[tuple[LineCreate, Item, Decimal, Decimal]]  # line, item, unit price, line total
+    lines: list[ResolvedLine]
 
     @property
     def total(self) -> Decimal:
-        return money(sum((t for *_, t in self.lines), Decimal(0)))
+        return money(sum((ln.total for ln in self.lines), Decimal(0)))
 
 
 def resolve(
@@ -231,8 +273,9 @@ def resolve(
     lines: list[LineCreate],
     spec: PipelineSpec,
     today: date,
+    bundle: str | None = None,
 ) -> Resolved:
-    """Check every reference and date of a request; all problems at once, with field paths."""
+    """Check every reference and date of a request and source every line; all problems at once."""
     problems: list[Problem] = []
     people: dict[str, Person] = {}
     for name, email in (("requester", requester), ("on_behalf_of", on_behalf_of or requester)):
@@ -255,36 +298,20 @@ def resolve(
             Problem(f"{needed_by} is more than five years ahead: check the year", field="needed_by")
         )
     request_currency = currency or spec.currency
+    kit: list[tuple[str, LineCreate]] = []
+    if bundle is not None:
+        contents = lookup.bundle(bundle)
+        if contents is None:
+            problems.append(Problem(f"unknown bundle {bundle}", field="bundle"))
+        else:
+            kit = [("bundle", LineCreate(sku=sku, quantity=qty)) for sku, qty in contents]
+    entries = kit + [(f"lines[{index}]", line) for index, line in enumerate(lines)]
     resolved_lines = []
-    for index, line in enumerate(lines):
-        item = lookup.item(line.sku)
-        where = f"lines[{index}]"
-        if item is None:
-            problems.append(Problem(f"unknown SKU {line.sku}", field=f"{where}.sku"))
-            continue
-        if not item.active:
-            problems.append(
-                Problem(f"{line.sku} is no longer in the catalog", field=f"{where}.sku")
-            )
-            continue
-        if item.currency != request_currency:
-            problems.append(
-                Problem(
-                    f"{line.sku} is priced in {item.currency}, the request is in {request_currency}",
-                    field=f"{where}.sku",
-                )
-            )
-            continue
-        if line.ownership != "bought" and line.term_months is None:
-            problems.append(
-                Problem(
-                    f"term_months is required for {line.ownership} devices",
-                    field=f"{where}.term_months",
-                )
-            )
-            continue
-        unit = line.unit_price if line.unit_price is not None else item.list_price
-        resolved_lines.append((line, item, unit, money(unit * line.quantity)))
+    for where, line in entries:
+        try:
+            resolved_lines.append(_source_line(lookup, line, where, request_currency, today))
+        except InputError as exc:
+            problems.extend(exc.problems)
     if problems:
         raise InputError(problems)
     assert centre is not None
@@ -297,6 +324,81 @@ def resolve(
         justification=justification,
         currency=request_currency,
         lines=resolved_lines,
+    )
+
+
+def _source_line(
+    lookup: Lookup, line: LineCreate, where: str, currency: str, today: date
+) -> ResolvedLine:
+    """Price one line: the cheapest agreement that covers it (or the one named), else individually
+    (at its own price or the list price), which needs a justification where an agreement exists."""
+    item = lookup.item(line.sku)
+    if item is None:
+        raise InputError(Problem(f"unknown SKU {line.sku}", field=f"{where}.sku"))
+    if not item.active:
+        raise InputError(Problem(f"{line.sku} is no longer in the catalog", field=f"{where}.sku"))
+    if item.currency != currency:
+        raise InputError(
+            Problem(
+                f"{line.sku} is priced in {item.currency}, the request is in {currency}",
+                field=f"{where}.sku",
+            )
+        )
+    if line.ownership != "bought" and line.term_months is None:
+        raise InputError(
+            Problem(
+                f"term_months is required for {line.ownership} devices",
+                field=f"{where}.term_months",
+            )
+        )
+    assert item.id is not None
+    options = agreement_options(
+        lookup.session, item_id=item.id, quantity=line.quantity, day=today, currency=currency
+    )
+    chosen = None
+    if line.agreement is not None:
+        chosen = next((o for o in options if o.agreement.code == line.agreement), None)
+        if chosen is None:
+            raise InputError(
+                Problem(
+                    f"{line.agreement} cannot supply {line.quantity} x {line.sku} today: unknown, not "
+                    "valid on this date, no price for this quantity, or not enough volume left",
+                    field=f"{where}.agreement",
+                )
+            )
+    elif line.sourcing == "framework":
+        if not options:
+            raise InputError(
+                Problem(
+                    f"no active framework agreement covers {line.quantity} x {line.sku}",
+                    field=f"{where}.sourcing",
+                )
+            )
+        chosen = options[0]
+    elif line.sourcing is None and options:
+        chosen = options[0]
+    if chosen is not None:
+        if line.unit_price is not None and line.unit_price != chosen.unit_price:
+            raise InputError(
+                Problem(
+                    f"{chosen.agreement.code} sets {chosen.unit_price} for this quantity: leave unit_price out",
+                    field=f"{where}.unit_price",
+                )
+            )
+        return ResolvedLine(line, item, chosen.unit_price, "framework", chosen.agreement, True, "")
+    unit = line.unit_price if line.unit_price is not None else item.list_price
+    if options and not line.sourcing_justification:
+        best = options[0]
+        extra = money((unit - best.unit_price) * line.quantity)
+        raise InputError(
+            Problem(
+                f"{best.agreement.code} supplies this at {best.unit_price} a unit ({extra} less in total): "
+                "say why you order it individually",
+                field=f"{where}.sourcing_justification",
+            )
+        )
+    return ResolvedLine(
+        line, item, unit, "individual", None, bool(options), line.sourcing_justification
     )
 
 
@@ -345,23 +447,54 @@ def inputs_hash(stage: StageSpec, request: Request, lines: list[RequestLine]) ->
 
 def _write_lines(session: Session, request: Request, resolved: Resolved) -> list[RequestLine]:
     rows = []
-    for number, (line, item, unit, total) in enumerate(resolved.lines, start=1):
-        assert item.id is not None and request.id is not None
+    for number, rl in enumerate(resolved.lines, start=1):
+        assert rl.item.id is not None and request.id is not None
         row = RequestLine(
             request_id=request.id,
             line_no=number,
-            item_id=item.id,
-            sku=item.sku,
-            quantity=line.quantity,
-            unit_price=unit,
-            total=total,
-            ownership=line.ownership,
-            term_months=line.term_months,
+            item_id=rl.item.id,
+            sku=rl.item.sku,
+            quantity=rl.line.quantity,
+            unit_price=rl.unit_price,
+            total=rl.total,
+            ownership=rl.line.ownership,
+            term_months=rl.line.term_months,
+            list_price=rl.item.list_price,
+            sourcing=rl.sourcing,
+            agreement_id=rl.agreement.id if rl.agreement else None,
+            framework_available=rl.framework_available,
+            sourcing_note=rl.note,
         )
         session.add(row)
         rows.append(row)
     session.flush()
     return rows
+
+
+def _plan(
+    session: Session,
+    request: Request,
+    lines: list[RequestLine],
+    spec: PipelineSpec,
+    keep: dict[str, Any],
+) -> None:
+    """Set the order-by date and start the terms checklist with what the agreements settle
+    (confirmations by purchasing in `keep` stay)."""
+    request.order_by = order_by_date(
+        request.needed_by, lead_time(session, lines), spec.economics.preparation_days
+    )
+    agreements = {
+        a.id: a
+        for a in session.exec(
+            select(FrameworkAgreement).where(
+                col(FrameworkAgreement.id).in_([ln.agreement_id for ln in lines if ln.agreement_id])
+            )
+        ).all()
+        if a.id is not None
+    }
+    settled = terms_from_agreements(lines, agreements)
+    request.terms = {**settled, **{k: v for k, v in keep.items() if v.get("by") != "agreement"}}
+    session.add(request)
 
 
 # ------------------------------------------------------------------ submission
@@ -443,6 +576,7 @@ def _submit_one(
         lines=c.lines,
         spec=spec,
         today=today,
+        bundle=c.bundle,
     )
     assert resolved.centre.id is not None and resolved.requester.id is not None
     assert resolved.on_behalf_of.id is not None
@@ -471,7 +605,21 @@ def _submit_one(
             raise
         return Submitted(raced.ref, False, raced.status, key)
     lines = _write_lines(session, request, resolved)
+    _plan(session, request, lines, spec, keep={})
     ref = request.ref
+    assert request.order_by is not None
+    late = request.order_by < today
+    notices = [Notice("request_submitted", person(resolved.requester.email), ref)]
+    if late:
+        # Already past its order-by date: purchasing hears it now, not when the devices are late.
+        notices.append(
+            Notice(
+                "order_by_missed",
+                team(Role.PURCHASING),
+                ref,
+                {"order_by": request.order_by, "needed_by": request.needed_by},
+            )
+        )
     fire(
         session,
         request,
@@ -485,8 +633,10 @@ def _submit_one(
             "lines": len(lines),
             "pipeline": f"{spec.name}@{spec.version}",
             "idempotency_key": key,
+            "order_by": request.order_by,
+            "late": late,
         },
-        notices=[Notice("request_submitted", person(resolved.requester.email), ref)],
+        notices=notices,
     )
     _plan_stages(session, request, lines, spec, now)
     _start_review(session, request, spec, now, actor=SYSTEM)
@@ -717,8 +867,14 @@ def decide(
     comment: str = "",
     stage_key: str | None = None,
     now: datetime | None = None,
+    confirm_terms: bool = False,
 ) -> DecisionResult:
-    """Record one approver's decision and move the request on; the same decision again is a no-op."""
+    """Record one approver's decision and move the request on; the same decision again is a no-op.
+
+    With confirm_terms, a purchasing approver also confirms the contract terms still open on
+    the joint-review checklist. The final approval needs that checklist complete, and the
+    budget's remainder (stop policy) or a warning to finance (warn policy).
+    """
     now = now or utcnow()
     try:
         outcome = Outcome(outcome)
@@ -792,6 +948,14 @@ def decide(
     stage = seat.stage
     assert stage.id is not None and request.id is not None
     assert actor.id is not None and seat.principal.id is not None
+    if confirm_terms:
+        _confirm_terms(session, request, actor, None, comment, now)
+    budget_warning = None
+    completes = outcome == Outcome.APPROVE and not [
+        slot for slot, _ in open_slots(stage, decisions) if slot != seat.slot
+    ]
+    if completes and all(s.status in DONE for s in stages if s.id != stage.id):
+        budget_warning = _check_final_approval(session, request, spec, now)
     decision = Decision(
         request_id=request.id,
         stage_id=stage.id,
@@ -827,6 +991,23 @@ def decide(
         details={"role": seat.role, "slot": seat.slot, "round": stage.round, "comment": comment},
         at=now,
     )
+    if budget_warning is not None:
+        audit.append(
+            session,
+            actor=SYSTEM,
+            entity="request",
+            entity_id=request.ref,
+            request_id=request.id,
+            action="budget_exceeded",
+            details=budget_warning,
+            at=now,
+        )
+        outbox.queue(
+            session,
+            Notice("budget_exceeded", team(Role.FINANCE), request.ref, budget_warning),
+            request_id=request.id,
+            at=now,
+        )
     decision_context = {
         "stage": stage.key,
         "outcome": outcome.value,
@@ -935,6 +1116,74 @@ def decide(
     )
 
 
+def _check_final_approval(
+    session: Session, request: Request, spec: PipelineSpec, now: datetime
+) -> dict[str, Any] | None:
+    """Refuse the final approval until purchasing confirmed the contract terms, or while it would
+    exceed the budget under a stop policy; under a warn policy, return the warning to record."""
+    missing = terms_view(request.terms)["missing"]
+    if missing:
+        raise RuleViolation(
+            f"{request.ref}: before the final approval purchasing must confirm the contract terms "
+            f"still open: {', '.join(missing)} (procure terms {request.ref} --confirm --as PURCHASER)"
+        )
+    budget = budget_status(
+        session, request=request, economics=spec.economics, today=spec.calendar.today(now)
+    )
+    if not budget.exceeds:
+        return None
+    figures = {
+        "cost_centre": budget.cost_centre,
+        "fiscal_year": budget.fiscal_year,
+        "budget": budget.amount,
+        "remaining": budget.remaining,
+        "request_total": budget.request_total,
+    }
+    if budget.policy == "stop":
+        raise RuleViolation(
+            f"{request.ref}: {request.total} {request.currency} exceeds what is left of "
+            f"{budget.cost_centre}'s {budget.fiscal_year} budget ({budget.remaining} {request.currency}); "
+            "the pipeline stops such approvals"
+        )
+    return figures
+
+
+def _confirm_terms(
+    session: Session,
+    request: Request,
+    actor: Person,
+    names: list[str] | None,
+    note: str,
+    now: datetime,
+) -> list[str]:
+    """Purchasing confirms contract terms on the checklist; returns the names newly confirmed."""
+    assert actor.id is not None
+    if Role.PURCHASING.value not in roles_of(session, actor.id):
+        raise RuleViolation(
+            f"{actor.email} cannot confirm contract terms: needs the role purchasing"
+        )
+    wanted = terms_view(request.terms)["missing"] if names is None else names
+    fresh = [n for n in wanted if n not in request.terms]
+    if not fresh:
+        return []
+    request.terms = {
+        **request.terms,
+        **{n: {"by": actor.email, "at": now.isoformat(), "note": note[:500]} for n in fresh},
+    }
+    session.add(request)
+    audit.append(
+        session,
+        actor=actor.email,
+        entity="request",
+        entity_id=request.ref,
+        request_id=request.id,
+        action="terms_confirmed",
+        details={"terms": fresh, "note": note},
+        at=now,
+    )
+    return fresh
+
+
 def _why_not(
     request: Request,
     stages: list[Stage],
@@ -1030,16 +1279,7 @@ def resubmit(
     beneficiary = session.get(Person, request.on_behalf_of_id)
     centre = session.get(CostCentre, request.cost_centre_id)
     assert requester is not None and beneficiary is not None and centre is not None
-    current_lines = [
-        LineCreate(
-            sku=ln.sku,
-            quantity=ln.quantity,
-            unit_price=ln.unit_price,
-            ownership=ln.ownership,
-            term_months=ln.term_months,
-        )
-        for ln in old_lines
-    ]
+    # Lines left out of the update stay as they are, sourcing and prices included.
     resolved = resolve(
         lookup,
         kind=(update.kind or RequestKind(request.kind)).value,
@@ -1051,7 +1291,7 @@ def resubmit(
         if update.justification is not None
         else request.justification,
         currency=request.currency,
-        lines=update.lines if update.lines is not None else current_lines,
+        lines=update.lines or [],
         spec=spec,
         today=spec.calendar.today(now),
     )
@@ -1062,14 +1302,15 @@ def resubmit(
     request.cost_centre_id = resolved.centre.id
     request.needed_by = resolved.needed_by
     request.justification = resolved.justification
-    request.total = resolved.total
     session.add(request)
     if update.lines is not None:
+        request.total = resolved.total
         session.execute(delete(RequestLine).where(col(RequestLine.request_id) == request.id))
         session.flush()
         lines = _write_lines(session, request, resolved)
     else:
         lines = old_lines
+    _plan(session, request, lines, spec, keep=request.terms)
     after = _snapshot(request, lines)
     changed = {k: [before[k], after[k]] for k in before if before[k] != after[k]}
     fire(
@@ -1208,6 +1449,239 @@ def cancel(
     return request
 
 
+# ------------------------------------------------------------------ purchasing in the joint review
+
+
+def confirm_terms(
+    session: Session,
+    *,
+    ref: str | int,
+    actor_email: str,
+    names: list[str] | None = None,
+    note: str = "",
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Purchasing confirms contract terms (warranty, sla, returns, erasure; all still open by default)."""
+    now = now or utcnow()
+    if names is not None:
+        unknown = [n for n in names if n not in TERMS]
+        if unknown or not names:
+            raise InputError(
+                Problem(
+                    f"unknown term(s) {', '.join(unknown) or '(none)'}: use {', '.join(TERMS)}",
+                    field="--confirm",
+                )
+            )
+    try:
+        note = single_line(note or "")
+    except ValueError as exc:
+        raise InputError(Problem(str(exc), field="note")) from None
+    request = lock_request(session, ref)
+    if request.status not in (
+        RequestStatus.SUBMITTED,
+        RequestStatus.IN_REVIEW,
+        RequestStatus.CHANGES_REQUESTED,
+    ):
+        raise TransitionNotAllowed(
+            f"request {request.ref} is {request.status}: its terms are no longer open"
+        )
+    actor = find_person(session, actor_email, what="as")
+    fresh = _confirm_terms(session, request, actor, names, note, now)
+    return {"id": request.ref, "confirmed": fresh, **terms_view(request.terms)}
+
+
+def record_quote(
+    session: Session,
+    *,
+    ref: str | int,
+    line_no: int,
+    supplier: str,
+    unit_price: Decimal,
+    actor_email: str,
+    valid_until: date | None = None,
+    note: str = "",
+    now: datetime | None = None,
+) -> Quote:
+    """Purchasing records a supplier's quote for a line, to compare side by side."""
+    now = now or utcnow()
+    problems = []
+    values = {}
+    for name, value in (("supplier", supplier), ("note", note)):
+        try:
+            values[name] = single_line(value or "")
+        except ValueError as exc:
+            problems.append(Problem(str(exc), field=name))
+    if not values.get("supplier") and not any(p.field == "supplier" for p in problems):
+        problems.append(Problem("is required", field="supplier"))
+    try:
+        price = amount(unit_price)
+    except ValueError as exc:
+        problems.append(Problem(str(exc), field="price"))
+    if problems:
+        raise InputError(problems)
+    request = lock_request(session, ref)
+    if request.status not in (
+        RequestStatus.SUBMITTED,
+        RequestStatus.IN_REVIEW,
+        RequestStatus.CHANGES_REQUESTED,
+    ):
+        raise TransitionNotAllowed(
+            f"request {request.ref} is {request.status}: quotes are for requests under review"
+        )
+    actor = find_person(session, actor_email, what="as")
+    _need_purchasing(session, actor, "record quotes")
+    if line_no not in {ln.line_no for ln in lines_of(session, request)}:
+        raise NotFound(Problem(f"{request.ref} has no line {line_no}", field="--line"))
+    spec = spec_for(session, request)
+    if valid_until is not None and valid_until < spec.calendar.today(now):
+        raise InputError(Problem(f"{valid_until} is in the past", field="--valid-until"))
+    assert request.id is not None
+    quote = Quote(
+        request_id=request.id,
+        line_no=line_no,
+        supplier=values["supplier"],
+        unit_price=price,
+        valid_until=valid_until,
+        note=values["note"],
+        recorded_by=actor.email,
+        recorded_at=now,
+    )
+    session.add(quote)
+    session.flush()
+    audit.append(
+        session,
+        actor=actor.email,
+        entity="request",
+        entity_id=request.ref,
+        request_id=request.id,
+        action="quote",
+        details={
+            "quote": quote.id,
+            "line": line_no,
+            "supplier": quote.supplier,
+            "unit_price": price,
+        },
+        at=now,
+    )
+    return quote
+
+
+def set_sourcing(
+    session: Session,
+    *,
+    ref: str | int,
+    line_no: int,
+    actor_email: str,
+    agreement: str | None = None,
+    individual: bool = False,
+    quote_id: int | None = None,
+    justification: str = "",
+    now: datetime | None = None,
+) -> RequestLine:
+    """Purchasing chooses how a line is sourced during the review: under an agreement, or
+    individually (at a recorded quote's price, or the list price), with the reason."""
+    now = now or utcnow()
+    chosen = sum(1 for flag in (agreement is not None, individual, quote_id is not None) if flag)
+    if chosen != 1:
+        raise InputError(Problem("give exactly one of --agreement CODE, --individual, --quote ID"))
+    try:
+        justification = multi_line(justification or "")
+    except ValueError as exc:
+        raise InputError(Problem(str(exc), field="--justification")) from None
+    request = lock_request(session, ref)
+    if request.status not in (RequestStatus.SUBMITTED, RequestStatus.IN_REVIEW):
+        raise TransitionNotAllowed(
+            f"request {request.ref} is {request.status}: sourcing is chosen during the review"
+        )
+    actor = find_person(session, actor_email, what="as")
+    _need_purchasing(session, actor, "choose sourcing")
+    lines = lines_of(session, request)
+    line = next((ln for ln in lines if ln.line_no == line_no), None)
+    if line is None:
+        raise NotFound(Problem(f"{request.ref} has no line {line_no}", field="--line"))
+    spec = spec_for(session, request)
+    lookup = Lookup(session)
+    quote_note = ""
+    if quote_id is not None:
+        quote = session.get(Quote, quote_id)
+        if quote is None or quote.request_id != request.id or quote.line_no != line_no:
+            raise NotFound(
+                Problem(f"no quote {quote_id} for {request.ref} line {line_no}", field="--quote")
+            )
+        quote_note = f"quote {quote.id} from {quote.supplier}"
+        wanted = LineCreate(
+            sku=line.sku,
+            quantity=line.quantity,
+            unit_price=quote.unit_price,
+            ownership=line.ownership,
+            term_months=line.term_months,
+            sourcing="individual",
+            sourcing_justification=justification,
+        )
+    elif individual:
+        wanted = LineCreate(
+            sku=line.sku,
+            quantity=line.quantity,
+            unit_price=line.list_price,
+            ownership=line.ownership,
+            term_months=line.term_months,
+            sourcing="individual",
+            sourcing_justification=justification,
+        )
+    else:
+        wanted = LineCreate(
+            sku=line.sku,
+            quantity=line.quantity,
+            ownership=line.ownership,
+            term_months=line.term_months,
+            agreement=agreement,
+        )
+    sourced = _source_line(
+        lookup, wanted, f"lines[{line_no - 1}]", request.currency, spec.calendar.today(now)
+    )
+    before = {
+        "sourcing": line.sourcing,
+        "agreement": line.agreement_id,
+        "unit_price": str(line.unit_price),
+    }
+    line.sourcing = sourced.sourcing
+    line.agreement_id = sourced.agreement.id if sourced.agreement else None
+    line.unit_price = sourced.unit_price
+    line.total = sourced.total
+    line.framework_available = line.framework_available or sourced.framework_available
+    line.sourcing_note = "; ".join(p for p in (quote_note, sourced.note) if p)
+    session.add(line)
+    request.total = money(sum((ln.total for ln in lines), Decimal(0)))
+    _plan(session, request, lines, spec, keep=request.terms)
+    audit.append(
+        session,
+        actor=actor.email,
+        entity="request",
+        entity_id=request.ref,
+        request_id=request.id,
+        action="sourcing",
+        details={
+            "line": line_no,
+            "from": before,
+            "to": {
+                "sourcing": line.sourcing,
+                "agreement": sourced.agreement.code if sourced.agreement else None,
+                "unit_price": str(line.unit_price),
+            },
+            "justification": line.sourcing_note,
+            "total": request.total,
+        },
+        at=now,
+    )
+    return line
+
+
+def _need_purchasing(session: Session, actor: Person, what: str) -> None:
+    assert actor.id is not None
+    if Role.PURCHASING.value not in roles_of(session, actor.id):
+        raise RuleViolation(f"{actor.email} cannot {what}: needs the role purchasing")
+
+
 # ------------------------------------------------------------------ order, delivery, rollout
 
 
@@ -1227,11 +1701,14 @@ def _check_actor_role(session: Session, actor_email: str | None, roles: set[str]
 def place_order(
     session: Session, *, ref: str | int, actor_email: str | None = None, now: datetime | None = None
 ) -> dict[str, Any]:
-    """Order an approved request: purchase orders per supplier, one asset per unit."""
+    """Order an approved request: purchase orders per supplier (call-offs under agreements draw
+    down their volume), one asset per unit, and the late-involvement ledger frozen as it stands."""
     now = now or utcnow()
     actor = _check_actor_role(session, actor_email, {Role.PURCHASING.value}, "place orders")
     request = lock_request(session, ref)
     REQUEST.target(request.status, RequestEvent.ORDER, what=f"request {request.ref}")
+    spec = spec_for(session, request)
+    today = spec.calendar.today(now)
     lines = lines_of(session, request)
     items = {
         i.id: i
@@ -1239,18 +1716,26 @@ def place_order(
             select(Item).where(col(Item.id).in_([ln.item_id for ln in lines]))
         ).all()
     }
+    agreements = _lock_agreements(session, [ln.agreement_id for ln in lines if ln.agreement_id])
+    _check_call_offs(session, request, lines, agreements, today)
+    supplier_ids = {
+        ln.id: agreements[ln.agreement_id].supplier_id
+        if ln.agreement_id
+        else items[ln.item_id].supplier_id
+        for ln in lines
+    }
     suppliers = {
         s.id: s
         for s in session.exec(
-            select(Supplier).where(col(Supplier.id).in_([i.supplier_id for i in items.values()]))
+            select(Supplier).where(col(Supplier.id).in_(list(supplier_ids.values())))
         ).all()
     }
     orders: dict[str, dict[str, Any]] = {}
     assert request.id is not None
     for line in lines:
         assert line.id is not None
-        item = items[line.item_id]
-        supplier = suppliers[item.supplier_id]
+        supplier = suppliers[supplier_ids[line.id]]
+        agreement = agreements.get(line.agreement_id) if line.agreement_id else None
         order = orders.setdefault(
             supplier.code,
             {
@@ -1267,9 +1752,22 @@ def place_order(
                 "quantity": line.quantity,
                 "unit_price": line.unit_price,
                 "total": line.total,
+                "agreement": agreement.code if agreement else None,
             }
         )
         order["total"] = money(order["total"] + line.total)
+        if agreement is not None:
+            assert agreement.id is not None
+            session.add(
+                CallOff(
+                    agreement_id=agreement.id,
+                    request_id=request.id,
+                    line_id=line.id,
+                    quantity=line.quantity,
+                    unit_price=line.unit_price,
+                    at=now,
+                )
+            )
         for _ in range(line.quantity):
             session.add(
                 Asset(
@@ -1287,19 +1785,70 @@ def place_order(
     purchase_orders = [
         {**o, "number": f"PO-{request.ref[3:]}-{n}"} for n, o in enumerate(orders.values(), start=1)
     ]
+    entries = freeze_ledger(session, request, economics=spec.economics, today=today, at=now)
     fire(
         session,
         request,
         RequestEvent.ORDER,
         actor=actor,
         at=now,
-        details={"purchase_orders": purchase_orders, "assets": sum(ln.quantity for ln in lines)},
+        changes={"ordered_at": now},
+        details={
+            "purchase_orders": purchase_orders,
+            "assets": sum(ln.quantity for ln in lines),
+            "late_involvement": {e.kind: e.incurred for e in entries},
+        },
         notices=[
             Notice("ordered", person(requester.email), request.ref),
             Notice("ordered", team(Role.IT), request.ref),
         ],
     )
     return {"ref": request.ref, "status": request.status, "purchase_orders": purchase_orders}
+
+
+def _lock_agreements(session: Session, ids: list[int]) -> dict[int, FrameworkAgreement]:
+    """The agreements a request orders under, locked (PostgreSQL) so call-offs on one serialise."""
+    rows = session.exec(
+        select(FrameworkAgreement)
+        .where(col(FrameworkAgreement.id).in_(ids))
+        .order_by(col(FrameworkAgreement.id))
+        .with_for_update()
+    ).all()
+    return {a.id: a for a in rows if a.id is not None}
+
+
+def _check_call_offs(
+    session: Session,
+    request: Request,
+    lines: list[RequestLine],
+    agreements: dict[int, FrameworkAgreement],
+    today: date,
+) -> None:
+    """Every framework line's agreement must still be valid and have the volume left."""
+    used = called_off(session, list(agreements))
+    wanted: dict[int, int] = defaultdict(int)
+    for line in lines:
+        if line.agreement_id:
+            wanted[line.agreement_id] += line.quantity
+    problems = []
+    for agreement_id, quantity in wanted.items():
+        agreement = agreements[agreement_id]
+        if not agreement.active_on(today):
+            problems.append(
+                f"{agreement.code} is valid {agreement.valid_from} to {agreement.valid_to}, not on {today}"
+            )
+        elif agreement.committed_volume is not None:
+            left = agreement.committed_volume - used.get(agreement_id, 0)
+            if quantity > left:
+                problems.append(
+                    f"{agreement.code} has {left} units left, the order calls off {quantity}"
+                )
+    if problems:
+        raise RuleViolation(
+            f"{request.ref} cannot be ordered as sourced: "
+            + "; ".join(problems)
+            + f" (purchasing can re-source it: procure sourcing {request.ref} ...)"
+        )
 
 
 def schedule_delivery(

@@ -1,22 +1,24 @@
-"""The catalog: suppliers and the items a request can order, with their list prices."""
+"""The catalog: suppliers with their terms, items with list prices, framework agreements with
+volume tiers, lease and Device-as-a-Service offers, and the standard kit per role."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, field_validator
 from pydantic import Field as PField
-from sqlalchemy import JSON
-from sqlmodel import Field, Session, SQLModel, select
+from sqlalchemy import JSON, UniqueConstraint, delete
+from sqlmodel import Field, Session, SQLModel, col, select
 
+from models import audit
 from models.errors import InputError
-from models.fields import Amount, Code, Currency, Email, Name, single_line
+from models.fields import Amount, Code, Currency, Email, Name, Quantity, single_line
 from models.records import tally, upsert
-from models.sources import Document, load_document, validate
-from models.types import Money
+from models.sources import Document, Path_, load_document, validate
+from models.types import Money, UTCDateTime, utcnow
 
 
 # A supplier and how long it takes to deliver.
@@ -27,6 +29,10 @@ class Supplier(SQLModel, table=True):
     name: str = Field(max_length=200)
     lead_time_days: int = Field(default=10, ge=0)
     email: str = Field(default="", max_length=254)
+    sla_terms: str = Field(default="", max_length=500)
+    warranty_terms: str = Field(default="", max_length=500)
+    return_terms: str = Field(default="", max_length=500)
+    certified_erasure: bool = False
 
 
 # An orderable item with its list price.
@@ -44,6 +50,98 @@ class Item(SQLModel, table=True):
     active: bool = True
 
 
+# A framework agreement with a supplier: prices by volume tier, validity, volume, contract terms.
+class FrameworkAgreement(SQLModel, table=True):
+    __tablename__ = "framework_agreement"
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=64, unique=True, index=True)
+    name: str = Field(max_length=200)
+    supplier_id: int = Field(foreign_key="supplier.id", index=True)
+    valid_from: date
+    valid_to: date
+    committed_volume: int | None = None  # units agreed over the term; None: no cap
+    currency: str = Field(default="EUR", max_length=3)
+    sla_terms: str = Field(default="", max_length=500)
+    warranty_months: int | None = None
+    return_terms: str = Field(default="", max_length=500)
+    erasure_clause: str = Field(default="", max_length=500)
+
+    def missing_terms(self) -> list[str]:
+        """The contract terms this agreement leaves open (warranty, sla, returns, erasure)."""
+        present = {
+            "warranty": self.warranty_months is not None,
+            "sla": bool(self.sla_terms),
+            "returns": bool(self.return_terms),
+            "erasure": bool(self.erasure_clause),
+        }
+        return [name for name, ok in present.items() if not ok]
+
+    def active_on(self, day: date) -> bool:
+        return self.valid_from <= day <= self.valid_to
+
+
+# One volume tier of an agreement's price for one item: min_quantity to max_quantity units.
+class AgreementPrice(SQLModel, table=True):
+    __tablename__ = "agreement_price"
+    __table_args__ = (UniqueConstraint("agreement_id", "item_id", "min_quantity"),)
+    id: int | None = Field(default=None, primary_key=True)
+    agreement_id: int = Field(foreign_key="framework_agreement.id", index=True)
+    item_id: int = Field(foreign_key="item.id", index=True)
+    min_quantity: int
+    max_quantity: int | None = None  # None: and above
+    unit_price: Decimal = Field(sa_type=Money)
+
+
+# A call-off: units ordered under an agreement, drawing down its remaining volume.
+class CallOff(SQLModel, table=True):
+    __tablename__ = "call_off"
+    id: int | None = Field(default=None, primary_key=True)
+    agreement_id: int = Field(foreign_key="framework_agreement.id", index=True)
+    request_id: int = Field(foreign_key="request.id", index=True)
+    line_id: int = Field(foreign_key="request_line.id", unique=True)
+    quantity: int
+    unit_price: Decimal = Field(sa_type=Money)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+# A lease or Device-as-a-Service offer for an item: monthly rate, term, what it includes.
+class Offer(SQLModel, table=True):
+    __tablename__ = "offer"
+    __table_args__ = (UniqueConstraint("item_id", "kind", "supplier_id", "term_months"),)
+    id: int | None = Field(default=None, primary_key=True)
+    item_id: int = Field(foreign_key="item.id", index=True)
+    kind: str = Field(max_length=8)  # lease | daas
+    supplier_id: int = Field(foreign_key="supplier.id")
+    monthly_rate: Decimal = Field(sa_type=Money)
+    term_months: int
+    includes_rollout: bool = False
+    includes_support: bool = False
+    includes_return: bool = False
+    includes_erasure: bool = False
+    # What a bought device is still worth after the same term (lowers the buy option's TCO).
+    buy_residual_value: Decimal = Field(default=Decimal("0.00"), sa_type=Money)
+
+    def includes(self) -> list[str]:
+        names = ("rollout", "support", "return", "erasure")
+        return [n for n in names if getattr(self, f"includes_{n}")]
+
+
+# The standard kit of a role (for onboarding requests): a named list of items.
+class Bundle(SQLModel, table=True):
+    __tablename__ = "bundle"
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=64, unique=True, index=True)
+    name: str = Field(max_length=200)
+
+
+# One item of a bundle and how many of it.
+class BundleItem(SQLModel, table=True):
+    __tablename__ = "bundle_item"
+    bundle_id: int = Field(foreign_key="bundle.id", primary_key=True)
+    item_id: int = Field(foreign_key="item.id", primary_key=True)
+    quantity: int
+
+
 # A supplier as written in a catalog file.
 class SupplierCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -51,6 +149,10 @@ class SupplierCreate(BaseModel):
     name: Name = PField(min_length=1, max_length=200)
     lead_time_days: int = PField(default=10, ge=0, le=365)
     email: Email | None = None
+    sla_terms: Name = PField(default="", max_length=500)
+    warranty_terms: Name = PField(default="", max_length=500)
+    return_terms: Name = PField(default="", max_length=500)
+    certified_erasure: bool = False
 
 
 def _spec_value(value: Any) -> str | int | bool:
@@ -87,11 +189,108 @@ class ItemCreate(BaseModel):
         return value.lower()
 
 
+# One volume tier as written in an agreement: from (and up to) a number of units, at a price.
+class TierCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    from_: int = PField(alias="from", ge=1, le=1_000_000)
+    to: int | None = PField(default=None, ge=1, le=1_000_000)
+    unit_price: Amount
+
+
+# An item's prices under an agreement.
+class AgreementPriceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sku: Code
+    tiers: list[TierCreate] = PField(min_length=1, max_length=20)
+
+
+# The contract terms an agreement settles (all four: the terms are complete).
+class TermsCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sla: Name = PField(default="", max_length=500)
+    warranty_months: int | None = PField(default=None, ge=0, le=120)
+    returns: Name = PField(default="", max_length=500)
+    erasure: Name = PField(default="", max_length=500)
+
+
+# A framework agreement as written in a catalog file.
+class AgreementCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: Code
+    name: Name = PField(min_length=1, max_length=200)
+    supplier: Code
+    valid_from: date
+    valid_to: date
+    committed_volume: int | None = PField(default=None, ge=1, le=10_000_000)
+    currency: Currency = "EUR"
+    terms: TermsCreate = TermsCreate()
+    prices: list[AgreementPriceCreate] = PField(min_length=1, max_length=500)
+
+
+# A lease or DaaS offer as written in a catalog file.
+class OfferCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sku: Code
+    kind: Literal["lease", "daas"]
+    provider: Code
+    monthly_rate: Amount
+    term_months: int = PField(ge=1, le=120)
+    includes: list[Literal["rollout", "support", "return", "erasure"]] = PField(
+        default_factory=list
+    )
+    buy_residual_value: Amount = Decimal("0.00")
+
+
+# One item of a bundle as written.
+class BundleItemCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sku: Code
+    quantity: Quantity = 1
+
+
+# A role's standard kit as written in a catalog file.
+class BundleCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: Code
+    name: Name = PField(min_length=1, max_length=200)
+    items: list[BundleItemCreate] = PField(min_length=1, max_length=50)
+
+
 # A whole catalog file.
 class CatalogFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     suppliers: list[SupplierCreate] = PField(default_factory=list)
     items: list[ItemCreate] = PField(default_factory=list)
+    agreements: list[AgreementCreate] = PField(default_factory=list)
+    offers: list[OfferCreate] = PField(default_factory=list)
+    bundles: list[BundleCreate] = PField(default_factory=list)
+
+
+def tier_problems(tiers: list[TierCreate]) -> list[tuple[Path_, str]]:
+    """Gaps and overlaps in a tier table: tiers must run from 1 without a hole, each after the last."""
+    problems: list[tuple[Path_, str]] = []
+    expected = 1
+    for index, tier in enumerate(tiers):
+        if tier.to is not None and tier.to < tier.from_:
+            problems.append(((index, "to"), f"ends ({tier.to}) before it starts ({tier.from_})"))
+            return problems
+        if tier.from_ > expected:
+            problems.append(
+                (
+                    (index, "from"),
+                    f"leaves a gap: units {expected} to {tier.from_ - 1} have no price",
+                )
+            )
+        elif tier.from_ < expected:
+            problems.append(
+                ((index, "from"), f"overlaps the tier before it (which runs to {expected - 1})")
+            )
+        if tier.to is None:
+            if index != len(tiers) - 1:
+                problems.append(((index, "to"), "only the last tier may be open-ended"))
+            return problems
+        expected = tier.to + 1
+    return problems
 
 
 ITEM_COLUMNS = {
@@ -124,41 +323,11 @@ def read_catalog_file(path: Path | str) -> tuple[CatalogFile, Document]:
 def load_catalog(
     session: Session, *, catalog: CatalogFile, doc: Document, actor: str, at: datetime | None = None
 ) -> dict[str, dict[str, int]]:
-    """Create or update suppliers and items; all or nothing."""
-    problems = []
-    seen_suppliers: dict[str, int] = {}
-    for i, s in enumerate(catalog.suppliers):
-        if s.code in seen_suppliers:
-            problems.append(
-                doc.problem(("suppliers", i, "code"), f"supplier {s.code} is listed twice")
-            )
-        seen_suppliers[s.code] = i
-    known = set(seen_suppliers) | set(session.exec(select(Supplier.code)).all())
-    seen_items: dict[str, int] = {}
-    implicit: dict[str, ItemCreate] = {}
-    for i, item in enumerate(catalog.items):
-        if item.sku in seen_items:
-            problems.append(
-                doc.problem(
-                    ("items", i, "sku"),
-                    f"{item.sku} is listed twice (also items[{seen_items[item.sku]}])",
-                )
-            )
-        seen_items[item.sku] = i
-        if item.supplier not in known and item.supplier not in implicit:
-            if item.lead_time_days is None:
-                problems.append(
-                    doc.problem(
-                        ("items", i, "supplier"),
-                        f"unknown supplier {item.supplier} (list it under suppliers, or give lead_time_days)",
-                    )
-                )
-            else:
-                implicit[item.supplier] = item
-    if problems:
-        raise InputError(problems)
-
-    results: dict[str, list[str]] = {"supplier": [], "item": []}
+    """Create or update suppliers, items, agreements, offers and bundles; all or nothing."""
+    implicit = _check_catalog(session, catalog, doc)
+    results: dict[str, list[str]] = {
+        k: [] for k in ("supplier", "item", "agreement", "offer", "bundle")
+    }
     suppliers = [
         *catalog.suppliers,
         *(
@@ -166,27 +335,28 @@ def load_catalog(
             for code, item in implicit.items()
         ),
     ]
-    supplier_ids: dict[str, int] = {}
-    for s in suppliers:
-        row, what = upsert(
+    for supplier in suppliers:
+        _, what = upsert(
             session,
             Supplier,
-            match={"code": s.code},
-            values={"name": s.name, "lead_time_days": s.lead_time_days, "email": s.email or ""},
+            match={"code": supplier.code},
+            values={
+                "name": supplier.name,
+                "lead_time_days": supplier.lead_time_days,
+                "email": supplier.email or "",
+                "sla_terms": supplier.sla_terms,
+                "warranty_terms": supplier.warranty_terms,
+                "return_terms": supplier.return_terms,
+                "certified_erasure": supplier.certified_erasure,
+            },
             entity="supplier",
-            entity_id=s.code,
+            entity_id=supplier.code,
             actor=actor,
             at=at,
         )
-        assert row.id is not None
-        supplier_ids[s.code] = row.id
         results["supplier"].append(what)
+    supplier_ids = dict(session.exec(select(Supplier.code, Supplier.id)).all())
     for item in catalog.items:
-        supplier_id = supplier_ids.get(item.supplier)
-        if supplier_id is None:
-            supplier_id = session.exec(
-                select(Supplier.id).where(Supplier.code == item.supplier)
-            ).one()
         _, what = upsert(
             session,
             Item,
@@ -196,7 +366,7 @@ def load_catalog(
                 "category": item.category,
                 "list_price": item.list_price,
                 "currency": item.currency,
-                "supplier_id": supplier_id,
+                "supplier_id": supplier_ids[item.supplier],
                 "specs": item.specs,
                 "warranty_months": item.warranty_months,
                 "active": item.active,
@@ -207,5 +377,243 @@ def load_catalog(
             at=at,
         )
         results["item"].append(what)
+    item_ids = dict(session.exec(select(Item.sku, Item.id)).all())
+    for agreement in catalog.agreements:
+        results["agreement"].append(
+            _load_agreement(session, agreement, supplier_ids, item_ids, actor, at)
+        )
+    for offer in catalog.offers:
+        _, what = upsert(
+            session,
+            Offer,
+            match={
+                "item_id": item_ids[offer.sku],
+                "kind": offer.kind,
+                "supplier_id": supplier_ids[offer.provider],
+                "term_months": offer.term_months,
+            },
+            values={
+                "monthly_rate": offer.monthly_rate,
+                "buy_residual_value": offer.buy_residual_value,
+                **{
+                    f"includes_{name}": name in offer.includes
+                    for name in ("rollout", "support", "return", "erasure")
+                },
+            },
+            entity="offer",
+            entity_id=f"{offer.sku}/{offer.kind}/{offer.provider}/{offer.term_months}m",
+            actor=actor,
+            at=at,
+        )
+        results["offer"].append(what)
+    for bundle in catalog.bundles:
+        results["bundle"].append(_load_bundle(session, bundle, item_ids, actor, at))
     session.flush()
     return {kind: tally(outcomes) for kind, outcomes in results.items()}
+
+
+def _check_catalog(session: Session, catalog: CatalogFile, doc: Document) -> dict[str, ItemCreate]:
+    """Every cross-reference and table of the file, all problems at once; returns the suppliers
+    a CSV of items creates implicitly."""
+    problems = []
+
+    def once(section: str, field: str | None, keys: list[str]) -> None:
+        seen: dict[str, int] = {}
+        for index, key in enumerate(keys):
+            if key in seen:
+                where: Path_ = (section, index, field) if field else (section, index)
+                problems.append(
+                    doc.problem(where, f"{key} is listed twice (also {section}[{seen[key]}])")
+                )
+            seen.setdefault(key, index)
+
+    once("suppliers", "code", [s.code for s in catalog.suppliers])
+    once("items", "sku", [i.sku for i in catalog.items])
+    once("agreements", "code", [a.code for a in catalog.agreements])
+    once(
+        "offers", None, [f"{o.sku}/{o.kind}/{o.provider}/{o.term_months}m" for o in catalog.offers]
+    )
+    once("bundles", "code", [b.code for b in catalog.bundles])
+    suppliers = {s.code for s in catalog.suppliers} | set(session.exec(select(Supplier.code)).all())
+    implicit: dict[str, ItemCreate] = {}
+    for i, item in enumerate(catalog.items):
+        if item.supplier not in suppliers and item.supplier not in implicit:
+            if item.lead_time_days is None:
+                problems.append(
+                    doc.problem(
+                        ("items", i, "supplier"),
+                        f"unknown supplier {item.supplier} (list it under suppliers, or give lead_time_days)",
+                    )
+                )
+            else:
+                implicit[item.supplier] = item
+    suppliers |= set(implicit)
+    currencies = dict(session.exec(select(Item.sku, Item.currency)).all())
+    currencies.update({i.sku: i.currency for i in catalog.items})
+    for i, agreement in enumerate(catalog.agreements):
+        where: Path_ = ("agreements", i)
+        if agreement.supplier not in suppliers:
+            problems.append(
+                doc.problem((*where, "supplier"), f"unknown supplier {agreement.supplier}")
+            )
+        if agreement.valid_to < agreement.valid_from:
+            problems.append(
+                doc.problem(
+                    (*where, "valid_to"),
+                    f"ends ({agreement.valid_to}) before it starts ({agreement.valid_from})",
+                )
+            )
+        skus: set[str] = set()
+        for j, price in enumerate(agreement.prices):
+            at_price: Path_ = (*where, "prices", j)
+            if price.sku in skus:
+                problems.append(
+                    doc.problem((*at_price, "sku"), f"{price.sku} has two price tables")
+                )
+            skus.add(price.sku)
+            if price.sku not in currencies:
+                problems.append(doc.problem((*at_price, "sku"), f"unknown SKU {price.sku}"))
+            elif currencies[price.sku] != agreement.currency:
+                problems.append(
+                    doc.problem(
+                        (*at_price, "sku"),
+                        f"{price.sku} is priced in {currencies[price.sku]}, the agreement in {agreement.currency}",
+                    )
+                )
+            for path, message in tier_problems(price.tiers):
+                problems.append(doc.problem((*at_price, "tiers", *path), message))
+    for i, offer in enumerate(catalog.offers):
+        if offer.sku not in currencies:
+            problems.append(doc.problem(("offers", i, "sku"), f"unknown SKU {offer.sku}"))
+        if offer.provider not in suppliers:
+            problems.append(
+                doc.problem(("offers", i, "provider"), f"unknown supplier {offer.provider}")
+            )
+    for i, bundle in enumerate(catalog.bundles):
+        seen_skus: set[str] = set()
+        for j, entry in enumerate(bundle.items):
+            if entry.sku not in currencies:
+                problems.append(
+                    doc.problem(("bundles", i, "items", j, "sku"), f"unknown SKU {entry.sku}")
+                )
+            elif entry.sku in seen_skus:
+                problems.append(
+                    doc.problem(
+                        ("bundles", i, "items", j, "sku"),
+                        f"{entry.sku} is listed twice in this bundle",
+                    )
+                )
+            seen_skus.add(entry.sku)
+    if problems:
+        raise InputError(problems)
+    return implicit
+
+
+def _load_agreement(
+    session: Session,
+    agreement: AgreementCreate,
+    supplier_ids: dict[str, int | None],
+    item_ids: dict[str, int | None],
+    actor: str,
+    at: datetime | None,
+) -> str:
+    row, what = upsert(
+        session,
+        FrameworkAgreement,
+        match={"code": agreement.code},
+        values={
+            "name": agreement.name,
+            "supplier_id": supplier_ids[agreement.supplier],
+            "valid_from": agreement.valid_from,
+            "valid_to": agreement.valid_to,
+            "committed_volume": agreement.committed_volume,
+            "currency": agreement.currency,
+            "sla_terms": agreement.terms.sla,
+            "warranty_months": agreement.terms.warranty_months,
+            "return_terms": agreement.terms.returns,
+            "erasure_clause": agreement.terms.erasure,
+        },
+        entity="agreement",
+        entity_id=agreement.code,
+        actor=actor,
+        at=at,
+    )
+    wanted = sorted(
+        (item_ids[p.sku], t.from_, t.to, t.unit_price) for p in agreement.prices for t in p.tiers
+    )
+    current = sorted(
+        (p.item_id, p.min_quantity, p.max_quantity, p.unit_price)
+        for p in session.exec(
+            select(AgreementPrice).where(AgreementPrice.agreement_id == row.id)
+        ).all()
+    )
+    if wanted != current:
+        session.execute(delete(AgreementPrice).where(col(AgreementPrice.agreement_id) == row.id))
+        for item_id, low, high, price in wanted:
+            assert row.id is not None and item_id is not None
+            session.add(
+                AgreementPrice(
+                    agreement_id=row.id,
+                    item_id=item_id,
+                    min_quantity=low,
+                    max_quantity=high,
+                    unit_price=price,
+                )
+            )
+        audit.append(
+            session,
+            actor=actor,
+            entity="agreement",
+            entity_id=agreement.code,
+            action="prices",
+            details={
+                "tiers": [
+                    {"sku": p.sku, "from": t.from_, "to": t.to, "unit_price": t.unit_price}
+                    for p in agreement.prices
+                    for t in p.tiers
+                ]
+            },
+            at=at,
+        )
+        what = "updated" if what == "unchanged" else what
+    return what
+
+
+def _load_bundle(
+    session: Session,
+    bundle: BundleCreate,
+    item_ids: dict[str, int | None],
+    actor: str,
+    at: datetime | None,
+) -> str:
+    row, what = upsert(
+        session,
+        Bundle,
+        match={"code": bundle.code},
+        values={"name": bundle.name},
+        entity="bundle",
+        entity_id=bundle.code,
+        actor=actor,
+        at=at,
+    )
+    wanted = sorted((item_ids[e.sku], e.quantity) for e in bundle.items)
+    current = sorted(
+        (b.item_id, b.quantity)
+        for b in session.exec(select(BundleItem).where(BundleItem.bundle_id == row.id)).all()
+    )
+    if wanted != current:
+        session.execute(delete(BundleItem).where(col(BundleItem.bundle_id) == row.id))
+        for item_id, quantity in wanted:
+            assert row.id is not None and item_id is not None
+            session.add(BundleItem(bundle_id=row.id, item_id=item_id, quantity=quantity))
+        audit.append(
+            session,
+            actor=actor,
+            entity="bundle",
+            entity_id=bundle.code,
+            action="items",
+            details={"items": [{"sku": e.sku, "quantity": e.quantity} for e in bundle.items]},
+            at=at,
+        )
+        what = "updated" if what == "unchanged" else what
+    return what

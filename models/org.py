@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,10 @@ from sqlmodel import Field, Session, SQLModel, select
 
 from models import audit
 from models.errors import InputError
-from models.fields import Code, Email, Name, Text, roles_list
+from models.fields import Amount, Code, Email, Name, Text, roles_list
 from models.records import tally, upsert
 from models.sources import Document, load_document, validate
+from models.types import Money
 
 
 class Role(StrEnum):
@@ -64,6 +66,16 @@ class CostCentre(SQLModel, table=True):
     budget_owner_id: int = Field(foreign_key="person.id")
 
 
+# A cost centre's budget for one fiscal year.
+class Budget(SQLModel, table=True):
+    __tablename__ = "budget"
+    __table_args__ = (UniqueConstraint("cost_centre_id", "fiscal_year"),)
+    id: int | None = Field(default=None, primary_key=True)
+    cost_centre_id: int = Field(foreign_key="cost_centre.id", index=True)
+    fiscal_year: int
+    amount: Decimal = Field(sa_type=Money)
+
+
 # An approver's absence: the delegate acts on the delegator's behalf from starts_on to ends_on.
 class Delegation(SQLModel, table=True):
     __tablename__ = "delegation"
@@ -104,6 +116,15 @@ class CostCentreCreate(BaseModel):
     code: Code
     name: Name = PField(min_length=1, max_length=200)
     budget_owner: Email
+    budgets: dict[int, Amount] = PField(default_factory=dict)  # fiscal year -> amount
+
+    @field_validator("budgets")
+    @classmethod
+    def _years(cls, value: dict[int, Decimal]) -> dict[int, Decimal]:
+        for year in value:
+            if not 2000 <= year <= 2100:
+                raise ValueError(f"{year} is not a fiscal year (2000-2100)")
+        return value
 
 
 # A delegation as written in an organisation file.
@@ -185,7 +206,12 @@ def load_org(
     if problems:
         raise InputError(problems)
 
-    results: dict[str, list[str]] = {"person": [], "cost_centre": [], "delegation": []}
+    results: dict[str, list[str]] = {
+        "person": [],
+        "cost_centre": [],
+        "budget": [],
+        "delegation": [],
+    }
     by_email: dict[str, Person] = {}
     for p in org.people:
         row, what = upsert(
@@ -230,7 +256,7 @@ def load_org(
         return row.id
 
     for c in org.cost_centres:
-        _, what = upsert(
+        centre, what = upsert(
             session,
             CostCentre,
             match={"code": c.code},
@@ -241,6 +267,18 @@ def load_org(
             at=at,
         )
         results["cost_centre"].append(what)
+        for year, amount in c.budgets.items():
+            _, what = upsert(
+                session,
+                Budget,
+                match={"cost_centre_id": centre.id, "fiscal_year": year},
+                values={"amount": amount},
+                entity="budget",
+                entity_id=f"{c.code}/{year}",
+                actor=actor,
+                at=at,
+            )
+            results["budget"].append(what)
     for d in org.delegations:
         delegator, delegate = person_id(d.delegator), person_id(d.delegate)
         _, what = upsert(

@@ -23,7 +23,7 @@ from sqlmodel import Session, SQLModel, select
 from models import audit
 from models.calendar import Calendar
 from models.errors import InputError, Problem
-from models.fields import Currency, Name, Slug
+from models.fields import Amount, Currency, Name, Slug
 from models.org import PIPELINE_ROLES
 from models.sources import Path_, parse_yaml, read_text, validate
 from models.types import UTCDateTime, utcnow
@@ -247,6 +247,35 @@ class StageSpec(BaseModel):
         return not (self.unless is not None and evaluate(self.unless, context))
 
 
+# What involving purchasing late costs per device (defaults: the article's figures, in EUR).
+class LateCosts(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    unclear_terms: Amount = Decimal("90.00")
+    individual_order: Amount = Decimal("70.00")
+    missed_delivery_planning: Amount = Decimal("80.00")
+
+
+# What the organisation spends per device on what a lease or DaaS offer may include.
+class DeviceCosts(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rollout: Amount = Decimal("60.00")
+    support_per_month: Amount = Decimal("8.00")
+    return_handling: Amount = Decimal("40.00")
+    erasure: Amount = Decimal("25.00")
+
+
+# The money side of the pipeline: planning, late-involvement figures, device costs, budgets.
+class Economics(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    preparation_days: int = Field(default=5, ge=0, le=90)  # between delivery and the needed-by date
+    late_involvement: LateCosts = LateCosts()
+    device_costs: DeviceCosts = DeviceCosts()
+    term_months: int = Field(default=36, ge=1, le=120)  # the term buy/lease/DaaS are compared over
+    budget_policy: Literal["warn", "stop"] = "warn"  # when a request exceeds its budget's remainder
+    bundling_window_days: int = Field(default=30, ge=0, le=365)
+    fiscal_year_start_month: int = Field(default=1, ge=1, le=12)
+
+
 # A whole pipeline file.
 class PipelineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -255,6 +284,7 @@ class PipelineSpec(BaseModel):
     description: str = ""
     currency: Currency = "EUR"
     calendar: Calendar = Calendar()
+    economics: Economics = Economics()
     stages: tuple[StageSpec, ...] = Field(min_length=1, max_length=50)
 
     def dependencies(self, stage: StageSpec) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 from pydantic import Field as PField
 from sqlalchemy import JSON, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -74,6 +74,7 @@ class Request(SQLModel, table=True):
     on_behalf_of_id: int = Field(foreign_key="person.id", index=True)
     cost_centre_id: int = Field(foreign_key="cost_centre.id", index=True)
     needed_by: date
+    order_by: date | None = None  # needed_by - supplier lead time - preparation days
     delivery_on: date | None = None
     justification: str = Field(default="", max_length=4000)
     currency: str = Field(default="EUR", max_length=3)
@@ -84,7 +85,10 @@ class Request(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     submitted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    ordered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The joint-review checklist: which contract terms are confirmed, by whom (or which agreement).
+    terms: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
 
     @property
     def ref(self) -> str:
@@ -106,6 +110,25 @@ class RequestLine(SQLModel, table=True):
     total: Decimal = Field(sa_type=Money)
     ownership: str = Field(default="bought", max_length=16)
     term_months: int | None = None
+    list_price: Decimal = Field(default=Decimal("0.00"), sa_type=Money)  # the catalog's, then
+    sourcing: str = Field(default="individual", max_length=16)  # framework | individual
+    agreement_id: int | None = Field(default=None, foreign_key="framework_agreement.id")
+    framework_available: bool = False  # an agreement covered the item when it was requested
+    sourcing_note: str = Field(default="", max_length=2000)  # why individual; which quote
+
+
+# A supplier's quote for one line, recorded by purchasing to compare side by side.
+class Quote(SQLModel, table=True):
+    __tablename__ = "quote"
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="request.id", index=True)
+    line_no: int
+    supplier: str = Field(max_length=200)
+    unit_price: Decimal = Field(sa_type=Money)
+    valid_until: date | None = None
+    note: str = Field(default="", max_length=2000)
+    recorded_by: str = Field(max_length=254)
+    recorded_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 # One stage of a request's pipeline, instantiated from the pipeline file at submission.
@@ -158,6 +181,11 @@ class LineCreate(BaseModel):
     unit_price: Amount | None = None
     ownership: Literal["bought", "leased", "daas"] = "bought"
     term_months: int | None = PField(default=None, ge=1, le=120)
+    sourcing: Literal["framework", "individual"] | None = (
+        None  # default: framework if one covers it
+    )
+    agreement: Code | None = None
+    sourcing_justification: Text = PField(default="", max_length=2000)
 
 
 # A request as written in a request file (YAML/JSON, or rows of a CSV of lines).
@@ -171,7 +199,15 @@ class RequestCreate(BaseModel):
     justification: Text = PField(default="", max_length=4000)
     currency: Currency | None = None
     idempotency_key: str | None = PField(default=None, min_length=1, max_length=200)
-    lines: list[LineCreate] = PField(min_length=1, max_length=500)
+    bundle: Code | None = None  # a role's standard kit, added to the lines
+    lines: list[LineCreate] = PField(default_factory=list, max_length=500, validate_default=True)
+
+    @field_validator("lines")
+    @classmethod
+    def _something_to_order(cls, value: list[LineCreate], info: ValidationInfo) -> list[LineCreate]:
+        if not value and info.data.get("bundle") is None:
+            raise ValueError("is empty: give lines, or a bundle (a role's standard kit), or both")
+        return value
 
     @field_validator("idempotency_key")
     @classmethod
@@ -211,6 +247,9 @@ LINE_COLUMNS = {
     "unit_price",
     "ownership",
     "term_months",
+    "sourcing",
+    "agreement",
+    "sourcing_justification",
 }
 HEADER_FIELDS = (
     "kind",
@@ -222,7 +261,16 @@ HEADER_FIELDS = (
     "currency",
     "idempotency_key",
 )
-LINE_FIELDS = ("sku", "quantity", "unit_price", "ownership", "term_months")
+LINE_FIELDS = (
+    "sku",
+    "quantity",
+    "unit_price",
+    "ownership",
+    "term_months",
+    "sourcing",
+    "agreement",
+    "sourcing_justification",
+)
 
 
 @dataclass

@@ -2,6 +2,6 @@
 
 from sqlmodel import SQLModel
 
-from models import assets, audit, catalog, org, outbox, pipeline, requests  # noqa: F401
+from models import assets, audit, catalog, economics, org, outbox, pipeline, requests  # noqa: F401
 
 metadata = SQLModel.metadata

@@ -20,6 +20,7 @@ from models.actions import (
 from models.assets import Asset, ErasureRecord
 from models.audit import AuditEvent
 from models.catalog import Item
+from models.economics import request_economics
 from models.lifecycle import RequestStatus, StageStatus
 from models.org import CostCentre, Person
 from models.requests import Decision, Request, Stage, format_ref
@@ -180,6 +181,7 @@ def request_detail(
         "on_behalf_of": email(request.on_behalf_of_id),
         "cost_centre": centre.code if centre else None,
         "needed_by": _iso(request.needed_by),
+        "order_by": _iso(request.order_by),
         "delivery_on": _iso(request.delivery_on),
         "justification": request.justification,
         "currency": request.currency,
@@ -230,6 +232,11 @@ def request_detail(
             for a in assets
         ],
         "timeline": timeline(session, request.id),
+        # The money: sourcing, buy/lease/DaaS, delivery plan, late-involvement ledger, budget,
+        # bundling and the terms checklist (one function for every surface that shows them).
+        **request_economics(
+            session, request, economics=spec.economics, today=spec.calendar.today(now)
+        ),
     }
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
 from models.errors import InputError, Problem, ProcureError, RuleViolation
+from procure.text import money_text
 
 app = typer.Typer(
     name="procure",
@@ -221,7 +222,7 @@ def init(
     from models.db import transaction
     from models.org import load_org, read_org_file
     from procure.database import migrate
-    from sample import CATALOG, ORG
+    from sample import AGREEMENTS, CATALOG, ORG
 
     st = state()
     engine, before, after = migrate(st.url)
@@ -242,10 +243,14 @@ def init(
         if sample:
             org, org_doc = read_org_file(ORG)
             catalog, catalog_doc = read_catalog_file(CATALOG)
+            agreements, agreements_doc = read_catalog_file(AGREEMENTS)
             report["sample"] = {
                 "org": load_org(session, org=org, doc=org_doc, actor="procure init", at=now),
                 "catalog": load_catalog(
                     session, catalog=catalog, doc=catalog_doc, actor="procure init", at=now
+                ),
+                "agreements": load_catalog(
+                    session, catalog=agreements, doc=agreements_doc, actor="procure init", at=now
                 ),
             }
     if json_:
@@ -256,9 +261,13 @@ def init(
     if "pipeline" in report:
         typer.echo(f"pipeline {report['pipeline']}")
     if sample:
+        counts: dict[str, int] = {}
+        for tallies in report["sample"].values():
+            for kind, tally in tallies.items():
+                counts[kind] = counts.get(kind, 0) + tally["created"] + tally["updated"]
+        loaded = ", ".join(f"{n} {kind.replace('_', ' ')}(s)" for kind, n in counts.items() if n)
         typer.echo(
-            "sample organisation and catalog loaded: "
-            + _tally_text(report["sample"]["org"] | report["sample"]["catalog"])
+            f"sample organisation and catalog: {loaded or 'already loaded, nothing changed'}"
         )
 
 
@@ -458,14 +467,8 @@ def request_list(
     for r in rows:
         waiting = f"  waiting for {', '.join(r['waiting_for'])}" if r["waiting_for"] else ""
         typer.echo(
-            f"{r['id']:<9} {r['status']:<18} {r['kind']:<12} {_money(r['total'], r['currency']):>14}  {r['needed_by']:<10}  {r['requester']}{waiting}"
+            f"{r['id']:<9} {r['status']:<18} {r['kind']:<12} {money_text(r['total'], r['currency']):>14}  {r['needed_by']:<10}  {r['requester']}{waiting}"
         )
-
-
-def _money(amount: str, currency: str) -> str:
-    from decimal import Decimal
-
-    return f"{Decimal(amount):,.2f} {currency}"
 
 
 @request_app.command("show")
@@ -480,71 +483,9 @@ def request_show(ref: Annotated[str, typer.Argument(metavar="ID")], json_: JsonO
     if json_:
         emit(detail)
         return
+    from procure.text import print_detail
+
     print_detail(detail)
-
-
-def print_detail(d: dict[str, Any]) -> None:
-    echo = typer.echo
-    echo(f"{d['id']}  {d['status']}  ({d['kind']}, round {d['round']}, pipeline {d['pipeline']})")
-    echo(
-        f"  requester     {d['requester']}"
-        + (f"   for {d['on_behalf_of']}" if d["on_behalf_of"] != d["requester"] else "")
-    )
-    echo(
-        f"  cost centre   {d['cost_centre']}   needed by {d['needed_by']}"
-        + (f"   delivery {d['delivery_on']}" if d["delivery_on"] else "")
-    )
-    if d["justification"]:
-        echo(f"  justification {d['justification']}")
-    echo("  lines")
-    for ln in d["lines"]:
-        own = (
-            ""
-            if ln["ownership"] == "bought"
-            else f"  [{ln['ownership']}, {ln['term_months']} months]"
-        )
-        echo(
-            f"    {ln['line']}. {ln['quantity']:>5} × {ln['sku']:<16} {ln['name'][:30]:<30} {_money(ln['unit_price'], d['currency']):>14} {_money(ln['total'], d['currency']):>16}{own}"
-        )
-    echo(f"    {'total':>70} {_money(d['total'], d['currency']):>16}")
-    echo("  stages")
-    for s in d["stages"]:
-        due = (
-            f"  due {s['due_at'][:16].replace('T', ' ')} UTC"
-            if s["due_at"] and s["status"] == "open"
-            else ""
-        )
-        echo(
-            f"    {s['stage']:<14} {s['status']:<10} {' + '.join(s['roles']) if s['mode'] == 'all' else ' | '.join(s['roles'])}{due}"
-        )
-        for dec in s["decisions"]:
-            for_ = f" for {dec['on_behalf_of']}" if dec["on_behalf_of"] else ""
-            comment = f": {dec['comment']}" if dec["comment"] else ""
-            echo(
-                f"      {dec['at'][:16].replace('T', ' ')}  {dec['outcome']:<9} {dec['by']}{for_} as {dec['role']} (round {dec['round']}){comment}"
-            )
-    for p in d["pending"]:
-        who = ", ".join(p["approvers"]) or "nobody eligible: escalate"
-        dele = f"; delegates: {', '.join(p['delegates'])}" if p["delegates"] else ""
-        echo(f"  pending {p['stage']}: {who}{dele}")
-    if d["assets"]:
-        echo("  devices")
-        for a in d["assets"]:
-            holder = f" → {a['assigned_to']}" if a["assigned_to"] else ""
-            echo(
-                f"    {a['serial'] or '(awaiting delivery)':<20} {a['sku']:<16} {a['status']}{holder}"
-            )
-    echo("  timeline")
-    print_timeline(d["timeline"])
-
-
-def print_timeline(events: list[dict[str, Any]]) -> None:
-    for e in events:
-        move = f"{e['from']} → {e['to']}" if e["to"] and e["from"] != e["to"] else (e["to"] or "")
-        for_ = f" (for {e['on_behalf_of']})" if e["on_behalf_of"] else ""
-        typer.echo(
-            f"    {e['at'][:19].replace('T', ' ')}  {e['entity_id']:<28} {e['action']:<20} {move:<32} {e['actor']}{for_}"
-        )
 
 
 @request_app.command("resubmit")
@@ -621,6 +562,13 @@ def decide(
     stage: Annotated[
         str | None, typer.Option("--stage", help="Which stage, if you can decide several.")
     ] = None,
+    confirm_terms: Annotated[
+        bool,
+        typer.Option(
+            "--confirm-terms",
+            help="Purchasing: also confirm the contract terms still open (warranty, SLA, returns, erasure).",
+        ),
+    ] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Decide a pending stage of a request: exactly one of --approve, --reject, --send-back."""
@@ -643,6 +591,7 @@ def decide(
             comment=comment,
             stage_key=stage,
             now=st.now(),
+            confirm_terms=confirm_terms,
         )
     data = {
         "id": result.ref,
@@ -685,8 +634,155 @@ def inbox(as_: AsOpt = ..., json_: JsonOpt = False) -> None:  # type: ignore[ass
         due = f"due {i['due_at'][:16].replace('T', ' ')} UTC" if i["due_at"] else "no deadline"
         late = "  OVERDUE" if i["overdue"] else ""
         typer.echo(
-            f"{i['id']:<9} {i['stage']:<14} as {i['role']}{for_:<30} {_money(i['total'], i['currency']):>14}  {due}{late}"
+            f"{i['id']:<9} {i['stage']:<14} as {i['role']}{for_:<30} {money_text(i['total'], i['currency']):>14}  {due}{late}"
         )
+
+
+# ------------------------------------------------------------------ purchasing in the joint review
+
+
+@app.command()
+def terms(
+    ref: Annotated[str, typer.Argument(metavar="ID")],
+    as_: AsOpt = ...,  # type: ignore[assignment]
+    confirm: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--confirm",
+            metavar="TERM",
+            help="warranty, sla, returns or erasure (repeatable; none given: all still open).",
+        ),
+    ] = None,
+    note: Annotated[str, typer.Option("--note", help="What was agreed.")] = "",
+    json_: JsonOpt = False,
+) -> None:
+    """Purchasing confirms the contract terms on the joint-review checklist (needed before the final approval)."""
+    from models.actions import confirm_terms
+
+    names = (
+        [n.strip().lower() for value in confirm for n in value.split(",") if n.strip()]
+        if confirm
+        else None
+    )
+    st = state()
+    with st.write() as session:
+        result = confirm_terms(
+            session, ref=ref, actor_email=as_, names=names, note=note, now=st.now()
+        )
+    if json_:
+        emit(result)
+        return
+    done = ", ".join(result["confirmed"]) or "nothing new"
+    still = (
+        f"; still open: {', '.join(result['missing'])}"
+        if result["missing"]
+        else "; the checklist is complete"
+    )
+    typer.echo(f"{result['id']}: confirmed {done}{still}")
+
+
+quote_app = typer.Typer(
+    help="Quotes purchasing collects for a line, compared side by side.", no_args_is_help=True
+)
+app.add_typer(quote_app, name="quote")
+
+
+@quote_app.command("add")
+def quote_add(
+    ref: Annotated[str, typer.Argument(metavar="ID")],
+    line: Annotated[int, typer.Option("--line", min=1, help="The line number.")],
+    supplier: Annotated[str, typer.Option("--supplier", help="Who quoted.")],
+    price: Annotated[
+        str, typer.Option("--price", metavar="AMOUNT", help="Unit price, e.g. 912.50.")
+    ],
+    as_: AsOpt = ...,  # type: ignore[assignment]
+    valid_until: Annotated[str | None, typer.Option("--valid-until", metavar="YYYY-MM-DD")] = None,
+    note: Annotated[str, typer.Option("--note")] = "",
+    json_: JsonOpt = False,
+) -> None:
+    """Record a supplier's quote for a line of a request under review."""
+    from models.actions import record_quote
+    from models.fields import amount
+
+    try:
+        unit = amount(price)
+    except ValueError as exc:
+        raise InputError(Problem(str(exc), field="--price")) from None
+    until = parse_date(valid_until, "--valid-until") if valid_until else None
+    st = state()
+    with st.write() as session:
+        quote = record_quote(
+            session,
+            ref=ref,
+            line_no=line,
+            supplier=supplier,
+            unit_price=unit,
+            actor_email=as_,
+            valid_until=until,
+            note=note,
+            now=st.now(),
+        )
+        result = {
+            "id": quote.id,
+            "request": ref,
+            "line": line,
+            "supplier": quote.supplier,
+            "unit_price": str(quote.unit_price),
+        }
+    emit(result) if json_ else typer.echo(
+        f"quote {result['id']} recorded for line {line}: {result['supplier']} at {result['unit_price']}"
+    )
+
+
+@app.command()
+def sourcing(
+    ref: Annotated[str, typer.Argument(metavar="ID")],
+    line: Annotated[int, typer.Option("--line", min=1, help="The line number.")],
+    as_: AsOpt = ...,  # type: ignore[assignment]
+    agreement: Annotated[
+        str | None,
+        typer.Option(
+            "--agreement", metavar="CODE", help="Call off under this framework agreement."
+        ),
+    ] = None,
+    individual: Annotated[
+        bool, typer.Option("--individual", help="Order it individually at the list price.")
+    ] = False,
+    quote: Annotated[
+        int | None,
+        typer.Option("--quote", metavar="ID", help="Order it individually at this quote's price."),
+    ] = None,
+    justification: Annotated[
+        str, typer.Option("--justification", help="Why individually, where an agreement covers it.")
+    ] = "",
+    json_: JsonOpt = False,
+) -> None:
+    """Purchasing chooses how a line is sourced: a framework agreement, or individually (list price or a quote)."""
+    from models.actions import set_sourcing
+
+    st = state()
+    with st.write() as session:
+        row = set_sourcing(
+            session,
+            ref=ref,
+            line_no=line,
+            actor_email=as_,
+            agreement=agreement,
+            individual=individual,
+            quote_id=quote,
+            justification=justification,
+            now=st.now(),
+        )
+        result = {
+            "id": ref,
+            "line": line,
+            "sourcing": row.sourcing,
+            "unit_price": str(row.unit_price),
+            "total": str(row.total),
+        }
+    emit(result) if json_ else typer.echo(
+        f"{ref} line {line}: {row.sourcing} at {row.unit_price} a unit, {row.total} in total"
+    )
 
 
 # ------------------------------------------------------------------ order, delivery, rollout
@@ -711,7 +807,7 @@ def order(
     for po in result["purchase_orders"]:
         units = sum(ln["quantity"] for ln in po["lines"])
         typer.echo(
-            f"  {po['number']}  {po['supplier']:<12} {units:>5} units  {_money(str(po['total']), po['currency']):>16}"
+            f"  {po['number']}  {po['supplier']:<12} {units:>5} units  {money_text(str(po['total']), po['currency']):>16}"
         )
 
 
@@ -951,6 +1047,97 @@ def asset_dispose(
     with st.write() as session:
         asset = dispose(session, serial=serial, to=to, actor_email=as_, now=st.now())
         _asset_result(session, asset, json_, lambda d: f"{d['serial']}  {d['status']}")
+
+
+# ------------------------------------------------------------------ reports
+
+
+@app.command()
+def report(
+    name: Annotated[
+        str, typer.Argument(metavar="REPORT", help="costs, savings, risk or cycle-times.")
+    ],
+    from_: Annotated[
+        str | None,
+        typer.Option("--from", metavar="YYYY-MM-DD", help="First day (ordered, or stage opened)."),
+    ] = None,
+    to: Annotated[str | None, typer.Option("--to", metavar="YYYY-MM-DD", help="Last day.")] = None,
+    csv_: Annotated[
+        Path | None, typer.Option("--csv", metavar="FILE", help="Also write the table(s) as CSV.")
+    ] = None,
+    chart: Annotated[
+        Path | None, typer.Option("--chart", metavar="FILE.png", help="Also draw the report.")
+    ] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Spend by cost centre and supplier, savings against list price, late-involvement cost
+    incurred vs avoided, cycle time per stage with SLA breaches."""
+    from models import reports
+
+    if name not in reports.NAMES:
+        raise InputError(
+            Problem(f"unknown report {name!r} (one of: {', '.join(reports.NAMES)})", field="REPORT")
+        )
+    start = parse_date(from_, "--from") if from_ else None
+    end = parse_date(to, "--to") if to else None
+    if start and end and end < start:
+        raise InputError(Problem(f"--to ({end}) is before --from ({start})", field="--to"))
+    if chart is not None and chart.suffix.lower() != ".png":
+        raise InputError(Problem("a chart is written as PNG: name the file .png", field="--chart"))
+    for target, what in ((csv_, "--csv"), (chart, "--chart")):
+        if target is not None and not target.parent.exists():
+            raise InputError(Problem(f"no folder {target.parent}", field=what))
+    st = state()
+    with st.read() as session:
+        data = reports.run(name, session, start=start, end=end, now=st.now()).as_dict()
+    if csv_ is not None:
+        write_csv(data, csv_)
+    if chart is not None:
+        from procure.charts import draw
+
+        draw(data, chart)
+    if json_:
+        emit(data)
+        return
+    from procure.text import print_report
+
+    print_report(data)
+    for target in (csv_, chart):
+        if target is not None:
+            typer.echo(f"written: {target}")
+
+
+def write_csv(data: dict[str, Any], path: Path) -> None:
+    """One CSV for a report: a `table` column, then the rows of each table."""
+    import csv
+
+    columns: list[str] = ["table"]
+    for rows in data["tables"].values():
+        for row in rows:
+            columns.extend(k for k in row if k not in columns)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for table, rows in data["tables"].items():
+            for row in rows:
+                writer.writerow({"table": table, **{k: _csv_safe(v) for k, v in row.items()}})
+
+
+def _csv_safe(value: Any) -> Any:
+    # Text that starts like a formula is neutralised for spreadsheets (names come from files).
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@") and not _is_number(value):
+        return "'" + value
+    return value
+
+
+def _is_number(value: str) -> bool:
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        Decimal(value)
+    except InvalidOperation:
+        return False
+    return True
 
 
 # ------------------------------------------------------------------ audit and demo

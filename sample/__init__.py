@@ -5,3 +5,4 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ORG = HERE / "org.yaml"
 CATALOG = HERE / "catalog.yaml"
+AGREEMENTS = HERE / "agreements.yaml"

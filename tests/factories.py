@@ -72,9 +72,16 @@ def submit(engine: Engine, now: datetime = NOW, **overrides: Any) -> str:
     return result.ref
 
 
+PURCHASERS = {PAUL, PETRA}
+
+
 def decide(
     engine: Engine, ref: str, who: str, outcome: str = "approve", now: datetime = NOW, **kw: Any
 ) -> actions.DecisionResult:
+    """One decision. Purchasing approving also confirms the contract terms, as it does in the
+    joint review (pass confirm_terms=False to leave the checklist open)."""
+    if outcome == "approve" and who in PURCHASERS:
+        kw.setdefault("confirm_terms", True)
     with transaction(engine) as session:
         return actions.decide(session, ref=ref, actor_email=who, outcome=outcome, now=now, **kw)
 

@@ -96,8 +96,8 @@ def test_submit_prints_ids_and_show_has_the_documented_fields(cli: Cli, tmp_path
     ):
         assert key in detail, key
     assert detail["id"] == "PR-0001" and detail["status"] == "in_review"
-    # 949.00 + 2 x 289.00 = 1,527.00, as a decimal string
-    assert detail["total"] == "1527.00" and detail["currency"] == "EUR"
+    # under the sample framework agreement: 899.00 + 2 x 269.00 = 1,437.00, as a decimal string
+    assert detail["total"] == "1437.00" and detail["currency"] == "EUR"
     assert [ln["sku"] for ln in detail["lines"]] == ["LAPTOP-STD-14", "MON-27"]
     assert all({"stage", "decisions", "status"} <= set(s) for s in detail["stages"])
     assert detail["pending"][0]["stage"] == "joint_review"
@@ -162,8 +162,8 @@ def test_a_csv_of_lines_groups_rows_by_ref(cli: Cli, tmp_path: Path) -> None:
     ids = cli.json("request", "submit", path)["ids"]
     assert ids == ["PR-0001", "PR-0002"]
     first = cli.json("request", "show", "PR-0001")
-    # 20 x 949.00 + 20 x 219.00 = 23,360.00: finance joins
-    assert first["total"] == "23360.00"
+    # under the framework agreement: 20 x 899.00 + 20 x 199.00 = 21,960.00: finance joins
+    assert first["total"] == "21960.00"
     assert {s["stage"]: s["status"] for s in first["stages"]}["finance"] == "waiting"
 
 
@@ -223,7 +223,7 @@ def test_human_output_shows_the_request_and_its_timeline(cli: Cli, tmp_path: Pat
     code, out, _ = cli("request", "show", "PR-0001")
     assert code == 0
     assert "PR-0001  in_review" in out
-    assert "1,527.00 EUR" in out
+    assert "1,437.00 EUR" in out
     assert "pending joint_review:" in out and IDA in out
     assert "draft → submitted" in out
     code, out, _ = cli("request", "list")

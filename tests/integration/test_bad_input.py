@@ -164,7 +164,7 @@ BAD_VALUES = [
     pytest.param("quantity: 2, unit_price: 279.00}", "quantity: 2, ownership: rented}", 9, "lines[1].ownership", "(got 'rented')", id="unknown ownership"),
     pytest.param("quantity: 2, unit_price: 279.00}", "quantity: 2, ownership: leased, term_months: 0}", 9, "lines[1].term_months", "greater than or equal to 1", id="lease of no months"),
     # shape
-    pytest.param(LINES, "lines: []\n", 7, "lines", "at least 1 item", id="no lines"),
+    pytest.param(LINES, "lines: []\n", 7, "lines", "is empty: give lines, or a bundle", id="no lines"),
     pytest.param("requester: rita.requester@example.com\n", "", 1, "requester", "is required", id="missing requester"),
     pytest.param("cost_centre: CC-ENG", "cost_centre: CC-ENG\ncolour: red", 5, "colour", "is not a known field", id="unknown field"),
     pytest.param("quantity: 1}", "quantity: 1, colour: red}", 8, "lines[0].colour", "is not a known field", id="unknown line field"),
@@ -777,7 +777,7 @@ BAD_CATALOG = [
     # found against the catalog in the database
     pytest.param("cat.yaml", CATALOG, SUPPLIER, "    supplier: NOPE\n", 8, "items[0].supplier", "unknown supplier NOPE", id="unknown supplier"),
     pytest.param("cat.yaml", CATALOG, "sku: TAB-11", "sku: LAPTOP-STD-14", 9, "items[1].sku", "is listed twice (also items[0])", id="sku twice"),
-    pytest.param("cat.yaml", CATALOG, "items:", "  - {code: ACME, name: Again}\nitems:", 3, "suppliers[1].code", "supplier ACME is listed twice", id="supplier twice"),
+    pytest.param("cat.yaml", CATALOG, "items:", "  - {code: ACME, name: Again}\nitems:", 3, "suppliers[1].code", "ACME is listed twice (also suppliers[0])", id="supplier twice"),
     pytest.param("cat.csv", ITEMS_CSV, "89.00,ACME,5", "89.00,NEWCO,", 3, "items[1].supplier", "unknown supplier NEWCO", id="csv unknown supplier"),
 ]
 # fmt: on

@@ -176,6 +176,7 @@ def test_a_request_walks_from_order_to_closure(engine: Engine) -> None:
     assert actions_seen == [
         "submit",
         "start_review",
+        "terms_confirmed",  # purchasing confirmed the contract terms in the joint review
         "approve",
         "order",
         "schedule_delivery",

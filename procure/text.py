@@ -1,0 +1,202 @@
+"""Plain-text output of the CLI: requests, their money and their timelines, readable in a terminal."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import typer
+
+
+def money_text(amount: str | Decimal | None, currency: str) -> str:
+    """12,345.60 EUR (or a dash for no amount)."""
+    if amount is None:
+        return "—"
+    return f"{Decimal(amount):,.2f} {currency}"
+
+
+def print_detail(d: dict[str, Any]) -> None:
+    echo = typer.echo
+    echo(f"{d['id']}  {d['status']}  ({d['kind']}, round {d['round']}, pipeline {d['pipeline']})")
+    echo(
+        f"  requester     {d['requester']}"
+        + (f"   for {d['on_behalf_of']}" if d["on_behalf_of"] != d["requester"] else "")
+    )
+    echo(
+        f"  cost centre   {d['cost_centre']}   needed by {d['needed_by']}"
+        + (f"   delivery {d['delivery_on']}" if d["delivery_on"] else "")
+    )
+    if d["justification"]:
+        echo(f"  justification {d['justification']}")
+    echo("  lines")
+    for ln in d["lines"]:
+        own = (
+            ""
+            if ln["ownership"] == "bought"
+            else f"  [{ln['ownership']}, {ln['term_months']} months]"
+        )
+        echo(
+            f"    {ln['line']}. {ln['quantity']:>5} × {ln['sku']:<16} {ln['name'][:30]:<30} {money_text(ln['unit_price'], d['currency']):>14} {money_text(ln['total'], d['currency']):>16}{own}"
+        )
+    echo(f"    {'total':>70} {money_text(d['total'], d['currency']):>16}")
+    print_economics(d)
+    echo("  stages")
+    for s in d["stages"]:
+        due = (
+            f"  due {s['due_at'][:16].replace('T', ' ')} UTC"
+            if s["due_at"] and s["status"] == "open"
+            else ""
+        )
+        echo(
+            f"    {s['stage']:<14} {s['status']:<10} {' + '.join(s['roles']) if s['mode'] == 'all' else ' | '.join(s['roles'])}{due}"
+        )
+        for dec in s["decisions"]:
+            for_ = f" for {dec['on_behalf_of']}" if dec["on_behalf_of"] else ""
+            comment = f": {dec['comment']}" if dec["comment"] else ""
+            echo(
+                f"      {dec['at'][:16].replace('T', ' ')}  {dec['outcome']:<9} {dec['by']}{for_} as {dec['role']} (round {dec['round']}){comment}"
+            )
+    for p in d["pending"]:
+        who = ", ".join(p["approvers"]) or "nobody eligible: escalate"
+        dele = f"; delegates: {', '.join(p['delegates'])}" if p["delegates"] else ""
+        echo(f"  pending {p['stage']}: {who}{dele}")
+    if d["assets"]:
+        echo("  devices")
+        for a in d["assets"]:
+            holder = f" → {a['assigned_to']}" if a["assigned_to"] else ""
+            echo(
+                f"    {a['serial'] or '(awaiting delivery)':<20} {a['sku']:<16} {a['status']}{holder}"
+            )
+    echo("  timeline")
+    print_timeline(d["timeline"])
+
+
+def print_timeline(events: list[dict[str, Any]]) -> None:
+    for e in events:
+        move = f"{e['from']} → {e['to']}" if e["to"] and e["from"] != e["to"] else (e["to"] or "")
+        for_ = f" (for {e['on_behalf_of']})" if e["on_behalf_of"] else ""
+        typer.echo(
+            f"    {e['at'][:19].replace('T', ' ')}  {e['entity_id']:<28} {e['action']:<20} {move:<32} {e['actor']}{for_}"
+        )
+
+
+def print_economics(d: dict[str, Any]) -> None:
+    """Sourcing, buy/lease/DaaS, the delivery plan, the late-involvement ledger, the budget."""
+    echo = typer.echo
+    cur = d["currency"]
+    echo("  sourcing")
+    for s in d["sourcing"]:
+        if s["mode"] == "framework":
+            how = f"framework {s['agreement']}"
+        else:
+            how = "individual order" + (f" ({s['justification']})" if s["justification"] else "")
+        extra = ""
+        if s["mode"] == "individual" and s["framework_price"] is not None:
+            extra = f"; {s['framework_agreement']} would be {money_text(s['framework_price'], cur)}, {money_text(s['difference'], cur)} less"
+        echo(
+            f"    {s['line']}. {s['sku']:<16} {how}: {money_text(s['unit_price'], cur)} a unit (list {money_text(s['list_price'], cur)}{extra})"
+        )
+        for q in s["quotes"]:
+            echo(
+                f"       quote {q['id']}: {q['supplier']} {money_text(q['unit_price'], cur)} a unit, {money_text(q['total'], cur)} in total"
+            )
+    for t in d["tco"]:
+        term = t["options"][0]["term_months"]
+        echo(f"  buy / lease / DaaS, line {t['line']} ({t['sku']}) over {term} months")
+        for o in t["options"]:
+            mark = "  ← cheapest" if o["cheapest"] else ""
+            incl = f"  incl. {', '.join(o['includes'])}" if o["includes"] else ""
+            echo(
+                f"    {o['option']:<5} {o['provider'][:22]:<22} CAPEX {money_text(o['capex'], cur):>16}  OPEX {money_text(o['opex'], cur):>16}"
+                f"  total {money_text(o['total'], cur):>16}  {money_text(o['monthly'], cur):>13}/month{incl}{mark}"
+            )
+    dl = d["delivery"]
+    when = (
+        f"ordered {dl['ordered_on']}"
+        if dl["ordered_on"]
+        else (
+            f"{dl['days_left']} days left"
+            if dl["days_left"] >= 0
+            else f"{-dl['days_left']} days late"
+        )
+    )
+    missed = "  MISSED" if dl["missed"] else ""
+    echo(
+        f"  delivery plan: order by {dl['order_by']} ({when}): needed by {dl['needed_by']} "
+        f"- {dl['lead_time_days']} days lead time - {dl['preparation_days']} days preparation{missed}"
+    )
+    lg = d["ledger"]
+    state = "as ordered" if lg["frozen"] else "if ordered today"
+    echo(
+        f"  late-involvement cost ({state}): {money_text(lg['incurred'], cur)} incurred, {money_text(lg['avoided'], cur)} avoided"
+    )
+    for e in lg["entries"]:
+        echo(
+            f"    {e['label']:<52} {e['devices']:>5} × {money_text(e['per_device'], cur):>10} = {money_text(e['incurred'], cur):>14}"
+            f"   ({e['devices_avoided']} avoided)"
+        )
+    b = d["budget"]
+    if b["amount"] is None:
+        echo(f"  budget {b['cost_centre']} {b['fiscal_year']}: none set")
+    else:
+        over = f"  EXCEEDS the remainder ({b['policy']})" if b["exceeds"] else ""
+        echo(
+            f"  budget {b['cost_centre']} {b['fiscal_year']}: {money_text(b['amount'], cur)}, committed {money_text(b['committed'], cur)}, "
+            f"spent {money_text(b['spent'], cur)}, remaining {money_text(b['remaining'], cur)}{over}"
+        )
+    for chance in d["bundling"]:
+        price = (
+            f" reaching {money_text(chance['combined_price'], cur)} a unit (saves {money_text(chance['saving'], cur)})"
+            if chance["combined_price"]
+            else ""
+        )
+        echo(
+            f"  bundling: {chance['sku']} is also wanted by {', '.join(chance['with'])}: {chance['combined_quantity']} units together{price}"
+        )
+    terms = d["terms"]
+    confirmed = ", ".join(
+        f"{name} ({v.get('source') or v.get('by')})" for name, v in terms["confirmed"].items()
+    )
+    missing = f"; open: {', '.join(terms['missing'])}" if terms["missing"] else ""
+    echo(f"  contract terms: {confirmed or 'none confirmed yet'}{missing}")
+
+
+def print_report(data: dict[str, Any], currency: str = "EUR") -> None:
+    """A report's tables as aligned text."""
+    echo = typer.echo
+    period = data["period"]
+    echo(f"{data['title']} ({period['from'] or 'start'} to {period['to'] or 'today'})")
+    money_keys = {"spend", "list", "paid", "saving", "incurred", "avoided"}
+    for table, rows in data["tables"].items():
+        echo(f"  {table.replace('_', ' ')}")
+        if not rows:
+            echo("    (nothing in this period)")
+            continue
+        columns = list(rows[0])
+        cells = [
+            [
+                money_text(r[c], currency)
+                if c in money_keys
+                else ("—" if r[c] is None else str(r[c]))
+                for c in columns
+            ]
+            for r in rows
+        ]
+        widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+        echo(
+            "    "
+            + "  ".join(c.replace("_", " ").ljust(w) for c, w in zip(columns, widths, strict=True))
+        )
+        for row in cells:
+            echo(
+                "    "
+                + "  ".join(
+                    v.rjust(w) if v[:1].isdigit() or v[:1] == "-" else v.ljust(w)
+                    for v, w in zip(row, widths, strict=True)
+                )
+            )
+    totals = ", ".join(
+        f"{k.replace('_', ' ')} {money_text(v, currency) if k in money_keys else v}"
+        for k, v in data["totals"].items()
+    )
+    echo(f"  totals: {totals}")
