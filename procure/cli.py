@@ -488,6 +488,38 @@ def request_show(ref: Annotated[str, typer.Argument(metavar="ID")], json_: JsonO
     print_detail(detail)
 
 
+@request_app.command("economics")
+def request_economics_command(
+    ref: Annotated[str, typer.Argument(metavar="ID")], json_: JsonOpt = False
+) -> None:
+    """The money of a request: sourcing, buy/lease/DaaS, delivery plan, late-involvement cost, budget."""
+    from models.actions import get_request, spec_for
+    from models.economics import request_economics
+
+    st = state()
+    with st.read() as session:
+        request = get_request(session, ref)
+        spec = spec_for(session, request)
+        data = {
+            "id": request.ref,
+            "status": request.status,
+            "total": str(request.total),
+            "currency": request.currency,
+            **request_economics(
+                session, request, economics=spec.economics, today=spec.calendar.today(st.now())
+            ),
+        }
+    if json_:
+        emit(data)
+        return
+    from procure.text import print_economics
+
+    typer.echo(
+        f"{data['id']}  {data['status']}  total {money_text(data['total'], data['currency'])}"
+    )
+    print_economics(data)
+
+
 @request_app.command("resubmit")
 def request_resubmit(
     ref: Annotated[str, typer.Argument(metavar="ID")],

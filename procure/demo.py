@@ -14,7 +14,12 @@ from pathlib import Path
 
 import typer
 
+import sample
+
 RITA = "rita.requester@example.com"
+IVAN = "ivan.it@example.com"
+FIONA = "fiona.finance@example.com"
+MAX = "max.management@example.com"
 NINA = "nina.newhire@example.com"
 IDA = "ida.it@example.com"
 PAUL = "paul.purchasing@example.com"
@@ -67,7 +72,8 @@ def run_demo(out: Path, today: date | None = None) -> int:
     today = today or utcnow().date()
     step = Step(db)
     typer.echo(
-        "procure demo: an onboarding request for Nina Newhire, from submission to certified erasure."
+        "procure demo: an onboarding request from submission to certified erasure, then the "
+        "article's 100-laptop rollout with purchasing involved late and early."
     )
     typer.echo(f"Database: {db} (SQLite, embedded). Files written to: {out}/")
 
@@ -75,15 +81,31 @@ def run_demo(out: Path, today: date | None = None) -> int:
     step.run("init", "--sample")
     step.run("pipeline", "show")
 
-    step.title("Bob, Engineering's budget owner, is away: Carl decides on his behalf for two weeks")
-    delegation = write(
-        out / "delegation.yaml",
+    step.title("This year's budget, a current framework agreement, and Bob away for two weeks")
+    step.say(
+        "Engineering gets its budget for the fiscal year; purchasing keeps the framework agreement "
+        "with the distributor current; Bob, Engineering's budget owner, is away, so Carl decides on "
+        "his behalf."
+    )
+    year = today.year
+    organisation = write(
+        out / "organisation.yaml",
         f"""
+        cost_centres:
+          - {{code: CC-ENG, name: Engineering, budget_owner: {BOB}, budgets: {{{year}: 250000.00, {year + 1}: 260000.00}}}}
         delegations:
           - {{delegator: {BOB}, delegate: {CARL}, from: {today}, to: {today + timedelta(days=14)}, reason: Conference}}
         """,
     )
-    step.run("org", "load", str(delegation))
+    step.run("org", "load", str(organisation))
+    agreement = write(
+        out / "agreement.yaml",
+        (sample.AGREEMENTS.read_text(encoding="utf-8"))
+        .replace("FA-2026-NORDIC", f"FA-{year}-NORDIC")
+        .replace("2026-01-01", f"{year}-01-01")
+        .replace("2027-12-31", f"{year + 1}-12-31"),
+    )
+    step.run("catalog", "load", str(agreement))
 
     step.title("Rita asks for Nina's workplace: she starts in four weeks")
     request = write(
@@ -211,6 +233,8 @@ def run_demo(out: Path, today: date | None = None) -> int:
     step.say("With the last certificate the request is closed. Its whole story:")
     step.run("request", "show", "PR-0001")
 
+    _article(step, out, today)
+
     step.title("The audit trail is hash-chained: nothing was altered")
     step.run("audit", "verify")
 
@@ -224,6 +248,75 @@ def run_demo(out: Path, today: date | None = None) -> int:
         f"Demo complete. Explore it yourself: procure --db sqlite:///{db} request show PR-0001"
     )
     return 0
+
+
+def _article(step: Step, out: Path, today: date) -> None:
+    """The article's case: the same 100-laptop rollout with purchasing in late and in early."""
+    step.title(
+        "The article's rollout, twice: 100 laptops, purchasing involved late vs from the start"
+    )
+    step.say(
+        "Late: IT has specified everything and agreed a price with the manufacturer; purchasing "
+        "sees the request ten days before the laptops are needed. Early: the same rollout planned "
+        "two months ahead, reviewed jointly, called off under the framework agreement."
+    )
+    late = write(
+        out / "rollout-late.yaml",
+        f"""
+        kind: rollout
+        requester: {IDA}
+        cost_centre: CC-ENG
+        needed_by: {today + timedelta(days=10)}
+        justification: Windows 11 refresh of the engineering laptops.
+        lines:
+          - sku: LAPTOP-STD-14
+            quantity: 100
+            sourcing: individual
+            sourcing_justification: IT agreed the price with the manufacturer before purchasing saw it.
+        """,
+    )
+    early = write(
+        out / "rollout-early.yaml",
+        f"""
+        kind: rollout
+        requester: {IDA}
+        cost_centre: CC-ENG
+        needed_by: {today + timedelta(days=60)}
+        justification: Windows 11 refresh of the engineering laptops.
+        lines:
+          - {{sku: LAPTOP-STD-14, quantity: 100}}
+        """,
+    )
+    step.run("request", "submit", str(late))
+    step.run("request", "submit", str(early))
+    step.say(
+        "Purchasing involved late: unclear terms, an individual order, the order-by date already past."
+    )
+    step.run("request", "economics", "PR-0002")
+    step.say("Joint review from the start: framework price and terms, ordered in time.")
+    step.run("request", "economics", "PR-0003")
+
+    step.title(
+        "Both go through joint review and approvals (the late one's terms confirmed by purchasing), then are ordered"
+    )
+    for ref in ("PR-0002", "PR-0003"):
+        step.run("decide", ref, "--as", IVAN, "--approve")
+        step.run("decide", ref, "--as", PAUL, "--approve", "--confirm-terms")
+        step.run("decide", ref, "--as", CARL, "--approve")
+        step.run("decide", ref, "--as", FIONA, "--approve")
+        step.run("decide", ref, "--as", MAX, "--approve")
+        step.run("order", ref, "--as", PAUL)
+
+    step.title("What involving purchasing late cost: the report and its chart")
+    chart = out / "late-involvement.png"
+    step.run("report", "risk", "--chart", str(chart))
+    step.say(
+        "The late rollout's ledger, frozen when it was ordered: EUR 9,000 + 7,000 + 8,000 = "
+        "EUR 24,000 incurred. The early one's: EUR 0 incurred, the same EUR 24,000 avoided. "
+        "That difference is the article's figure. (The report also counts Nina's onboarding "
+        f"request: 4 devices under the agreement, nothing incurred.) The chart: {chart}"
+    )
+    step.run("report", "savings")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
