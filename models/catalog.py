@@ -289,7 +289,7 @@ def tier_problems(tiers: list[TierCreate]) -> list[tuple[Path_, str]]:
             if index != len(tiers) - 1:
                 problems.append(((index, "to"), "only the last tier may be open-ended"))
             return problems
-        expected = tier.to + 1
+        expected = max(expected, tier.to + 1)  # a tier nested in an earlier one moves nothing back
     return problems
 
 

@@ -282,7 +282,7 @@ def tco_options(
                     tuple(offer.includes()),
                 )
             )
-    cheapest = min(options, key=lambda o: (o.total, o.option))
+    cheapest = min(options, key=lambda o: (o.total, o.option, o.provider))
     return [
         TcoOption(**{**asdict(o), "includes": o.includes, "cheapest": o is cheapest})
         for o in options
@@ -510,7 +510,9 @@ def _line_economics(
     }
     suppliers = dict(session.exec(select(Supplier.id, Supplier.name)).all())
     item_ids = [i for i in items if i is not None]
-    offers = session.exec(select(Offer).where(col(Offer.item_id).in_(item_ids))).all()
+    offers = session.exec(
+        select(Offer).where(col(Offer.item_id).in_(item_ids)).order_by(col(Offer.id))
+    ).all()
     quotes = session.exec(
         select(Quote).where(Quote.request_id == request.id).order_by(col(Quote.id))
     ).all()
