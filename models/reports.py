@@ -7,13 +7,12 @@ prints it, writes it as JSON or CSV, or draws it.
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, extract, func, or_, select
+from sqlalchemy import Integer, and_, case, extract, func, or_, select
 from sqlmodel import Session, col
 
 from models.catalog import FrameworkAgreement, Item, Supplier
@@ -248,13 +247,6 @@ def cycle_times(
     session: Session, *, start: date | None = None, end: date | None = None, now: datetime
 ) -> Report:
     """How long each stage took (opened to decided), and how often its SLA was breached."""
-    opened = _within(col(Stage.opened_at), start, end)
-    duration = _hours(session, Stage.closed_at, Stage.opened_at)
-    durations: dict[str, list[float]] = {}
-    for key, hours in session.execute(
-        select(col(Stage.key), duration).where(opened, col(Stage.closed_at).is_not(None))
-    ).all():
-        durations.setdefault(key, []).append(float(hours))
     breached = or_(
         and_(
             col(Stage.closed_at).is_not(None),
@@ -263,31 +255,58 @@ def cycle_times(
         ),
         and_(col(Stage.status) == "open", col(Stage.due_at).is_not(None), col(Stage.due_at) < now),
     )
-    counts = session.execute(
-        select(
-            col(Stage.key),
-            func.min(Stage.position),
-            func.sum(case((col(Stage.status) == "open", 1), else_=0)),
-            func.sum(case((breached, 1), else_=0)),
+    # One scan, aggregated in the database: per stage and tenth of an hour of duration, how many
+    # stages, their exact hours, how many are still open and how many breached their SLA. The
+    # mean is exact; the median and 90th percentile are read off this histogram to 0.1 h.
+    hours = _hours(session, Stage.closed_at, Stage.opened_at)
+    tenth = (
+        func.floor(hours * 10)
+        if session.get_bind().dialect.name != "sqlite"
+        else func.cast(hours * 10, Integer)
+    )
+    rows = (
+        session.connection()
+        .execute(
+            select(
+                col(Stage.key),
+                func.min(Stage.position),
+                tenth,
+                func.count(),
+                func.sum(hours),
+                func.sum(case((col(Stage.status) == "open", 1), else_=0)),
+                func.sum(case((breached, 1), else_=0)),
+            )
+            .where(_within(col(Stage.opened_at), start, end))
+            .group_by(col(Stage.key), tenth)
         )
-        .where(opened)
-        .group_by(col(Stage.key))
-        .order_by(func.min(Stage.position))
-    ).all()
+        .all()
+    )
+    position: dict[str, int] = {}
+    histogram: dict[str, list[tuple[int, int]]] = {}
+    total_hours: dict[str, float] = {}
+    still_open: dict[str, int] = {}
+    breaches: dict[str, int] = {}
+    for key, pos, bucket, n, summed, opened_now, breached_n in rows:
+        position[key] = min(pos, position.get(key, pos))
+        still_open[key] = still_open.get(key, 0) + int(opened_now or 0)
+        breaches[key] = breaches.get(key, 0) + int(breached_n or 0)
+        histogram.setdefault(key, [])
+        if bucket is not None:
+            histogram[key].append((int(bucket), int(n)))
+            total_hours[key] = total_hours.get(key, 0.0) + float(summed)
     table = []
-    for key, _position, still_open, breaches in counts:
-        values = sorted(durations.get(key, []))
+    for key in sorted(position, key=lambda k: (position[k], k)):
+        buckets = sorted(histogram[key])
+        decided = sum(n for _, n in buckets)
         table.append(
             {
                 "stage": key,
-                "decided": len(values),
-                "open": int(still_open or 0),
-                "mean_hours": round(statistics.fmean(values), 1) if values else None,
-                "median_hours": round(statistics.median(values), 1) if values else None,
-                "p90_hours": round(values[min(len(values) - 1, int(0.9 * len(values)))], 1)
-                if values
-                else None,
-                "sla_breaches": int(breaches or 0),
+                "decided": decided,
+                "open": still_open[key],
+                "mean_hours": round(total_hours[key] / decided, 1) if decided else None,
+                "median_hours": _quantile(buckets, decided, (decided - 1) // 2),
+                "p90_hours": _quantile(buckets, decided, (decided * 9) // 10),
+                "sla_breaches": breaches[key],
             }
         )
     return Report(
@@ -300,6 +319,18 @@ def cycle_times(
             "sla_breaches": sum(r["sla_breaches"] for r in table),
         },
     )
+
+
+def _quantile(buckets: list[tuple[int, int]], total: int, index: int) -> float | None:
+    """The value (in hours, to 0.1) of the index-th smallest duration, from (tenth, count) buckets."""
+    if not total:
+        return None
+    seen = 0
+    for tenth, n in buckets:
+        seen += n
+        if index < seen:
+            return tenth / 10
+    return buckets[-1][0] / 10
 
 
 def run(
