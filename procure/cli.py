@@ -218,11 +218,9 @@ def init(
 ) -> None:
     """Create or upgrade the database schema; install the default pipeline if none is installed."""
     from models import pipeline as pipeline_mod
-    from models.catalog import load_catalog, read_catalog_file
     from models.db import transaction
-    from models.org import load_org, read_org_file
     from procure.database import migrate
-    from sample import AGREEMENTS, CATALOG, ORG
+    from sample import load as load_sample
 
     st = state()
     engine, before, after = migrate(st.url)
@@ -241,18 +239,7 @@ def init(
             )
             report["pipeline"] = f"{row.name}@{row.version} installed"
         if sample:
-            org, org_doc = read_org_file(ORG)
-            catalog, catalog_doc = read_catalog_file(CATALOG)
-            agreements, agreements_doc = read_catalog_file(AGREEMENTS)
-            report["sample"] = {
-                "org": load_org(session, org=org, doc=org_doc, actor="procure init", at=now),
-                "catalog": load_catalog(
-                    session, catalog=catalog, doc=catalog_doc, actor="procure init", at=now
-                ),
-                "agreements": load_catalog(
-                    session, catalog=agreements, doc=agreements_doc, actor="procure init", at=now
-                ),
-            }
+            report["sample"] = load_sample(session, actor="procure init", at=now)
     if json_:
         emit(report)
         return

@@ -8,14 +8,14 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+import sample
 from models import actions, pipeline
 from models.catalog import load_catalog, read_catalog_file
 from models.db import transaction
-from models.org import load_org, read_org_file
+from models.org import load_org
 from models.requests import Draft, RequestCreate
 from models.sources import Document
 from models.views import request_detail
-from sample import CATALOG, ORG
 
 # Wednesday 25 November 2026, 10:00 in Berlin: a working day.
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -36,13 +36,10 @@ SARA = "sara.sales@example.com"
 
 
 def load_sample(session: Session) -> None:
-    """The default pipeline and the sample organisation and catalog."""
+    """The default pipeline and the sample organisation and catalog (without the agreement)."""
     text = pipeline.DEFAULT_PIPELINE.read_text(encoding="utf-8")
     pipeline.install(session, text=text, source="default.yaml", actor="tests", at=NOW)
-    org, org_doc = read_org_file(ORG)
-    load_org(session, org=org, doc=org_doc, actor="tests", at=NOW)
-    catalog, catalog_doc = read_catalog_file(CATALOG)
-    load_catalog(session, catalog=catalog, doc=catalog_doc, actor="tests", at=NOW)
+    sample.load(session, actor="tests", at=NOW, agreements=False)
 
 
 def request_data(**overrides: Any) -> dict[str, Any]:
@@ -129,3 +126,27 @@ def give_roles(engine: Engine, email: str, *roles: str) -> None:
         held = roles_of(session, found.id)
     entry = {"email": email, "name": found.name, "department": found.department}
     load_org_data(engine, {"people": [{**entry, "roles": sorted(held | set(roles))}]})
+
+
+def load_catalog_path(engine: Engine, path: Any, at: datetime = NOW) -> dict[str, dict[str, int]]:
+    """Load a catalog file (suppliers, items, agreements, offers, bundles) as `procure catalog load`;
+    e.g. sample.AGREEMENTS, which load_sample leaves out. Returns the tallies."""
+    with transaction(engine) as session:
+        catalog, doc = read_catalog_file(path)
+        return load_catalog(session, catalog=catalog, doc=doc, actor="tests", at=at)
+
+
+def row_counts(engine: Engine) -> dict[str, Any]:
+    """The number of rows of every table, and the audit chain's head: what "nothing written" keeps."""
+    from sqlalchemy import func, select
+
+    from models.schema import metadata
+
+    with transaction(engine, readonly=True) as session:
+        counts: dict[str, Any] = {
+            name: session.execute(select(func.count()).select_from(table)).scalar_one()
+            for name, table in sorted(metadata.tables.items())
+        }
+        head = metadata.tables["audit_head"]
+        counts["audit_head"] = tuple(session.execute(select(head.c.seq, head.c.hash)).one())
+    return counts
