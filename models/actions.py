@@ -1487,7 +1487,13 @@ def confirm_terms(
         )
     actor = find_person(session, actor_email, what="as")
     fresh = _confirm_terms(session, request, actor, names, note, now)
-    return {"id": request.ref, "confirmed": fresh, **terms_view(request.terms)}
+    checklist = terms_view(request.terms)
+    return {
+        "id": request.ref,
+        "confirmed": fresh,  # confirmed just now
+        "missing": checklist["missing"],
+        "checklist": checklist["confirmed"],  # every confirmed term, by whom
+    }
 
 
 def record_quote(

@@ -181,11 +181,17 @@ class LineCreate(BaseModel):
     unit_price: Amount | None = None
     ownership: Literal["bought", "leased", "daas"] = "bought"
     term_months: int | None = PField(default=None, ge=1, le=120)
-    sourcing: Literal["framework", "individual"] | None = (
-        None  # default: framework if one covers it
-    )
+    # Default: under the cheapest agreement that covers it, else individually.
+    sourcing: Literal["framework", "individual"] | None = None
     agreement: Code | None = None
     sourcing_justification: Text = PField(default="", max_length=2000)
+
+    @field_validator("agreement")
+    @classmethod
+    def _not_individual(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("sourcing") == "individual":
+            raise ValueError("names an agreement, but sourcing says individual: choose one")
+        return value
 
 
 # A request as written in a request file (YAML/JSON, or rows of a CSV of lines).

@@ -1108,7 +1108,12 @@ def report(
             raise InputError(Problem(f"no folder {target.parent}", field=what))
     st = state()
     with st.read() as session:
-        data = reports.run(name, session, start=start, end=end, now=st.now()).as_dict()
+        from models.pipeline import active
+
+        _, spec = active(session)
+        data = reports.run(
+            name, session, start=start, end=end, now=st.now(), zone=spec.calendar.zone
+        ).as_dict()
     if csv_ is not None:
         write_csv(data, csv_)
     if chart is not None:
