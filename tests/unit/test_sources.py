@@ -54,3 +54,14 @@ def test_a_pipeline_file_must_be_yaml(tmp_path: Path) -> None:
         InputError, match=r"pipeline.txt: a pipeline file is YAML: name it .yaml or .yml"
     ):
         check_file(path)
+
+
+def test_a_line_naming_an_agreement_and_individual_sourcing_is_refused_as_contradictory() -> None:
+    from pydantic import ValidationError
+
+    from models.requests import LineCreate
+
+    with pytest.raises(ValidationError, match="names an agreement, but sourcing says individual"):
+        LineCreate.model_validate(
+            {"sku": "LAPTOP-STD-14", "quantity": 1, "sourcing": "individual", "agreement": "FA-1"}
+        )
