@@ -23,7 +23,15 @@ from sqlmodel import Session, col, select
 from models import audit, outbox, pipeline
 from models.assets import Asset, Assignment, ErasureRecord, SerialIn
 from models.calendar import add_months
-from models.catalog import Bundle, BundleItem, CallOff, FrameworkAgreement, Item, Supplier
+from models.catalog import (
+    Bundle,
+    BundleItem,
+    CallOff,
+    FrameworkAgreement,
+    Item,
+    Offer,
+    Supplier,
+)
 from models.economics import (
     TERMS,
     agreement_options,
@@ -227,15 +235,17 @@ def spec_for(session: Session, request: Request) -> PipelineSpec:
 
 @dataclass
 class ResolvedLine:
-    """One line priced and sourced: under an agreement's tier, or individually."""
+    """One line priced and sourced: under an agreement's tier, individually, or from a lease or
+    DaaS offer (priced at its monthly rate over its term: the contract's value per device)."""
 
     line: LineCreate
     item: Item
     unit_price: Decimal
-    sourcing: str  # framework | individual
+    sourcing: str  # framework | individual | offer
     agreement: FrameworkAgreement | None
     framework_available: bool
     note: str
+    offer: Offer | None = None
 
     @property
     def total(self) -> Decimal:
@@ -327,6 +337,54 @@ def resolve(
     )
 
 
+def _source_from_offer(
+    lookup: Lookup, line: LineCreate, item: Item, where: str, framework_available: bool
+) -> ResolvedLine:
+    """A leased or DaaS line: the cheapest offer of that kind (over the line's term, if given)."""
+    kind = "lease" if line.ownership == "leased" else "daas"
+    if line.sourcing is not None or line.agreement is not None:
+        raise InputError(
+            Problem(
+                f"a {line.ownership} line comes from its {kind} offer: leave sourcing and agreement out",
+                field=f"{where}.sourcing" if line.sourcing is not None else f"{where}.agreement",
+            )
+        )
+    if line.unit_price is not None:
+        raise InputError(
+            Problem(
+                f"the {kind} offer sets the price: leave unit_price out",
+                field=f"{where}.unit_price",
+            )
+        )
+    offers = [
+        o
+        for o in lookup.session.exec(
+            select(Offer)
+            .where(Offer.item_id == item.id, Offer.kind == kind)
+            .order_by(col(Offer.id))
+        ).all()
+        if line.term_months is None or o.term_months == line.term_months
+    ]
+    if not offers:
+        over = f" over {line.term_months} months" if line.term_months else ""
+        raise InputError(
+            Problem(f"no {kind} offer for {line.sku}{over}", field=f"{where}.ownership")
+        )
+    offer = min(offers, key=lambda o: (o.monthly_rate * o.term_months, o.id or 0))
+    provider = lookup.session.get(Supplier, offer.supplier_id)
+    note = f"{provider.name if provider else 'provider'}: {offer.monthly_rate} a month for {offer.term_months} months"
+    return ResolvedLine(
+        line,
+        item,
+        money(offer.monthly_rate * offer.term_months),
+        "offer",
+        None,
+        framework_available,
+        note,
+        offer,
+    )
+
+
 def _source_line(
     lookup: Lookup, line: LineCreate, where: str, currency: str, today: date
 ) -> ResolvedLine:
@@ -344,17 +402,12 @@ def _source_line(
                 field=f"{where}.sku",
             )
         )
-    if line.ownership != "bought" and line.term_months is None:
-        raise InputError(
-            Problem(
-                f"term_months is required for {line.ownership} devices",
-                field=f"{where}.term_months",
-            )
-        )
     assert item.id is not None
     options = agreement_options(
         lookup.session, item_id=item.id, quantity=line.quantity, day=today, currency=currency
     )
+    if line.ownership != "bought":
+        return _source_from_offer(lookup, line, item, where, bool(options))
     chosen = None
     if line.agreement is not None:
         chosen = next((o for o in options if o.agreement.code == line.agreement), None)
@@ -458,7 +511,8 @@ def _write_lines(session: Session, request: Request, resolved: Resolved) -> list
             unit_price=rl.unit_price,
             total=rl.total,
             ownership=rl.line.ownership,
-            term_months=rl.line.term_months,
+            term_months=rl.offer.term_months if rl.offer else rl.line.term_months,
+            offer_id=rl.offer.id if rl.offer else None,
             list_price=rl.item.list_price,
             sourcing=rl.sourcing,
             agreement_id=rl.agreement.id if rl.agreement else None,
@@ -492,7 +546,14 @@ def _plan(
         ).all()
         if a.id is not None
     }
-    settled = terms_from_agreements(lines, agreements)
+    offers = {
+        o.id: o
+        for o in session.exec(
+            select(Offer).where(col(Offer.id).in_([ln.offer_id for ln in lines if ln.offer_id]))
+        ).all()
+        if o.id is not None
+    }
+    settled = terms_from_agreements(lines, agreements, offers)
     request.terms = {**settled, **{k: v for k, v in keep.items() if v.get("by") != "agreement"}}
     session.add(request)
 
@@ -1581,15 +1642,23 @@ def set_sourcing(
     agreement: str | None = None,
     individual: bool = False,
     quote_id: int | None = None,
+    offer: str | None = None,
     justification: str = "",
     now: datetime | None = None,
 ) -> RequestLine:
-    """Purchasing chooses how a line is sourced during the review: under an agreement, or
-    individually (at a recorded quote's price, or the list price), with the reason."""
+    """Purchasing chooses how a line is sourced during the review: bought under an agreement or
+    individually (at a recorded quote's price, or the list price, with the reason), or leased /
+    as a service from the cheapest offer of that kind."""
     now = now or utcnow()
-    chosen = sum(1 for flag in (agreement is not None, individual, quote_id is not None) if flag)
-    if chosen != 1:
-        raise InputError(Problem("give exactly one of --agreement CODE, --individual, --quote ID"))
+    choices = (agreement is not None, individual, quote_id is not None, offer is not None)
+    if sum(1 for flag in choices if flag) != 1:
+        raise InputError(
+            Problem(
+                "give exactly one of --agreement CODE, --individual, --quote ID, --offer lease|daas"
+            )
+        )
+    if offer is not None and offer not in ("lease", "daas"):
+        raise InputError(Problem(f"unknown offer kind {offer!r} (lease or daas)", field="--offer"))
     try:
         justification = multi_line(justification or "")
     except ValueError as exc:
@@ -1608,6 +1677,7 @@ def set_sourcing(
     spec = spec_for(session, request)
     lookup = Lookup(session)
     quote_note = ""
+    bought = {"sku": line.sku, "quantity": line.quantity, "ownership": "bought"}
     if quote_id is not None:
         quote = session.get(Quote, quote_id)
         if quote is None or quote.request_id != request.id or quote.line_no != line_no:
@@ -1615,33 +1685,33 @@ def set_sourcing(
                 Problem(f"no quote {quote_id} for {request.ref} line {line_no}", field="--quote")
             )
         quote_note = f"quote {quote.id} from {quote.supplier}"
-        wanted = LineCreate(
-            sku=line.sku,
-            quantity=line.quantity,
-            unit_price=quote.unit_price,
-            ownership=line.ownership,
-            term_months=line.term_months,
-            sourcing="individual",
-            sourcing_justification=justification,
+        wanted = LineCreate.model_validate(
+            {
+                **bought,
+                "unit_price": quote.unit_price,
+                "sourcing": "individual",
+                "sourcing_justification": justification,
+            }
         )
     elif individual:
-        wanted = LineCreate(
-            sku=line.sku,
-            quantity=line.quantity,
-            unit_price=line.list_price,
-            ownership=line.ownership,
-            term_months=line.term_months,
-            sourcing="individual",
-            sourcing_justification=justification,
+        wanted = LineCreate.model_validate(
+            {
+                **bought,
+                "unit_price": line.list_price,
+                "sourcing": "individual",
+                "sourcing_justification": justification,
+            }
+        )
+    elif offer is not None:
+        wanted = LineCreate.model_validate(
+            {
+                "sku": line.sku,
+                "quantity": line.quantity,
+                "ownership": "leased" if offer == "lease" else "daas",
+            }
         )
     else:
-        wanted = LineCreate(
-            sku=line.sku,
-            quantity=line.quantity,
-            ownership=line.ownership,
-            term_months=line.term_months,
-            agreement=agreement,
-        )
+        wanted = LineCreate.model_validate({**bought, "agreement": agreement})
     sourced = _source_line(
         lookup, wanted, f"lines[{line_no - 1}]", request.currency, spec.calendar.today(now)
     )
@@ -1652,6 +1722,9 @@ def set_sourcing(
     }
     line.sourcing = sourced.sourcing
     line.agreement_id = sourced.agreement.id if sourced.agreement else None
+    line.offer_id = sourced.offer.id if sourced.offer else None
+    line.ownership = sourced.line.ownership
+    line.term_months = sourced.offer.term_months if sourced.offer else None
     line.unit_price = sourced.unit_price
     line.total = sourced.total
     line.framework_available = line.framework_available or sourced.framework_available
@@ -1672,6 +1745,7 @@ def set_sourcing(
             "to": {
                 "sourcing": line.sourcing,
                 "agreement": sourced.agreement.code if sourced.agreement else None,
+                "offer": sourced.offer.id if sourced.offer else None,
                 "unit_price": str(line.unit_price),
             },
             "justification": line.sourcing_note,
@@ -1724,9 +1798,17 @@ def place_order(
     }
     agreements = _lock_agreements(session, [ln.agreement_id for ln in lines if ln.agreement_id])
     _check_call_offs(session, request, lines, agreements, today)
+    offers = {
+        o.id: o
+        for o in session.exec(
+            select(Offer).where(col(Offer.id).in_([ln.offer_id for ln in lines if ln.offer_id]))
+        ).all()
+    }
     supplier_ids = {
         ln.id: agreements[ln.agreement_id].supplier_id
         if ln.agreement_id
+        else offers[ln.offer_id].supplier_id
+        if ln.offer_id
         else items[ln.item_id].supplier_id
         for ln in lines
     }

@@ -125,6 +125,20 @@ class Offer(SQLModel, table=True):
         names = ("rollout", "support", "return", "erasure")
         return [n for n in names if getattr(self, f"includes_{n}")]
 
+    def missing_terms(self) -> list[str]:
+        """The contract terms this offer leaves open: support covers warranty and SLA."""
+        present = {
+            "warranty": self.includes_support,
+            "sla": self.includes_support,
+            "returns": self.includes_return,
+            "erasure": self.includes_erasure,
+        }
+        return [name for name, ok in present.items() if not ok]
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} offer {self.id}"
+
 
 # The standard kit of a role (for onboarding requests): a named list of items.
 class Bundle(SQLModel, table=True):

@@ -336,7 +336,8 @@ def ledger(
         for ln in lines
         if ln.sourcing == "individual" and (ln.framework_available or ln.bundling_possible)
     )
-    framework = sum(ln.quantity for ln in lines if ln.sourcing == "framework")
+    # Devices under an agreement or a lease/DaaS contract were not ordered one by one.
+    framework = sum(ln.quantity for ln in lines if ln.sourcing in ("framework", "offer"))
     late = devices if missed_planning else 0
     counts = {
         "unclear_terms": (unclear, devices - unclear, rates.unclear_terms),
@@ -486,10 +487,12 @@ class LineEconomics:
     bundling: BundlingChance | None
     tco: list[TcoOption]
     quotes: list[Quote] = field(default_factory=list)
+    offer: Offer | None = None
 
     @property
     def complete_terms(self) -> bool:
-        return self.agreement is not None and not self.agreement.missing_terms()
+        contract = self.agreement or self.offer
+        return contract is not None and not contract.missing_terms()
 
 
 def _line_economics(
@@ -538,7 +541,7 @@ def _line_economics(
         individual = ln.unit_price if ln.sourcing == "individual" else ln.list_price
         others = demand.get(ln.item_id, [])
         chance = None
-        if others:
+        if others and ln.sourcing != "offer":
             combined = ln.quantity + sum(units for _, units in others)
             combined_options = agreement_options(
                 session, item_id=ln.item_id, quantity=combined, day=today, currency=request.currency
@@ -558,14 +561,22 @@ def _line_economics(
                 combined_price,
                 saving,
             )
-        provider = suppliers.get(agreement.supplier_id if agreement else item.supplier_id, "")
+        offer = next((o for o in offers if o.id == ln.offer_id), None) if ln.offer_id else None
+        if offer is not None:
+            # A leased or DaaS line: buying is the alternative, at the best price to buy at.
+            purchase_price = best.unit_price if best else ln.list_price
+            buy_supplier = best.agreement.supplier_id if best else item.supplier_id
+        else:
+            purchase_price = ln.unit_price
+            buy_supplier = agreement.supplier_id if agreement else item.supplier_id
+        provider = suppliers.get(buy_supplier, "")
         item_offers = [
             (o, suppliers.get(o.supplier_id, "")) for o in offers if o.item_id == ln.item_id
         ]
         term = ln.term_months or economics.term_months
         tco = tco_options(
             quantity=ln.quantity,
-            purchase_price=ln.unit_price,
+            purchase_price=purchase_price,
             purchase_provider=provider,
             offers=item_offers,
             costs=economics.device_costs,
@@ -581,13 +592,14 @@ def _line_economics(
                 chance,
                 tco,
                 [q for q in quotes if q.line_no == ln.line_no],
+                offer,
             )
         )
     return out
 
 
 def lead_time(session: Session, lines: Sequence[RequestLine]) -> int:
-    """The longest lead time of the suppliers the lines come from (the agreement's, else the item's)."""
+    """The longest lead time of the suppliers the lines come from (agreement's, offer's, else item's)."""
     days = 0
     for ln in lines:
         if ln.agreement_id:
@@ -595,6 +607,10 @@ def lead_time(session: Session, lines: Sequence[RequestLine]) -> int:
                 select(FrameworkAgreement.supplier_id).where(
                     FrameworkAgreement.id == ln.agreement_id
                 )
+            ).one()
+        elif ln.offer_id:
+            supplier_id = session.exec(
+                select(Offer.supplier_id).where(Offer.id == ln.offer_id)
             ).one()
         else:
             supplier_id = session.exec(select(Item.supplier_id).where(Item.id == ln.item_id)).one()
@@ -653,6 +669,16 @@ def request_economics(
                 "quantity": le.line.quantity,
                 "mode": le.line.sourcing,
                 "agreement": le.agreement.code if le.agreement else None,
+                "offer": (
+                    {
+                        "kind": le.offer.kind,
+                        "monthly_rate": str(le.offer.monthly_rate),
+                        "term_months": le.offer.term_months,
+                        "includes": le.offer.includes(),
+                    }
+                    if le.offer
+                    else None
+                ),
                 "unit_price": str(le.line.unit_price),
                 "list_price": str(le.line.list_price),
                 "framework_price": _money_view(le.best.unit_price if le.best else None),
@@ -661,12 +687,12 @@ def request_economics(
                 # what ordering this line individually costs more than under the best agreement
                 "difference": _money_view(
                     money((le.individual_price - le.best.unit_price) * le.line.quantity)
-                    if le.best
+                    if le.best and le.line.sourcing != "offer"
                     else None
                 ),
                 "justification": le.line.sourcing_note,
-                "missing_terms": le.agreement.missing_terms()
-                if le.agreement
+                "missing_terms": (le.agreement or le.offer).missing_terms()  # type: ignore[union-attr]
+                if (le.agreement or le.offer)
                 else ["warranty", "sla", "returns", "erasure"],
                 "quotes": [
                     {
@@ -770,17 +796,28 @@ def terms_view(terms: dict[str, Any]) -> dict[str, Any]:
 
 
 def terms_from_agreements(
-    lines: Sequence[RequestLine], agreements: dict[int, FrameworkAgreement]
+    lines: Sequence[RequestLine],
+    agreements: dict[int, FrameworkAgreement],
+    offers: dict[int, Offer] | None = None,
 ) -> dict[str, Any]:
-    """The terms every line's agreement settles: the checklist starts with them confirmed."""
-    if not lines or any(ln.agreement_id is None for ln in lines):
+    """The terms every line's contract (its agreement, or its lease/DaaS offer) settles: the
+    checklist starts with them confirmed."""
+    offers = offers or {}
+    contracts: list[FrameworkAgreement | Offer] = []
+    for ln in lines:
+        if ln.agreement_id in agreements:
+            contracts.append(agreements[ln.agreement_id])
+        elif ln.offer_id in offers:
+            contracts.append(offers[ln.offer_id])
+    if not lines or len(contracts) != len(lines):
         return {}
     settled = {}
     for name in TERMS:
-        covering = [agreements[ln.agreement_id] for ln in lines if ln.agreement_id in agreements]
-        if len(covering) == len(lines) and all(name not in a.missing_terms() for a in covering):
-            codes = sorted({a.code for a in covering})
-            settled[name] = {"by": "agreement", "source": ", ".join(codes)}
+        if all(name not in c.missing_terms() for c in contracts):
+            sources = sorted(
+                {c.code if isinstance(c, FrameworkAgreement) else c.label for c in contracts}
+            )
+            settled[name] = {"by": "agreement", "source": ", ".join(sources)}
     return settled
 
 

@@ -111,8 +111,9 @@ class RequestLine(SQLModel, table=True):
     ownership: str = Field(default="bought", max_length=16)
     term_months: int | None = None
     list_price: Decimal = Field(default=Decimal("0.00"), sa_type=Money)  # the catalog's, then
-    sourcing: str = Field(default="individual", max_length=16)  # framework | individual
+    sourcing: str = Field(default="individual", max_length=16)  # framework | individual | offer
     agreement_id: int | None = Field(default=None, foreign_key="framework_agreement.id")
+    offer_id: int | None = Field(default=None, foreign_key="offer.id")  # leased / DaaS lines
     framework_available: bool = False  # an agreement covered the item when it was requested
     sourcing_note: str = Field(default="", max_length=2000)  # why individual; which quote
 

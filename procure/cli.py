@@ -771,6 +771,14 @@ def sourcing(
         int | None,
         typer.Option("--quote", metavar="ID", help="Order it individually at this quote's price."),
     ] = None,
+    offer: Annotated[
+        str | None,
+        typer.Option(
+            "--offer",
+            metavar="KIND",
+            help="Lease it (lease) or take it as a service (daas) from the cheapest offer.",
+        ),
+    ] = None,
     justification: Annotated[
         str, typer.Option("--justification", help="Why individually, where an agreement covers it.")
     ] = "",
@@ -789,6 +797,7 @@ def sourcing(
             agreement=agreement,
             individual=individual,
             quote_id=quote,
+            offer=offer,
             justification=justification,
             now=st.now(),
         )

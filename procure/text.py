@@ -88,13 +88,17 @@ def print_economics(d: dict[str, Any]) -> None:
     for s in d["sourcing"]:
         if s["mode"] == "framework":
             how = f"framework {s['agreement']}"
+        elif s["mode"] == "offer":
+            o = s["offer"]
+            how = f"{o['kind']} offer, {money_text(o['monthly_rate'], cur)} a month for {o['term_months']} months"
         else:
             how = "individual order" + (f" ({s['justification']})" if s["justification"] else "")
         extra = ""
         if s["mode"] == "individual" and s["framework_price"] is not None:
             extra = f"; {s['framework_agreement']} would be {money_text(s['framework_price'], cur)}, {money_text(s['difference'], cur)} less"
+        per = "a device over the term" if s["mode"] == "offer" else "a unit"
         echo(
-            f"    {s['line']}. {s['sku']:<16} {how}: {money_text(s['unit_price'], cur)} a unit (list {money_text(s['list_price'], cur)}{extra})"
+            f"    {s['line']}. {s['sku']:<16} {how}: {money_text(s['unit_price'], cur)} {per} (list {money_text(s['list_price'], cur)}{extra})"
         )
         for q in s["quotes"]:
             echo(

@@ -250,6 +250,7 @@ def upgrade() -> None:
             )
         )
         batch_op.add_column(sa.Column("agreement_id", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("offer_id", sa.Integer(), nullable=True))
         batch_op.add_column(
             sa.Column(
                 "framework_available",
@@ -269,6 +270,7 @@ def upgrade() -> None:
         batch_op.create_foreign_key(
             "fk_request_line_agreement_id", "framework_agreement", ["agreement_id"], ["id"]
         )
+        batch_op.create_foreign_key("fk_request_line_offer_id", "offer", ["offer_id"], ["id"])
     with op.batch_alter_table("request_line", schema=None) as batch_op:
         for name in line_defaults:
             batch_op.alter_column(name, server_default=None)
@@ -300,9 +302,11 @@ def downgrade() -> None:
         batch_op.drop_column("sla_terms")
 
     with op.batch_alter_table("request_line", schema=None) as batch_op:
+        batch_op.drop_constraint("fk_request_line_offer_id", type_="foreignkey")
         batch_op.drop_constraint("fk_request_line_agreement_id", type_="foreignkey")
         batch_op.drop_column("sourcing_note")
         batch_op.drop_column("framework_available")
+        batch_op.drop_column("offer_id")
         batch_op.drop_column("agreement_id")
         batch_op.drop_column("sourcing")
         batch_op.drop_column("list_price")

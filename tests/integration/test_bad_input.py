@@ -490,7 +490,7 @@ BAD_REFERENCES = [
     pytest.param("needed_by: 2026-12-23", "needed_by: 1999-12-31", 5, "needed_by", "is in the past", id="last century"),
     pytest.param("needed_by: 2026-12-23", "needed_by: 2126-12-23", 5, "needed_by", "more than five years ahead", id="next century"),
     pytest.param(JUSTIFICATION, "Nina.\ncurrency: USD", 9, "lines[0].sku", "is priced in EUR, the request is in USD", id="other currency"),
-    pytest.param("quantity: 2, unit_price: 279.00}", "quantity: 2, ownership: leased}", 9, "lines[1].term_months", "term_months is required for leased devices", id="lease without term"),
+    pytest.param("quantity: 2, unit_price: 279.00}", "quantity: 2, ownership: leased}", 9, "lines[1].ownership", "no lease offer for MON-27", id="lease without an offer"),
     pytest.param("cost_centre: CC-ENG", "cost_centre: CC-ENG\nidempotency_key: hr-4711", 5, "idempotency_key", "'hr-4711' was already used for PR-0001 with different content", id="key reused"),
 ]
 # fmt: on

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from models import actions, pipeline, reports
+from models.assets import SerialIn
 from models.audit import AuditEvent
 from models.catalog import (
     AgreementPrice,
@@ -1436,3 +1437,74 @@ def test_report_days_run_in_the_organisations_time_zone(engine: Engine) -> None:
         )
     assert on_26th.totals["requests"] == 1
     assert on_25th.totals["requests"] == 0
+
+
+# ------------------------------------------------------------------ leased and DaaS lines
+
+
+def test_a_daas_line_is_priced_from_the_cheapest_offer_and_settles_the_terms_it_includes(
+    shared: Engine,
+) -> None:
+    ref = submit(
+        shared,
+        justification="daas line",
+        lines=[{"sku": "LAPTOP-STD-14", "quantity": 10, "ownership": "daas"}],
+    )
+    detail = show(shared, ref)
+    (line,) = detail["lines"]
+    # the sample's DaaS offer: 33.50 a month x 36 months = 1,206.00 a device; x 10 = 12,060.00
+    assert (line["unit_price"], line["total"], line["term_months"]) == ("1206.00", "12060.00", 36)
+    assert detail["sourcing"][0]["mode"] == "offer"
+    assert detail["sourcing"][0]["offer"]["includes"] == ["rollout", "support", "return", "erasure"]
+    # support covers warranty and SLA; return and erasure are included: nothing left to confirm
+    assert detail["terms"]["missing"] == []
+    # a contracted service is neither unclear in its terms nor an individual order
+    incurred = {e["kind"]: e["incurred"] for e in detail["ledger"]["entries"]}
+    assert incurred["unclear_terms"] == "0.00" and incurred["individual_order"] == "0.00"
+
+
+def test_purchasing_switches_a_line_to_a_lease_and_the_order_goes_to_the_lessor(
+    agreed: Engine,
+) -> None:
+    ref = submit(agreed, lines=[{"sku": "LAPTOP-STD-14", "quantity": 2}])
+    with transaction(agreed) as session:
+        line = actions.set_sourcing(
+            session, ref=ref, line_no=1, actor_email=PAUL, offer="lease", now=NOW
+        )
+        assert (line.ownership, line.term_months, line.sourcing) == ("leased", 36, "offer")
+        # 27.90 a month x 36 months = 1,004.40 a device
+        assert line.unit_price == d("1004.40")
+    with (
+        pytest.raises(InputError, match="no daas offer for MON-27"),
+        transaction(agreed) as session,
+    ):
+        other = submit(
+            agreed, justification="no daas for monitors", lines=[{"sku": "MON-27", "quantity": 1}]
+        )
+        actions.set_sourcing(session, ref=other, line_no=1, actor_email=PAUL, offer="daas", now=NOW)
+    approve_all(agreed, ref)
+    with transaction(agreed) as session:
+        order = actions.place_order(session, ref=ref, actor_email=PAUL, now=NOW)
+    assert [po["supplier"] for po in order["purchase_orders"]] == ["NORDIC-IT"]
+    with transaction(agreed) as session:
+        progress = actions.deliver(
+            session, ref=ref, units=[SerialIn("L-1"), SerialIn("L-2")], now=NOW
+        )
+    assert progress.status == "delivered"
+    leased = show(agreed, ref)["assets"]
+    # delivered 2026-11-25 on a 36-month lease: the contract ends 2029-11-25
+    assert {(a["ownership"], a["contract_end"]) for a in leased} == {("leased", "2029-11-25")}
+
+
+def test_a_line_cannot_be_both_leased_and_priced_or_sourced_by_hand(shared: Engine) -> None:
+    for extra, field in (
+        ({"unit_price": "10.00"}, "lines[0].unit_price"),
+        ({"sourcing": "framework"}, "lines[0].sourcing"),
+    ):
+        with pytest.raises(InputError) as caught:
+            submit(
+                shared,
+                justification=f"leased with {field}",
+                lines=[{"sku": "LAPTOP-STD-14", "quantity": 1, "ownership": "leased", **extra}],
+            )
+        assert [p.field for p in caught.value.problems] == [field]
