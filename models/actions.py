@@ -56,6 +56,7 @@ from models.fields import email as check_email
 from models.lifecycle import (
     ASSET,
     ASSET_END_STATES,
+    OPEN_REQUEST_STATES,
     REQUEST,
     AssetEvent,
     AssetStatus,
@@ -1538,14 +1539,7 @@ def confirm_terms(
     except ValueError as exc:
         raise InputError(Problem(str(exc), field="note")) from None
     request = lock_request(session, ref)
-    if request.status not in (
-        RequestStatus.SUBMITTED,
-        RequestStatus.IN_REVIEW,
-        RequestStatus.CHANGES_REQUESTED,
-    ):
-        raise TransitionNotAllowed(
-            f"request {request.ref} is {request.status}: its terms are no longer open"
-        )
+    _while_open(request, "its terms are no longer open")
     actor = find_person(session, actor_email, what="as")
     fresh = _confirm_terms(session, request, actor, names, note, now)
     checklist = terms_view(request.terms)
@@ -1587,14 +1581,7 @@ def record_quote(
     if problems:
         raise InputError(problems)
     request = lock_request(session, ref)
-    if request.status not in (
-        RequestStatus.SUBMITTED,
-        RequestStatus.IN_REVIEW,
-        RequestStatus.CHANGES_REQUESTED,
-    ):
-        raise TransitionNotAllowed(
-            f"request {request.ref} is {request.status}: quotes are for requests under review"
-        )
+    _while_open(request, "quotes are for requests under review")
     actor = find_person(session, actor_email, what="as")
     _need_purchasing(session, actor, "record quotes")
     if line_no not in {ln.line_no for ln in lines_of(session, request)}:
@@ -1754,6 +1741,12 @@ def set_sourcing(
         at=now,
     )
     return line
+
+
+def _while_open(request: Request, why: str) -> None:
+    """Refuse purchasing's review work once the request is decided."""
+    if request.status not in OPEN_REQUEST_STATES:
+        raise TransitionNotAllowed(f"request {request.ref} is {request.status}: {why}")
 
 
 def _need_purchasing(session: Session, actor: Person, what: str) -> None:
