@@ -604,6 +604,37 @@ def submit(
     return results
 
 
+def check_drafts(session: Session, *, drafts: list[Draft], now: datetime | None = None) -> None:
+    """Check every reference and date of a file's requests without writing anything: a bulk
+    intake that then submits in batches fails before its first batch, not in the middle."""
+    now = now or utcnow()
+    _, spec = pipeline.active(session)
+    lookup = Lookup(session)
+    today = spec.calendar.today(now)
+    problems: list[Problem] = []
+    for draft in drafts:
+        c = draft.create
+        try:
+            resolve(
+                lookup,
+                kind=c.kind.value,
+                requester=c.requester,
+                on_behalf_of=c.on_behalf_of,
+                cost_centre=c.cost_centre,
+                needed_by=c.needed_by,
+                justification=c.justification,
+                currency=c.currency,
+                lines=c.lines,
+                spec=spec,
+                today=today,
+                bundle=c.bundle,
+            )
+        except InputError as exc:
+            problems.extend(remap(exc.problems, draft.doc, draft.base))
+    if problems:
+        raise InputError(problems)
+
+
 def _submit_one(
     session: Session,
     draft: Draft,
@@ -613,8 +644,29 @@ def _submit_one(
     today: date,
     now: datetime,
 ) -> Submitted:
-    c: RequestCreate = draft.create
-    key = draft.idempotency_key
+    created = _create(
+        session, draft.create, draft.idempotency_key, pipeline_row, spec, lookup, today, now
+    )
+    if isinstance(created, Submitted):
+        return created
+    request, lines = created
+    requester = session.get(Person, request.requester_id)
+    assert requester is not None
+    _submit_created(session, request, lines, spec, today, now, requester.email)
+    return Submitted(request.ref, True, request.status, draft.idempotency_key)
+
+
+def _create(
+    session: Session,
+    c: RequestCreate,
+    key: str,
+    pipeline_row: pipeline.PipelineVersion,
+    spec: PipelineSpec,
+    lookup: Lookup,
+    today: date,
+    now: datetime,
+) -> tuple[Request, list[RequestLine]] | Submitted:
+    """Write a request and its lines as a draft; a key seen before answers with its request."""
     content = c.content_hash()
     existing = session.exec(select(Request).where(Request.idempotency_key == key)).first()
     if existing is not None:
@@ -668,10 +720,25 @@ def _submit_one(
         return Submitted(raced.ref, False, raced.status, key)
     lines = _write_lines(session, request, resolved)
     _plan(session, request, lines, spec, keep={})
+    return request, lines
+
+
+def _submit_created(
+    session: Session,
+    request: Request,
+    lines: list[RequestLine],
+    spec: PipelineSpec,
+    today: date,
+    now: datetime,
+    actor: str,
+) -> None:
+    """Submit a request in draft: flag a missed order-by date, plan its stages, start the review."""
     ref = request.ref
     assert request.order_by is not None
     late = request.order_by < today
-    notices = [Notice("request_submitted", person(resolved.requester.email), ref)]
+    requester = session.get(Person, request.requester_id)
+    assert requester is not None
+    notices = [Notice("request_submitted", person(requester.email), ref)]
     if late:
         # Already past its order-by date: purchasing hears it now, not when the devices are late.
         notices.append(
@@ -686,7 +753,7 @@ def _submit_one(
         session,
         request,
         RequestEvent.SUBMIT,
-        actor=resolved.requester.email,
+        actor=actor,
         at=now,
         changes={"submitted_at": now},
         details={
@@ -694,7 +761,7 @@ def _submit_one(
             "currency": request.currency,
             "lines": len(lines),
             "pipeline": f"{spec.name}@{spec.version}",
-            "idempotency_key": key,
+            "idempotency_key": request.idempotency_key,
             "order_by": request.order_by,
             "late": late,
         },
@@ -702,7 +769,72 @@ def _submit_one(
     )
     _plan_stages(session, request, lines, spec, now)
     _start_review(session, request, spec, now, actor=SYSTEM)
-    return Submitted(ref, True, request.status, key)
+
+
+def draft_request(
+    session: Session, *, create: RequestCreate, key: str, actor: str, now: datetime | None = None
+) -> Submitted:
+    """Prepare a request for its requester to check and send (refreshes the lifecycle watch finds)."""
+    now = now or utcnow()
+    row, spec = pipeline.active(session)
+    created = _create(
+        session, create, key, row, spec, Lookup(session), spec.calendar.today(now), now
+    )
+    if isinstance(created, Submitted):
+        return created
+    request, _ = created
+    audit.append(
+        session,
+        actor=actor,
+        entity="request",
+        entity_id=request.ref,
+        request_id=request.id,
+        action="draft",
+        details={
+            "kind": request.kind,
+            "total": request.total,
+            "needed_by": request.needed_by,
+            "key": key,
+        },
+        at=now,
+    )
+    outbox.queue(
+        session,
+        Notice(
+            "draft_ready",
+            person(create.requester),
+            request.ref,
+            {"kind": request.kind, "needed_by": request.needed_by},
+        ),
+        request_id=request.id,
+        at=now,
+    )
+    return Submitted(request.ref, True, request.status, key)
+
+
+def send_draft(
+    session: Session, *, ref: str | int, actor_email: str, now: datetime | None = None
+) -> Request:
+    """The requester sends a prepared draft into the pipeline."""
+    now = now or utcnow()
+    request = lock_request(session, ref)
+    actor = find_person(session, actor_email, what="as")
+    if actor.id != request.requester_id:
+        raise RuleViolation(f"only the requester of {request.ref} can send it")
+    REQUEST.target(request.status, RequestEvent.SUBMIT, what=f"request {request.ref}")
+    spec = spec_for(session, request)
+    today = spec.calendar.today(now)
+    if request.needed_by < today:
+        raise InputError(
+            Problem(
+                f"{request.ref} was needed by {request.needed_by}, which has passed: cancel it and submit anew",
+                field="needed_by",
+            )
+        )
+    lines = lines_of(session, request)
+    _plan(session, request, lines, spec, keep=request.terms)
+    _submit_created(session, request, lines, spec, today, now, actor.email)
+    return request
 
 
 def _plan_stages(
@@ -787,7 +919,7 @@ def _advance(
         ):
             continue
         due = spec.calendar.add_business_hours(now, stage.sla_hours) if stage.sla_hours else None
-        notices, approvers = _approval_notices(directory, request, stage, decisions, by_id, due)
+        notices, approvers = approval_notices(directory, request, stage, decisions, by_id, due)
         stage_spec = specs.get(stage.key)
         if stage_spec is not None:
             context = condition_context(session, request, lines_of(session, request))
@@ -828,15 +960,18 @@ def _predecessors(key: str, by_key: dict[str, Stage]) -> set[str]:
     return seen
 
 
-def _approval_notices(
+def approval_notices(
     directory: Directory,
     request: Request,
     stage: Stage,
     decisions: list[Decision],
     by_id: dict[Any, Stage],
     due: datetime | None,
+    event: str = "approval_needed",
+    key_suffix: str = "",
 ) -> tuple[list[Notice], list[str]]:
-    key = f"{request.ref}/{stage.key}/r{stage.round}"
+    """Who must decide an open stage, as notices of `event` (approval needed, a reminder, ...)."""
+    key = f"{request.ref}/{stage.key}/r{stage.round}{key_suffix}"
     context = {"stage": stage.key, "stage_name": stage.name, "due_at": due}
     notices: list[Notice] = []
     approvers: list[str] = []
@@ -858,7 +993,7 @@ def _approval_notices(
             approvers.append(p.email)
             notices.append(
                 Notice(
-                    "approval_needed",
+                    event,
                     person(p.email),
                     key,
                     {**context, "roles": list(roles)},
@@ -868,16 +1003,19 @@ def _approval_notices(
             for d in delegates.get(p.id or 0, []):
                 notices.append(
                     Notice(
-                        "approval_needed",
+                        event,
                         person(d.email),
                         key,
                         {**context, "roles": list(roles), "on_behalf_of": p.email},
                         stage_id=stage.id,
                     )
                 )
-        for role in roles:
-            if role in {r.value for r in Role}:
-                notices.append(Notice("review_needed", team(role), key, context, stage_id=stage.id))
+        if event == "approval_needed":
+            for role in roles:
+                if role in {r.value for r in Role}:
+                    notices.append(
+                        Notice("review_needed", team(role), key, context, stage_id=stage.id)
+                    )
     return notices, sorted(set(approvers))
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlmodel import Field, SQLModel
 
 from models.errors import InputError, Problem
-from models.fields import code, email
+from models.fields import code, email, single_line
 from models.lifecycle import AssetStatus
 from models.sources import read_rows, read_text
 from models.types import UTCDateTime, utcnow
@@ -112,3 +112,16 @@ def read_assignments_file(path: Path | str) -> list[Assignment]:
         required={"serial", "email"},
     )
     return [Assignment(row["serial"], row["email"], line) for row, line in rows]
+
+
+def read_certificates_file(path: Path | str) -> list[dict[str, str]]:
+    """Erasure certificates from a provider: CSV (serial,certificate,method,provider) or a
+    YAML/JSON list of those."""
+    fields = {
+        "serial": code,
+        "certificate": single_line,
+        "method": single_line,
+        "provider": single_line,
+    }
+    rows = read_rows(path, key="certificates", fields=fields, required=set(fields))
+    return [{**row, "line": str(line or "")} for row, line in rows]

@@ -285,6 +285,9 @@ class PipelineSpec(BaseModel):
     currency: Currency = "EUR"
     calendar: Calendar = Calendar()
     economics: Economics = Economics()
+    # Approved requests are ordered by the orchestration (call-offs and purchase orders) without
+    # waiting for someone to run `procure order`.
+    auto_order: bool = False
     stages: tuple[StageSpec, ...] = Field(min_length=1, max_length=50)
 
     def dependencies(self, stage: StageSpec) -> tuple[str, ...]:

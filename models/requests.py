@@ -17,7 +17,7 @@ from sqlalchemy import JSON, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from models.errors import InputError, Problem
-from models.fields import Amount, Code, Currency, Email, Quantity, Text, single_line
+from models.fields import Amount, Code, Currency, Email, Quantity, Slug, Text, single_line
 from models.lifecycle import RequestStatus, StageStatus
 from models.sources import Document, Path_, iter_items, load_document, validate
 from models.types import Money, UTCDateTime, utcnow
@@ -237,6 +237,25 @@ class RequestUpdate(BaseModel):
     needed_by: date | None = None
     justification: Text | None = PField(default=None, max_length=4000)
     lines: list[LineCreate] | None = PField(default=None, min_length=1, max_length=500)
+
+
+# One approver's decision on a request, as a form (the Prefect UI, the HTTP API) submits it.
+class DecisionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    request: str = PField(
+        pattern=r"^(?i:PR-)?[0-9]{1,12}$",
+        description="The request, e.g. PR-0042",
+        examples=["PR-0042"],
+    )
+    approver: Email = PField(description="Who decides: the approver's e-mail address")
+    decision: Literal["approve", "reject", "send_back"]
+    comment: Text = PField(default="", max_length=4000, description="Why (shown to the requester)")
+    stage: Slug | None = PField(
+        default=None, description="Which stage, if the approver can decide several"
+    )
+    confirm_terms: bool = PField(
+        default=False, description="Purchasing: also confirm the contract terms still open"
+    )
 
 
 LINE_COLUMNS = {

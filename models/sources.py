@@ -11,7 +11,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -409,7 +409,7 @@ def read_rows(
     path: Path | str,
     *,
     key: str,
-    fields: dict[str, Callable[[Any], Any]],
+    fields: Mapping[str, Callable[[Any], Any]],
     required: set[str],
     bare: str | None = None,
 ) -> list[tuple[dict[str, Any], int | None]]:

@@ -548,6 +548,22 @@ def request_resubmit(
     )
 
 
+@request_app.command("send")
+def request_send(
+    ref: Annotated[str, typer.Argument(metavar="ID")],
+    as_: AsOpt = ...,  # type: ignore[assignment]
+    json_: JsonOpt = False,
+) -> None:
+    """Send a prepared draft (e.g. a refresh the lifecycle watch drafted for you) into the pipeline."""
+    from models.actions import send_draft
+
+    st = state()
+    with st.write() as session:
+        request = send_draft(session, ref=ref, actor_email=as_, now=st.now())
+        result = {"id": request.ref, "status": request.status}
+    emit(result) if json_ else typer.echo(f"{result['id']}  {result['status']}")
+
+
 @request_app.command("cancel")
 def request_cancel(
     ref: Annotated[str, typer.Argument(metavar="ID")],
@@ -612,6 +628,12 @@ def decide(
             now=st.now(),
             confirm_terms=confirm_terms,
         )
+    if not result.noop:
+        from procure.orchestration import trigger
+
+        # With a Prefect server configured, orchestration follows at once; without one, the
+        # database holds the decision and `procure order` / the scheduled flows take it on.
+        trigger("advance", {"request": result.ref})
     data = {
         "id": result.ref,
         "stage": result.stage,
@@ -1171,6 +1193,158 @@ def _is_number(value: str) -> bool:
     except InvalidOperation:
         return False
     return True
+
+
+# ------------------------------------------------------------------ orchestration (Prefect)
+
+
+run_app = typer.Typer(
+    help="Run a flow now, in this process (against PREFECT_API_URL, else Prefect's temporary server).",
+    no_args_is_help=True,
+)
+app.add_typer(run_app, name="run")
+
+
+def _run(name: str, json_: bool, **parameters: Any) -> None:
+    """Run a flow with the database of this invocation; print its result."""
+    from procure.orchestration import run_local
+
+    st = state()
+    st.engine()  # the database must exist and be current before a flow touches it
+    os.environ["PROCURE_DATABASE_URL"] = st.url
+    if st.settings.now is not None:
+        os.environ["PROCURE_NOW"] = st.settings.now.isoformat()
+    result = run_local(name, **parameters)
+    if json_:
+        emit(result)
+    else:
+        typer.echo(f"{name}: {json.dumps(result, ensure_ascii=False, default=str)}")
+
+
+@run_app.command("intake")
+def run_intake(
+    file: FileArg, batch_size: Annotated[int, typer.Option(min=1)] = 200, json_: JsonOpt = False
+) -> None:
+    """Submit a file of requests: checked whole, then in batches, with a progress artifact."""
+    from models.requests import read_request_file
+
+    read_request_file(file)  # bad input is named here, before Prefect starts
+    _run("intake", json_, source=str(file.resolve()), batch_size=batch_size)
+
+
+@run_app.command("advance")
+def run_advance(ref: Annotated[str, typer.Argument(metavar="ID")], json_: JsonOpt = False) -> None:
+    """Publish a request's artifacts; order it if it is approved and its pipeline orders automatically."""
+    from models.requests import format_ref, parse_ref
+
+    _run("advance", json_, request=format_ref(parse_ref(ref)))
+
+
+@run_app.command("order")
+def run_order(
+    refs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[ID]...", help="Default: every approved request that orders automatically."
+        ),
+    ] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Order approved requests in batches (purchase orders, call-offs)."""
+    from models.requests import format_ref, parse_ref
+
+    _run("order", json_, requests=[format_ref(parse_ref(r)) for r in refs] if refs else None)
+
+
+@run_app.command("delivery")
+def run_delivery(
+    ref: Annotated[str, typer.Argument(metavar="ID")],
+    serials: Annotated[Path, typer.Option("--serials", metavar="FILE")],
+    assign: Annotated[Path | None, typer.Option("--assign", metavar="FILE")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Record delivered serials, then hand the devices out."""
+    from models.assets import read_assignments_file, read_serials_file
+    from models.requests import format_ref, parse_ref
+
+    read_serials_file(serials)
+    if assign is not None:
+        read_assignments_file(assign)
+    _run(
+        "delivery",
+        json_,
+        request=format_ref(parse_ref(ref)),
+        serials_file=str(serials.resolve()),
+        assignments_file=str(assign.resolve()) if assign else None,
+    )
+
+
+@run_app.command("returns")
+def run_returns(
+    serial: Annotated[
+        list[str] | None, typer.Option("--serial", help="A device to ask back (repeatable).")
+    ] = None,
+    reason: Annotated[str, typer.Option("--reason")] = "",
+    certificates: Annotated[
+        Path | None,
+        typer.Option(
+            "--certificates", metavar="FILE", help="CSV: serial,certificate,method,provider."
+        ),
+    ] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Ask devices back and record the erasure certificates of returned ones."""
+    from models.assets import read_certificates_file
+
+    if certificates is not None:
+        read_certificates_file(certificates)
+    _run(
+        "returns",
+        json_,
+        serials=serial or [],
+        reason=reason,
+        certificates_file=str(certificates.resolve()) if certificates else None,
+    )
+
+
+@run_app.command("hr-sync")
+def run_hr_sync(file: FileArg, json_: JsonOpt = False) -> None:
+    """Apply an HR export: onboarding requests for joiners, devices back from leavers."""
+    from models.hr import read_hr_file
+
+    read_hr_file(file)
+    _run("hr-sync", json_, export=str(file.resolve()))
+
+
+def _scheduled(name: str) -> Callable[..., None]:
+    def command(json_: JsonOpt = False) -> None:
+        _run(name, json_)
+
+    command.__doc__ = (
+        __import__("procure.orchestration", fromlist=["by_name"]).by_name(name).description + "."
+    )
+    return command
+
+
+for _name in ("sla-watchdog", "lifecycle-watch", "delivery-slip-check", "digest"):
+    run_app.command(_name)(_scheduled(_name))
+
+
+@app.command()
+def serve(
+    port: Annotated[
+        int,
+        typer.Option("--port", help="Port of the Prefect server started when none is configured."),
+    ] = 4200,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Flow runs at a time.")] = 4,
+) -> None:
+    """One command for a working installation: a Prefect server (unless PREFECT_API_URL names
+    one), every deployment with its schedule, served from this process."""
+    from procure.serving import serve_all
+
+    st = state()
+    st.engine()
+    raise typer.Exit(serve_all(st.url, port=port, limit=limit))
 
 
 # ------------------------------------------------------------------ audit and demo

@@ -1,0 +1,33 @@
+"""lifecycle-watch (daily): warranty, lease and DaaS ends at 90/60/30 days."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from tasks.artifacts import publish_table
+from tasks.batching import chunks
+from tasks.watch import assets_to_watch, lifecycle_batch
+
+
+@flow(name="lifecycle-watch", flow_run_name="lifecycle-watch")
+async def lifecycle_watch(batch_size: int = 500) -> dict[str, Any]:
+    """Alert IT and purchasing, draft refreshes for the holders, ask leased devices back."""
+    totals: dict[str, Any] = {"checked": 0, "alerts": 0, "drafts": [], "returns": []}
+    for batch in chunks(assets_to_watch(), batch_size):
+        for key, value in lifecycle_batch(batch).items():
+            totals[key] += value
+    publish_table(
+        "lifecycle-watch",
+        [{"drafted": ref} for ref in totals["drafts"]]
+        + [{"asked back": s} for s in totals["returns"]],
+        f"{totals['alerts']} alerts, {len(totals['drafts'])} refreshes drafted, {len(totals['returns'])} devices asked back",
+    )
+    return totals
+
+
+if __name__ == "__main__":
+    import asyncio
+
+    print(asyncio.run(lifecycle_watch()))

@@ -1,0 +1,136 @@
+"""The weekly digest: for each team, what waits for it and what is late."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import Session, col, func, select
+
+from models import outbox
+from models.assets import Asset
+from models.lifecycle import AssetStatus, RequestStatus, StageStatus
+from models.org import Role
+from models.outbox import Notice, team
+from models.pipeline import PipelineSpec
+from models.requests import Request, RequestKind, Stage, format_ref
+
+LIMIT = 20  # items listed per section; the counts cover all
+
+
+def _waiting(session: Session, role: str, now: datetime) -> dict[str, Any]:
+    """Open stages that need this role: how many, how many overdue, the oldest deadlines first."""
+    stages = session.exec(
+        select(Stage)
+        .join(Request, Request.id == Stage.request_id)  # type: ignore[arg-type]
+        .where(Stage.status == StageStatus.OPEN, Request.status == RequestStatus.IN_REVIEW)
+        .order_by(col(Stage.due_at))
+    ).all()
+    mine = [s for s in stages if role in s.roles]
+    overdue = [s for s in mine if s.due_at is not None and s.due_at < now]
+    return {
+        "count": len(mine),
+        "overdue": len(overdue),
+        "items": [
+            {
+                "id": format_ref(s.request_id),
+                "stage": s.key,
+                "due_at": s.due_at,
+                "overdue": s in overdue,
+            }
+            for s in mine[:LIMIT]
+        ],
+    }
+
+
+def _requests(
+    session: Session, *statuses: str, kind: str | None = None, needed_before: Any = None
+) -> dict[str, Any]:
+    query = select(Request).where(col(Request.status).in_(list(statuses)))
+    if kind is not None:
+        query = query.where(Request.kind == kind)
+    if needed_before is not None:
+        query = query.where(Request.needed_by <= needed_before)
+    rows = session.exec(query.order_by(col(Request.needed_by))).all()
+    return {
+        "count": len(rows),
+        "items": [
+            {"id": r.ref, "status": r.status, "needed_by": r.needed_by, "total": r.total}
+            for r in rows[:LIMIT]
+        ],
+    }
+
+
+def _assets(session: Session, status: str) -> dict[str, Any]:
+    count = session.exec(
+        select(func.count()).select_from(Asset).where(Asset.status == status)
+    ).one()
+    rows = session.exec(
+        select(Asset).where(Asset.status == status).order_by(col(Asset.id)).limit(LIMIT)
+    ).all()
+    return {
+        "count": count,
+        "items": [
+            {"serial": a.serial, "sku": a.sku, "request": format_ref(a.request_id)} for a in rows
+        ],
+    }
+
+
+def team_digest(
+    session: Session, role: str, *, spec: PipelineSpec, now: datetime
+) -> dict[str, Any]:
+    """What one team should look at this week."""
+    today = spec.calendar.today(now)
+    sections: dict[str, Any] = {"waiting_for_you": _waiting(session, role, now)}
+    if role == Role.PURCHASING:
+        sections["to_order"] = _requests(session, RequestStatus.APPROVED)
+        sections["past_order_by"] = {
+            "count": session.exec(
+                select(func.count())
+                .select_from(Request)
+                .where(
+                    col(Request.status).in_(
+                        [RequestStatus.SUBMITTED, RequestStatus.IN_REVIEW, RequestStatus.APPROVED]
+                    ),
+                    col(Request.order_by) < today,
+                )
+            ).one()
+        }
+    elif role == Role.IT:
+        sections["to_roll_out"] = _requests(session, RequestStatus.DELIVERED)
+        sections["returns_to_collect"] = _assets(session, AssetStatus.RETURN_REQUESTED)
+        sections["awaiting_erasure"] = _assets(session, AssetStatus.RETURNED)
+    elif role == Role.HR:
+        sections["starting_soon"] = _requests(
+            session,
+            *(
+                s.value
+                for s in RequestStatus
+                if s not in (RequestStatus.CANCELLED, RequestStatus.REJECTED, RequestStatus.CLOSED)
+            ),
+            kind=RequestKind.ONBOARDING,
+            needed_before=today + timedelta(days=30),
+        )
+    return {"team": role, "week": _week(now, spec), "sections": sections}
+
+
+def _week(now: datetime, spec: PipelineSpec) -> str:
+    year, week, _ = spec.calendar.today(now).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def send_digests(session: Session, *, spec: PipelineSpec, now: datetime) -> list[str]:
+    """Queue this week's digest for every team (once a week: the week is in the dedup key)."""
+    sent = []
+    for role in Role:
+        if role == Role.REQUESTER:
+            continue
+        content = team_digest(session, role.value, spec=spec, now=now)
+        if outbox.queue(
+            session,
+            Notice("digest", team(role), f"digest/{content['week']}", content),
+            request_id=None,
+            at=now,
+        ):
+            sent.append(role.value)
+    return sent

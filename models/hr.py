@@ -1,0 +1,237 @@
+"""HR sync: joiners get an onboarding request with their role's kit, leavers give their devices back.
+
+The HR system exports a CSV (one row per person who joins or leaves):
+
+    email,name,department,role,cost_centre,manager,start_date,end_date
+
+A joiner (a start date from today on) becomes a person if they are new, and gets an onboarding
+request for the bundle named by `role`, needed by the start date, requested by the manager.
+A leaver (an end date) has every device assigned to them asked back; after the end date they
+can no longer approve. The file is checked whole before anything is written; rows are then
+applied in batches, each idempotent, so a sync can be run again or resumed after a crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import Field as PField
+from sqlmodel import Session, col, select
+
+from models import actions, audit
+from models.assets import Asset
+from models.catalog import Bundle
+from models.errors import InputError, Problem
+from models.fields import Code, Email, Name
+from models.lifecycle import AssetStatus
+from models.org import CostCentre, Person, PersonRole, Role
+from models.records import upsert
+from models.requests import Draft, RequestCreate, RequestKind
+from models.sources import Document, load_document, validation_problems
+
+COLUMNS = {
+    "email",
+    "name",
+    "department",
+    "role",
+    "cost_centre",
+    "manager",
+    "start_date",
+    "end_date",
+}
+REQUIRED = {"email", "name"}
+JOIN_HORIZON_DAYS = 180  # joiners further ahead wait for a later sync
+
+
+# One row of the HR export.
+class HrRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: Email
+    name: Name = PField(min_length=1, max_length=200)
+    department: Name = PField(default="", max_length=200)
+    role: Code | None = None  # the bundle of a joiner's standard kit
+    cost_centre: Code | None = None
+    manager: Email | None = None
+    start_date: date | None = None
+    end_date: date | None = None
+
+    @field_validator("end_date")
+    @classmethod
+    def _after_start(cls, value: date | None, info: Any) -> date | None:
+        start = info.data.get("start_date")
+        if value is not None and start is not None and value < start:
+            raise ValueError(f"ends ({value}) before it starts ({start})")
+        return value
+
+
+@dataclass
+class HrFile:
+    """A checked HR export: its rows and where each came from."""
+
+    rows: list[HrRow]
+    lines: list[int | None]
+    source: str
+
+
+def read_hr_file(path: Path | str) -> HrFile:
+    """Parse and check an HR export (CSV); every problem names file, line and column."""
+    doc: Document = load_document(path, required=REQUIRED, known=COLUMNS)
+    if not isinstance(doc.data, list):
+        raise InputError(doc.problem((), "an HR export is a CSV file with a header row"))
+    rows: list[HrRow] = []
+    lines: list[int | None] = []
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    for index, data in enumerate(doc.data):
+        try:
+            row = HrRow.model_validate(data)
+        except Exception as exc:  # pydantic's ValidationError
+            from pydantic import ValidationError
+
+            if not isinstance(exc, ValidationError):
+                raise
+            problems.extend(validation_problems(exc, doc, (index,)))
+            continue
+        if row.start_date is None and row.end_date is None:
+            problems.append(
+                doc.problem((index,), "gives neither start_date (a joiner) nor end_date (a leaver)")
+            )
+        if row.email in seen:
+            problems.append(
+                doc.problem(
+                    (index, "email"),
+                    f"{row.email} is listed twice (also row {seen[row.email] + 2})",
+                )
+            )
+        seen.setdefault(row.email, index)
+        rows.append(row)
+        lines.append(doc.line_of((index,)))
+    if problems:
+        raise InputError(problems)
+    return HrFile(rows, lines, doc.source)
+
+
+def check_references(session: Session, hr: HrFile, *, today: date) -> None:
+    """Every joiner's bundle, cost centre and manager must exist; all problems at once."""
+    bundles = set(session.exec(select(Bundle.code)).all())
+    centres = set(session.exec(select(CostCentre.code)).all())
+    people = set(session.exec(select(Person.email)).all()) | {r.email for r in hr.rows}
+    problems = []
+    for row, line in zip(hr.rows, hr.lines, strict=True):
+        if not _joins(row, today):
+            continue
+        for name, value, known in (
+            ("role", row.role, bundles),
+            ("cost_centre", row.cost_centre, centres),
+            ("manager", row.manager, people),
+        ):
+            if value is None:
+                problems.append(Problem("is required for a joiner", hr.source, line, name))
+            elif value not in known:
+                what = {"role": "bundle", "cost_centre": "cost centre", "manager": "person"}[name]
+                problems.append(Problem(f"unknown {what} {value}", hr.source, line, name))
+    if problems:
+        raise InputError(problems)
+
+
+def _joins(row: HrRow, today: date) -> bool:
+    return row.start_date is not None and today <= row.start_date <= today + timedelta(
+        days=JOIN_HORIZON_DAYS
+    )
+
+
+@dataclass
+class SyncResult:
+    """What a batch of the sync did."""
+
+    joiners: list[str] = field(default_factory=list)  # onboarding requests created
+    returns: list[str] = field(default_factory=list)  # serials asked back
+    deactivated: list[str] = field(default_factory=list)
+    unchanged: int = 0
+
+    def add(self, other: SyncResult) -> None:
+        self.joiners += other.joiners
+        self.returns += other.returns
+        self.deactivated += other.deactivated
+        self.unchanged += other.unchanged
+
+
+def apply(session: Session, *, rows: Sequence[HrRow], now: datetime, today: date) -> SyncResult:
+    """Apply one batch of checked rows (idempotent: a row applied twice changes nothing more)."""
+    result = SyncResult()
+    for row in rows:
+        changed = False
+        person_row, what = upsert(
+            session,
+            Person,
+            match={"email": row.email},
+            values={"name": row.name, "department": row.department},
+            entity="person",
+            entity_id=row.email,
+            actor="hr sync",
+            at=now,
+        )
+        assert person_row.id is not None
+        if what == "created":
+            session.add(PersonRole(person_id=person_row.id, role=Role.REQUESTER.value))
+            changed = True
+        if _joins(row, today):
+            assert (
+                row.manager is not None
+                and row.cost_centre is not None
+                and row.start_date is not None
+            )
+            create = RequestCreate.model_validate(
+                {
+                    "kind": RequestKind.ONBOARDING.value,
+                    "requester": row.manager,
+                    "on_behalf_of": row.email,
+                    "cost_centre": row.cost_centre,
+                    "needed_by": row.start_date.isoformat(),
+                    "justification": f"{row.name} starts on {row.start_date} ({row.role}).",
+                    "bundle": row.role,
+                    "idempotency_key": f"hr-join:{row.email}:{row.start_date}",
+                }
+            )
+            (submitted,) = actions.submit(
+                session, drafts=[Draft(create, Document("hr sync", {}), ())], now=now
+            )
+            if submitted.created:
+                result.joiners.append(submitted.ref)
+                changed = True
+        if row.end_date is not None:
+            for asset in session.exec(
+                select(Asset)
+                .where(Asset.assigned_to_id == person_row.id, Asset.status == AssetStatus.DEPLOYED)
+                .order_by(col(Asset.id))
+            ).all():
+                actions.request_return(
+                    session,
+                    serial=asset.serial or "",
+                    reason=f"{row.name} leaves on {row.end_date}",
+                    now=now,
+                )
+                result.returns.append(asset.serial or "")
+                changed = True
+            if row.end_date < today and person_row.active:
+                person_row.active = False
+                session.add(person_row)
+                audit.append(
+                    session,
+                    actor="hr sync",
+                    entity="person",
+                    entity_id=row.email,
+                    action="left",
+                    details={"end_date": row.end_date},
+                    at=now,
+                )
+                result.deactivated.append(row.email)
+                changed = True
+        if not changed:
+            result.unchanged += 1
+    return result

@@ -1,0 +1,146 @@
+"""The SLA watch: a reminder at half a stage's SLA, an escalation once it has passed.
+
+SLAs count business hours of the pipeline's calendar (its time zone, working days and
+hours, holidays), so nights, weekends and DST changes are handled where the deadline was
+computed. Each reminder and escalation is a notification whose dedup key names the stage's
+deadline: the watch may run every minute or twice at once, and still nobody hears twice
+about one deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from models import audit, outbox
+from models.actions import SYSTEM, approval_notices, decisions_of, spec_for, stages_of
+from models.lifecycle import RequestStatus, StageStatus
+from models.org import Role
+from models.outbox import Notice, team
+from models.pipeline import PipelineSpec
+from models.requests import Request, Stage
+from models.rules import Directory
+from models.types import as_utc
+
+
+@dataclass
+class SweepResult:
+    """What one pass of the watch found and did."""
+
+    checked: int = 0
+    reminders: int = 0
+    escalations: int = 0
+
+    def add(self, other: SweepResult) -> None:
+        self.checked += other.checked
+        self.reminders += other.reminders
+        self.escalations += other.escalations
+
+
+def watched_stages(session: Session, *, now: datetime) -> list[int]:
+    """Open stages with an SLA whose reminder time may have come (the cheap pre-filter)."""
+    rows = session.exec(
+        select(Stage.id)
+        .join(Request, Request.id == Stage.request_id)  # type: ignore[arg-type]
+        .where(
+            Stage.status == StageStatus.OPEN,
+            Request.status == RequestStatus.IN_REVIEW,
+            col(Stage.due_at).is_not(None),
+            col(Stage.opened_at).is_not(None),
+            col(Stage.opened_at) <= as_utc(now),
+        )
+        .order_by(col(Stage.due_at))
+    ).all()
+    return [i for i in rows if i is not None]
+
+
+def sweep(session: Session, *, stage_ids: Sequence[int], now: datetime) -> SweepResult:
+    """Remind at half the SLA and escalate past it, for these stages; safe to repeat."""
+    result = SweepResult()
+    specs: dict[int | None, PipelineSpec] = {}
+    for stage_id in stage_ids:
+        stage = session.get(Stage, stage_id)
+        if stage is None or stage.status != StageStatus.OPEN:
+            continue
+        assert stage.opened_at is not None and stage.due_at is not None and stage.sla_hours
+        request = session.get(Request, stage.request_id)
+        if request is None or request.status != RequestStatus.IN_REVIEW:
+            continue
+        if request.pipeline_id not in specs:
+            specs[request.pipeline_id] = spec_for(session, request)
+        spec = specs[request.pipeline_id]
+        result.checked += 1
+        half = spec.calendar.add_business_hours(stage.opened_at, stage.sla_hours / 2)
+        if now >= stage.due_at:
+            event = "escalation"
+        elif now >= half:
+            event = "reminder"
+        else:
+            continue
+        if _notify(session, request, stage, spec, event, now):
+            if event == "reminder":
+                result.reminders += 1
+            else:
+                result.escalations += 1
+    return result
+
+
+def _notify(
+    session: Session, request: Request, stage: Stage, spec: PipelineSpec, event: str, now: datetime
+) -> bool:
+    """Queue the reminder or escalation for this deadline unless it is queued already."""
+    assert stage.due_at is not None and request.id is not None
+    deadline = as_utc(stage.due_at).isoformat()
+    stages = stages_of(session, request)
+    decisions = decisions_of(session, request)
+    directory = Directory(session, request, spec.calendar.today(now))
+    by_id = {s.id: s for s in stages if s.id is not None}
+    notices, approvers = approval_notices(
+        directory,
+        request,
+        stage,
+        decisions,
+        by_id,
+        stage.due_at,
+        event=event,
+        key_suffix=f"/{deadline}",
+    )
+    if event == "escalation":
+        role = stage.escalate_to or Role.MANAGEMENT.value
+        notices.append(
+            Notice(
+                "escalation",
+                team(role),
+                f"{request.ref}/{stage.key}/r{stage.round}/{deadline}",
+                {
+                    "stage": stage.key,
+                    "stage_name": stage.name,
+                    "due_at": stage.due_at,
+                    "approvers": approvers,
+                },
+                stage_id=stage.id,
+            )
+        )
+    queued = [
+        n for n in notices if outbox.queue(session, n, request_id=request.id, at=now) is not None
+    ]
+    if not queued:
+        return False
+    audit.append(
+        session,
+        actor=SYSTEM,
+        entity="stage",
+        entity_id=f"{request.ref}/{stage.key}",
+        request_id=request.id,
+        action="escalated" if event == "escalation" else "reminded",
+        details={
+            "due_at": stage.due_at,
+            "approvers": approvers,
+            "escalated_to": stage.escalate_to if event == "escalation" else None,
+        },
+        at=now,
+    )
+    return True

@@ -1,0 +1,250 @@
+"""Daily watches: devices nearing the end of their warranty, lease or DaaS term, and requests
+slipping past their order-by or needed-by dates.
+
+Each watch is safe to run again: notifications carry dedup keys, drafts carry idempotency
+keys, and a return is only asked once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from sqlmodel import Session, col, select
+
+from models import actions, outbox
+from models.assets import Asset
+from models.catalog import Item
+from models.economics import SPENT_STATES
+from models.errors import InputError
+from models.lifecycle import AssetStatus, RequestStatus
+from models.org import CostCentre, Person, Role
+from models.outbox import Notice, person, team
+from models.pipeline import PipelineSpec
+from models.requests import Request, RequestCreate, RequestKind
+
+THRESHOLDS = (
+    90,
+    60,
+    30,
+)  # days before an end date: alert; at 60 draft a refresh; at 30 ask it back
+DRAFT_AT = 60
+RETURN_AT = 30
+
+
+@dataclass
+class WatchResult:
+    """What a watch did."""
+
+    checked: int = 0
+    alerts: int = 0
+    drafts: list[str] = field(default_factory=list)
+    returns: list[str] = field(default_factory=list)
+
+    def add(self, other: WatchResult) -> None:
+        self.checked += other.checked
+        self.alerts += other.alerts
+        self.drafts += other.drafts
+        self.returns += other.returns
+
+
+def ending_assets(session: Session, *, today: date) -> list[int]:
+    """Devices in use whose warranty or contract ends within the first threshold."""
+    horizon = today + timedelta(days=THRESHOLDS[0])
+    rows = session.exec(
+        select(Asset.id)
+        .where(
+            Asset.status == AssetStatus.DEPLOYED,
+            (col(Asset.contract_end) <= horizon) | (col(Asset.warranty_end) <= horizon),
+        )
+        .order_by(col(Asset.id))
+    ).all()
+    return [i for i in rows if i is not None]
+
+
+def _end_of(asset: Asset) -> tuple[date | None, str]:
+    """The date that matters for a device and what ends then: a lease, a DaaS term, a warranty."""
+    if asset.ownership != "bought" and asset.contract_end is not None:
+        return asset.contract_end, "lease" if asset.ownership == "leased" else "daas"
+    return asset.warranty_end, "warranty"
+
+
+def lifecycle_watch(
+    session: Session, *, asset_ids: Sequence[int], spec: PipelineSpec, now: datetime
+) -> WatchResult:
+    """For each device: alert IT and purchasing at 90/60/30 days before its end; from 60 days
+    draft a refresh for its holder; from 30 days ask a leased or DaaS device back."""
+    today = spec.calendar.today(now)
+    result = WatchResult()
+    for asset_id in asset_ids:
+        asset = session.get(Asset, asset_id)
+        if asset is None or asset.status != AssetStatus.DEPLOYED:
+            continue
+        end, what = _end_of(asset)
+        if end is None:
+            continue
+        result.checked += 1
+        left = (end - today).days
+        reached = [t for t in THRESHOLDS if left <= t]
+        if not reached:
+            continue
+        threshold = min(reached)  # a late first run alerts once, at the tightest threshold
+        holder = session.get(Person, asset.assigned_to_id) if asset.assigned_to_id else None
+        context = {
+            "serial": asset.serial,
+            "sku": asset.sku,
+            "holder": holder.email if holder else None,
+            "ends": what,
+            "end": end,
+            "days_left": left,
+        }
+        key = f"{asset.serial}/{what}/{end}/{threshold}"
+        queued = [
+            outbox.queue(
+                session,
+                Notice("lifecycle_alert", team(role), key, context, asset_id=asset.id),
+                request_id=asset.request_id,
+                at=now,
+            )
+            for role in (Role.IT, Role.PURCHASING)
+        ]
+        result.alerts += sum(1 for q in queued if q is not None)
+        if left <= DRAFT_AT and holder is not None and holder.active:
+            draft = _draft_refresh(session, asset, holder, end, what, now)
+            if draft is not None:
+                result.drafts.append(draft)
+        if left <= RETURN_AT and what in ("lease", "daas"):
+            actions.request_return(
+                session, serial=asset.serial or "", reason=f"the {what} ends on {end}", now=now
+            )
+            result.returns.append(asset.serial or "")
+    return result
+
+
+def _draft_refresh(
+    session: Session, asset: Asset, holder: Person, end: date, what: str, now: datetime
+) -> str | None:
+    """A refresh request for the device's holder, ready for them to check and send."""
+    original = session.get(Request, asset.request_id)
+    item = session.get(Item, asset.item_id)
+    if original is None or item is None or not item.active:
+        return None
+    centre = session.get(CostCentre, original.cost_centre_id)
+    assert centre is not None
+    create = RequestCreate.model_validate(
+        {
+            "kind": RequestKind.REFRESH.value,
+            "requester": holder.email,
+            "on_behalf_of": holder.email,
+            "cost_centre": centre.code,
+            "needed_by": end.isoformat(),
+            "justification": f"The {what} of {asset.serial} ({asset.sku}) ends on {end}.",
+            "lines": [{"sku": item.sku, "quantity": 1}],
+        }
+    )
+    try:
+        submitted = actions.draft_request(
+            session,
+            create=create,
+            key=f"lifecycle:{asset.serial}:{end}",
+            actor=actions.SYSTEM,
+            now=now,
+        )
+    except InputError:
+        return None  # e.g. the end date has passed: the alert still went out
+    return submitted.ref if submitted.created else None
+
+
+@dataclass
+class SlipResult:
+    checked: int = 0
+    late_orders: list[str] = field(default_factory=list)
+    late_deliveries: list[str] = field(default_factory=list)
+
+
+def slipping_requests(session: Session) -> list[int]:
+    """Requests still to be ordered or delivered: the ones whose dates can slip."""
+    rows = session.exec(
+        select(Request.id)
+        .where(
+            col(Request.status).in_(
+                [
+                    RequestStatus.SUBMITTED,
+                    RequestStatus.IN_REVIEW,
+                    RequestStatus.CHANGES_REQUESTED,
+                    RequestStatus.APPROVED,
+                    RequestStatus.ORDERED,
+                    RequestStatus.DELIVERY_SCHEDULED,
+                ]
+            )
+        )
+        .order_by(col(Request.id))
+    ).all()
+    return [i for i in rows if i is not None]
+
+
+def delivery_slips(
+    session: Session, *, request_ids: Sequence[int], spec: PipelineSpec, now: datetime
+) -> SlipResult:
+    """Tell purchasing when a request passes its order-by date unordered, and purchasing, IT (and
+    HR for a new hire) when its delivery falls after the needed-by date."""
+    today = spec.calendar.today(now)
+    result = SlipResult()
+    for request_id in request_ids:
+        request = session.get(Request, request_id)
+        if request is None:
+            continue
+        result.checked += 1
+        context = {
+            "order_by": request.order_by,
+            "needed_by": request.needed_by,
+            "delivery_on": request.delivery_on,
+        }
+        unordered_late = (
+            request.status not in SPENT_STATES
+            and request.order_by is not None
+            and request.order_by < today
+        )
+        # Same key as the notice at submission: a request late from the start is told once.
+        if unordered_late and outbox.queue(
+            session,
+            Notice("order_by_missed", team(Role.PURCHASING), request.ref, context),
+            request_id=request.id,
+            at=now,
+        ):
+            result.late_orders.append(request.ref)
+        late_delivery = request.status in (
+            RequestStatus.ORDERED,
+            RequestStatus.DELIVERY_SCHEDULED,
+        ) and (
+            (request.delivery_on is not None and request.delivery_on > request.needed_by)
+            or (request.delivery_on is None and request.needed_by < today)
+        )
+        if late_delivery:
+            roles = [Role.PURCHASING, Role.IT] + (
+                [Role.HR] if request.kind == RequestKind.ONBOARDING else []
+            )
+            key = f"{request.ref}/{request.delivery_on or 'unscheduled'}"
+            queued = [
+                outbox.queue(
+                    session,
+                    Notice("delivery_slip", team(r), key, context),
+                    request_id=request.id,
+                    at=now,
+                )
+                for r in roles
+            ]
+            requester = session.get(Person, request.requester_id)
+            if requester is not None:
+                queued.append(
+                    outbox.queue(
+                        session,
+                        Notice("delivery_slip", person(requester.email), key, context),
+                        request_id=request.id,
+                        at=now,
+                    )
+                )
+            if any(q is not None for q in queued):
+                result.late_deliveries.append(request.ref)
+    return result

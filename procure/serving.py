@@ -1,0 +1,119 @@
+"""`procure serve`: a Prefect server if none is configured, and every deployment, served."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from procure.orchestration import DEPLOYMENTS, api_url, load_flow, prepare_environment
+
+
+def start_server(port: int) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `prefect server start` on loopback; returns the process and its API URL once healthy."""
+    import httpx
+
+    home = Path(os.environ["PREFECT_HOME"])
+    log = (home / "server.log").open("ab")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={
+            **os.environ,
+            "PREFECT_SERVER_LOGGING_LEVEL": os.environ.get(
+                "PREFECT_SERVER_LOGGING_LEVEL", "WARNING"
+            ),
+        },
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the Prefect server stopped at start; see {home / 'server.log'}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    process.terminate()
+    raise RuntimeError(f"the Prefect server did not answer within 120 s; see {home / 'server.log'}")
+
+
+def deployments(timezone: str) -> list[Any]:
+    """Every deployment of procure, with its schedule in the organisation's time zone."""
+    from prefect.schedules import Cron
+
+    out = []
+    for spec in DEPLOYMENTS:
+        parameters = dict(spec.parameters)
+        schedules = [Cron(spec.cron, timezone=timezone)] if spec.cron else None
+        if spec.name == "hr-sync":
+            export = os.environ.get("PROCURE_HR_EXPORT")
+            if export:
+                parameters["export"] = export
+            else:
+                schedules = None  # nothing to sync from: run it by hand with the export's path
+        out.append(
+            load_flow(spec).to_deployment(
+                name=spec.name,
+                description=spec.description,
+                schedules=schedules,
+                parameters=parameters,
+            )
+        )
+    return out
+
+
+def serve_all(database_url: str, *, port: int, limit: int) -> int:
+    """Serve until interrupted; returns the exit code."""
+    prepare_environment()
+    os.environ["PROCURE_DATABASE_URL"] = database_url
+    server = None
+    if api_url() is None:
+        typer.echo("procure serve: no PREFECT_API_URL: starting a Prefect server on 127.0.0.1 ...")
+        server, url = start_server(port)
+        os.environ["PREFECT_API_URL"] = url
+    from models import pipeline
+    from models.db import make_engine, transaction
+
+    engine = make_engine(database_url)
+    with transaction(engine, readonly=True) as session:
+        _, spec = pipeline.active(session)
+    engine.dispose()
+    timezone = spec.calendar.timezone
+    from prefect import serve
+
+    url = os.environ["PREFECT_API_URL"]
+    typer.echo(f"procure serve: Prefect API {url} (UI: {url.removesuffix('/api')})")
+    typer.echo(
+        f"procure serve: serving {len(DEPLOYMENTS)} deployments, schedules in {timezone}; Ctrl-C stops"
+    )
+    try:
+        serve(*deployments(timezone), limit=limit, print_starting_message=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    return 0

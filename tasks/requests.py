@@ -1,0 +1,287 @@
+"""Tasks over the request lifecycle: submit, decide, order, deliver, roll out, return, erase.
+
+Each body is one transaction through models.actions and recognises what is already done,
+so a retry after a commit changes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from models import actions
+from models.assets import (
+    Assignment,
+    SerialIn,
+    read_assignments_file,
+    read_certificates_file,
+    read_serials_file,
+)
+from models.errors import RuleViolation
+from models.lifecycle import AssetStatus, RequestStatus
+from models.requests import Draft, read_request_file
+from models.views import request_detail
+from tasks.db import read, write
+
+RETRIES: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay_seconds": [2, 5, 15],
+    "cache_policy": NO_CACHE,
+}
+
+
+def now() -> datetime:
+    """The clock of this installation (PROCURE_NOW for rehearsals, else the real one)."""
+    from models.types import utcnow
+    from procure import settings
+
+    return settings.load().now or utcnow()
+
+
+@task(name="read-requests", cache_policy=NO_CACHE)
+def read_requests(path: str) -> list[Draft]:
+    """Parse a request file and check every reference in it before anything is written."""
+    drafts = read_request_file(path)
+    with read() as session:
+        actions.check_drafts(session, drafts=drafts, now=now())
+    return drafts
+
+
+@task(name="read-serials", cache_policy=NO_CACHE)
+def read_serials(path: str) -> list[SerialIn]:
+    return read_serials_file(path)
+
+
+@task(name="read-assignments", cache_policy=NO_CACHE)
+def read_assignments(path: str) -> list[Assignment]:
+    return read_assignments_file(path)
+
+
+@task(name="read-certificates", cache_policy=NO_CACHE)
+def read_certificates(path: str) -> list[dict[str, str]]:
+    return read_certificates_file(path)
+
+
+@task(name="submit-batch", **RETRIES)
+def submit_batch(drafts: list[Draft]) -> list[dict[str, Any]]:
+    """Submit a batch of requests in one transaction; resubmitted keys return their request."""
+    with write() as session:
+        results = actions.submit(session, drafts=drafts, now=now())
+    log = get_run_logger()
+    for r in results:
+        log.info("%s %s%s", r.ref, r.status, "" if r.created else " (already submitted)")
+    return [{"id": r.ref, "status": str(r.status), "created": r.created} for r in results]
+
+
+@task(name="apply-decision", **RETRIES)
+def apply_decision(
+    request: str,
+    approver: str,
+    outcome: str,
+    comment: str = "",
+    stage: str | None = None,
+    confirm_terms: bool = False,
+) -> dict[str, Any]:
+    """Record one approver's decision; the same decision again is a no-op."""
+    with write() as session:
+        result = actions.decide(
+            session,
+            ref=request,
+            actor_email=approver,
+            outcome=outcome,
+            comment=comment,
+            stage_key=stage,
+            now=now(),
+            confirm_terms=confirm_terms,
+        )
+    for_ = f" on behalf of {result.on_behalf_of}" if result.on_behalf_of else ""
+    note = " (already recorded)" if result.noop else ""
+    get_run_logger().info(
+        "%s %s: %s by %s%s as %s → stage %s, request %s%s",
+        result.ref,
+        result.stage,
+        result.outcome,
+        result.actor,
+        for_,
+        result.role,
+        result.stage_status,
+        result.request_status,
+        note,
+    )
+    return {
+        "id": result.ref,
+        "stage": result.stage,
+        "outcome": result.outcome,
+        "status": str(result.request_status),
+        "changed": not result.noop,
+    }
+
+
+@task(name="approved-requests", cache_policy=NO_CACHE)
+def approved_requests(limit: int = 10_000) -> list[str]:
+    """Approved requests whose pipeline orders automatically, oldest approval first."""
+    from sqlmodel import col, select
+
+    from models.requests import Request
+
+    with read() as session:
+        rows = session.exec(
+            select(Request)
+            .where(Request.status == RequestStatus.APPROVED)
+            .order_by(col(Request.decided_at))
+            .limit(limit)
+        ).all()
+        return [r.ref for r in rows if actions.spec_for(session, r).auto_order]
+
+
+@task(name="orders-automatically", cache_policy=NO_CACHE)
+def orders_automatically(request: str) -> bool:
+    """Whether the request's pipeline orders approved requests without waiting for purchasing."""
+    with read() as session:
+        return actions.spec_for(session, actions.get_request(session, request)).auto_order
+
+
+@task(name="place-orders", **RETRIES)
+def place_orders(requests: list[str]) -> list[dict[str, Any]]:
+    """Order a batch of approved requests, one transaction each (a request already ordered is
+    skipped, so a retried batch orders nothing twice); returns the purchase orders."""
+    log = get_run_logger()
+    placed: list[dict[str, Any]] = []
+    for ref in requests:
+        with write() as session:
+            request = actions.get_request(session, ref)
+            if request.status != RequestStatus.APPROVED:
+                continue
+            try:
+                result = actions.place_order(session, ref=ref, now=now())
+            except RuleViolation as exc:
+                # e.g. an agreement ran out of volume: purchasing must re-source it; the rest go on.
+                log.warning("%s not ordered: %s", ref, exc)
+                continue
+        for po in result["purchase_orders"]:
+            units = sum(line["quantity"] for line in po["lines"])
+            log.info(
+                "%s ordered: %s from %s, %s units, %s %s",
+                ref,
+                po["number"],
+                po["supplier"],
+                units,
+                po["total"],
+                po["currency"],
+            )
+            placed.append(
+                {
+                    "request": ref,
+                    **{k: po[k] for k in ("number", "supplier", "currency")},
+                    "units": units,
+                    "total": str(po["total"]),
+                }
+            )
+    return placed
+
+
+@task(name="record-delivery", **RETRIES)
+def record_delivery(request: str, units: list[SerialIn]) -> dict[str, Any]:
+    """Record delivered serials; serials already recorded for this request are skipped."""
+    with write() as session:
+        known = {
+            a.serial
+            for a in actions.assets_of(session, actions.get_request(session, request))
+            if a.serial
+        }
+        fresh = [u for u in units if u.serial not in known]
+        if not fresh:
+            current = actions.get_request(session, request)
+            remaining = sum(
+                1 for a in actions.assets_of(session, current) if a.status == AssetStatus.ORDERED
+            )
+            return {
+                "id": request,
+                "delivered": 0,
+                "remaining": remaining,
+                "status": str(current.status),
+            }
+        progress = actions.deliver(session, ref=request, units=fresh, now=now())
+    get_run_logger().info(
+        "%s: %s delivered, %s to come", request, progress.done, progress.remaining
+    )
+    return {
+        "id": request,
+        "delivered": progress.done,
+        "remaining": progress.remaining,
+        "status": str(progress.status),
+    }
+
+
+@task(name="roll-out", **RETRIES)
+def roll_out(request: str, assignments: list[Assignment] | None = None) -> dict[str, Any]:
+    """Hand delivered devices to people; devices already handed out are skipped."""
+    with write() as session:
+        current = actions.get_request(session, request)
+        delivered = {
+            a.serial
+            for a in actions.assets_of(session, current)
+            if a.status == AssetStatus.DELIVERED
+        }
+        if assignments is not None:
+            assignments = [a for a in assignments if a.serial in delivered]
+        if not delivered or assignments == []:
+            return {"id": request, "assigned": 0, "status": str(current.status)}
+        progress = actions.roll_out(session, ref=request, assignments=assignments, now=now())
+    get_run_logger().info(
+        "%s: %s devices handed out, %s to go", request, progress.done, progress.remaining
+    )
+    return {"id": request, "assigned": progress.done, "status": str(progress.status)}
+
+
+@task(name="ask-returns", **RETRIES)
+def ask_returns(serials: list[str], reason: str) -> list[str]:
+    """Ask devices back; those already asked for (or back) are skipped."""
+    asked = []
+    for serial in serials:
+        with write() as session:
+            if actions.find_asset(session, serial).status != AssetStatus.DEPLOYED:
+                continue
+            actions.request_return(session, serial=serial, reason=reason, now=now())
+            asked.append(serial)
+    return asked
+
+
+@task(name="record-erasures", **RETRIES)
+def record_erasures(certificates: list[dict[str, str]]) -> list[str]:
+    """Receive returned devices and record their erasure certificates; done ones are skipped."""
+    erased = []
+    log = get_run_logger()
+    for cert in certificates:
+        with write() as session:
+            asset = actions.find_asset(session, cert["serial"])
+            if asset.status in (AssetStatus.DEPLOYED, AssetStatus.RETURN_REQUESTED):
+                actions.receive_return(session, serial=cert["serial"], now=now())
+            if asset.status != AssetStatus.RETURNED:
+                continue
+            actions.erase(
+                session,
+                serial=cert["serial"],
+                certificate=cert["certificate"],
+                method=cert["method"],
+                provider=cert["provider"],
+                now=now(),
+            )
+        log.info(
+            "%s erased (certificate %s from %s)",
+            cert["serial"],
+            cert["certificate"],
+            cert["provider"],
+        )
+        erased.append(cert["serial"])
+    return erased
+
+
+@task(name="request-detail", cache_policy=NO_CACHE)
+def load_detail(request: str) -> dict[str, Any]:
+    """Everything about a request, as the CLI's `request show --json` prints it."""
+    with read() as session:
+        return request_detail(session, actions.get_request(session, request), now=now())

@@ -1,0 +1,122 @@
+"""Tasks of the scheduled watches: SLA reminders and escalations, device lifecycle, slipping
+dates, the weekly digest, the HR sync. Each works on one batch in one transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+
+from models import digest, hr, pipeline, sla, watch
+from tasks.db import read, write
+from tasks.requests import RETRIES, now
+
+
+@task(name="stages-to-watch", **RETRIES)
+def stages_to_watch() -> list[int]:
+    with read() as session:
+        return sla.watched_stages(session, now=now())
+
+
+@task(name="sla-sweep", **RETRIES)
+def sla_sweep(stage_ids: list[int]) -> dict[str, int]:
+    """Remind and escalate for one batch of stages (never twice for one deadline)."""
+    with write() as session:
+        result = sla.sweep(session, stage_ids=stage_ids, now=now())
+    if result.reminders or result.escalations:
+        get_run_logger().info(
+            "%s stages checked: %s reminders, %s escalations",
+            result.checked,
+            result.reminders,
+            result.escalations,
+        )
+    return {
+        "checked": result.checked,
+        "reminders": result.reminders,
+        "escalations": result.escalations,
+    }
+
+
+@task(name="assets-to-watch", **RETRIES)
+def assets_to_watch() -> list[int]:
+    with read() as session:
+        _, spec = pipeline.active(session)
+        return watch.ending_assets(session, today=spec.calendar.today(now()))
+
+
+@task(name="lifecycle-batch", **RETRIES)
+def lifecycle_batch(asset_ids: list[int]) -> dict[str, Any]:
+    """Alert, draft refreshes and ask leased devices back, for one batch of devices."""
+    with write() as session:
+        _, spec = pipeline.active(session)
+        result = watch.lifecycle_watch(session, asset_ids=asset_ids, spec=spec, now=now())
+    log = get_run_logger()
+    for ref in result.drafts:
+        log.info("%s drafted: a refresh for its holder to check and send", ref)
+    for serial in result.returns:
+        log.info("%s asked back: its lease or DaaS term ends", serial)
+    return {
+        "checked": result.checked,
+        "alerts": result.alerts,
+        "drafts": result.drafts,
+        "returns": result.returns,
+    }
+
+
+@task(name="requests-to-check", **RETRIES)
+def requests_to_check() -> list[int]:
+    with read() as session:
+        return watch.slipping_requests(session)
+
+
+@task(name="slip-batch", **RETRIES)
+def slip_batch(request_ids: list[int]) -> dict[str, Any]:
+    with write() as session:
+        _, spec = pipeline.active(session)
+        result = watch.delivery_slips(session, request_ids=request_ids, spec=spec, now=now())
+    log = get_run_logger()
+    for ref in result.late_orders:
+        log.info("%s is past its order-by date and not ordered: purchasing told", ref)
+    for ref in result.late_deliveries:
+        log.info("%s will be delivered after it is needed: purchasing and IT told", ref)
+    return {
+        "checked": result.checked,
+        "late_orders": result.late_orders,
+        "late_deliveries": result.late_deliveries,
+    }
+
+
+@task(name="send-digests", **RETRIES)
+def send_digests() -> list[str]:
+    with write() as session:
+        _, spec = pipeline.active(session)
+        return digest.send_digests(session, spec=spec, now=now())
+
+
+@task(name="read-hr-export", retries=2, retry_delay_seconds=[5, 30])
+def read_hr_export(path: str) -> list[hr.HrRow]:
+    """Parse and check the whole export before anything is written."""
+    file = hr.read_hr_file(path)
+    with read() as session:
+        _, spec = pipeline.active(session)
+        hr.check_references(session, file, today=spec.calendar.today(now()))
+    return file.rows
+
+
+@task(name="hr-batch", **RETRIES)
+def hr_batch(rows: list[hr.HrRow]) -> dict[str, Any]:
+    """Apply one batch of joiners and leavers (a row applied twice changes nothing more)."""
+    with write() as session:
+        _, spec = pipeline.active(session)
+        result = hr.apply(session, rows=rows, now=now(), today=spec.calendar.today(now()))
+    log = get_run_logger()
+    for ref in result.joiners:
+        log.info("%s: onboarding request for a joiner", ref)
+    if result.returns:
+        log.info("%s devices asked back from leavers", len(result.returns))
+    return {
+        "joiners": result.joiners,
+        "returns": result.returns,
+        "deactivated": result.deactivated,
+        "unchanged": result.unchanged,
+    }

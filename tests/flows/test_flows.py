@@ -1,0 +1,309 @@
+"""The flows under a real (temporary) Prefect server, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import func, select
+
+from models import actions
+from models.audit import AuditEvent
+from models.db import transaction
+from models.outbox import Notification
+from models.requests import DecisionCreate
+from tests.factories import IDA, NINA, NOW, RITA, TODAY, approve_all, show, submit
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+def artifact(key: str) -> Any:
+    from prefect.artifacts import Artifact
+
+    found = Artifact.get(key)
+    assert found is not None, f"no artifact {key}"
+    return found
+
+
+def count(engine: Engine, model: Any, *where: Any) -> int:
+    with transaction(engine, readonly=True) as session:
+        return int(session.exec(select(func.count()).select_from(model).where(*where)).one())
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return str(path)
+
+
+def test_intake_submits_a_file_in_batches_and_shows_its_progress(
+    flow_db: Engine, tmp_path: Path
+) -> None:
+    from flows.intake import intake
+
+    entries = "\n".join(
+        f"""  - {{kind: refresh, requester: {RITA}, cost_centre: CC-ENG, needed_by: {TODAY + timedelta(days=30 + i)}, lines: [{{sku: MON-27, quantity: 1}}]}}"""
+        for i in range(5)
+    )
+    source = write(tmp_path / "batch.yaml", "requests:\n" + entries + "\n")
+    ids = run(intake(source, batch_size=2))
+    assert ids == ["PR-0001", "PR-0002", "PR-0003", "PR-0004", "PR-0005"]
+    assert all(show(flow_db, ref)["status"] == "in_review" for ref in ids)
+    assert artifact("intake").type == "table"
+    # The same file again: every request is recognised, nothing new.
+    assert run(intake(source, batch_size=2)) == ids
+    assert count(flow_db, actions.Request) == 5
+
+
+def test_intake_refuses_a_file_with_one_bad_request_before_writing_any(
+    flow_db: Engine, tmp_path: Path
+) -> None:
+    from flows.intake import intake
+    from models.errors import InputError
+
+    source = write(
+        tmp_path / "bad.yaml",
+        f"""
+        requests:
+          - {{kind: refresh, requester: {RITA}, cost_centre: CC-ENG, needed_by: {TODAY + timedelta(days=30)}, lines: [{{sku: MON-27, quantity: 1}}]}}
+          - {{kind: refresh, requester: {RITA}, cost_centre: CC-ENG, needed_by: {TODAY + timedelta(days=30)}, lines: [{{sku: NO-SUCH-SKU, quantity: 1}}]}}
+        """,
+    )
+    with pytest.raises(
+        InputError, match=r"bad.yaml:3: requests\[1\].lines\[0\].sku: unknown SKU NO-SUCH-SKU"
+    ):
+        run(intake(source, batch_size=1))
+    assert count(flow_db, actions.Request) == 0
+
+
+def test_a_decision_from_the_prefect_ui_is_applied_advanced_and_published(flow_db: Engine) -> None:
+    from flows.record_decision import record_decision
+
+    ref = submit(flow_db)
+    result = run(
+        record_decision(
+            DecisionCreate(request=ref, approver=IDA, decision="approve", comment="fits")
+        )
+    )
+    assert result["changed"] is True and result["request_status"] == "in_review"
+    # the same form again changes nothing
+    again = run(record_decision(DecisionCreate(request=ref, approver=IDA, decision="approve")))
+    assert again["changed"] is False
+    decisions = [d for s in show(flow_db, ref)["stages"] for d in s["decisions"]]
+    assert [(d["by"], d["outcome"]) for d in decisions] == [(IDA, "approve")]
+    summary = artifact(f"request-{ref.lower()}")
+    assert "in_review" in summary.data
+    assert "approve" in artifact(f"timeline-{ref.lower()}").data
+    assert artifact(f"costs-{ref.lower()}").type == "table"
+
+
+def test_the_form_refuses_what_is_not_a_decision() -> None:
+    from pydantic import ValidationError
+
+    for bad in (
+        {"request": "PR-x1", "approver": IDA, "decision": "approve"},
+        {"request": "PR-0001", "approver": "not-an-email", "decision": "approve"},
+        {"request": "PR-0001", "approver": IDA, "decision": "maybe"},
+        {"request": "PR-0001", "approver": IDA, "decision": "approve", "surprise": 1},
+    ):
+        with pytest.raises(ValidationError):
+            DecisionCreate.model_validate(bad)
+
+
+def test_advance_orders_an_approved_request_when_its_pipeline_orders_automatically(
+    flow_db: Engine,
+) -> None:
+    from flows.advance import advance
+
+    ref = submit(flow_db)
+    approve_all(flow_db, ref)
+    assert show(flow_db, ref)["status"] == "approved"
+    assert run(advance(ref)) == "ordered"
+    assert run(advance(ref)) == "ordered"  # again: nothing more
+    assert count(flow_db, actions.Asset) == 1
+
+
+def test_the_order_flow_orders_every_approved_request_once(flow_db: Engine) -> None:
+    from flows.order import order
+
+    refs = [submit(flow_db, justification=f"order {i}") for i in range(3)]
+    for ref in refs[:2]:
+        approve_all(flow_db, ref)
+    placed = run(order(batch_size=1))
+    assert sorted(p["request"] for p in placed) == refs[:2]
+    assert run(order()) == []  # nothing left to order
+    assert [show(flow_db, r)["status"] for r in refs] == ["ordered", "ordered", "in_review"]
+    assert artifact("purchase-orders").type == "table"
+
+
+def test_delivery_records_serials_and_hands_devices_out(flow_db: Engine, tmp_path: Path) -> None:
+    from flows.delivery import delivery
+
+    ref = submit(
+        flow_db, lines=[{"sku": "LAPTOP-STD-14", "quantity": 1}, {"sku": "MON-27", "quantity": 1}]
+    )
+    approve_all(flow_db, ref)
+    with transaction(flow_db) as session:
+        actions.place_order(session, ref=ref, now=NOW)
+    serials = write(tmp_path / "serials.csv", "serial,sku\nL-1,LAPTOP-STD-14\nM-1,MON-27\n")
+    result = run(delivery(ref, serials))
+    assert result["status"] == "delivered" and result["rollout"]["status"] == "rolled_out"
+    assert {(a["serial"], a["assigned_to"]) for a in show(flow_db, ref)["assets"]} == {
+        ("L-1", NINA),
+        ("M-1", NINA),
+    }
+    again = run(delivery(ref, serials))  # the supplier's file sent twice: nothing twice
+    assert again["delivered"] == 0
+
+
+def test_returns_asks_devices_back_and_records_erasure_certificates(
+    flow_db: Engine, tmp_path: Path
+) -> None:
+    from flows.returns import returns
+
+    ref = submit(flow_db)
+    approve_all(flow_db, ref)
+    with transaction(flow_db) as session:
+        actions.place_order(session, ref=ref, now=NOW)
+    with transaction(flow_db) as session:
+        actions.deliver(session, ref=ref, units=[actions.SerialIn("R-1")], now=NOW)
+        actions.roll_out(session, ref=ref, now=NOW)
+    asked = run(returns(serials=["R-1"], reason="leaver"))
+    assert asked["asked"] == ["R-1"]
+    certificates = write(
+        tmp_path / "certs.csv",
+        "serial,certificate,method,provider\nR-1,C-77,NIST 800-88 purge,DaaS Company\n",
+    )
+    done = run(returns(certificates_file=certificates))
+    assert done["erased"] == ["R-1"]
+    detail = show(flow_db, ref)
+    assert detail["status"] == "closed" and detail["assets"][0]["erasure"]["certificate"] == "C-77"
+    assert run(returns(serials=["R-1"], certificates_file=certificates)) == {
+        "asked": [],
+        "erased": [],
+    }
+
+
+def test_the_sla_watchdog_reminds_at_half_the_sla_then_escalates_once_each(
+    flow_db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.sla_watchdog import sla_watchdog
+
+    # Submitted Wednesday 25 Nov 2026 10:00 Berlin; the joint review's SLA is 16 business hours
+    # (08:00-17:00): half is 8 h -> Thursday 09:00 Berlin; the deadline is Friday 09:00 Berlin.
+    ref = submit(flow_db)
+    assert run(sla_watchdog()) == {"checked": 1, "reminders": 0, "escalations": 0}
+    monkeypatch.setenv("PROCURE_NOW", "2026-11-26T08:30:00+01:00")  # Thursday 08:30: not yet
+    assert run(sla_watchdog())["reminders"] == 0
+    monkeypatch.setenv("PROCURE_NOW", "2026-11-26T09:00:00+01:00")
+    assert run(sla_watchdog())["reminders"] == 1
+    assert run(sla_watchdog())["reminders"] == 0  # never twice for one deadline
+    monkeypatch.setenv("PROCURE_NOW", "2026-11-27T09:00:00+01:00")
+    assert run(sla_watchdog())["escalations"] == 1
+    assert run(sla_watchdog())["escalations"] == 0
+    events = {n.event for n in _notifications(flow_db, ref)}
+    assert {"reminder", "escalation"} <= events
+    audited = [e.action for e in _audit(flow_db, ref) if e.entity == "stage"]
+    assert audited.count("reminded") == 1 and audited.count("escalated") == 1
+
+
+def test_the_lifecycle_watch_alerts_drafts_a_refresh_and_asks_a_daas_device_back(
+    flow_db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.lifecycle_watch import lifecycle_watch
+
+    ref = submit(flow_db, lines=[{"sku": "LAPTOP-STD-14", "quantity": 1, "ownership": "daas"}])
+    approve_all(flow_db, ref)
+    with transaction(flow_db) as session:
+        actions.place_order(session, ref=ref, now=NOW)
+        actions.deliver(session, ref=ref, units=[actions.SerialIn("D-1")], now=NOW)
+        actions.roll_out(session, ref=ref, now=NOW)
+    assert show(flow_db, ref)["assets"][0]["contract_end"] == "2029-11-25"  # 36 months of DaaS
+    assert run(lifecycle_watch())["alerts"] == 0  # years to go
+    monkeypatch.setenv("PROCURE_NOW", "2029-09-20T09:00:00+02:00")  # 66 days left: the 90-day alert
+    first = run(lifecycle_watch())
+    assert (first["alerts"], first["drafts"], first["returns"]) == (2, [], [])
+    monkeypatch.setenv("PROCURE_NOW", "2029-10-01T09:00:00+02:00")  # 55 days: alert and a draft
+    second = run(lifecycle_watch())
+    assert second["alerts"] == 2 and len(second["drafts"]) == 1
+    draft = show(flow_db, second["drafts"][0])
+    assert (draft["status"], draft["kind"], draft["requester"]) == ("draft", "refresh", NINA)
+    monkeypatch.setenv("PROCURE_NOW", "2029-10-30T09:00:00+01:00")  # 26 days: asked back
+    third = run(lifecycle_watch())
+    assert third["returns"] == ["D-1"] and third["drafts"] == []
+    assert run(lifecycle_watch()) == {"checked": 0, "alerts": 0, "drafts": [], "returns": []}
+
+
+def test_hr_sync_onboards_joiners_with_their_kit_and_takes_devices_back_from_leavers(
+    flow_db: Engine, tmp_path: Path
+) -> None:
+    from flows.hr_sync import hr_sync
+
+    ref = submit(flow_db)
+    approve_all(flow_db, ref)
+    with transaction(flow_db) as session:
+        actions.place_order(session, ref=ref, now=NOW)
+        actions.deliver(session, ref=ref, units=[actions.SerialIn("N-1")], now=NOW)
+        actions.roll_out(session, ref=ref, now=NOW)
+    export = write(
+        tmp_path / "hr.csv",
+        f"""
+        email,name,department,role,cost_centre,manager,start_date,end_date
+        zoe.joiner@example.com,Zoë Joiner,Engineering,developer,CC-ENG,{RITA},{TODAY + timedelta(days=30)},
+        {NINA},Nina Newhire,Engineering,,,,,{TODAY + timedelta(days=10)}
+        """,
+    )
+    result = run(hr_sync(export, batch_size=1))
+    (joiner,) = result["joiners"]
+    detail = show(flow_db, joiner)
+    assert detail["kind"] == "onboarding" and detail["on_behalf_of"] == "zoe.joiner@example.com"
+    assert sorted(ln["sku"] for ln in detail["lines"]) == [
+        "DOCK-USB4",
+        "HEADSET-BT",
+        "LAPTOP-DEV-16",
+        "MON-27",
+    ]
+    assert result["returns"] == ["N-1"]
+    again = run(hr_sync(export))
+    assert again["joiners"] == [] and again["returns"] == [] and again["unchanged"] == 2
+
+
+def test_the_delivery_slip_check_and_the_digest_tell_each_team_once(
+    flow_db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.delivery_slip_check import delivery_slip_check
+    from flows.digest import digest
+
+    ref = submit(flow_db, needed_by=(TODAY + timedelta(days=20)).isoformat())  # order by: +5 days
+    assert run(delivery_slip_check())["late_orders"] == []
+    monkeypatch.setenv("PROCURE_NOW", "2026-12-02T09:00:00+01:00")  # past the order-by date
+    assert run(delivery_slip_check())["late_orders"] == [ref]
+    assert run(delivery_slip_check())["late_orders"] == []
+    teams = run(digest())
+    assert set(teams) == {"it", "purchasing", "hr", "finance", "management"}
+    assert run(digest()) == []  # once a week
+    digests = [
+        n for n in _notifications(flow_db, None) if n.event == "digest" and n.audience == "team:it"
+    ]
+    assert digests[0].context["sections"]["waiting_for_you"]["count"] == 1
+
+
+def _notifications(engine: Engine, ref: str | None) -> list[Notification]:
+    with transaction(engine, readonly=True) as session:
+        query = select(Notification)
+        if ref is not None:
+            query = query.where(Notification.request_id == int(ref[3:]))
+        return list(session.exec(query).all())
+
+
+def _audit(engine: Engine, ref: str) -> list[AuditEvent]:
+    with transaction(engine, readonly=True) as session:
+        return list(
+            session.exec(select(AuditEvent).where(AuditEvent.request_id == int(ref[3:]))).all()
+        )
