@@ -65,6 +65,7 @@ class SerialIn:
     serial: str
     sku: str | None = None
     line: int | None = None  # where it came from, for error messages
+    request: str | None = None  # in a supplier's shipping notice covering several requests
 
 
 @dataclass
@@ -96,11 +97,50 @@ def read_serials_file(path: Path | str) -> list[SerialIn]:
     rows = read_rows(
         path,
         key="serials",
-        fields={"serial": code, "sku": code},
+        fields={"serial": code, "sku": code, "request": _request_ref},
         required={"serial"},
         bare="serial",
     )
-    return [SerialIn(row["serial"], row.get("sku"), line) for row, line in rows]
+    return [SerialIn(row["serial"], row.get("sku"), line, row.get("request")) for row, line in rows]
+
+
+def _request_ref(value: object) -> str:
+    from models.requests import format_ref, parse_ref
+
+    try:
+        return format_ref(parse_ref(str(value)))
+    except InputError:
+        raise ValueError(f"not a request id: {str(value)[:40]!r} (expected PR-0042)") from None
+
+
+def by_request(
+    units: list[SerialIn], request: str | None, source: str
+) -> dict[str, list[SerialIn]]:
+    """A shipping notice's serials per request: those of one request, or grouped by their
+    `request` column when the notice covers several."""
+    if request is not None:
+        stray = [u for u in units if u.request is not None and u.request != request]
+        if stray:
+            raise InputError(
+                [
+                    Problem(f"belongs to {u.request}, not {request}", source, u.line, "request")
+                    for u in stray
+                ]
+            )
+        return {request: units}
+    missing = [u for u in units if u.request is None]
+    if missing:
+        raise InputError(
+            [
+                Problem("is required when no request is given", source, u.line, "request")
+                for u in missing[:20]
+            ]
+        )
+    grouped: dict[str, list[SerialIn]] = {}
+    for unit in units:
+        assert unit.request is not None
+        grouped.setdefault(unit.request, []).append(unit)
+    return grouped
 
 
 def read_assignments_file(path: Path | str) -> list[Assignment]:

@@ -1258,23 +1258,31 @@ def run_order(
 
 @run_app.command("delivery")
 def run_delivery(
-    ref: Annotated[str, typer.Argument(metavar="ID")],
-    serials: Annotated[Path, typer.Option("--serials", metavar="FILE")],
+    serials: Annotated[
+        Path,
+        typer.Option(
+            "--serials",
+            metavar="FILE",
+            help="serial[,sku][,request]: one request's, or a shipping notice for many.",
+        ),
+    ],
+    ref: Annotated[str | None, typer.Argument(metavar="[ID]")] = None,
     assign: Annotated[Path | None, typer.Option("--assign", metavar="FILE")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Record delivered serials, then hand the devices out."""
-    from models.assets import read_assignments_file, read_serials_file
+    from models.assets import by_request, read_assignments_file, read_serials_file
     from models.requests import format_ref, parse_ref
 
-    read_serials_file(serials)
+    request = format_ref(parse_ref(ref)) if ref else None
+    by_request(read_serials_file(serials), request, str(serials))
     if assign is not None:
         read_assignments_file(assign)
     _run(
         "delivery",
         json_,
-        request=format_ref(parse_ref(ref)),
         serials_file=str(serials.resolve()),
+        request=request,
         assignments_file=str(assign.resolve()) if assign else None,
     )
 

@@ -183,58 +183,63 @@ def place_orders(requests: list[str]) -> list[dict[str, Any]]:
     return placed
 
 
-@task(name="record-delivery", **RETRIES)
-def record_delivery(request: str, units: list[SerialIn]) -> dict[str, Any]:
-    """Record delivered serials; serials already recorded for this request are skipped."""
-    with write() as session:
-        known = {
-            a.serial
-            for a in actions.assets_of(session, actions.get_request(session, request))
-            if a.serial
-        }
-        fresh = [u for u in units if u.serial not in known]
-        if not fresh:
+@task(name="record-deliveries", **RETRIES)
+def record_deliveries(shipments: dict[str, list[SerialIn]]) -> list[dict[str, Any]]:
+    """Record delivered serials for a batch of requests, one transaction each; serials already
+    recorded for their request are skipped, so a retried batch records nothing twice."""
+    log = get_run_logger()
+    done = []
+    for request, units in shipments.items():
+        with write() as session:
             current = actions.get_request(session, request)
-            remaining = sum(
-                1 for a in actions.assets_of(session, current) if a.status == AssetStatus.ORDERED
-            )
-            return {
-                "id": request,
-                "delivered": 0,
-                "remaining": remaining,
-                "status": str(current.status),
-            }
-        progress = actions.deliver(session, ref=request, units=fresh, now=now())
-    get_run_logger().info(
-        "%s: %s delivered, %s to come", request, progress.done, progress.remaining
-    )
-    return {
-        "id": request,
-        "delivered": progress.done,
-        "remaining": progress.remaining,
-        "status": str(progress.status),
-    }
+            known = {a.serial for a in actions.assets_of(session, current) if a.serial}
+            fresh = [u for u in units if u.serial not in known]
+            if fresh:
+                progress = actions.deliver(session, ref=request, units=fresh, now=now())
+                delivered, remaining, status = progress.done, progress.remaining, progress.status
+            else:
+                remaining = sum(
+                    1
+                    for a in actions.assets_of(session, current)
+                    if a.status == AssetStatus.ORDERED
+                )
+                delivered, status = 0, current.status
+        if delivered:
+            log.info("%s: %s delivered, %s to come", request, delivered, remaining)
+        done.append(
+            {"id": request, "delivered": delivered, "remaining": remaining, "status": str(status)}
+        )
+    return done
 
 
 @task(name="roll-out", **RETRIES)
-def roll_out(request: str, assignments: list[Assignment] | None = None) -> dict[str, Any]:
-    """Hand delivered devices to people; devices already handed out are skipped."""
-    with write() as session:
-        current = actions.get_request(session, request)
-        delivered = {
-            a.serial
-            for a in actions.assets_of(session, current)
-            if a.status == AssetStatus.DELIVERED
-        }
-        if assignments is not None:
-            assignments = [a for a in assignments if a.serial in delivered]
-        if not delivered or assignments == []:
-            return {"id": request, "assigned": 0, "status": str(current.status)}
-        progress = actions.roll_out(session, ref=request, assignments=assignments, now=now())
-    get_run_logger().info(
-        "%s: %s devices handed out, %s to go", request, progress.done, progress.remaining
-    )
-    return {"id": request, "assigned": progress.done, "status": str(progress.status)}
+def roll_out(
+    requests: list[str], assignments: list[Assignment] | None = None
+) -> list[dict[str, Any]]:
+    """Hand the delivered devices of a batch of requests out (by the assignments, or each to the
+    person it was requested for); devices already handed out are skipped."""
+    log = get_run_logger()
+    done = []
+    for request in requests:
+        with write() as session:
+            current = actions.get_request(session, request)
+            delivered = {
+                a.serial
+                for a in actions.assets_of(session, current)
+                if a.status == AssetStatus.DELIVERED
+            }
+            mine = (
+                [a for a in assignments if a.serial in delivered]
+                if assignments is not None
+                else None
+            )
+            if not delivered or mine == []:
+                done.append({"id": request, "assigned": 0, "status": str(current.status)})
+                continue
+            progress = actions.roll_out(session, ref=request, assignments=mine, now=now())
+        log.info("%s: %s devices handed out, %s to go", request, progress.done, progress.remaining)
+        done.append({"id": request, "assigned": progress.done, "status": str(progress.status)})
+    return done
 
 
 @task(name="ask-returns", **RETRIES)

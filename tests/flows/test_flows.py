@@ -152,13 +152,13 @@ def test_delivery_records_serials_and_hands_devices_out(flow_db: Engine, tmp_pat
     with transaction(flow_db) as session:
         actions.place_order(session, ref=ref, now=NOW)
     serials = write(tmp_path / "serials.csv", "serial,sku\nL-1,LAPTOP-STD-14\nM-1,MON-27\n")
-    result = run(delivery(ref, serials))
+    (result,) = run(delivery(serials, request=ref))
     assert result["status"] == "delivered" and result["rollout"]["status"] == "rolled_out"
     assert {(a["serial"], a["assigned_to"]) for a in show(flow_db, ref)["assets"]} == {
         ("L-1", NINA),
         ("M-1", NINA),
     }
-    again = run(delivery(ref, serials))  # the supplier's file sent twice: nothing twice
+    (again,) = run(delivery(serials, request=ref))  # the supplier's file twice: nothing twice
     assert again["delivered"] == 0
 
 
@@ -307,3 +307,24 @@ def _audit(engine: Engine, ref: str) -> list[AuditEvent]:
         return list(
             session.exec(select(AuditEvent).where(AuditEvent.request_id == int(ref[3:]))).all()
         )
+
+
+def test_one_shipping_notice_delivers_many_requests_in_batches(
+    flow_db: Engine, tmp_path: Path
+) -> None:
+    from flows.delivery import delivery
+
+    refs = [submit(flow_db, justification=f"shipment {i}") for i in range(3)]
+    for ref in refs:
+        approve_all(flow_db, ref)
+        with transaction(flow_db) as session:
+            actions.place_order(session, ref=ref, now=NOW)
+    notice = write(
+        tmp_path / "asn.csv",
+        "request,serial\n" + "".join(f"{r},S-{i}\n" for i, r in enumerate(refs)),
+    )
+    results = run(delivery(notice, batch_size=2))
+    assert [(r["id"], r["status"], r["rollout"]["status"]) for r in results] == [
+        (r, "delivered", "rolled_out") for r in refs
+    ]
+    assert all(show(flow_db, r)["status"] == "rolled_out" for r in refs)
