@@ -612,7 +612,7 @@ MALFORMED_SERIAL_FILES = [
     pytest.param("serials.csv", "serial,sku\nSN 9,MON-27\n", 2, "[0].serial", "must be 1-64 letters", id="serial with a space"),
     pytest.param("serials.csv", "serial,sku\n=cmd|calc,MON-27\n", 2, "[0].serial", "must be 1-64 letters", id="formula as serial"),
     pytest.param("serials.txt", "SN-N-11\n@SUM(A1)\n", 2, "serial", "serial must be 1-64 letters", id="text with formula"),
-    pytest.param("serials.yaml", "- {serial: SN-N-13, colour: red}\n", 1, "[0].colour", "is not a known field (serial, sku)", id="yaml unknown field"),
+    pytest.param("serials.yaml", "- {serial: SN-N-13, colour: red}\n", 1, "[0].colour", "is not a known field (serial, sku, request)", id="yaml unknown field"),
 ]
 SERIAL_FILES_THE_REQUEST_REFUSES = [
     pytest.param("serials.csv", "serial,sku\nSN-N-1,MON-27\nSN-N-1,MON-27\n", 3, "serial", "serial SN-N-1 appears twice", id="duplicate serial"),
