@@ -299,5 +299,8 @@ def test_the_demo_walks_a_request_to_certified_erasure(tmp_path: Path) -> None:
     assert "rolled_out → closed" in out
     assert "on behalf of bob.budget@example.com" in out
     assert "audit trail intact" in out
+    assert '"escalations": 2' in out  # the SLA watchdog, run with Prefect's temporary server
+    assert '"status": "rolled_out"' in out  # the shipping notice of the early rollout
+    assert "incurred EUR" not in out or "24,000" in out
     assert "Traceback" not in out + result.stderr
     assert (tmp_path / "demo" / "procure.db").exists()
