@@ -301,6 +301,6 @@ def test_the_demo_walks_a_request_to_certified_erasure(tmp_path: Path) -> None:
     assert "audit trail intact" in out
     assert '"escalations": 2' in out  # the SLA watchdog, run with Prefect's temporary server
     assert '"status": "rolled_out"' in out  # the shipping notice of the early rollout
-    assert "incurred EUR" not in out or "24,000" in out
+    assert "totals: incurred 24,000.00 EUR" in out  # the article's case, in the risk report
     assert "Traceback" not in out + result.stderr
     assert (tmp_path / "demo" / "procure.db").exists()
