@@ -40,6 +40,9 @@ def start_server(port: int) -> tuple[subprocess.Popen[bytes], str]:
                 "PREFECT_SERVER_LOGGING_LEVEL", "WARNING"
             ),
         },
+        # Its own session: Ctrl-C stops `procure serve` first, which then stops the server, so
+        # the runner never loses its server in the middle of shutting down.
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + 120
@@ -111,6 +114,12 @@ def serve_all(database_url: str, *, port: int, limit: int) -> int:
         pass
     finally:
         if server is not None:
+            # Prefect's background observers still hold connections to the server as serve()
+            # returns; losing them at shutdown is expected, not worth a traceback.
+            import logging
+
+            for name in ("prefect.FlowRunCancellingObserver", "prefect.events.clients", "prefect.runner"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
             server.terminate()
             try:
                 server.wait(timeout=20)

@@ -1,0 +1,146 @@
+"""`procure serve`: one command starts a Prefect server, serves every deployment, runs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from procure.orchestration import DEPLOYMENTS
+from tests.factories import NOW
+
+ROOT = Path(__file__).resolve().parents[2]
+PROCURE = str(Path(sys.executable).with_name("procure"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_starts_a_server_serves_every_deployment_and_runs_a_decision_from_the_ui(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    db = f"sqlite:///{tmp_path / 'procure.db'}"
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "PROCURE_HOME": str(tmp_path / "home"),
+        "PROCURE_NOW": NOW.isoformat(),
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+    }
+    assert (
+        subprocess.run(
+            [PROCURE, "--db", db, "init", "--sample"], env=env, capture_output=True, timeout=120
+        ).returncode
+        == 0
+    )
+    request = tmp_path / "request.yaml"
+    request.write_text(
+        "kind: refresh\nrequester: rita.requester@example.com\ncost_centre: CC-ENG\n"
+        "needed_by: 2027-01-20\nlines: [{sku: MON-27, quantity: 1}]\n",
+        encoding="utf-8",
+    )
+    assert (
+        subprocess.run(
+            [PROCURE, "--db", db, "request", "submit", str(request)],
+            env=env,
+            capture_output=True,
+            timeout=60,
+        ).returncode
+        == 0
+    )
+    log = (tmp_path / "serve.log").open("wb")
+    serve = subprocess.Popen(
+        [PROCURE, "--db", db, "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    client = httpx.Client(base_url=api, timeout=10)
+    try:
+        deadline = time.monotonic() + 150
+        names: set[str] = set()
+        while time.monotonic() < deadline and len(names) < len(DEPLOYMENTS):
+            try:
+                found = client.post("/deployments/filter", json={})
+                if found.status_code == 200:
+                    names = {d["name"] for d in found.json()}
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        assert names == {d.name for d in DEPLOYMENTS}, (tmp_path / "serve.log").read_text()[-3000:]
+        schedules = {
+            d["name"]: [s["schedule"].get("cron") for s in d["schedules"]]
+            for d in client.post("/deployments/filter", json={}).json()
+        }
+        assert schedules["sla-watchdog"] == ["*/15 * * * *"]
+        assert schedules["hr-sync"] == []  # no PROCURE_HR_EXPORT: run by hand
+        # A decision as the Prefect UI would submit it: a run of record-decision with its form.
+        deployment = client.get("/deployments/name/record-decision/record-decision").json()
+        run = client.post(
+            f"/deployments/{deployment['id']}/create_flow_run",
+            json={
+                "parameters": {
+                    "decision": {
+                        "request": "PR-0001",
+                        "approver": "ida.it@example.com",
+                        "decision": "approve",
+                    }
+                }
+            },
+        ).json()
+        state = ""
+        while time.monotonic() < deadline + 60 and state not in ("COMPLETED", "FAILED", "CRASHED"):
+            state = client.get(f"/flow_runs/{run['id']}").json()["state_type"]
+            time.sleep(1)
+        assert state == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
+        assert client.get(f"/flow_runs/{run['id']}").json()["name"] == "decide-PR-0001"
+        shown = subprocess.run(
+            [PROCURE, "--db", db, "request", "show", "PR-0001", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert '"by": "ida.it@example.com"' in shown.stdout
+        # A form that is not a decision never becomes a run.
+        refused = client.post(
+            f"/deployments/{deployment['id']}/create_flow_run",
+            json={
+                "parameters": {
+                    "decision": {
+                        "request": "PR-0001",
+                        "approver": "ida.it@example.com",
+                        "decision": "maybe",
+                    }
+                }
+            },
+        )
+        assert refused.status_code == 409
+    finally:
+        client.close()
+        os.killpg(serve.pid, signal.SIGINT)
+        try:
+            serve.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait(timeout=10)
+    text = (tmp_path / "serve.log").read_text()
+    assert "Traceback" not in text, text[-3000:]
+    # the server it started stopped with it
+    try:
+        httpx.get(f"{api}/health", timeout=2)
+        raise AssertionError("the Prefect server outlived procure serve")
+    except httpx.HTTPError:
+        pass
