@@ -328,3 +328,43 @@ def test_one_shipping_notice_delivers_many_requests_in_batches(
         (r, "delivered", "rolled_out") for r in refs
     ]
     assert all(show(flow_db, r)["status"] == "rolled_out" for r in refs)
+
+
+@pytest.mark.parametrize("databases", ["postgres"], indirect=True)
+def test_no_secret_reaches_prefect_logs_parameters_or_artifacts(
+    flow_db: Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.advance import advance
+    from flows.intake import intake
+    from flows.sla_watchdog import sla_watchdog
+
+    secret = "S3cr3t-Pa55w0rd-do-not-log"
+    # PostgreSQL here trusts loopback: the password is accepted and ignored, as a real one is used.
+    url = flow_db.url.set(password=secret).render_as_string(hide_password=False)
+    monkeypatch.setenv("PROCURE_DATABASE_URL", url)
+    source = write(
+        tmp_path / "one.yaml",
+        f"{{kind: refresh, requester: {RITA}, cost_centre: CC-ENG, needed_by: {TODAY + timedelta(days=40)}, lines: [{{sku: MON-27, quantity: 1}}]}}\n",
+    )
+    (ref,) = run(intake(source))
+    run(advance(ref))
+    run(sla_watchdog())
+
+    async def everything() -> str:
+        async with get_client() as client:
+            logs = await client.read_logs()
+            artifacts = await client.read_artifacts()
+            runs = await client.read_flow_runs()
+        return "\n".join(
+            [
+                *(log.message for log in logs),
+                *(str(a.data) for a in artifacts),
+                *(str(r.parameters) for r in runs),
+            ]
+        )
+
+    seen = run(everything())
+    assert ref in seen  # the runs, logs and artifacts are there...
+    assert secret not in seen  # ...and the password is not
