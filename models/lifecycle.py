@@ -248,6 +248,5 @@ def fire(
         details=details,
         at=at,
     )
-    for notice in notices:
-        outbox.queue(session, notice, request_id=request_id, at=at)
+    outbox.queue_many(session, list(notices), request_id=request_id, at=at)
     return target

@@ -6,12 +6,13 @@ queueing idempotent, so a retried action never queues the same message twice.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from models.audit import plain_json
 from models.types import UTCDateTime, utcnow
@@ -60,26 +61,61 @@ def person(email: str) -> str:
     return f"person:{email}"
 
 
+def dedup_key(notice: Notice) -> str:
+    return f"{notice.event}|{notice.key}|{notice.audience}"
+
+
 def queue(
     session: Session, notice: Notice, *, request_id: int | None, at: datetime | None = None
 ) -> Notification | None:
     """Record a notice unless one with the same dedup key exists; returns the new row or None."""
-    dedup_key = f"{notice.event}|{notice.key}|{notice.audience}"
-    existing = session.exec(
-        select(Notification.id).where(Notification.dedup_key == dedup_key)
-    ).first()
-    if existing is not None:
-        return None
-    row = Notification(
-        event=notice.event,
-        audience=notice.audience,
-        request_id=request_id,
-        asset_id=notice.asset_id,
-        stage_id=notice.stage_id,
-        context=plain_json(notice.context),
-        dedup_key=dedup_key,
-        created_at=at or utcnow(),
-        next_attempt_at=at or utcnow(),
-    )
-    session.add(row)
+    (row,) = queue_many(session, [notice], request_id=request_id, at=at)
     return row
+
+
+def queue_many(
+    session: Session,
+    notices: Sequence[Notice],
+    *,
+    request_id: int | None,
+    at: datetime | None = None,
+) -> list[Notification | None]:
+    """Record several notices with one lookup of their dedup keys; returns each new row, or None
+    where the key was queued before (in an earlier transaction or earlier in this one)."""
+    if not notices:
+        return []
+    keys = [dedup_key(n) for n in notices]
+    # Keys queued earlier in this transaction are remembered, so the lookup needs no flush.
+    txn = session.get_transaction()
+    cached = session.info.get("outbox_keys")
+    if cached is None or cached[0] is not txn:
+        cached = (txn, set())
+        session.info["outbox_keys"] = cached
+    queued: set[str] = cached[1]
+    with session.no_autoflush:
+        existing = set(
+            session.exec(
+                select(Notification.dedup_key).where(col(Notification.dedup_key).in_(keys))
+            ).all()
+        )
+    rows: list[Notification | None] = []
+    moment = at or utcnow()
+    for notice, key in zip(notices, keys, strict=True):
+        if key in existing or key in queued:
+            rows.append(None)
+            continue
+        queued.add(key)
+        row = Notification(
+            event=notice.event,
+            audience=notice.audience,
+            request_id=request_id,
+            asset_id=notice.asset_id,
+            stage_id=notice.stage_id,
+            context=plain_json(notice.context),
+            dedup_key=key,
+            created_at=moment,
+            next_attempt_at=moment,
+        )
+        session.add(row)
+        rows.append(row)
+    return rows

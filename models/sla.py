@@ -124,9 +124,8 @@ def _notify(
                 stage_id=stage.id,
             )
         )
-    queued = [
-        n for n in notices if outbox.queue(session, n, request_id=request.id, at=now) is not None
-    ]
+    rows = outbox.queue_many(session, notices, request_id=request.id, at=now)
+    queued = [row for row in rows if row is not None]
     if not queued:
         return False
     audit.append(
