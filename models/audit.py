@@ -130,16 +130,16 @@ def append(
 def _locked_head(session: Session) -> AuditHead:
     # The head row is locked once per transaction (FOR UPDATE on PostgreSQL; SQLite's
     # BEGIN IMMEDIATE already serialises writers), so concurrent writers never fork the chain.
-    txn = session.get_transaction()
     cached = session.info.get("audit_head")
-    if cached is not None and cached[0] is txn:
+    if cached is not None and cached[0] is session.get_transaction():
         return cached[1]
     head = session.exec(select(AuditHead).where(AuditHead.id == 1).with_for_update()).first()
     if head is None:
         head = AuditHead(id=1, seq=0, hash=GENESIS)
         session.add(head)
         session.flush()
-    session.info["audit_head"] = (txn, head)
+    # Remembered with the transaction the query above belongs to (it may have begun it).
+    session.info["audit_head"] = (session.get_transaction(), head)
     return head
 
 

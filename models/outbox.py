@@ -85,19 +85,20 @@ def queue_many(
     if not notices:
         return []
     keys = [dedup_key(n) for n in notices]
-    # Keys queued earlier in this transaction are remembered, so the lookup needs no flush.
-    txn = session.get_transaction()
-    cached = session.info.get("outbox_keys")
-    if cached is None or cached[0] is not txn:
-        cached = (txn, set())
-        session.info["outbox_keys"] = cached
-    queued: set[str] = cached[1]
     with session.no_autoflush:
         existing = set(
             session.exec(
                 select(Notification.dedup_key).where(col(Notification.dedup_key).in_(keys))
             ).all()
         )
+    # Keys queued earlier in this transaction are remembered, so the lookup needs no flush.
+    # (Read after the query: a session's transaction begins with its first statement.)
+    txn = session.get_transaction()
+    cached = session.info.get("outbox_keys")
+    if cached is None or cached[0] is not txn:
+        cached = (txn, set())
+        session.info["outbox_keys"] = cached
+    queued: set[str] = cached[1]
     rows: list[Notification | None] = []
     moment = at or utcnow()
     for notice, key in zip(notices, keys, strict=True):
