@@ -118,7 +118,11 @@ def serve_all(database_url: str, *, port: int, limit: int) -> int:
             # returns; losing them at shutdown is expected, not worth a traceback.
             import logging
 
-            for name in ("prefect.FlowRunCancellingObserver", "prefect.events.clients", "prefect.runner"):
+            for name in (
+                "prefect.FlowRunCancellingObserver",
+                "prefect.events.clients",
+                "prefect.runner",
+            ):
                 logging.getLogger(name).setLevel(logging.CRITICAL)
             server.terminate()
             try:
