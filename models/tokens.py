@@ -1,0 +1,144 @@
+"""Signed links: an approval link carries a token bound to one request, stage, round and person.
+
+HMAC-SHA256 from the standard library over a small JSON payload, base64url-encoded. The key
+comes from settings (never from the repository); the token expires; its nonce lets the web
+app consume it once (in the same transaction as the decision it carries).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from models.errors import ProcureError
+
+
+class TokenError(ProcureError):
+    """A link that cannot be used: the reason says why (for the page that shows it)."""
+
+
+@dataclass(frozen=True)
+class ApprovalToken:
+    """What an approval link grants."""
+
+    request_id: int
+    stage_id: int
+    round: int
+    person_id: int  # the addressee: the approver, or a delegate acting for one
+    expires: int  # Unix time
+    nonce: str
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign(payload: dict[str, Any], key: bytes, purpose: str) -> str:
+    """payload.signature, with the purpose mixed into the MAC (a token of one kind is no other)."""
+    body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
+    mac = hmac.new(key, f"{purpose}.{body}".encode(), hashlib.sha256).digest()
+    return f"{body}.{_b64(mac)}"
+
+
+def unsign(token: str, key: bytes, purpose: str) -> dict[str, Any]:
+    """The payload of a token this key signed for this purpose; TokenError otherwise."""
+    if not isinstance(token, str) or token.count(".") != 1 or len(token) > 1000:
+        raise TokenError("this link is not a procure link (it is malformed)")
+    body, signature = token.split(".")
+    expected = hmac.new(key, f"{purpose}.{body}".encode(), hashlib.sha256).digest()
+    try:
+        given = _unb64(signature)
+    except (ValueError, TypeError):
+        raise TokenError("this link is not a procure link (it is malformed)") from None
+    if not hmac.compare_digest(expected, given):
+        raise TokenError("this link has been altered: it does not carry procure's signature")
+    try:
+        payload = json.loads(_unb64(body))
+    except (ValueError, TypeError):
+        raise TokenError("this link is not a procure link (it is malformed)") from None
+    if not isinstance(payload, dict):
+        raise TokenError("this link is not a procure link (it is malformed)")
+    return payload
+
+
+def approval_token(
+    *, request_id: int, stage_id: int, round: int, person_id: int, expires: datetime, key: bytes
+) -> str:
+    payload = {
+        "r": request_id,
+        "s": stage_id,
+        "n": round,
+        "p": person_id,
+        "e": int(expires.timestamp()),
+        "k": secrets.token_hex(8),
+    }
+    return sign(payload, key, "approval")
+
+
+def read_approval_token(token: str, key: bytes, now: datetime) -> ApprovalToken:
+    """The grant of an approval link; TokenError if it was altered or has expired."""
+    payload = unsign(token, key, "approval")
+    try:
+        grant = ApprovalToken(
+            int(payload["r"]),
+            int(payload["s"]),
+            int(payload["n"]),
+            int(payload["p"]),
+            int(payload["e"]),
+            str(payload["k"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        raise TokenError("this link is not a procure approval link") from None
+    if now.timestamp() > grant.expires:
+        raise TokenError("this link has expired: open the request from your inbox instead")
+    return grant
+
+
+@dataclass(frozen=True)
+class ViewToken:
+    """What a "view this request" link grants: reading one request, for one audience."""
+
+    request_id: int
+    audience: str  # "person:dana@example.com" or "team:it"
+    expires: int
+
+
+def view_token(*, request_id: int, audience: str, expires: datetime, key: bytes) -> str:
+    return sign({"r": request_id, "a": audience, "e": int(expires.timestamp())}, key, "view")
+
+
+def read_view_token(token: str, key: bytes, now: datetime) -> ViewToken:
+    payload = unsign(token, key, "view")
+    try:
+        grant = ViewToken(int(payload["r"]), str(payload["a"]), int(payload["e"]))
+    except (KeyError, TypeError, ValueError):
+        raise TokenError("this link is not a procure request link") from None
+    if now.timestamp() > grant.expires:
+        raise TokenError("this link has expired: open the request from your inbox instead")
+    return grant
+
+
+def inbox_token(*, person_id: int, expires: datetime, key: bytes) -> str:
+    return sign({"p": person_id, "e": int(expires.timestamp())}, key, "inbox")
+
+
+def read_inbox_token(token: str, key: bytes, now: datetime) -> int:
+    """The person whose inbox this link opens."""
+    payload = unsign(token, key, "inbox")
+    try:
+        person_id, expires = int(payload["p"]), int(payload["e"])
+    except (KeyError, TypeError, ValueError):
+        raise TokenError("this link is not a procure inbox link") from None
+    if now.timestamp() > expires:
+        raise TokenError("this link has expired: ask procure for a new one")
+    return person_id
