@@ -8,15 +8,15 @@ else assigns a status.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import and_, or_, update
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from models import audit, outbox
 from models.errors import ConcurrentUpdate, TransitionNotAllowed
@@ -95,6 +95,21 @@ class AssetEvent(StrEnum):
     RETURN_TO_PROVIDER = "return_to_provider"
 
 
+class NotificationStatus(StrEnum):
+    PENDING = "pending"  # waiting for its next attempt (next_attempt_at)
+    SENDING = "sending"  # claimed by a dispatcher until next_attempt_at (its lease)
+    SENT = "sent"
+    DEAD = "dead"  # gave up after the last attempt; the operators were told
+
+
+class NotificationEvent(StrEnum):
+    CLAIM = "claim"  # a dispatcher takes it (also a lapsed claim: the dispatcher died)
+    DELIVER = "deliver"  # every destination has it
+    RETRY = "retry"  # some destination failed: try again after a back-off
+    GIVE_UP = "give_up"
+    REQUEUE = "requeue"  # an operator sends a dead one again
+
+
 R, RE = RequestStatus, RequestEvent
 S, SE = StageStatus, StageEvent
 A, AE = AssetStatus, AssetEvent
@@ -149,6 +164,18 @@ ASSET_TRANSITIONS: Mapping[tuple[str, str], str] = {
 }
 
 
+N, NE = NotificationStatus, NotificationEvent
+
+NOTIFICATION_TRANSITIONS: Mapping[tuple[str, str], str] = {
+    (N.PENDING, NE.CLAIM): N.SENDING,
+    (N.SENDING, NE.CLAIM): N.SENDING,  # the lease lapsed: whoever held it is gone
+    (N.SENDING, NE.DELIVER): N.SENT,
+    (N.SENDING, NE.RETRY): N.PENDING,
+    (N.SENDING, NE.GIVE_UP): N.DEAD,
+    (N.DEAD, NE.REQUEUE): N.PENDING,
+}
+
+
 @dataclass(frozen=True)
 class Machine:
     """One entity's states and allowed moves, as data."""
@@ -181,7 +208,10 @@ class Machine:
 REQUEST = Machine("request", RequestStatus, RequestEvent, REQUEST_TRANSITIONS)
 STAGE = Machine("stage", StageStatus, StageEvent, STAGE_TRANSITIONS)
 ASSET = Machine("asset", AssetStatus, AssetEvent, ASSET_TRANSITIONS)
-MACHINES = {m.name: m for m in (REQUEST, STAGE, ASSET)}
+NOTIFICATION = Machine(
+    "notification", NotificationStatus, NotificationEvent, NOTIFICATION_TRANSITIONS
+)
+MACHINES = {m.name: m for m in (REQUEST, STAGE, ASSET, NOTIFICATION)}
 
 # Request states that count as "still deciding" and as "done with the devices".
 OPEN_REQUEST_STATES = frozenset({R.SUBMITTED, R.IN_REVIEW, R.CHANGES_REQUESTED})
@@ -250,3 +280,87 @@ def fire(
     )
     outbox.queue_many(session, list(notices), request_id=request_id, at=at)
     return target
+
+
+# ------------------------------------------------------------------ notifications
+# Delivery attempts are not audit events (the notification_delivery table records them), but
+# their statuses move by the same table as everything else, and only here.
+
+
+def claim_notifications(
+    session: Session,
+    *,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    request_ids: Sequence[int] | None = None,
+) -> list[outbox.Notification]:
+    """Take up to `limit` due notifications for this dispatcher until `lease_until`: pending ones
+    whose time has come and sending ones whose claim lapsed. Oldest first. Two dispatchers
+    never take the same row (row locks on PostgreSQL, the write lock on SQLite)."""
+    Row = outbox.Notification
+    due = and_(
+        col(Row.status).in_([NotificationStatus.PENDING, NotificationStatus.SENDING]),
+        or_(col(Row.next_attempt_at).is_(None), col(Row.next_attempt_at) <= now),
+    )
+    query = select(Row.id).where(due).order_by(col(Row.id)).limit(limit)
+    if request_ids is not None:
+        query = query.where(col(Row.request_id).in_(request_ids))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    ids = list(session.exec(query).all())
+    if not ids:
+        return []
+    for source in (NotificationStatus.PENDING, NotificationStatus.SENDING):
+        NOTIFICATION.target(source, NotificationEvent.CLAIM)
+    session.execute(
+        update(Row)
+        .where(col(Row.id).in_(ids), due)
+        .values(
+            status=NotificationStatus.SENDING,
+            attempts=col(Row.attempts) + 1,
+            next_attempt_at=lease_until,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    rows = session.exec(
+        select(Row)
+        .where(col(Row.id).in_(ids), Row.status == NotificationStatus.SENDING)
+        .execution_options(populate_existing=True)
+    ).all()
+    return sorted(rows, key=lambda n: n.id or 0)
+
+
+def settle_notification(
+    session: Session,
+    row: outbox.Notification,
+    event: str,
+    *,
+    notices: Sequence[outbox.Notice] = (),
+    at: datetime | None = None,
+    **changes: Any,
+) -> bool:
+    """Record how a claimed send ended (deliver, retry, give up) or requeue a dead row, and
+    queue the notices that go with it (the operators' alert for a dead row).
+
+    Checked against the status and attempt the caller saw: if another dispatcher re-claimed
+    the row meanwhile (this one outlived its lease), nothing is written and False returned."""
+    target = NOTIFICATION.target(row.status, event, what=f"notification {row.id}")
+    Row = outbox.Notification
+    result = session.execute(
+        update(Row)
+        .where(
+            col(Row.id) == row.id,
+            col(Row.status) == row.status,
+            col(Row.attempts) == row.attempts,
+        )
+        .values(status=target, **changes)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    set_committed_value(row, "status", target)
+    for key, value in changes.items():
+        set_committed_value(row, key, value)
+    outbox.queue_many(session, list(notices), request_id=row.request_id, at=at)
+    return True

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON
+from sqlalchemy import JSON, Index
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from models.audit import plain_json
@@ -23,6 +23,8 @@ PENDING = "pending"
 # One message to deliver: which event, to whom (a team tag or a person), with what context.
 class Notification(SQLModel, table=True):
     __tablename__ = "notification"
+    # The dispatcher's question: which rows are due (pending, or sending with a lapsed lease)?
+    __table_args__ = (Index("ix_notification_due", "status", "next_attempt_at"),)
     id: int | None = Field(default=None, primary_key=True)
     event: str = Field(max_length=64, index=True)
     audience: str = Field(max_length=300)
@@ -33,10 +35,25 @@ class Notification(SQLModel, table=True):
     dedup_key: str = Field(max_length=300, unique=True)
     status: str = Field(default=PENDING, max_length=16, index=True)
     attempts: int = 0
+    # pending: when to try (again); sending: until when the dispatcher that claimed it holds it.
     next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_error: str = Field(default="", max_length=2000)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+# One attempt to deliver a notification to one destination, kept for `procure notify status`
+# and so that a retry skips the destinations that already have the message.
+class Delivery(SQLModel, table=True):
+    __tablename__ = "notification_delivery"
+    id: int | None = Field(default=None, primary_key=True)
+    notification_id: int = Field(foreign_key="notification.id", index=True)
+    attempt: int
+    # The destination with its secrets masked: "email it-team@example.com via mailtos://...".
+    target: str = Field(max_length=500)
+    ok: bool
+    error: str = Field(default="", max_length=2000)
+    at: datetime = Field(sa_type=UTCDateTime)
 
 
 @dataclass(frozen=True)

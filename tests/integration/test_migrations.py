@@ -116,7 +116,7 @@ def upgrade_to(url: str, revision: str) -> None:
 def test_migrations_head_is_the_alembic_scripts_only_head() -> None:
     script = ScriptDirectory.from_config(alembic_config())
     assert script.get_heads() == [migrations.HEAD]
-    assert [r.revision for r in script.walk_revisions()] == ["0003", "0002", "0001"]
+    assert [r.revision for r in script.walk_revisions()] == list(reversed(migrations.REVISIONS))
 
 
 def test_a_fresh_database_migrates_to_exactly_the_models_schema(
