@@ -1,0 +1,266 @@
+"""Sample notifications of every event, from a real run of the engine on a scratch database.
+
+`procure notify check` renders each template (built-in and overridden) with these, tests use
+them to render every event, and `procure notify preview EVENT --sample` shows one without a
+database of your own. Nothing here is hand-written context: the rows come from the same
+actions the product runs, so a template that works on a sample works in production.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, col, select
+
+import sample
+from models import actions, digest, outbox, pipeline, schema, sla, watch
+from models.assets import Assignment, SerialIn
+from models.db import make_engine, transaction
+from models.outbox import Notice, Notification
+from models.requests import Draft, Request, RequestCreate, format_ref
+from models.sources import Document
+
+NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # a Wednesday, 10:00 in Berlin
+RITA = "rita.requester@example.com"
+NINA = "nina.newhire@example.com"
+IDA = "ida.it@example.com"
+IVAN = "ivan.it@example.com"
+PAUL = "paul.purchasing@example.com"
+PETRA = "petra.purchasing@example.com"
+FIONA = "fiona.finance@example.com"
+BOB = "bob.budget@example.com"
+SARA = "sara.sales@example.com"
+OPERATORS = "team:operators"
+
+
+def _submit(session: Session, now: datetime, key: str, **overrides: object) -> str:
+    data: dict[str, object] = {
+        "idempotency_key": f"sample-{key}",
+        "kind": "onboarding",
+        "requester": RITA,
+        "on_behalf_of": NINA,
+        "cost_centre": "CC-ENG",
+        "needed_by": (now.date() + timedelta(days=35)).isoformat(),
+        "justification": "Nina joins the platform team on 4 January.",
+        "lines": [{"sku": "LAPTOP-STD-14", "quantity": 1}, {"sku": "DOCK-USB4", "quantity": 1}],
+    }
+    data.update(overrides)
+    create = RequestCreate.model_validate(data)
+    (result,) = actions.submit(
+        session, drafts=[Draft(create, Document("sample", data), ())], now=now
+    )
+    return result.ref
+
+
+def _approve_all(session: Session, ref: str, now: datetime) -> None:
+    for _ in range(20):
+        request = actions.get_request(session, ref)
+        from models.views import request_detail
+
+        detail = request_detail(session, request, now=now)
+        if not detail["pending"]:
+            return
+        pending = detail["pending"][0]
+        used = {d["by"] for s in detail["stages"] for d in s["decisions"]}
+        who = next(a for a in pending["approvers"] if a not in used)
+        actions.decide(
+            session,
+            ref=ref,
+            actor_email=who,
+            outcome="approve",
+            stage_key=pending["stage"],
+            now=now,
+            confirm_terms=who in (PAUL, PETRA),
+        )
+
+
+def populate(engine: Engine, now: datetime = NOW) -> None:
+    """Drive sample requests and devices through every path that notifies someone."""
+    with transaction(engine) as session:
+        text = pipeline.DEFAULT_PIPELINE.read_text(encoding="utf-8")
+        pipeline.install(session, text=text, source="default.yaml", actor="sample", at=now)
+        sample.load(session, actor="sample", at=now)
+    spec = None
+    with transaction(engine) as session:
+        # The onboarding request: sent back once, resubmitted, approved, through to erasure.
+        ref = _submit(session, now, "onboarding")
+        actions.decide(session, ref=ref, actor_email=IDA, outcome="approve", now=now)
+        actions.decide(
+            session,
+            ref=ref,
+            actor_email=PAUL,
+            outcome="send_back",
+            comment="Please add a docking station for the second desk.",
+            now=now,
+        )
+        actions.resubmit(
+            session, ref=ref, actor_email=RITA, comment="Docking station added", now=now
+        )
+        _approve_all(session, ref, now)
+        actions.place_order(session, ref=ref, actor_email=PAUL, now=now)
+        actions.schedule_delivery(
+            session, ref=ref, on=now.date() + timedelta(days=20), actor_email=IVAN, now=now
+        )
+    later = now + timedelta(days=20)
+    with transaction(engine) as session:
+        actions.deliver(
+            session,
+            ref=ref,
+            units=[
+                SerialIn("SN-SAMPLE-0001", "LAPTOP-STD-14"),
+                SerialIn("SN-SAMPLE-0002", "DOCK-USB4"),
+            ],
+            actor_email=IVAN,
+            now=later,
+        )
+        actions.roll_out(
+            session,
+            ref=ref,
+            assignments=[Assignment("SN-SAMPLE-0001", NINA), Assignment("SN-SAMPLE-0002", NINA)],
+            actor_email=IVAN,
+            now=later,
+        )
+    with transaction(engine) as session:
+        # A device nearing its warranty end: lifecycle alert and a drafted refresh.
+        assets = watch.ending_assets(session, today=date(2030, 1, 1))
+        spec = actions.spec_for(session, actions.get_request(session, ref))
+        from models.assets import Asset
+
+        laptop = session.exec(select(Asset).where(Asset.serial == "SN-SAMPLE-0001")).one()
+        assert laptop.warranty_end is not None
+        at = datetime.combine(laptop.warranty_end - timedelta(days=45), datetime.min.time(), UTC)
+        assert laptop.id in assets
+        watch.lifecycle_watch(session, asset_ids=[laptop.id], spec=spec, now=at)
+    with transaction(engine) as session:
+        for serial in ("SN-SAMPLE-0001", "SN-SAMPLE-0002"):
+            actions.request_return(
+                session,
+                serial=serial,
+                actor_email=IVAN,
+                reason="Nina moves to the sales team",
+                now=later,
+            )
+            actions.receive_return(session, serial=serial, actor_email=IVAN, now=later)
+            actions.erase(
+                session,
+                serial=serial,
+                certificate=f"CERT-{serial}",
+                method="NIST 800-88 purge",
+                provider="Blancco",
+                actor_email=IVAN,
+                now=later,
+            )
+            actions.dispose(session, serial=serial, to="recycler", actor_email=IVAN, now=later)
+    with transaction(engine) as session:
+        # Rejected, cancelled, late and over budget; a stage left waiting for the SLA watchdog.
+        rejected = _submit(session, now, "rejected", justification="A second laptop for home")
+        actions.decide(
+            session,
+            ref=rejected,
+            actor_email=IDA,
+            outcome="reject",
+            comment="One laptop each.",
+            now=now,
+        )
+        cancelled = _submit(session, now, "cancelled")
+        actions.cancel(session, ref=cancelled, actor_email=RITA, reason="Start date moved", now=now)
+        _submit(
+            session,
+            now,
+            "rollout",
+            kind="rollout",
+            on_behalf_of=None,
+            cost_centre="CC-SALES",
+            requester=RITA,
+            needed_by=(now.date() + timedelta(days=5)).isoformat(),
+            justification="The sales team's laptops, all at once.",
+            lines=[{"sku": "LAPTOP-STD-14", "quantity": 100}],
+        )
+        # Bob owns the budget he asks from: nobody may approve it for him (no delegate yet).
+        own = _submit(session, now, "own-budget", requester=BOB, on_behalf_of=None)
+        actions.decide(session, ref=own, actor_email=IDA, outcome="approve", now=now)
+        actions.decide(
+            session, ref=own, actor_email=PAUL, outcome="approve", now=now, confirm_terms=True
+        )
+        # Ordered and scheduled, then the delivery date passes without a delivery.
+        late = _submit(
+            session, now, "late-delivery", justification="Replacement for a broken laptop"
+        )
+        _approve_all(session, late, now)
+        actions.place_order(session, ref=late, actor_email=PAUL, now=now)
+        actions.schedule_delivery(
+            session, ref=late, on=now.date() + timedelta(days=42), actor_email=IVAN, now=now
+        )
+
+    with transaction(engine) as session:
+        # Over budget (the default pipeline warns finance): approve the 100-laptop rollout.
+        rollout = session.exec(
+            select(Request.id).where(Request.idempotency_key == "sample-rollout")
+        ).one()
+        assert rollout is not None
+        _approve_all(session, format_ref(rollout), now + timedelta(hours=1))
+        # Waiting for its joint review: the SLA watchdog reminds, then escalates.
+        _submit(session, now, "waiting", justification="A monitor for the new desk")
+    with transaction(engine) as session:
+        stages = sla.watched_stages(session, now=now + timedelta(days=30))
+        sla.sweep(session, stage_ids=stages, now=now + timedelta(days=1))
+        sla.sweep(session, stage_ids=stages, now=now + timedelta(days=30))
+        watch.delivery_slips(
+            session,
+            request_ids=watch.slipping_requests(session),
+            spec=spec,
+            now=now + timedelta(days=40),
+        )
+        digest.send_digests(session, spec=spec, now=now)
+        outbox.queue(
+            session,
+            Notice(
+                "undeliverable",
+                OPERATORS,
+                "sample",
+                {
+                    "notification": 1,
+                    "event": "approval_needed",
+                    "audience": f"person:{BOB}",
+                    "attempts": 6,
+                    "error": "email bob.budget@example.com via mailto://smtp.example.com: "
+                    "(421) Service not available",
+                },
+            ),
+            request_id=None,
+            at=now,
+        )
+
+
+@contextmanager
+def sample_database() -> Iterator[Engine]:
+    """A scratch SQLite database holding the sample run (deleted afterwards)."""
+    with tempfile.TemporaryDirectory(prefix="procure-sample-") as folder:
+        engine = make_engine(f"sqlite:///{Path(folder) / 'sample.db'}")
+        try:
+            SQLModel.metadata.create_all(engine, tables=list(schema.metadata.tables.values()))
+            populate(engine)
+            yield engine
+        finally:
+            engine.dispose()
+
+
+def sample_rows(session: Session) -> dict[str, Notification]:
+    """One notification per event: the latest, a person's copy where there is one (it has
+    links; the latest approval request is the one still waiting)."""
+    rows: dict[str, Notification] = {}
+    for row in session.exec(select(Notification).order_by(col(Notification.id))).all():
+        best = rows.get(row.event)
+        if row.event == "digest":  # the fullest week shows every section
+            if best is None or len(str(row.context)) > len(str(best.context)):
+                rows[row.event] = row
+        elif (
+            best is None or row.audience.startswith("person:") or best.audience.startswith("team:")
+        ):
+            rows[row.event] = row
+    return rows
