@@ -8,8 +8,9 @@ rendered once per output, each in its own environment:
   mail header), and the result is cut to a sane length;
 - text: no escaping (a plain-text part shows what people wrote, as they wrote it);
 - html: autoescaped;
-- slack: Slack mrkdwn, where `&`, `<` and `>` in values are escaped (no forged links or
-  @channel mentions from a justification).
+- slack: plain text like the text part (it differs where a template says so); Apprise's
+  Slack plugin escapes `&`, `<` and `>` on the way out, so a justification can neither forge
+  a link nor mention @channel.
 
 All four use StrictUndefined: a template that names a variable the context lacks fails (in
 tests, in `procure notify check`) instead of sending a blank.
@@ -203,22 +204,14 @@ def _one_line(value: Any) -> str:
     return _SPACES.sub(" ", _LINE_BREAKS.sub(" ", str(_none(value))))
 
 
-_SLACK_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
-
-
-def slack_escape(value: Any) -> str:
-    return str(value).translate(_SLACK_ESCAPES)
-
-
-def _slack_value(value: Any) -> str:
-    return slack_escape(_none(value))
-
-
+# The Slack part is plain text like the text part: Apprise's Slack plugin escapes &, < and >
+# (Slack's only special characters) when it is handed plain text, so escaping here would show
+# "&amp;" in the channel.
 FINALIZE: dict[str, Callable[[Any], Any]] = {
     "subject": _one_line,
     "text": _none,
     "html": _none,
-    "slack": _slack_value,
+    "slack": _none,
 }
 
 

@@ -1,0 +1,314 @@
+"""Who gets a notification where: teams and people mapped to Apprise URLs by tag.
+
+The routes file is Apprise's own YAML configuration format, read here so that every mistake is
+named with its file and line before anything is sent:
+
+    version: 1
+    urls:
+      # Every person, by their own address (`to` is filled in per message):
+      - mailtos://${SMTP_USER}:${SMTP_PASSWORD}@smtp.example.com?from=procure@example.com:
+          - tag: people
+      # A team: its mailing list and its Slack channel.
+      - mailto://smtp.example.com?from=procure@example.com&to=it-team@example.com:
+          - tag: it
+      - ${SLACK_PURCHASING_WEBHOOK}:
+          - tag: purchasing
+      # One person elsewhere too, by their address as the tag:
+      - slack://${prefect-secret:slack-bot-token}/#bob-approvals:
+          - tag: bob.budget@example.com
+
+Audiences: `team:NAME` goes to the routes tagged NAME (it, purchasing, hr, finance, management,
+operators, or any team the pipeline names); `person:EMAIL` goes to the routes tagged with that
+address and to every `people` route, addressed to them.
+
+Secrets never live in the file: `${NAME}` reads the environment, `${prefect-secret:NAME}` a
+Prefect Secret block. A substitution inside a URL is URL-encoded (a password may hold `@` or
+`/`); one that is the whole URL is taken as it is. Logs and `procure notify` show URLs with
+their secrets masked (Apprise's privacy form).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import apprise
+from apprise.plugins.email.base import NotifyEmail
+from apprise.plugins.slack import NotifySlack
+
+from models.errors import InputError, Problem
+from models.sources import Document, Path_, parse_yaml, read_text
+
+PEOPLE = "people"  # the tag of routes that reach every person at their own address
+TEAMS = ("it", "purchasing", "hr", "finance", "management", "operators")
+_SUBSTITUTION = re.compile(r"\$\{([^}]*)\}")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SECRET_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+_TAG = re.compile(r"[a-z0-9][a-z0-9_.+@-]*")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+Secrets = Callable[[str], str]
+
+
+def prefect_secret(name: str) -> str:
+    """The value of a Prefect Secret block (raises InputError naming it when it is missing)."""
+    from prefect.blocks.system import Secret
+
+    try:
+        value = Secret.load(name, _sync=True).get()  # type: ignore[call-arg, union-attr]
+    except ValueError as exc:
+        raise InputError(Problem(f"Prefect Secret block {name!r} not found: {exc}")) from None
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One URL of the routes file. `url` holds secrets: show `masked`, never `url`."""
+
+    url: str
+    masked: str
+    tags: frozenset[str]
+    service: str  # "email", "slack", or Apprise's name for another service
+    line: int | None = None
+    # An email route's own addresses (`to=`); a `people` route is addressed per message.
+    recipients: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:  # never print the secret URL by accident
+        return f"Route({self.masked!r}, tags={sorted(self.tags)})"
+
+    @property
+    def personal(self) -> bool:
+        return PEOPLE in self.tags
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one copy of a notification goes: a route, and for email one address (each address
+    is delivered and recorded on its own, so a retry never mails those who have it)."""
+
+    route: Route
+    to: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Names the destination in delivery records, without secrets."""
+        if self.to is not None:
+            return f"email {self.to} via {self.route.masked}"[:500]
+        return f"{self.route.service} {self.route.masked}"[:500]
+
+
+@dataclass
+class Routes:
+    """The routes of one file, with the lookup the dispatcher needs."""
+
+    routes: list[Route] = field(default_factory=list)
+    source: str = "(no routes)"
+
+    def targets(self, audience: str) -> list[Target]:
+        """Every destination of an audience (`team:it`, `person:bob@example.com`)."""
+        kind, _, address = audience.partition(":")
+        if kind == "team":
+            chosen = [r for r in self.routes if address.lower() in r.tags]
+        elif kind == "person":
+            email = address.lower()
+            chosen = [r for r in self.routes if email in r.tags and not r.personal]
+        else:
+            return []
+        out: list[Target] = []
+        for route in chosen:
+            if route.service == "email":
+                out += [Target(route, to=a) for a in route.recipients]
+            else:
+                out.append(Target(route))
+        if kind == "person":
+            out += [Target(r, to=address) for r in self.routes if r.personal]
+        return list({t.key: t for t in out}.values())  # one copy per destination
+
+    def teams(self) -> set[str]:
+        return {t for r in self.routes for t in r.tags if t != PEOPLE and "@" not in t}
+
+    def missing(self, needed: Iterable[str] = TEAMS) -> list[str]:
+        """Teams without a route (their notifications could not be delivered)."""
+        have = self.teams()
+        return [t for t in needed if t not in have]
+
+
+def instantiate(url: str, **extra: str) -> Any:
+    """An Apprise plugin for a URL, with extra URL arguments (None when Apprise cannot read
+    it). Never throttled: procure paces its own sends."""
+    if extra:
+        url += ("&" if "?" in url else "?") + urlencode(extra)
+    plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
+    if plugin is not None:
+        plugin.request_rate_per_sec = 0
+    return plugin
+
+
+def service_of(plugin: Any) -> str:
+    if isinstance(plugin, NotifyEmail):
+        return "email"
+    if isinstance(plugin, NotifySlack):
+        return "slack"
+    return str(getattr(plugin, "service_name", type(plugin).__name__)).lower()
+
+
+def substitute(text: str, *, doc: Document, path: Path_, secrets: Secrets = prefect_secret) -> str:
+    """Replace ${ENV} and ${prefect-secret:NAME}; a missing one is named with its line."""
+    whole = _SUBSTITUTION.fullmatch(text.strip()) is not None
+
+    def value(match: re.Match[str]) -> str:
+        ref = match.group(1).strip()
+        if ref.startswith("prefect-secret:"):
+            name = ref.removeprefix("prefect-secret:").strip()
+            if not _SECRET_NAME.fullmatch(name):
+                raise InputError(doc.problem(path, f"{name!r} is not a Prefect block name"))
+            try:
+                found = secrets(name)
+            except InputError as exc:
+                raise InputError(
+                    doc.problem(path, f"${{prefect-secret:{name}}}: {exc.problems[0].message}")
+                ) from None
+        else:
+            if not _NAME.fullmatch(ref):
+                raise InputError(
+                    doc.problem(
+                        path, f"${{{ref}}} is neither ${{NAME}} nor ${{prefect-secret:NAME}}"
+                    )
+                )
+            if ref not in os.environ:
+                raise InputError(
+                    doc.problem(path, f"${{{ref}}}: the environment variable {ref} is not set")
+                )
+            found = os.environ[ref]
+        return found if whole else quote(found, safe="")
+
+    return _SUBSTITUTION.sub(value, text)
+
+
+def _tags(value: Any, doc: Document, path: Path_) -> set[str]:
+    if value is None:
+        return set()
+    items = value if isinstance(value, list) else str(value).replace(";", ",").split(",")
+    out = set()
+    for item in items:
+        tag = str(item).strip().lower()
+        if not tag:
+            continue
+        if not _TAG.fullmatch(tag):
+            raise InputError(doc.problem(path, f"tag {tag!r} is not a team name or an address"))
+        if "@" in tag and not _EMAIL.fullmatch(tag):
+            raise InputError(doc.problem(path, f"tag {tag!r} is not an email address"))
+        out.add(tag)
+    return out
+
+
+def _entries(doc: Document) -> list[tuple[Path_, str, Mapping[str, Any]]]:
+    """(path, url, arguments) for each URL entry of an Apprise YAML document."""
+    data = doc.data
+    if not isinstance(data, dict):
+        raise InputError(doc.problem((), "must be a map with `urls:` (Apprise YAML config)"))
+    unknown = set(data) - {"version", "urls", "tag", "include", "asset", "groups"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise InputError(doc.problem((key,), f"unknown key {key!r}: expected version, urls, tag"))
+    if data.get("version", 1) != 1:
+        raise InputError(doc.problem(("version",), "only version 1 is known"))
+    for key in ("include", "groups"):
+        if key in data:
+            raise InputError(doc.problem((key,), f"`{key}` is not supported: list every URL here"))
+    urls = data.get("urls")
+    if not isinstance(urls, list) or not urls:
+        raise InputError(doc.problem(("urls",), "needs a list of URLs under `urls:`"))
+    out: list[tuple[Path_, str, Mapping[str, Any]]] = []
+    for i, entry in enumerate(urls):
+        path: Path_ = ("urls", i)
+        if isinstance(entry, str):
+            out.append((path, entry, {}))
+            continue
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise InputError(
+                doc.problem(path, "each entry is a URL, or a URL with a list of its settings")
+            )
+        ((url, settings),) = entry.items()
+        path = (*path, url)
+        if settings is None:
+            out.append((path, str(url), {}))
+        elif isinstance(settings, dict):
+            out.append((path, str(url), settings))
+        elif isinstance(settings, list) and all(isinstance(s, dict) for s in settings):
+            for j, one in enumerate(settings):
+                out.append(((*path, j), str(url), one))
+        else:
+            raise InputError(doc.problem(path, "the settings of a URL are a map or a list of maps"))
+    return out
+
+
+def parse_routes(text: str, source: str, *, secrets: Secrets = prefect_secret) -> Routes:
+    """Read an Apprise YAML routes file; raises InputError naming file, line and problem."""
+    doc = parse_yaml(text, source)
+    common = _tags(doc.data.get("tag") if isinstance(doc.data, dict) else None, doc, ("tag",))
+    routes: list[Route] = []
+    for path, raw_url, settings in _entries(doc):
+        url = substitute(str(raw_url), doc=doc, path=path, secrets=secrets)
+        args: dict[str, str] = {}
+        tags = set(common)
+        for key, value in settings.items():
+            if key == "tag":
+                tags |= _tags(value, doc, (*path, key))
+            elif isinstance(value, (str, int, float, bool)) or value is None:
+                text_value = "" if value is None else str(value)
+                if isinstance(value, bool):
+                    text_value = "yes" if value else "no"
+                args[str(key)] = substitute(text_value, doc=doc, path=(*path, key), secrets=secrets)
+            else:
+                raise InputError(doc.problem((*path, key), f"{key}: expected a single value"))
+        if args:
+            url += ("&" if "?" in url else "?") + urlencode(args)
+        if "://" not in url:
+            raise InputError(doc.problem(path, "is not a URL (e.g. mailtos://user:pass@host)"))
+        schema = url.split("://", 1)[0]
+        plugin = instantiate(url)
+        if plugin is None:
+            raise InputError(
+                doc.problem(path, f"Apprise cannot use this {schema}:// URL (check its form)")
+            )
+        if not tags:
+            raise InputError(
+                doc.problem(
+                    path,
+                    f"{schema}:// has no tag: give it a team (e.g. `tag: it`), "
+                    "`people`, or a person's address",
+                )
+            )
+        service = service_of(plugin)
+        if PEOPLE in tags and service != "email":
+            raise InputError(doc.problem(path, "only an email URL can take the `people` tag"))
+        recipients: tuple[str, ...] = ()
+        if service == "email":
+            if plugin.cc or plugin.bcc:
+                raise InputError(
+                    doc.problem(path, "cc= and bcc= are not supported: list everyone in to=")
+                )
+            recipients = tuple(address for _, address in plugin.targets)
+        routes.append(
+            Route(
+                url=url,
+                masked=plugin.url(privacy=True),
+                tags=frozenset(tags),
+                service=service,
+                line=doc.line_of(path),
+                recipients=recipients,
+            )
+        )
+    return Routes(routes, source=source)
+
+
+def load_routes(path: Path | str, *, secrets: Secrets = prefect_secret) -> Routes:
+    """The routes file at path (PROCURE_APPRISE_CONFIG)."""
+    source, text = read_text(path)
+    return parse_routes(text, source, secrets=secrets)

@@ -1,0 +1,361 @@
+"""The outbox relay on real wire: an aiosmtpd server on loopback, a local Slack-style webhook,
+both database backends. Nothing of procure is mocked; only Slack's host is pointed here."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from apprise.plugins.slack import NotifySlack
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from models import actions, lifecycle
+from models.db import transaction
+from models.outbox import Delivery, Notification
+from notifications.context import Links
+from notifications.dispatch import LEASE, Dispatcher, backoff
+from notifications.routing import Routes, parse_routes
+from notifications.sink import MailSink, free_port
+from tests.factories import IVAN, NOW, PAUL, RITA, approve_all, submit
+from tests.wire import WebhookReceiver
+
+KEY = b"k" * 32
+SLACK = "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ/#procure"
+
+
+def routes_for(port: int, *, extra: str = "", cto: int = 5) -> Routes:
+    mail = f"mailto://127.0.0.1:{port}?from=procure@example.com&name=procure&cto={cto}"
+    text = f"""
+version: 1
+urls:
+  - "{mail}":
+      - tag: people
+  - "{mail}&to=it-team@example.com":
+      - tag: it
+  - "{mail}&to=purchasing@example.com":
+      - tag: purchasing
+  - "{mail}&to=hr@example.com,people-ops@example.com":
+      - tag: hr
+  - "{mail}&to=finance@example.com":
+      - tag: finance, management
+  - "{mail}&to=ops@example.com":
+      - tag: operators
+{extra}"""
+    return parse_routes(text, "apprise.yml")
+
+
+def dispatcher(engine: Engine, routes: Routes, **kw: object) -> Dispatcher:
+    return Dispatcher(engine, routes, Links("https://procure.example.com", KEY, NOW), **kw)  # type: ignore[arg-type]
+
+
+def rows(engine: Engine) -> list[Notification]:
+    with Session(engine) as session:
+        return list(session.exec(select(Notification).order_by(col(Notification.id))).all())
+
+
+def deliveries(engine: Engine) -> list[Delivery]:
+    with Session(engine) as session:
+        return list(session.exec(select(Delivery).order_by(col(Delivery.id))).all())
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[MailSink]:
+    with MailSink(tmp_path / "mail") as server:
+        yield server
+
+
+# ------------------------------------------------------------------ email
+
+
+def test_a_submitted_request_mails_the_requester_the_reviewers_and_the_teams(
+    engine: Engine, sink: MailSink
+) -> None:
+    ref = submit(engine)
+    report = dispatcher(engine, routes_for(sink.port)).run(now=NOW)
+
+    assert report.claimed == report.sent == 8 and not report.failures
+    assert {r.status for r in rows(engine)} == {"sent"}
+    # One message per address: 1 requester + 4 approvers + 2 teams + HR's two addresses.
+    assert report.deliveries == len(sink.received) == 9
+    assert [r.recipients for r in sink.to("hr@example.com")] == [("hr@example.com",)]
+    assert len(sink.to("people-ops@example.com")) == 1
+
+    (mail,) = sink.to("paul.purchasing@example.com")
+    message = mail.message
+    assert message["Subject"].startswith(f"Your decision: {ref} onboarding for Nina Newhire")
+    assert message["To"] == "Paul Purchasing <paul.purchasing@example.com>"
+    assert message["From"] == "procure <procure@example.com>"
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert message["References"] == f"<procure.{ref.lower()}@example.com>"
+    assert message.get_content_type() == "multipart/alternative"
+    text, html = mail.part("plain"), mail.part("html")
+    # The links survive in the plain part as working URLs, and are buttons in the HTML.
+    links = re.findall(r"https://procure\.example\.com/a/\S+", text)
+    assert {link.rsplit("=", 1)[-1] for link in links} == {"approve", "reject", "send_back"}
+    for link in links:
+        assert f'href="{link.replace("&", "&amp;")}"' in html
+    assert re.search(r"1 × .* \(LAPTOP-STD-14\) at €[\d,]+\.\d\d", text)
+    assert "Cost of involving purchasing late" in text
+    assert "<!doctype html>" in html
+
+    (team,) = sink.to("it-team@example.com")
+    assert team.message["Subject"].startswith(f"Joint review: {ref}")
+    assert "/a/" not in team.part("plain")  # a team copy cannot decide: no approval links
+
+    # The demo folder: each message as .eml and .html.
+    files = sorted(p.name for p in (sink.folder or Path()).iterdir())
+    assert len(files) == 18 and any(f.endswith("paul.purchasing@example.com.eml") for f in files)
+
+
+def test_a_sent_row_is_never_sent_again(engine: Engine, sink: MailSink) -> None:
+    submit(engine)
+    relay = dispatcher(engine, routes_for(sink.port))
+    relay.run(now=NOW)
+    again = relay.run(now=NOW + timedelta(hours=1))
+    assert again.claimed == 0
+    assert len(sink.received) == 9
+    assert all(d.ok for d in deliveries(engine))
+
+
+def test_a_scheduled_delivery_carries_a_calendar_invitation(engine: Engine, sink: MailSink) -> None:
+    ref = submit(engine)
+    approve_all(engine, ref)
+    with transaction(engine) as session:
+        actions.place_order(session, ref=ref, actor_email=PAUL, now=NOW)
+        actions.schedule_delivery(
+            session, ref=ref, on=NOW.date() + timedelta(days=20), actor_email=IVAN, now=NOW
+        )
+    dispatcher(engine, routes_for(sink.port)).run(now=NOW)
+    scheduled = [r for r in sink.to(RITA) if "delivery scheduled" in r.message["Subject"]]
+    assert len(scheduled) == 1
+    message = scheduled[0].message
+    assert message.get_content_type() == "multipart/mixed"
+    (invite,) = list(message.iter_attachments())
+    assert invite.get_content_type() == "text/calendar"
+    assert invite.get_filename().endswith(".ics")
+    body = invite.get_content()
+    day = (NOW.date() + timedelta(days=20)).strftime("%Y%m%d")
+    assert f"DTSTART;VALUE=DATE:{day}" in body and ref in body
+
+
+# ------------------------------------------------------------------ Slack
+
+
+def test_slack_gets_block_kit_with_link_buttons(
+    engine: Engine, sink: MailSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with WebhookReceiver() as hook:
+        monkeypatch.setattr(NotifySlack, "webhook_url", hook.url)  # Slack's host, pointed here
+        extra = f"""  - "{SLACK}":
+      - tag: purchasing, {PAUL}
+"""
+        ref = submit(engine, justification="Fast & <urgent> *now*")
+        report = dispatcher(engine, routes_for(sink.port, extra=extra)).run(now=NOW)
+    assert not report.failures
+    assert all(p.path == "/T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ" for p in hook.posts)
+    payloads = [p.json() for p in hook.posts]
+    assert len(payloads) == 2  # the purchasing channel and Paul's approval request
+    by_title = {
+        b["attachments"][0]["blocks"][0]["text"]["text"]: b["attachments"][0]["blocks"]
+        for b in payloads
+    }
+    approval = next(v for k, v in by_title.items() if k.startswith("Your decision"))
+    assert approval[0]["type"] == "header"
+    assert approval[1]["type"] == "section" and approval[1]["text"]["type"] == "mrkdwn"
+    section = approval[1]["text"]["text"]
+    assert "Fast &amp; &lt;urgent&gt; *now*" in section  # Slack's own escaping of & < >
+    buttons = approval[2]["elements"]
+    assert [b["text"]["text"] for b in buttons] == [
+        "Approve",
+        "Reject",
+        "Send back",
+        "Open request",
+    ]
+    assert buttons[0]["url"].startswith("https://procure.example.com/a/")
+    assert buttons[0]["url"].endswith("decision=approve")
+    team = next(v for k, v in by_title.items() if k.startswith(f"Joint review: {ref}"))
+    assert [b["text"]["text"] for b in team[2]["elements"]] == ["Open request"]
+
+
+def test_a_slack_error_is_retried_and_named(
+    engine: Engine, sink: MailSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with WebhookReceiver() as hook:
+        monkeypatch.setattr(NotifySlack, "webhook_url", hook.url)
+        hook.status, hook.reply = 404, b"channel_not_found"
+        extra = f"""  - "{SLACK}":
+      - tag: purchasing
+"""
+        submit(engine)
+        relay = dispatcher(engine, routes_for(sink.port, extra=extra))
+        report = relay.run(now=NOW)
+        (failed,) = [r for r in rows(engine) if r.status == "pending"]
+        assert failed.audience == "team:purchasing" and report.retried == 1
+        assert "slack" in failed.last_error
+        assert "TIiajkdnlazkcOXrIdevi7FQ" not in failed.last_error  # the token stays secret
+        # The team's email copy went out and is not sent again on the retry.
+        assert len(sink.to("purchasing@example.com")) == 1
+        hook.status, hook.reply = 200, b"ok"
+        again = relay.run(now=NOW + backoff(1))
+    assert again.sent == 1 and len(sink.to("purchasing@example.com")) == 1
+    assert len(hook.posts) == 2
+
+
+# ------------------------------------------------------------------ failures
+
+
+def test_smtp_down_keeps_every_row_and_sends_them_when_it_is_back(
+    engine: Engine, tmp_path: Path
+) -> None:
+    port = free_port()  # nothing listens here yet
+    submit(engine)
+    relay = dispatcher(engine, routes_for(port))
+    report = relay.run(now=NOW)
+    assert report.claimed == 8 and report.retried == 8 and report.sent == 0
+    for row in rows(engine):
+        assert row.status == "pending" and row.attempts == 1
+        assert row.next_attempt_at == NOW + timedelta(minutes=1)
+        assert f"127.0.0.1:{port}" in row.last_error
+        assert "refused" in row.last_error or "not tried" in row.last_error
+    # Not due yet: nothing is claimed before the back-off.
+    assert relay.run(now=NOW + timedelta(seconds=30)).claimed == 0
+    with MailSink(port=port) as sink:
+        later = relay.run(now=NOW + timedelta(minutes=1))
+    assert later.sent == 8 and len(sink.received) == 9
+    assert {r.status for r in rows(engine)} == {"sent"}
+
+
+def test_a_refused_recipient_is_retried_while_the_others_go_out(
+    engine: Engine, sink: MailSink
+) -> None:
+    sink.refuse["people-ops@example.com"] = "550 5.1.1 no such user"
+    submit(engine)
+    relay = dispatcher(engine, routes_for(sink.port))
+    report = relay.run(now=NOW)
+    assert report.sent == 7 and report.retried == 1
+    (hr,) = [r for r in rows(engine) if r.status == "pending"]
+    assert hr.audience == "team:hr"
+    assert "refused people-ops@example.com: 550 5.1.1 no such user" in hr.last_error
+    assert len(sink.to("hr@example.com")) == 1
+    del sink.refuse["people-ops@example.com"]
+    again = relay.run(now=NOW + backoff(1))
+    assert again.sent == 1
+    # hr@ had it already: only the refused address gets it on the retry.
+    assert len(sink.to("hr@example.com")) == 1 and len(sink.to("people-ops@example.com")) == 1
+    attempts = [(d.attempt, d.target.split(" via ")[0], d.ok) for d in deliveries(engine)]
+    assert (1, "email people-ops@example.com", False) in attempts
+    assert (2, "email people-ops@example.com", True) in attempts
+
+
+def test_a_hanging_server_times_out_and_nothing_is_lost(engine: Engine, sink: MailSink) -> None:
+    sink.delay = 3.0  # answers DATA after 3 s; the route waits 1 s
+    submit(engine)
+    relay = dispatcher(engine, routes_for(sink.port, cto=1))
+    report = relay.run(now=NOW)
+    assert report.sent == 0 and report.retried == 8
+    assert any("timed out" in r.last_error for r in rows(engine))
+    sink.delay = 0.0
+    later = relay.run(now=NOW + backoff(1))
+    assert later.sent == 8
+    assert {r.status for r in rows(engine)} == {"sent"}
+    # Every address has its message; some may have it twice (the server took one after the
+    # client gave up: at most once more, never lost).
+    for address in ("it-team@example.com", RITA, PAUL, "hr@example.com"):
+        assert 1 <= len(sink.to(address)) <= 2
+
+
+def test_after_max_attempts_a_row_is_dead_and_the_operators_are_told(
+    engine: Engine, sink: MailSink
+) -> None:
+    sink.refuse["people-ops@example.com"] = "450 4.2.1 mailbox busy"
+    submit(engine)
+    relay = dispatcher(engine, routes_for(sink.port), max_attempts=3)
+    at = NOW
+    for attempt in (1, 2, 3):
+        relay.run(now=at)
+        at += backoff(attempt)
+    (hr,) = [r for r in rows(engine) if r.audience == "team:hr"]
+    assert hr.status == "dead" and hr.attempts == 3
+    alerts = [r for r in rows(engine) if r.event == "undeliverable"]
+    assert len(alerts) == 1 and alerts[0].audience == "team:operators"
+    assert alerts[0].context["notification"] == hr.id
+    relay.run(now=at)
+    (alert,) = sink.to("ops@example.com")
+    assert alert.message["Subject"].startswith("Undeliverable: informed for team:hr")
+    assert f"procure notify retry {hr.id}" in alert.part("plain")
+    # Requeued by an operator once the mailbox works: it goes out.
+    del sink.refuse["people-ops@example.com"]
+    with transaction(engine) as session:
+        row = session.get(Notification, hr.id)
+        assert row is not None
+        lifecycle.settle_notification(
+            session, row, "requeue", attempts=0, next_attempt_at=at, last_error=""
+        )
+    assert relay.run(now=at).sent == 1
+    assert len(sink.to("people-ops@example.com")) == 1
+
+
+def test_an_audience_without_a_route_waits_with_a_clear_error(
+    engine: Engine, sink: MailSink
+) -> None:
+    text = f"""
+urls:
+  - "{sink.url}":
+      - tag: people
+"""
+    submit(engine)
+    report = dispatcher(engine, parse_routes(text, "routes.yml")).run(now=NOW)
+    assert report.sent == 5 and report.retried == 3
+    waiting = {r.audience: r.last_error for r in rows(engine) if r.status == "pending"}
+    assert waiting["team:hr"] == "no route for team:hr: add a URL tagged hr to routes.yml"
+
+
+def test_a_crashed_dispatcher_s_rows_are_sent_once_its_lease_lapses(
+    engine: Engine, sink: MailSink
+) -> None:
+    submit(engine)
+    with transaction(engine) as session:  # a dispatcher claims, then dies before sending
+        claimed = lifecycle.claim_notifications(
+            session, now=NOW, lease_until=NOW + LEASE, limit=100
+        )
+    assert len(claimed) == 8
+    relay = dispatcher(engine, routes_for(sink.port))
+    assert relay.run(now=NOW + timedelta(minutes=1)).claimed == 0  # still leased
+    report = relay.run(now=NOW + LEASE)
+    assert report.sent == 8 and len(sink.received) == 9
+    assert {r.attempts for r in rows(engine)} == {2}
+
+
+def test_two_dispatchers_at_once_send_each_message_once(engine: Engine, sink: MailSink) -> None:
+    for i in range(6):
+        submit(engine, idempotency_key=f"parallel-{i}")
+    relays = [dispatcher(engine, routes_for(sink.port), chunk=5) for _ in range(2)]
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def run(relay: Dispatcher) -> None:
+        try:
+            results.append(relay.run(now=NOW).sent)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in relays]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sum(results) == 48 == len(rows(engine))
+    assert len(sink.received) == 6 * 9
+    ids = [m.message["Message-ID"] for m in sink.received]
+    assert len(set(ids)) == len(ids)
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    assert [backoff(n) for n in (1, 2, 3)] == [timedelta(minutes=m) for m in (1, 2, 4)]
+    assert backoff(30) == timedelta(hours=6)
