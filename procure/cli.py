@@ -1395,5 +1395,9 @@ def demo(
     raise typer.Exit(run_demo(out))
 
 
+from procure.notify_cli import notify_app  # noqa: E402 (it reads this module's state lazily)
+
+app.add_typer(notify_app, name="notify")
+
 if __name__ == "__main__":
     run()

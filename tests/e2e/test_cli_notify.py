@@ -1,0 +1,193 @@
+"""`procure notify` end to end: send through a real SMTP server, see failures, retry, preview."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from notifications.sink import MailSink, free_port
+from procure.cli import main
+from tests.conftest import Databases
+from tests.factories import NOW, PAUL, RITA, submit
+
+
+class Cli:
+    def __init__(self, url: str, capsys: pytest.CaptureFixture[str]):
+        self.url = url
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = main(["--db", self.url, *args])
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def json(self, *args: str, code: int = 0) -> Any:
+        got, out, err = self(*args, "--json")
+        assert got == code, err
+        return json.loads(out)
+
+
+def routes_file(path: Path, port: int) -> Path:
+    mail = f"mailto://127.0.0.1:{port}?from=procure@example.com&cto=2"
+    path.write_text(
+        "version: 1\nurls:\n"
+        f'  - "{mail}":\n      - tag: people\n'
+        + "".join(
+            f'  - "{mail}&to={team}@example.com":\n      - tag: {team}\n'
+            for team in ("it", "purchasing", "hr", "finance", "management", "operators")
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def world(
+    databases: Databases,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> Iterator[tuple[Cli, str, Path]]:
+    """A database with one submitted request, and PROCURE_* settings as an installation has."""
+    url = databases.url("sample")
+    engine = databases.engine("sample")
+    engine.dispose()
+    from models.db import make_engine
+
+    own = make_engine(url)
+    ref = submit(own)
+    own.dispose()
+    monkeypatch.setenv("PROCURE_NOW", NOW.isoformat())
+    monkeypatch.setenv("PROCURE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PROCURE_BASE_URL", "https://procure.example.com")
+    yield Cli(url, capsys), ref, tmp_path
+
+
+def test_send_delivers_and_status_counts(
+    world: tuple[Cli, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli, _, tmp = world
+    with MailSink() as sink:
+        monkeypatch.setenv(
+            "PROCURE_APPRISE_CONFIG", str(routes_file(tmp / "apprise.yml", sink.port))
+        )
+        report = cli.json("notify", "send")
+        assert report["sent"] == 8 and report["failures"] == []
+        assert len(sink.received) == 8
+        code, out, _ = cli("notify", "send")
+        assert code == 0 and out.startswith("0 due: 0 sent")
+    status = cli.json("notify", "status")
+    assert status["counts"]["sent"] == 8 and status["counts"]["pending"] == 0
+    assert status["items"] == []  # nothing waiting or failing
+
+
+def test_smtp_down_is_visible_in_status_and_retried(
+    world: tuple[Cli, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli, ref, tmp = world
+    port = free_port()
+    monkeypatch.setenv("PROCURE_APPRISE_CONFIG", str(routes_file(tmp / "apprise.yml", port)))
+    code, out, _ = cli("notify", "send")
+    assert code == 1  # nothing lost, but the operator running it should know
+    assert "8 due: 0 sent, 8 to retry" in out
+    code, out, _ = cli("notify", "status", "--request", ref)
+    assert code == 0
+    assert out.splitlines()[0].startswith("8 pending")
+    assert f"127.0.0.1:{port}" in out and "next try 2026-11-25 09:01 UTC" in out
+    status = cli.json("notify", "status", "--failed")
+    (first, *_) = status["items"]
+    assert first["attempts"] == 1 and first["deliveries"][0]["ok"] is False
+    # The server comes back; the next run after the back-off sends everything.
+    monkeypatch.setenv("PROCURE_NOW", "2026-11-25T09:01:00+00:00")
+    with MailSink(port=port) as sink:
+        assert cli.json("notify", "send")["sent"] == 8
+    assert len(sink.received) == 8
+
+
+def test_a_dead_row_is_requeued_by_notify_retry(
+    world: tuple[Cli, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli, _, tmp = world
+    monkeypatch.setenv("PROCURE_MAX_ATTEMPTS", "1")
+    with MailSink() as sink:
+        sink.refuse[RITA] = "550 5.1.1 mailbox unavailable"
+        monkeypatch.setenv(
+            "PROCURE_APPRISE_CONFIG", str(routes_file(tmp / "apprise.yml", sink.port))
+        )
+        report = cli.json("notify", "send", code=1)
+        # Seven delivered, Rita's given up, and the operators' alert about it sent at once.
+        assert report["dead"] == 1 and report["sent"] == 8 and report["claimed"] == 9
+        status = cli.json("notify", "status")
+        dead = [i for i in status["items"] if i["status"] == "dead"]
+        assert [d["audience"] for d in dead] == [f"person:{RITA}"]
+        assert "550 5.1.1 mailbox unavailable" in dead[0]["last_error"]
+        (alert,) = sink.to("operators@example.com")
+        assert alert.subject.startswith(f"Undeliverable: request submitted for person:{RITA}")
+        del sink.refuse[RITA]
+        code, out, _ = cli("notify", "retry", str(dead[0]["id"]))
+        assert code == 0 and out.strip() == f"queued again: #{dead[0]['id']}"
+        assert cli.json("notify", "send")["sent"] == 1
+        assert len(sink.to(RITA)) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["notify", "retry"], "ID: name notification numbers or use --all-dead"),
+        (["notify", "retry", "999"], "no notification #999"),
+        (["notify", "retry", "x"], "Invalid value"),
+        (["notify", "send", "--limit", "0"], "Invalid value"),
+        (["notify", "status", "--request", "PR-9999"], "PR-9999"),
+        (["notify", "preview", "approved", "--request", "PR-0001"], "no approved notification"),
+        (["notify", "preview", "approval_needed", "--request", "PR-0001", "--sample"], "either"),
+    ],
+)
+def test_bad_arguments_exit_2_naming_what(
+    world: tuple[Cli, str, Path], args: list[str], needle: str
+) -> None:
+    cli, _, _ = world
+    code, out, err = cli(*args)
+    assert code == 2
+    assert needle in err + out
+
+
+def test_send_without_routes_names_the_setting_and_sends_nothing(
+    world: tuple[Cli, str, Path],
+) -> None:
+    cli, _, _ = world
+    code, _, err = cli("notify", "send")
+    assert code == 2 and "PROCURE_APPRISE_CONFIG" in err
+    assert cli.json("notify", "status")["counts"]["pending"] == 8
+
+
+def test_a_broken_routes_file_is_named_with_its_line(
+    world: tuple[Cli, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli, _, tmp = world
+    bad = tmp / "apprise.yml"
+    bad.write_text(
+        "urls:\n  - mailto://127.0.0.1:25?from=a@example.com:\n      - tag: it\n  - nope://x\n"
+    )
+    monkeypatch.setenv("PROCURE_APPRISE_CONFIG", str(bad))
+    code, _, err = cli("notify", "send")
+    assert code == 2 and f"{bad}:4" in err
+    code, _, err = cli("notify", "check")
+    assert code == 2 and f"{bad}:4" in err
+    assert cli.json("notify", "status")["counts"]["pending"] == 8
+
+
+def test_preview_renders_the_queued_message_of_a_request(world: tuple[Cli, str, Path]) -> None:
+    cli, ref, tmp = world
+    code, out, _ = cli("notify", "preview", "approval_needed", "--request", ref, "--to", PAUL)
+    assert code == 0
+    assert out.startswith(f"To: person:{PAUL}\nSubject: Your decision: {ref}")
+    assert "https://procure.example.com/a/" in out and "decision=approve" in out
+    code, out, _ = cli("notify", "preview", "review_needed", "--request", ref, "--part", "html")
+    assert code == 0 and out.lstrip().startswith("<!doctype html>")
+    code, out, _ = cli("notify", "preview", "informed", "--request", ref, "--out", str(tmp / "p"))
+    assert code == 0
+    assert (tmp / "p" / "informed.html").exists() and (tmp / "p" / "informed.txt").exists()
