@@ -83,6 +83,12 @@ DEPLOYMENTS = (
         "digest", "flows/digest.py:digest", "Each team's weekly digest", cron="0 7 * * 1"
     ),
     DeploymentSpec(
+        "dispatch-notifications",
+        "flows/dispatch_notifications.py:dispatch_notifications",
+        "Send due notifications; retry with back-off, tell the operators about dead ones",
+        cron="* * * * *",
+    ),
+    DeploymentSpec(
         "hr-sync",
         "flows/hr_sync.py:hr_sync",
         "Joiners get onboarding requests, leavers give devices back",

@@ -368,3 +368,36 @@ def test_no_secret_reaches_prefect_logs_parameters_or_artifacts(
     seen = run(everything())
     assert ref in seen  # the runs, logs and artifacts are there...
     assert secret not in seen  # ...and the password is not
+
+
+def test_the_dispatcher_flow_sends_through_the_routes_and_reports_failures(
+    flow_db: Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from flows.dispatch_notifications import dispatch_notifications
+    from notifications.sink import MailSink
+
+    monkeypatch.setenv("PROCURE_HOME", str(tmp_path / "home"))
+    assert "PROCURE_APPRISE_CONFIG" not in __import__("os").environ
+    ref = submit(flow_db)
+    skipped = run(dispatch_notifications())
+    assert "PROCURE_APPRISE_CONFIG" in skipped["skipped"]  # nothing sent, nothing lost
+    with MailSink() as sink:
+        routes = write(
+            tmp_path / "apprise.yml",
+            f"""
+            urls:
+              - "{sink.url}":
+                  - tag: people
+              - "{sink.url}&to=it@example.com":
+                  - tag: it, purchasing
+            """,
+        )
+        monkeypatch.setenv("PROCURE_APPRISE_CONFIG", routes)
+        report = run(dispatch_notifications())
+    # Everyone but HR (no route yet): their row waits and the run says so.
+    assert report["sent"] == 7 and report["retried"] == 1
+    assert len(sink.received) == 7
+    assert any("no route for team:hr" in f for f in report["failures"])
+    table = artifact("notification-failures")
+    assert "team:hr" in str(table.data)
+    assert all(n.status == "sent" for n in _notifications(flow_db, ref) if n.audience != "team:hr")

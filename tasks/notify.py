@@ -1,0 +1,43 @@
+"""The notification dispatcher as a task: one run sends what is due, in leased chunks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from models.errors import InputError
+from tasks.db import engine
+from tasks.requests import now
+
+
+@task(name="send-notifications", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
+def send_notifications(request_ids: list[int] | None = None) -> dict[str, Any]:
+    """Send the due rows (a retry is safe: delivered destinations are skipped, claimed rows
+    are leased). Without a routes file nothing is sent and the rows wait, with a warning."""
+    from notifications.dispatch import dispatcher
+    from procure import settings
+
+    log = get_run_logger()
+    config = settings.load()
+    moment = now()
+    try:
+        relay = dispatcher(engine(), config, now=moment)
+    except InputError as exc:
+        log.warning("notifications stay queued: %s", exc)
+        return {"skipped": str(exc)}
+    report = relay.run(now=moment, request_ids=request_ids)
+    for line in report.failures[:50]:
+        log.warning(line)  # destinations appear with their secrets masked
+    for line in report.warnings[:20]:
+        log.warning(line)
+    if report.claimed:
+        log.info(
+            "%s due: %s sent, %s to retry, %s given up",
+            report.claimed,
+            report.sent,
+            report.retried,
+            report.dead,
+        )
+    return report.as_dict()
