@@ -171,9 +171,15 @@ def who(ctx: Any, email: Any) -> str:
     return str(people.get(email) or email)
 
 
+# Words people write in capitals (roles, contract terms, sourcing options).
+_CAPITALS = {"it": "IT", "hr": "HR", "sla": "SLA", "daas": "DaaS", "tco": "TCO"}
+
+
 def label(value: Any) -> str:
-    """'in_review' -> 'in review', 'send_back' -> 'send back'."""
-    return "—" if value is None else str(value).replace("_", " ")
+    """'in_review' -> 'in review', 'send_back' -> 'send back', 'daas' -> 'DaaS'."""
+    if value is None:
+        return "—"
+    return " ".join(_CAPITALS.get(w, w) for w in str(value).replace("_", " ").split(" "))
 
 
 def plural(count: Any, one: str, many: str | None = None) -> str:
