@@ -70,7 +70,7 @@ class Settings(BaseSettings):
         generated once into PROCURE_HOME/secret.key (readable by its owner only)."""
         if self.secret_key is not None:
             key = self.secret_key.get_secret_value()
-            if key.strip().lower() in PLACEHOLDER_KEYS or len(key) < MIN_KEY_LENGTH:
+            if key.strip().lower() in PLACEHOLDER_KEYS or len(key.strip()) < MIN_KEY_LENGTH:
                 raise InputError(
                     Problem(
                         f"too weak: use at least {MIN_KEY_LENGTH} random characters, e.g. "
