@@ -38,6 +38,7 @@ from notifications.transport import (
     DeliveryError,
     Envelope,
     SmtpPool,
+    SmtpServer,
     apprise_send,
     build_email,
     slack_send,
@@ -97,6 +98,7 @@ class Dispatcher:
     max_attempts: int = 6
     workers: int = 8
     chunk: int = CHUNK
+    _servers: dict[str, SmtpServer] = field(default_factory=dict, repr=False)
 
     def run(
         self,
@@ -167,6 +169,10 @@ class Dispatcher:
                 except RenderError as exc:
                     problems[row.id] = f"cannot render: {exc}"
                     continue
+                except Exception as exc:  # one bad row must not hold up the others
+                    log.exception("notification %s: building its message", row.id)
+                    problems[row.id] = f"cannot render: {type(exc).__name__}: {exc}"
+                    continue
                 for warning in message.warnings:
                     report.warnings.append(f"notification {row.id}: {warning}")
                     log.warning("notification %s: %s", row.id, warning)
@@ -186,13 +192,19 @@ class Dispatcher:
         tag = address if kind == "team" else f"people (or {address})"
         return f"no route for {audience}: add a URL tagged {tag} to {self.routes.source}"
 
+    def _server(self, target: Target) -> SmtpServer:
+        """The SMTP settings of an email route, read from its URL once per dispatcher."""
+        server = self._servers.get(target.route.url)
+        if server is None:
+            server = self._servers[target.route.url] = smtp_server(instantiate(target.route.url))
+        return server
+
     def _send(self, job: _Job, pool: SmtpPool) -> str | None:
         """None when delivered, else why not."""
         target = job.target
         try:
             if target.route.service == "email":
-                plugin = instantiate(target.route.url)
-                server = smtp_server(plugin)
+                server = self._server(target)
                 assert target.to is not None
                 mail = build_email(
                     job.message,

@@ -29,6 +29,7 @@ their secrets masked (Apprise's privacy form).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -96,10 +97,12 @@ class Target:
 
     @property
     def key(self) -> str:
-        """Names the destination in delivery records, without secrets."""
+        """Names the destination in delivery records, without secrets. Two URLs that differ
+        only in their secrets mask alike: a short digest of the full URL tells them apart."""
+        digest = hashlib.sha256(self.route.url.encode()).hexdigest()[:8]
         if self.to is not None:
-            return f"email {self.to} via {self.route.masked}"[:500]
-        return f"{self.route.service} {self.route.masked}"[:500]
+            return f"email {self.to} via {self.route.masked} #{digest}"[:500]
+        return f"{self.route.service} {self.route.masked} #{digest}"[:500]
 
 
 @dataclass
@@ -112,6 +115,8 @@ class Routes:
     def targets(self, audience: str) -> list[Target]:
         """Every destination of an audience (`team:it`, `person:bob@example.com`)."""
         kind, _, address = audience.partition(":")
+        if not address.strip():
+            return []
         if kind == "team":
             chosen = [r for r in self.routes if address.lower() in r.tags]
         elif kind == "person":
@@ -207,8 +212,9 @@ def _tags(value: Any, doc: Document, path: Path_) -> set[str]:
     return out
 
 
-def _entries(doc: Document) -> list[tuple[Path_, str, Mapping[str, Any]]]:
-    """(path, url, arguments) for each URL entry of an Apprise YAML document."""
+def _entries(doc: Document) -> list[tuple[Path_, Path_, str, Mapping[str, Any]]]:
+    """(path of the URL, path of its settings, url, settings) per URL entry of an Apprise YAML
+    document. A URL's problems are reported at its own line, a setting's at the setting's."""
     data = doc.data
     if not isinstance(data, dict):
         raise InputError(doc.problem((), "must be a map with `urls:` (Apprise YAML config)"))
@@ -224,27 +230,29 @@ def _entries(doc: Document) -> list[tuple[Path_, str, Mapping[str, Any]]]:
     urls = data.get("urls")
     if not isinstance(urls, list) or not urls:
         raise InputError(doc.problem(("urls",), "needs a list of URLs under `urls:`"))
-    out: list[tuple[Path_, str, Mapping[str, Any]]] = []
+    out: list[tuple[Path_, Path_, str, Mapping[str, Any]]] = []
     for i, entry in enumerate(urls):
         path: Path_ = ("urls", i)
         if isinstance(entry, str):
-            out.append((path, entry, {}))
+            out.append((path, path, entry, {}))
             continue
         if not isinstance(entry, dict) or len(entry) != 1:
             raise InputError(
                 doc.problem(path, "each entry is a URL, or a URL with a list of its settings")
             )
         ((url, settings),) = entry.items()
-        path = (*path, url)
+        inner = (*path, url)
         if settings is None:
-            out.append((path, str(url), {}))
+            out.append((path, inner, str(url), {}))
         elif isinstance(settings, dict):
-            out.append((path, str(url), settings))
+            out.append((path, inner, str(url), settings))
         elif isinstance(settings, list) and all(isinstance(s, dict) for s in settings):
             for j, one in enumerate(settings):
-                out.append(((*path, j), str(url), one))
+                out.append((path, (*inner, j), str(url), one))
         else:
-            raise InputError(doc.problem(path, "the settings of a URL are a map or a list of maps"))
+            raise InputError(
+                doc.problem(inner, "the settings of a URL are a map or a list of maps")
+            )
     return out
 
 
@@ -253,20 +261,22 @@ def parse_routes(text: str, source: str, *, secrets: Secrets = prefect_secret) -
     doc = parse_yaml(text, source)
     common = _tags(doc.data.get("tag") if isinstance(doc.data, dict) else None, doc, ("tag",))
     routes: list[Route] = []
-    for path, raw_url, settings in _entries(doc):
+    for path, where, raw_url, settings in _entries(doc):
         url = substitute(str(raw_url), doc=doc, path=path, secrets=secrets)
         args: dict[str, str] = {}
         tags = set(common)
         for key, value in settings.items():
             if key == "tag":
-                tags |= _tags(value, doc, (*path, key))
+                tags |= _tags(value, doc, (*where, key))
             elif isinstance(value, (str, int, float, bool)) or value is None:
                 text_value = "" if value is None else str(value)
                 if isinstance(value, bool):
                     text_value = "yes" if value else "no"
-                args[str(key)] = substitute(text_value, doc=doc, path=(*path, key), secrets=secrets)
+                args[str(key)] = substitute(
+                    text_value, doc=doc, path=(*where, key), secrets=secrets
+                )
             else:
-                raise InputError(doc.problem((*path, key), f"{key}: expected a single value"))
+                raise InputError(doc.problem((*where, key), f"{key}: expected a single value"))
         if args:
             url += ("&" if "?" in url else "?") + urlencode(args)
         if "://" not in url:
@@ -295,6 +305,11 @@ def parse_routes(text: str, source: str, *, secrets: Secrets = prefect_secret) -
                     doc.problem(path, "cc= and bcc= are not supported: list everyone in to=")
                 )
             recipients = tuple(address for _, address in plugin.targets)
+            defaulted = recipients == (plugin.from_addr[1],) and "to=" not in url.lower()
+            if defaulted and tags - {PEOPLE}:
+                raise InputError(
+                    doc.problem(path, "a team's email URL needs to= (the team's address)")
+                )
         routes.append(
             Route(
                 url=url,
