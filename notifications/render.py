@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -120,7 +120,7 @@ def money(value: Any, currency: str = "EUR") -> str:
     """1234.5 -> '€1,234.50' (amounts are strings or Decimals in the context, never floats)."""
     if value is None:
         return "—"
-    amount = _decimal(value).quantize(Decimal("0.01"))
+    amount = _decimal(value).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)  # as the ledger
     sign = "-" if amount < 0 else ""
     prefix = CURRENCY_SIGNS.get(currency, f"{currency} ")
     return f"{sign}{prefix}{abs(amount):,.2f}"
@@ -276,8 +276,25 @@ def _num(value: Any) -> float:
         return 0.0
 
 
+def _size(value: Any, depth: int = 0) -> int:
+    """Characters and items in a value, counting strings inside lists and maps (a string
+    doubled inside a list is as large as one doubled alone)."""
+    if isinstance(value, str):
+        return len(value)
+    if depth > 8 or not isinstance(value, list | tuple | dict | set):
+        return 0
+    items = list(value.items()) if isinstance(value, dict) else list(value)
+    total = len(items)
+    for item in items[: OVERRIDE_STRING_MAX + 1]:
+        pair = item if isinstance(item, tuple) and isinstance(value, dict) else (item,)
+        total += sum(_size(part, depth + 1) for part in pair)
+        if total > OVERRIDE_STRING_MAX:
+            break
+    return total
+
+
 def _bounded_size(value: Any) -> None:
-    if isinstance(value, str | list | tuple | dict) and len(value) > OVERRIDE_STRING_MAX:
+    if _size(value) > OVERRIDE_STRING_MAX:
         raise jinja2.sandbox.SecurityError("value too large for a template")
 
 
@@ -493,7 +510,15 @@ class Renderer:
                 raise
             except jinja2.TemplateNotFound as exc:
                 raise RenderError(f"template {exc.name} not found", template=name) from None
-            except (jinja2.TemplateError, ValueError, TypeError, ArithmeticError, KeyError) as exc:
+            except (
+                jinja2.TemplateError,
+                ValueError,
+                TypeError,
+                ArithmeticError,
+                KeyError,
+                RecursionError,  # a macro calling itself without end
+                MemoryError,
+            ) as exc:
                 where, line = _where(exc, name)
                 raise RenderError(
                     f"{part}: {type(exc).__name__}: {exc}", template=_short(where), line=line

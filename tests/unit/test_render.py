@@ -1,0 +1,1002 @@
+"""Rendering notifications: one template file per event, four outputs, a sandbox for overrides.
+
+Every test renders real notification rows: `notifications.samples.sample_database()` drives
+sample requests through every path that notifies someone, and `ContextBuilder` turns each
+row into the context a template sees, exactly as the dispatcher does. Nothing below is a
+hand-written context, except where a test edits a real one to break or poison it.
+
+- subject: one line, raw values, at most SUBJECT_MAX characters;
+- text: raw values (a plain-text part shows what people wrote);
+- html: a full document, autoescaped, dir="auto" around what people typed;
+- slack: plain text like the text part (Apprise's Slack plugin escapes `&`, `<` and `>` on
+  the way out; tests/integration/test_dispatch.py checks the wire), so nothing here may
+  escape it a second time.
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+import re
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from models.db import transaction
+from models.errors import InputError
+from models.lifecycle import RequestStatus
+from models.org import Person
+from models.outbox import Notification
+from models.requests import Decision, Request
+from notifications.context import APPROVAL_EVENTS, ContextBuilder, Links, delivery_invite
+from notifications.render import (
+    OVERRIDE_SECONDS,
+    SUBJECT_MAX,
+    TEMPLATES,
+    Message,
+    Renderer,
+    RenderError,
+    day,
+    label,
+    money,
+    plural,
+)
+from notifications.samples import NOW, RITA, sample_database, sample_rows
+from procure.cli import main
+
+EVENTS = Renderer.events()
+BASE_URL = "https://procure.example.com"
+KEY = b"render-tests-signing-key-0123456789abcdef"
+ROOT = TEMPLATES.parent.parent
+
+# Hostile free text: markup and script, emoji, right-to-left script, a header injection and
+# a Slack broadcast, all in one string (what a justification or a comment may contain).
+SCRIPT = "<script>alert(1)</script><img src=x onerror=alert(1)>"
+EMOJI = "🚀💻"
+RTL = "مرحبا بالعالم"
+CRLF = "evil\r\nBcc: victim@example.com"
+HOSTILE = f"{SCRIPT} {EMOJI} {RTL} {CRLF} <!channel> & co"
+# The requester's name: hostile too, with right-to-left text of its own (names are not
+# free text in the sense of dir="auto": they sit inside sentences of the template).
+NAME_RTL = "ريتا"
+HOSTILE_NAME = f"Rita {NAME_RTL} {EMOJI} <script>alert(2)</script>\r\nBcc: victim@example.com"
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def sample_engine() -> Iterator[Engine]:
+    """The sample run (every event queued at least once), built once for the module."""
+    with sample_database() as engine:
+        yield engine
+
+
+@pytest.fixture(scope="module")
+def hostile_engine() -> Iterator[Engine]:
+    """A second sample run whose free text (and the requester's name) is hostile."""
+    with sample_database() as engine:
+        with transaction(engine) as session:
+            for request in session.exec(select(Request)).all():
+                request.justification = HOSTILE
+                session.add(request)
+            for decision in session.exec(select(Decision)).all():
+                decision.comment = HOSTILE
+                session.add(decision)
+            for row in session.exec(select(Notification)).all():
+                context = dict(row.context or {})
+                poisoned: dict[str, Any] = {
+                    k: HOSTILE for k in ("comment", "reason") if k in context
+                }
+                if poisoned:
+                    row.context = {**context, **poisoned}
+                    session.add(row)
+            rita = session.exec(select(Person).where(Person.email == RITA)).one()
+            rita.name = HOSTILE_NAME
+            session.add(rita)
+        yield engine
+
+
+@pytest.fixture
+def session(sample_engine: Engine) -> Iterator[Session]:
+    with Session(sample_engine) as session:
+        yield session
+
+
+@pytest.fixture
+def hostile_session(hostile_engine: Engine) -> Iterator[Session]:
+    with Session(hostile_engine) as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer()
+
+
+def builder(session: Session) -> ContextBuilder:
+    return ContextBuilder(session, Links(BASE_URL, KEY, NOW))
+
+
+def sample(session: Session, event: str) -> tuple[Notification, dict[str, Any]]:
+    """The sample row of an event and its context (a fresh copy, free to edit)."""
+    row = sample_rows(session)[event]
+    return row, copy.deepcopy(builder(session).build(row))
+
+
+def context_of(session: Session, event: str) -> dict[str, Any]:
+    return sample(session, event)[1]
+
+
+class Tree(HTMLParser):
+    """Every element and every text node of an HTML document, with the elements it sits in."""
+
+    VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta"})
+
+    def __init__(self, document: str):
+        super().__init__(convert_charrefs=True)
+        self.open: list[tuple[str, dict[str, str | None]]] = []
+        self.elements: list[tuple[str, dict[str, str | None]]] = []
+        self.texts: list[tuple[str, tuple[tuple[str, dict[str, str | None]], ...]]] = []
+        self.feed(document)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        element = (tag, dict(attrs))
+        self.elements.append(element)
+        if tag not in self.VOID:
+            self.open.append(element)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, dict(attrs)))
+
+    def handle_endtag(self, tag: str) -> None:
+        for i in range(len(self.open) - 1, -1, -1):
+            if self.open[i][0] == tag:
+                del self.open[i:]
+                return
+
+    def handle_data(self, data: str) -> None:
+        self.texts.append((data, tuple(self.open)))
+
+    def title(self) -> str:
+        return "".join(text for text, where in self.texts if where and where[-1][0] == "title")
+
+
+LEAKS = re.compile(r"\bUndefined\b|\bNone\b(?! confirmed yet)|\{\{|\{%|\bjinja2\b")
+
+
+# ------------------------------------------------------------------ every event renders
+
+
+def test_every_event_has_a_template_and_a_sample_row(session: Session) -> None:
+    assert sorted(EVENTS) == EVENTS and len(EVENTS) == len(set(EVENTS))
+    assert not [e for e in EVENTS if e.startswith("_")]
+    assert {"approval_needed", "reminder", "delivery_scheduled", "digest"} <= set(EVENTS)
+    assert set(sample_rows(session)) == set(EVENTS)
+    for event in EVENTS:
+        assert (TEMPLATES / f"{event}.j2").is_file()
+
+
+@pytest.mark.parametrize("event", EVENTS)
+def test_every_event_renders_all_four_parts(
+    session: Session, renderer: Renderer, event: str
+) -> None:
+    row, context = sample(session, event)
+    message = renderer.render(event, context)
+
+    assert isinstance(message, Message) and message.event == event
+    assert message.warnings == ()
+    # Subject: one line, not blank, bounded.
+    assert message.subject.strip() == message.subject
+    assert message.subject and len(message.subject) <= SUBJECT_MAX
+    assert "\r" not in message.subject and "\n" not in message.subject
+    # Text: greets its reader, ends with one newline, names who it is for.
+    assert message.text.strip() and message.text.endswith("\n")
+    assert not message.text.endswith("\n\n")
+    assert message.text.startswith(f"Hello {context['recipient']['name']}")
+    assert f"procure sends this to {context['recipient']['name']}" in message.text
+    assert "\n\n\n\n" not in message.text
+    # HTML: a full document whose title is the subject.
+    assert message.html.lstrip().lower().startswith("<!doctype html>")
+    assert message.html.rstrip().endswith("</html>")
+    for tag in ("<html", "<head>", '<meta charset="utf-8">', "<body", "</body>"):
+        assert tag in message.html
+    tree = Tree(message.html)
+    assert tree.title().strip() == message.subject
+    # Slack: not empty, no empty-line runs.
+    assert message.slack.strip() and "\n\n\n" not in message.slack
+    # No blanks where a value should be.
+    for part in (message.subject, message.text, message.html, message.slack):
+        assert not LEAKS.search(part), LEAKS.search(part)
+    if context["request"] is not None:
+        assert context["request"]["id"] in message.subject + message.text
+        assert context["links"]["request"] in message.text
+        assert f'href="{html.escape(context["links"]["request"])}"' in message.html
+    assert row.audience == f"{context['recipient']['kind']}:{context['recipient']['address']}"
+
+
+def test_the_time_zone_of_the_context_shows_in_the_subject(
+    session: Session, renderer: Renderer
+) -> None:
+    context = context_of(session, "review_needed")
+    assert context["tz"] == "Europe/Berlin"
+    due = datetime.fromisoformat(context["notice"]["due_at"])
+    local = due.astimezone(ZoneInfo("Europe/Berlin"))
+    message = renderer.render("review_needed", context)
+    assert f"due {day(local)}, {local:%H:%M} CET" in message.subject
+    # The same moment in another organisation's zone reads differently.
+    context["tz"] = "America/New_York"
+    other = renderer.render("review_needed", context)
+    there = due.astimezone(ZoneInfo("America/New_York"))
+    assert f"{there:%H:%M} EST" in other.subject and other.subject != message.subject
+
+
+def test_a_long_subject_is_cut_to_the_maximum(session: Session, renderer: Renderer) -> None:
+    context = context_of(session, "cancelled")
+    context["people"][RITA] = "Rita " + "very " * 100 + "long"
+    message = renderer.render("cancelled", context)
+    assert len(message.subject) == SUBJECT_MAX
+    assert message.subject.startswith(f"{context['request']['id']} cancelled by Rita very")
+    # The text shows the whole name: only the subject is cut.
+    assert "very " * 100 + "long" in message.text
+
+
+# ------------------------------------------------------------------ approval links
+
+
+@pytest.mark.parametrize("event", sorted(APPROVAL_EVENTS))
+def test_approval_events_carry_approve_reject_send_back_links(
+    session: Session, renderer: Renderer, event: str
+) -> None:
+    row, context = sample(session, event)
+    assert row.audience.startswith("person:")
+    links = context["links"]
+    message = renderer.render(event, context)
+
+    urls_in_text = set(re.findall(r"https?://\S+", message.text))
+    page = links["page"]
+    assert page.startswith(f"{BASE_URL}/a/")
+    for decision in ("approve", "reject", "send_back"):
+        url = links[decision]
+        assert url == f"{page}?decision={decision}"
+        # Plain text: the whole URL, on its own, so that a mail client links it.
+        assert url in urls_in_text
+        # HTML: a link (the attribute escaped as HTML wants it).
+        assert f'href="{html.escape(url)}"' in message.html
+        assert url in message.slack
+    assert [(b.label, b.url, b.style) for b in message.buttons] == [
+        ("Approve", links["approve"], "primary"),
+        ("Reject", links["reject"], "danger"),
+        ("Send back", links["send_back"], ""),
+        ("Open request", links["request"], ""),
+    ]
+    assert links["inbox"] in message.text
+
+
+def test_a_team_copy_has_no_approval_links(session: Session, renderer: Renderer) -> None:
+    row, context = sample(session, "review_needed")
+    assert row.audience == "team:purchasing"
+    assert set(context["links"]) == {"request"}
+    message = renderer.render("review_needed", context)
+    for part in (message.text, message.html, message.slack):
+        assert "?decision=" not in part and "/a/" not in part
+    assert "Approve" not in message.html and "Approve:" not in message.text
+    assert [(b.label, b.url) for b in message.buttons] == [
+        ("Open request", context["links"]["request"])
+    ]
+    assert "(the purchasing team)" in message.text
+
+
+def test_approval_links_only_while_the_stage_is_open(session: Session, renderer: Renderer) -> None:
+    rows = session.exec(
+        select(Notification)
+        .where(col(Notification.event).in_(sorted(APPROVAL_EVENTS)))
+        .order_by(col(Notification.id))
+    ).all()
+    closed = []
+    for row in rows:
+        assert row.request_id is not None
+        request = session.get(Request, row.request_id)
+        assert request is not None
+        if request.status != RequestStatus.IN_REVIEW:
+            closed.append(row)
+    assert closed, "the sample run has approval requests of decided requests"
+    for row in closed:
+        context = builder(session).build(row)
+        assert not {"approve", "reject", "send_back", "page"} & set(context["links"])
+        message = renderer.render(row.event, context)
+        assert "?decision=" not in message.text + message.html
+        assert "Approve" not in [b.label for b in message.buttons]
+
+
+# ------------------------------------------------------------------ one environment per output
+
+
+def test_each_output_escapes_for_its_own_kind(session: Session, renderer: Renderer) -> None:
+    context = context_of(session, "cancelled")
+    context["people"][RITA] = "Tom & <Jerry>"
+    context["request"]["justification"] = "R&D <b>bold</b> > plan"
+    message = renderer.render("cancelled", context)
+
+    # Subject and text: as written.
+    assert message.subject == f"{context['request']['id']} cancelled by Tom & <Jerry>"
+    assert "Tom & <Jerry> cancelled" in message.text
+    assert "R&D <b>bold</b> > plan" in message.text
+    # HTML: escaped, exactly once.
+    assert "Tom &amp; &lt;Jerry&gt;" in message.html
+    assert "R&amp;D &lt;b&gt;bold&lt;/b&gt; &gt; plan" in message.html
+    assert "<Jerry>" not in message.html and "<b>bold" not in message.html
+    assert "&amp;amp;" not in message.html and "&amp;lt;" not in message.html
+    assert not [tag for tag, _ in Tree(message.html).elements if tag in {"b", "jerry"}]
+    # Slack: plain text, as written; Apprise escapes it once on the way out, so an escape
+    # here would show "&amp;" in the channel.
+    assert "Tom & <Jerry> cancelled" in message.slack
+    assert "R&D <b>bold</b> > plan" in message.slack
+    assert "&amp;" not in message.slack and "&lt;" not in message.slack
+
+
+def test_the_slack_part_is_the_text_without_its_footer(
+    session: Session, renderer: Renderer
+) -> None:
+    for event in ("approval_needed", "cancelled", "digest", "undeliverable"):
+        message = renderer.render(event, context_of(session, event))
+        assert message.text.startswith(message.slack), event
+        footer = message.text[len(message.slack) :]
+        assert footer.lstrip("\n").startswith("--\n") and "procure sends this to" in footer
+        assert "procure sends this to" not in message.slack
+
+
+# ------------------------------------------------------------------ hostile free text
+
+
+def _has_hostile_text(context: dict[str, Any]) -> bool:
+    return context["request"] is not None or bool(
+        {"comment", "reason"} & set(context["notice"] or {})
+    )
+
+
+@pytest.mark.parametrize("event", EVENTS)
+def test_hostile_free_text_is_harmless_in_every_event(
+    hostile_session: Session, renderer: Renderer, event: str
+) -> None:
+    _, context = sample(hostile_session, event)
+    message = renderer.render(event, context)
+
+    # Subject: one line whatever a name or comment contains.
+    assert "\r" not in message.subject and "\n" not in message.subject
+    assert len(message.subject) <= SUBJECT_MAX
+    # HTML: no script element and no event-handler attribute anywhere, only escaped text.
+    assert "<script" not in message.html.lower() and "<img" not in message.html.lower()
+    tree = Tree(message.html)
+    assert "script" not in {tag for tag, _ in tree.elements}
+    assert "img" not in {tag for tag, _ in tree.elements}
+    assert not [
+        (tag, name) for tag, attrs in tree.elements for name in attrs if name.startswith("on")
+    ]
+    # Slack: the text as written (Apprise escapes it once, on the way out), never pre-escaped.
+    assert message.text.startswith(message.slack)
+    assert "&lt;" not in message.slack and "&amp;" not in message.slack
+
+    if _has_hostile_text(context):
+        assert SCRIPT in message.slack
+        # Emoji and right-to-left text come through intact where people wrote them.
+        for part in (message.text, message.html):
+            assert EMOJI in part and RTL in part
+        # The plain text shows what people wrote, as they wrote it.
+        assert SCRIPT in message.text
+        assert html.escape(SCRIPT, quote=False) in message.html
+        # Free text in the HTML sits inside an element with dir="auto".
+        found = [where for text, where in tree.texts if RTL in text]
+        assert found
+        for where in found:
+            assert any(attrs.get("dir") == "auto" for _, attrs in where), [t for t, _ in where]
+
+
+def test_a_hostile_name_stays_on_one_subject_line(
+    hostile_session: Session, renderer: Renderer
+) -> None:
+    _, context = sample(hostile_session, "cancelled")
+    assert context["people"][RITA] == HOSTILE_NAME
+    message = renderer.render("cancelled", context)
+    flattened = f"Rita {NAME_RTL} {EMOJI} <script>alert(2)</script> Bcc: victim@example.com"
+    assert message.subject == f"{context['request']['id']} cancelled by {flattened}"
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in message.html
+    assert NAME_RTL in message.html and NAME_RTL in message.text
+    # The quoted reason keeps its line break in the text, where it cannot start a header.
+    assert CRLF in message.text
+
+
+# ------------------------------------------------------------------ StrictUndefined
+
+
+def _source_line(template: str, line: int) -> str:
+    return (ROOT / template).read_text(encoding="utf-8").splitlines()[line - 1]
+
+
+@pytest.mark.parametrize(
+    ("event", "break_it", "template", "token"),
+    [
+        (
+            "approval_needed",
+            lambda c: c["notice"].pop("stage_name"),
+            "approval_needed.j2",
+            "notice.stage_name",
+        ),
+        ("cancelled", lambda c: c.pop("request"), "cancelled.j2", "request.id"),
+        ("digest", lambda c: c["notice"].pop("sections"), "digest.j2", "s.waiting_for_you"),
+        ("lifecycle_alert", lambda c: c["notice"].pop("serial"), "lifecycle_alert.j2", "serial"),
+    ],
+    ids=["notice-key", "no-request", "digest-sections", "lifecycle-serial"],
+)
+def test_a_missing_context_value_names_the_template_and_line(
+    session: Session,
+    renderer: Renderer,
+    event: str,
+    break_it: Any,
+    template: str,
+    token: str,
+) -> None:
+    context = context_of(session, event)
+    break_it(context)
+    with pytest.raises(RenderError) as info:
+        renderer.render(event, context)
+    error = info.value
+    assert error.template == f"notifications/templates/{template}"
+    assert error.line is not None and error.line >= 1
+    assert str(error).startswith(f"{error.template}:{error.line}: ")
+    assert "UndefinedError" in str(error)
+    assert token in _source_line(error.template, error.line)
+    problem = error.problem()
+    assert (problem.source, problem.line) == (error.template, error.line)
+    assert "UndefinedError" in problem.message
+
+
+def test_an_undefined_value_passed_to_a_macro_names_the_macro_line(
+    session: Session, renderer: Renderer
+) -> None:
+    context = context_of(session, "return_requested")
+    del context["notice"]["reason"]
+    with pytest.raises(RenderError) as info:
+        renderer.render("return_requested", context)
+    error = info.value
+    assert error.template is not None and error.template.endswith(".j2")
+    assert error.line is not None
+    assert "'reason'" in str(error)
+    # The macro that tests the value (or the event template that passes it) is named.
+    assert "said" in _source_line(error.template, error.line) or "reason" in _source_line(
+        error.template, error.line
+    )
+
+
+def test_a_bad_amount_in_the_context_names_the_template_line(
+    session: Session, renderer: Renderer
+) -> None:
+    context = context_of(session, "approved")
+    context["request"]["total"] = "a lot"
+    with pytest.raises(RenderError) as info:
+        renderer.render("approved", context)
+    error = info.value
+    assert "not an amount: 'a lot'" in str(error)
+    assert error.template is not None and error.line is not None
+    assert "money" in _source_line(error.template, error.line)
+
+
+@pytest.mark.parametrize(
+    "event", ["nope", "../approved", "_base", "_message", "Approved", "approved.j2", "", "a" * 70]
+)
+def test_an_unknown_event_is_a_render_error(
+    session: Session, renderer: Renderer, event: str
+) -> None:
+    context = context_of(session, "approved")
+    with pytest.raises(RenderError, match="no template for event"):
+        renderer.render(event, context)
+
+
+# ------------------------------------------------------------------ the override folder
+
+
+def _override(folder: Path, name: str, source: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(source, encoding="utf-8")
+    return path
+
+
+def test_an_override_replaces_its_event_only(
+    session: Session, renderer: Renderer, tmp_path: Path
+) -> None:
+    _override(
+        tmp_path,
+        "approved.j2",
+        '{% extends "_message.j2" %}\n'
+        "{% block headline %}Go ahead: {{ request.id }} for {{ request.total|money }}"
+        "{% endblock %}\n"
+        "{% block message %}ACME says yes to {{ request.justification }}.{% endblock %}\n",
+    )
+    custom = Renderer(overrides=tmp_path)
+    context = context_of(session, "approved")
+    message = custom.render("approved", context)
+    request = context["request"]
+    assert message.warnings == ()
+    assert message.subject == f"Go ahead: {request['id']} for {money(request['total'])}"
+    assert f"ACME says yes to {request['justification']}." in message.text
+    assert "<h1" in message.html and "Go ahead:" in message.html
+    assert message != renderer.render("approved", context)
+    # Another event keeps the built-in template.
+    rejected = context_of(session, "rejected")
+    assert custom.render("rejected", rejected) == renderer.render("rejected", rejected)
+
+
+def test_an_overridden_partial_changes_every_event(
+    session: Session, renderer: Renderer, tmp_path: Path
+) -> None:
+    base = (TEMPLATES / "_base.j2").read_text(encoding="utf-8")
+    assert base.count("procure sends this to") == 2
+    _override(tmp_path, "_base.j2", base.replace("procure sends this to", "ACME procure mails"))
+    custom = Renderer(overrides=tmp_path)
+    for event in ("rejected", "digest"):
+        context = context_of(session, event)
+        message = custom.render(event, context)
+        assert message.warnings == ()
+        assert f"ACME procure mails {context['recipient']['name']}" in message.text
+        assert "ACME procure mails" in message.html
+        assert message.subject == renderer.render(event, context).subject
+
+
+def test_a_broken_partial_falls_back_for_every_event(
+    session: Session, renderer: Renderer, tmp_path: Path
+) -> None:
+    _override(tmp_path, "_message.j2", "{% block headline %}{{ unclosed {% endblock %}")
+    custom = Renderer(overrides=tmp_path)
+    for event in ("approved", "closed"):
+        context = context_of(session, event)
+        message = custom.render(event, context)
+        assert message == renderer.render(event, context)
+        (warning,) = message.warnings
+        assert "_message.j2" in warning and "TemplateSyntaxError" in warning
+
+
+BROKEN_OVERRIDES = {
+    "syntax": ("{{ request.id ", "TemplateSyntaxError"),
+    "undefined": ("{{ no_such_value }}", "'no_such_value' is undefined"),
+    "range": ("{% for i in range(10**9) %}{{ i }}{% endfor %}", "range longer than 1000"),
+    "repeat": ("{{ 'x' * 10**9 }}", "repetition too large"),
+    "power": ("{{ 2 ** 100000 }}", "power too large"),
+    "filter": ("{{ 'x'|center(100000) }}", "too large"),
+    "attribute": ("{{ ''.__class__.__mro__ }}", "unsafe"),
+    "doubling-macro": (
+        "{% macro grow(s) %}{{ grow(s ~ s) }}{% endmacro %}{{ grow('x') }}",
+        "value too large",
+    ),
+    "output": (
+        "{% for i in range(1000) %}{{ 'x' * 60000 }}{% endfor %}",
+        "output longer than",
+    ),
+}
+
+
+@pytest.mark.parametrize("problem", list(BROKEN_OVERRIDES))
+def test_a_broken_override_falls_back_to_the_built_in_template(
+    session: Session, renderer: Renderer, tmp_path: Path, problem: str
+) -> None:
+    source, says = BROKEN_OVERRIDES[problem]
+    path = _override(
+        tmp_path,
+        "approved.j2",
+        f'{{% extends "_message.j2" %}}{{% block headline %}}{source}{{% endblock %}}',
+    )
+    context = context_of(session, "approved")
+    message = Renderer(overrides=tmp_path).render("approved", context)
+    assert message == renderer.render("approved", context)  # warnings are not compared
+    (warning,) = message.warnings
+    assert warning.startswith("template override failed, used the built-in one: ")
+    assert says in warning
+    assert str(path) in warning or "approved.j2" in warning
+
+
+def test_a_slow_override_is_stopped_and_falls_back(
+    session: Session, renderer: Renderer, tmp_path: Path
+) -> None:
+    # A billion iterations with every range within its bound: only the clock stops it.
+    _override(
+        tmp_path,
+        "approved.j2",
+        '{% extends "_message.j2" %}{% block headline %}'
+        "{% for i in range(1000) %}{% for j in range(1000) %}{% for k in range(1000) %}"
+        "{% endfor %}{% endfor %}{% endfor %}slow{% endblock %}",
+    )
+    context = context_of(session, "approved")
+    message = Renderer(overrides=tmp_path).render("approved", context)
+    assert message == renderer.render("approved", context)
+    (warning,) = message.warnings
+    assert f"took longer than {OVERRIDE_SECONDS:g} s to render" in warning
+    assert "approved.j2" in warning
+
+
+def test_a_recursive_override_falls_back(
+    session: Session, renderer: Renderer, tmp_path: Path
+) -> None:
+    _override(
+        tmp_path,
+        "approved.j2",
+        '{% extends "_message.j2" %}'
+        "{% macro deeper(n) %}{{ deeper(n + 1) }}{% endmacro %}"
+        "{% block headline %}{{ deeper(0) }}{% endblock %}",
+    )
+    context = context_of(session, "approved")
+    message = Renderer(overrides=tmp_path).render("approved", context)
+    assert message == renderer.render("approved", context)
+    assert message.warnings
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # A string doubled inside a list, through a macro and through a recursive loop:
+        # the size bound counts the strings inside containers too.
+        "{% macro d(l) %}{{ d([l[0] ~ l[0]]) }}{% endmacro %}{{ d(['x']) }}",
+        "{% for x in ['x'] recursive %}{{ loop([x ~ x]) }}{% endfor %}",
+        "{% macro d(m) %}{{ d({'k': m.k ~ m.k}) }}{% endmacro %}{{ d({'k': 'x'}) }}",
+    ],
+)
+def test_a_string_doubled_inside_a_container_is_stopped_by_the_size_bound(
+    session: Session, renderer: Renderer, tmp_path: Path, body: str
+) -> None:
+    _override(
+        tmp_path,
+        "approved.j2",
+        '{% extends "_message.j2" %}{% block headline %}' + body + "{% endblock %}",
+    )
+    context = context_of(session, "approved")
+    message = Renderer(overrides=tmp_path).render("approved", context)
+    assert message == renderer.render("approved", context)
+    assert "value too large for a template" in message.warnings[0]
+
+
+def test_an_override_with_an_empty_subject_falls_back(
+    session: Session, renderer: Renderer, tmp_path: Path
+) -> None:
+    _override(
+        tmp_path,
+        "approved.j2",
+        '{% extends "_message.j2" %}{% block headline %}{{ "  " }}\n{% endblock %}',
+    )
+    custom = Renderer(overrides=tmp_path)
+    context = context_of(session, "approved")
+    message = custom.render("approved", context)
+    assert message == renderer.render("approved", context)
+    (warning,) = message.warnings
+    assert "rendered an empty subject or text" in warning
+    # The check itself is a RenderError naming the template.
+    with pytest.raises(RenderError, match="empty subject or text") as info:
+        custom._render_all(custom.sandboxes, "approved", context, bounded=True)
+    assert info.value.template == "approved.j2"
+
+
+def test_an_override_with_an_empty_text_falls_back(
+    session: Session, renderer: Renderer, tmp_path: Path
+) -> None:
+    _override(
+        tmp_path,
+        "closed.j2",
+        "{% if part == 'subject' %}Closed{% elif part == 'html' %}<p>x</p>{% endif %}",
+    )
+    context = context_of(session, "closed")
+    message = Renderer(overrides=tmp_path).render("closed", context)
+    assert message == renderer.render("closed", context)
+    assert "empty subject or text" in message.warnings[0]
+
+
+def test_an_override_folder_that_is_a_file_is_bad_input(tmp_path: Path) -> None:
+    path = tmp_path / "templates.j2"
+    path.write_text("{{ x }}", encoding="utf-8")
+    for folder in (path, tmp_path / "missing"):
+        with pytest.raises(InputError, match="PROCURE_TEMPLATES_DIR") as info:
+            Renderer(overrides=folder)
+        (problem,) = info.value.problems
+        assert problem.field == "PROCURE_TEMPLATES_DIR"
+        assert str(folder) in problem.message and "not a folder" in problem.message
+
+
+# ------------------------------------------------------------------ filters
+
+
+@pytest.mark.parametrize(
+    ("value", "currency", "expected"),
+    [
+        ("1234.5", "EUR", "€1,234.50"),
+        (Decimal("1098"), "EUR", "€1,098.00"),
+        ("-1234.5", "USD", "-$1,234.50"),
+        ("0.1", "GBP", "£0.10"),
+        ("99.999", "CHF", "CHF 100.00"),
+        ("1234567.891", "EUR", "€1,234,567.89"),
+        (7, "EUR", "€7.00"),
+        ("5", "SEK", "SEK 5.00"),
+        ("-0.001", "EUR", "€0.00"),
+        (None, "EUR", "—"),
+    ],
+)
+def test_money(value: Any, currency: str, expected: str) -> None:
+    assert money(value, currency) == expected
+
+
+def test_money_defaults_to_euro_and_refuses_what_is_not_an_amount() -> None:
+    assert money("12") == "€12.00"
+    with pytest.raises(ValueError, match="not an amount: 'twelve'"):
+        money("twelve")
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0.125", "€0.13"), ("2.665", "€2.67")])
+def test_money_rounds_half_a_cent_up_like_the_ledger(value: str, expected: str) -> None:
+    assert money(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("count", "args", "expected"),
+    [
+        (1, ("device",), "1 device"),
+        (0, ("device",), "0 devices"),
+        (3, ("device",), "3 devices"),
+        ("2", ("entry", "entries"), "2 entries"),
+        (1, ("entry", "entries"), "1 entry"),
+    ],
+)
+def test_plural(count: Any, args: tuple[str, ...], expected: str) -> None:
+    assert plural(count, *args) == expected
+
+
+def test_label() -> None:
+    assert label("in_review") == "in review"
+    assert label("send_back") == "send back"
+    assert label("approve") == "approve"
+    assert label(None) == "—"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-12-07", "Mon 7 Dec 2026"),
+        (date(2027, 1, 6), "Wed 6 Jan 2027"),
+        (datetime(2026, 11, 25, 9, 0, tzinfo=UTC), "Wed 25 Nov 2026"),
+        ("2026-11-25T09:00:00+00:00", "Wed 25 Nov 2026"),
+        (None, "—"),
+        ("", "—"),
+    ],
+)
+def test_day(value: Any, expected: str) -> None:
+    assert day(value) == expected
+
+
+def test_day_refuses_what_is_not_a_date() -> None:
+    with pytest.raises(ValueError, match="not a date"):
+        day("next tuesday")
+
+
+@pytest.mark.parametrize(
+    ("value", "tz", "expected"),
+    [
+        ("2026-11-25T09:00:00+00:00", "Europe/Berlin", "Wed 25 Nov 2026, 10:00 CET"),
+        ("2026-07-01T12:00:00+00:00", "Europe/Berlin", "Wed 1 Jul 2026, 14:00 CEST"),
+        ("2026-11-25T09:00:00", "Europe/Berlin", "Wed 25 Nov 2026, 10:00 CET"),  # naive: UTC
+        ("2026-11-25T09:00:00+00:00", "America/New_York", "Wed 25 Nov 2026, 04:00 EST"),
+        ("2026-11-25T23:30:00+00:00", "Europe/Berlin", "Thu 26 Nov 2026, 00:30 CET"),
+        ("2026-11-25T09:00:00+00:00", None, "Wed 25 Nov 2026, 09:00 UTC"),
+        ("2026-12-07", "Europe/Berlin", "Mon 7 Dec 2026"),
+        (None, "Europe/Berlin", "—"),
+    ],
+)
+def test_when_reads_the_time_zone_from_the_context(
+    renderer: Renderer, value: Any, tz: str | None, expected: str
+) -> None:
+    template = renderer.envs["text"].from_string("{{ moment|when }}")
+    variables: dict[str, Any] = {"moment": value}
+    if tz is not None:
+        variables["tz"] = tz
+    assert template.render(variables) == expected
+
+
+def test_who_names_people_from_the_context(renderer: Renderer) -> None:
+    template = renderer.envs["text"].from_string("{{ a|who }} / {{ b|who }} / {{ c|who }}")
+    people = {"ann@example.com": "Ann Analyst"}
+    assert (
+        template.render(a="ann@example.com", b="bob@example.com", c=None, people=people)
+        == "Ann Analyst / bob@example.com / —"
+    )
+
+
+def test_filters_are_the_same_in_every_output(renderer: Renderer) -> None:
+    source = "{{ n|plural('device') }} {{ a|money('USD') }} {{ s|label }} {{ d|day }}"
+    values = {"n": 2, "a": "1500", "s": "to_order", "d": "2026-12-07"}
+    expected = "2 devices $1,500.00 to order Mon 7 Dec 2026"
+    for env in renderer.envs.values():
+        assert env.from_string(source).render(values) == expected
+
+
+# ------------------------------------------------------------------ the calendar attachment
+
+
+def test_delivery_scheduled_attaches_a_calendar_entry(session: Session, renderer: Renderer) -> None:
+    _, context = sample(session, "delivery_scheduled")
+    message = renderer.render("delivery_scheduled", context)
+    (attachment,) = message.attachments
+    request_id = context["request"]["id"]
+    assert attachment.content_type == "text/calendar"
+    assert attachment.filename == f"delivery-{request_id}.ics"
+    data = attachment.data
+    assert data.count(b"\n") == data.count(b"\r\n") and data.endswith(b"\r\n")
+    lines = data.split(b"\r\n")[:-1]
+    assert all(len(line) <= 75 for line in lines), [len(line) for line in lines]
+    text = data.decode("utf-8").replace("\r\n ", "")  # unfolded
+    unfolded = text.split("\r\n")
+    assert unfolded[0] == "BEGIN:VCALENDAR" and unfolded[-2] == "END:VCALENDAR"
+    on = context["notice"]["date"].replace("-", "")
+    assert f"DTSTART;VALUE=DATE:{on}" in unfolded
+    assert f"UID:delivery-{request_id}-{on}@procure" in unfolded
+    assert f"DTSTAMP:{NOW:%Y%m%dT%H%M%SZ}" in unfolded
+    assert any(line.startswith(f"SUMMARY:Delivery of {request_id}") for line in unfolded)
+    # The folded continuation lines start with a space.
+    assert any(line.startswith(b" ") for line in lines)
+
+
+def test_only_delivery_scheduled_has_an_attachment(session: Session, renderer: Renderer) -> None:
+    for event in EVENTS:
+        message = renderer.render(event, context_of(session, event))
+        assert bool(message.attachments) == (event == "delivery_scheduled"), event
+
+
+def test_a_calendar_entry_folds_multibyte_text_by_octets() -> None:
+    request = {
+        "id": "PR-0042",
+        "kind": "onboarding",
+        "on_behalf_of": "Zoë Ünal; Ärger, " + "é" * 80 + "\r\nX-INJECTED:1",
+        "requester": "rita@example.com",
+        "needed_by": "2026-12-30",
+        "lines": [{"quantity": 2}, {"quantity": "3"}],
+    }
+    attachment = delivery_invite(request, "2026-12-21", NOW)
+    data = attachment.data
+    lines = data.split(b"\r\n")[:-1]
+    assert all(len(line) <= 75 for line in lines)
+    assert data.count(b"\n") == data.count(b"\r\n")
+    for line in lines:
+        line.decode("utf-8")  # a fold never splits a character
+    unfolded = data.decode("utf-8").replace("\r\n ", "").split("\r\n")
+    assert "DTSTART;VALUE=DATE:20261221" in unfolded
+    assert "SUMMARY:Delivery of PR-0042: 5 device(s)" in unfolded
+    (description,) = [line for line in unfolded if line.startswith("DESCRIPTION:")]
+    assert "Zoë Ünal\\; Ärger\\, " in description and "\\nX-INJECTED:1" in description
+    assert not [line for line in unfolded if line.startswith("X-INJECTED")]
+
+
+# ------------------------------------------------------------------ procure notify
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
+    monkeypatch.setenv("PROCURE_HOME", str(tmp_path / "home"))
+    for name in (
+        "PROCURE_TEMPLATES_DIR",
+        "PROCURE_APPRISE_CONFIG",
+        "PROCURE_SECRET_KEY",
+        "PROCURE_ENVIRONMENT",
+        "PROCURE_BASE_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def test_notify_check_passes_the_built_in_templates(cli: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "overrides"
+    folder.mkdir()
+    code, out, err = cli("notify", "check", "--templates", str(folder))
+    assert code == 0, err
+    assert f"{len(EVENTS)} of {len(EVENTS)} events render cleanly" in out
+    assert str(folder) in out
+
+
+def test_notify_check_passes_a_good_override(cli: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "overrides"
+    _override(
+        folder,
+        "approved.j2",
+        '{% extends "_message.j2" %}{% block headline %}OK {{ request.id }}{% endblock %}',
+    )
+    code, out, err = cli("notify", "check", "--templates", str(folder))
+    assert code == 0, err
+    assert f"{len(EVENTS)} of {len(EVENTS)} events render cleanly" in out
+
+
+def test_notify_check_fails_on_a_broken_override(cli: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "overrides"
+    _override(
+        folder,
+        "approved.j2",
+        '{% extends "_message.j2" %}{% block headline %}{{ no_such_value }}{% endblock %}',
+    )
+    code, out, err = cli("notify", "check", "--templates", str(folder))
+    assert code == 2
+    assert f"{len(EVENTS) - 1} of {len(EVENTS)} events render cleanly" in out
+    assert "approved.j2" in err and "'no_such_value' is undefined" in err
+    assert "template override failed" in err
+
+
+def test_notify_check_refuses_a_templates_path_that_is_a_file(cli: Any, tmp_path: Path) -> None:
+    path = tmp_path / "not-a-folder"
+    path.write_text("x", encoding="utf-8")
+    code, _, err = cli("notify", "check", "--templates", str(path))
+    assert code == 2
+    assert "PROCURE_TEMPLATES_DIR" in err and "not a folder" in err
+
+
+def test_notify_preview_sample(cli: Any) -> None:
+    code, out, err = cli("notify", "preview", "approval_needed", "--sample")
+    assert code == 0, err
+    assert out.startswith("To: person:")
+    assert "\nSubject: Your decision: PR-" in out
+    assert "Approve:    http://127.0.0.1:8000/a/" in out  # the default base URL
+
+
+def test_notify_preview_one_part(cli: Any) -> None:
+    code, out, err = cli("notify", "preview", "approval_needed", "--sample", "--part", "html")
+    assert code == 0, err
+    assert out.lstrip().lower().startswith("<!doctype html>")
+    assert out.rstrip().endswith("</html>") and "Subject:" not in out
+
+
+def test_notify_preview_writes_files(cli: Any, tmp_path: Path) -> None:
+    out_dir = tmp_path / "out"
+    code, out, err = cli("notify", "preview", "approval_needed", "--sample", "--out", str(out_dir))
+    assert code == 0, err
+    names = {
+        "approval_needed.html",
+        "approval_needed.txt",
+        "approval_needed.subject.txt",
+        "approval_needed.slack.txt",
+    }
+    assert {p.name for p in out_dir.iterdir()} == names
+    assert f"wrote 4 files to {out_dir}" in out
+    subject = (out_dir / "approval_needed.subject.txt").read_text(encoding="utf-8")
+    assert subject.startswith("Your decision: PR-") and subject.count("\n") == 1
+    page = (out_dir / "approval_needed.html").read_text(encoding="utf-8")
+    assert page.lower().startswith("<!doctype html>") and "?decision=approve" in page
+    text = (out_dir / "approval_needed.txt").read_text(encoding="utf-8")
+    assert text.startswith("Hello ") and "?decision=reject" in text
+    assert (out_dir / "approval_needed.slack.txt").read_text(encoding="utf-8").strip()
+
+
+def test_notify_preview_an_unknown_event_lists_the_events(cli: Any) -> None:
+    code, out, err = cli("notify", "preview", "nope", "--sample")
+    assert code == 2 and not out
+    assert "no such event 'nope'" in err
+    assert "approval_needed" in err and "undeliverable" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ((), "give either --request ID or --sample"),
+        (("--sample", "--request", "PR-0001"), "give either --request ID or --sample"),
+        (("--sample", "--part", "bogus"), "'bogus': expected one of subject, text, html, slack"),
+    ],
+    ids=["neither", "both", "bad-part"],
+)
+def test_notify_preview_bad_arguments(cli: Any, args: tuple[str, ...], says: str) -> None:
+    code, _, err = cli("notify", "preview", "approved", *args)
+    assert code == 2
+    assert says in err
