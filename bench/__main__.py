@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import sys
 
-from bench import orchestration, reports
+from bench import notifications, orchestration, reports
 from bench.common import RESULTS
 
 
 def main() -> int:
-    suites = {"reports": reports.main, "orchestration": orchestration.main}
+    suites = {
+        "reports": reports.main,
+        "orchestration": orchestration.main,
+        "notifications": notifications.main,
+    }
     chosen = sys.argv[1:] or list(suites)
     unknown = [name for name in chosen if name not in suites]
     if unknown:
