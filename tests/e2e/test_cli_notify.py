@@ -170,7 +170,8 @@ def test_a_broken_routes_file_is_named_with_its_line(
     cli, _, tmp = world
     bad = tmp / "apprise.yml"
     bad.write_text(
-        "urls:\n  - mailto://127.0.0.1:25?from=a@example.com:\n      - tag: it\n  - nope://x\n"
+        "urls:\n  - mailto://127.0.0.1:25?from=a@example.com&to=it@example.com:\n"
+        "      - tag: it\n  - nope://x\n"
     )
     monkeypatch.setenv("PROCURE_APPRISE_CONFIG", str(bad))
     code, _, err = cli("notify", "send")
