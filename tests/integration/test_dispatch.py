@@ -206,6 +206,24 @@ def test_a_slack_error_is_retried_and_named(
     assert len(hook.posts) == 2
 
 
+def test_any_other_apprise_service_gets_the_subject_and_the_text_with_its_links(
+    engine: Engine, sink: MailSink
+) -> None:
+    with WebhookReceiver() as hook:
+        port = hook.url.rsplit(":", 1)[1]
+        extra = f"""  - "json://127.0.0.1:{port}/hooks/hr":
+      - tag: hr
+"""
+        ref = submit(engine)
+        report = dispatcher(engine, routes_for(sink.port, extra=extra)).run(now=NOW)
+    assert not report.failures
+    (post,) = hook.posts
+    assert post.path == "/hooks/hr"
+    body = post.json()
+    assert body["title"].startswith(f"For your information: {ref}")
+    assert "https://procure.example.com/r/" in body["message"]  # the link, as a URL
+
+
 # ------------------------------------------------------------------ failures
 
 
