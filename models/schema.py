@@ -2,6 +2,16 @@
 
 from sqlmodel import SQLModel
 
-from models import assets, audit, catalog, economics, org, outbox, pipeline, requests  # noqa: F401
+from models import (  # noqa: F401
+    assets,
+    audit,
+    catalog,
+    economics,
+    links,
+    org,
+    outbox,
+    pipeline,
+    requests,
+)
 
 metadata = SQLModel.metadata

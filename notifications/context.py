@@ -131,6 +131,16 @@ class ContextBuilder:
                 self._people.setdefault(e, None)
         return {e: p.name for e in emails if (p := self._people.get(e)) is not None}
 
+    def page(self, request_id: int) -> dict[str, Any]:
+        """What the web pages show of a request, with the names the templates' `who` needs."""
+        _, view, tz = self._request(request_id)
+        return {
+            "request": view,
+            "tz": tz,
+            "now": self.links.now.isoformat(),
+            "people": self._names({m for m in mentioned_in(view) if m}),
+        }
+
     def build(self, row: Notification) -> dict[str, Any]:
         """The template context of one notification row (see the module doc)."""
         tz = self.timezone()
@@ -154,13 +164,7 @@ class ContextBuilder:
             links["request"] = self.links.request(request.id, row.audience)
             stage_key = notice.get("stage")
             stage_view = next((s for s in request_view["stages"] if s["stage"] == stage_key), None)
-            mentioned |= {request_view["requester"], request_view["on_behalf_of"]}
-            for s in request_view["stages"]:
-                mentioned |= {d["by"] for d in s["decisions"]} | {
-                    d["on_behalf_of"] for d in s["decisions"]
-                }
-            for p in request_view["pending"]:
-                mentioned |= set(p["approvers"])
+            mentioned |= mentioned_in(request_view)
             if (
                 row.event in APPROVAL_EVENTS
                 and reader is not None
@@ -197,6 +201,18 @@ class ContextBuilder:
             "links": links,
             "attachments": attachments,
         }
+
+
+def mentioned_in(request_view: dict[str, Any]) -> set[str | None]:
+    """Everyone a request's view names: requester, employee, deciders, pending approvers,
+    device holders."""
+    out: set[str | None] = {request_view["requester"], request_view["on_behalf_of"]}
+    for s in request_view["stages"]:
+        out |= {d["by"] for d in s["decisions"]} | {d["on_behalf_of"] for d in s["decisions"]}
+    for p in request_view["pending"]:
+        out |= set(p["approvers"])
+    out |= {a.get("assigned_to") for a in request_view.get("assets", [])}
+    return out
 
 
 def _fold(line: str) -> str:

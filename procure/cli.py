@@ -607,7 +607,7 @@ def decide(
     json_: JsonOpt = False,
 ) -> None:
     """Decide a pending stage of a request: exactly one of --approve, --reject, --send-back."""
-    from models.actions import decide as decide_action
+    from procure.deciding import Decision, describe, record
 
     chosen = [
         name
@@ -617,34 +617,20 @@ def decide(
     if len(chosen) != 1:
         raise InputError(Problem("give exactly one of --approve, --reject, --send-back"))
     st = state()
-    with st.write() as session:
-        result = decide_action(
-            session,
+    result = record(
+        st.engine(),
+        Decision(
             ref=ref,
             actor_email=as_,
             outcome=chosen[0],
             comment=comment,
             stage_key=stage,
-            now=st.now(),
             confirm_terms=confirm_terms,
-        )
-    if not result.noop:
-        from procure.orchestration import trigger
-
-        # With a Prefect server configured, orchestration follows at once; without one, the
-        # database holds the decision and `procure order` / the scheduled flows take it on.
-        trigger("advance", {"request": result.ref})
-    data = {
-        "id": result.ref,
-        "stage": result.stage,
-        "outcome": result.outcome,
-        "role": result.role,
-        "by": result.actor,
-        "on_behalf_of": result.on_behalf_of,
-        "changed": not result.noop,
-        "stage_status": result.stage_status,
-        "status": result.request_status,
-    }
+        ),
+        now=st.now(),
+    )
+    data = describe(result)
+    data.pop("message")
     if json_:
         emit(data)
         return
@@ -1345,14 +1331,38 @@ def serve(
         typer.Option("--port", help="Port of the Prefect server started when none is configured."),
     ] = 4200,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Flow runs at a time.")] = 4,
+    web_port: Annotated[
+        int, typer.Option("--web-port", min=1, max=65535, help="Port of the approval web app.")
+    ] = 8000,
+    no_web: Annotated[bool, typer.Option("--no-web", help="Do not start the web app.")] = False,
 ) -> None:
     """One command for a working installation: a Prefect server (unless PREFECT_API_URL names
-    one), every deployment with its schedule, served from this process."""
+    one), every deployment with its schedule, and the approval web app, from this process."""
     from procure.serving import serve_all
 
     st = state()
     st.engine()
-    raise typer.Exit(serve_all(st.url, port=port, limit=limit))
+    os.environ["PROCURE_DATABASE_URL"] = st.url  # the web app reads the same database
+    raise typer.Exit(
+        serve_all(st.url, port=port, limit=limit, web_port=None if no_web else web_port)
+    )
+
+
+@app.command()
+def web(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port.")] = 8000,
+) -> None:
+    """The approval web app and the HTTP API on their own (procure serve starts them too).
+    Set PROCURE_BASE_URL to the address people reach it at."""
+    from procure.serving import web_server
+
+    st = state()
+    st.engine()
+    st.settings.signing_key()  # refuse to start without a usable key
+    os.environ["PROCURE_DATABASE_URL"] = st.url
+    typer.echo(f"procure web: http://{host}:{port}/ (API docs: /api/docs); Ctrl-C stops")
+    web_server(host, port).run()
 
 
 # ------------------------------------------------------------------ audit and demo

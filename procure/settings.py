@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     apprise_config: Path | None = None
     # A folder of templates that override the built-in ones, file by file.
     templates_dir: Path | None = None
+    # The bearer token of the HTTP API (unset: the API answers 401 to everything but health).
+    api_token: SecretStr | None = None
     # Delivery: failed sends are retried with back-off this many times, then the row is dead.
     max_attempts: int = Field(default=6, ge=1, le=50)
 
