@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -84,11 +85,60 @@ def deployments(timezone: str) -> list[Any]:
     return out
 
 
-def serve_all(database_url: str, *, port: int, limit: int) -> int:
+def web_server(host: str, port: int) -> Any:
+    """The approval web app under uvicorn. No access log: a link's path is its token."""
+    import uvicorn
+
+    from web.app import create_app
+
+    config = uvicorn.Config(
+        create_app(),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+    )
+    return uvicorn.Server(config)
+
+
+def start_web(host: str, port: int) -> tuple[Any, threading.Thread]:
+    """The web app in a thread of this process (for `procure serve`), once it answers."""
+    import httpx
+
+    server = web_server(host, port)
+    thread = threading.Thread(target=server.run, name="procure-web", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not thread.is_alive():
+            raise RuntimeError(f"the web app did not start on {host}:{port} (is the port free?)")
+        try:
+            if httpx.get(f"http://{host}:{port}/health", timeout=2).status_code == 200:
+                return server, thread
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the web app did not answer on {host}:{port} within 30 s")
+
+
+def serve_all(
+    database_url: str,
+    *,
+    port: int,
+    limit: int,
+    web_host: str = "127.0.0.1",
+    web_port: int | None = 8000,
+) -> int:
     """Serve until interrupted; returns the exit code."""
     prepare_environment()
     os.environ["PROCURE_DATABASE_URL"] = database_url
     server = None
+    web = None
+    if web_port is not None:
+        web, web_thread = start_web(web_host, web_port)
+        typer.echo(f"procure serve: approval pages and API on http://{web_host}:{web_port}/")
     if api_url() is None:
         typer.echo("procure serve: no PREFECT_API_URL: starting a Prefect server on 127.0.0.1 ...")
         server, url = start_server(port)
@@ -113,6 +163,9 @@ def serve_all(database_url: str, *, port: int, limit: int) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if web is not None:
+            web.should_exit = True
+            web_thread.join(timeout=10)
         if server is not None:
             # Prefect's background observers still hold connections to the server as serve()
             # returns; losing them at shutdown is expected, not worth a traceback.

@@ -1,0 +1,405 @@
+"""The approval web app on a real uvicorn server on loopback, with the real SMTP sink: links
+from captured emails, link scanners, forged and reused links, CSRF, races, the JSON API."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, func, select
+
+from models import tokens
+from models.links import UsedLink
+from models.requests import Decision, Stage
+from notifications.context import Links
+from notifications.dispatch import Dispatcher
+from notifications.routing import load_routes
+from notifications.sink import MailSink, free_port
+from procure import settings as settings_module
+from tests.conftest import Databases
+from tests.factories import IDA, IVAN, NOW, PAUL, RITA, submit
+from web.app import create_app
+
+KEY = "k" * 40
+API_TOKEN = "api-token-for-tests-0123456789abcdef"
+
+
+@dataclass
+class Site:
+    base: str
+    engine: Engine
+    sink: MailSink
+    settings: Any
+    client: httpx.Client
+
+    def dispatch(self) -> None:
+        relay = Dispatcher(
+            self.engine,
+            load_routes(self.settings.apprise_config),
+            Links(self.base, self.settings.signing_key(), NOW),
+        )
+        relay.run(now=NOW)
+
+    def links_to(self, email: str, kind: str = "a") -> list[str]:
+        found: list[str] = []
+        for mail in self.sink.to(email):
+            found += re.findall(rf"{re.escape(self.base)}/{kind}/\S+", mail.part("plain"))
+        return found
+
+    def approval_link(self, email: str) -> str:
+        (page, *_) = [u.split("?")[0] for u in self.links_to(email)]
+        return page
+
+    def decisions(self) -> int:
+        with Session(self.engine) as session:
+            return int(session.exec(select(func.count()).select_from(Decision)).one())
+
+    def form(self, url: str, decision: str, **extra: str) -> httpx.Response:
+        page = self.client.get(url)
+        assert page.status_code == 200, page.text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf is not None
+        return self.client.post(
+            url, data={"csrf": csrf.group(1), "decision": decision, **extra}, headers=self.origin
+        )
+
+    @property
+    def origin(self) -> dict[str, str]:
+        return {"Origin": self.base}
+
+
+def routes_file(path: Path, sink: MailSink) -> Path:
+    path.write_text(
+        "urls:\n"
+        f'  - "{sink.url}":\n      - tag: people\n'
+        + "".join(
+            f'  - "{sink.url}&to={t}@example.com":\n      - tag: {t}\n'
+            for t in ("it", "purchasing", "hr", "finance", "management", "operators")
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def site(databases: Databases, tmp_path: Path) -> Iterator[Site]:
+    url = databases.url("sample")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with MailSink() as sink:
+        config = settings_module.load(
+            database_url=url,
+            home=tmp_path / "home",
+            base_url=base,
+            secret_key=KEY,
+            now=NOW,
+            apprise_config=routes_file(tmp_path / "apprise.yml", sink),
+            api_token=API_TOKEN,
+        )
+        app = create_app(config)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        client = httpx.Client(base_url=base, timeout=30, follow_redirects=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if client.get("/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        engine = databases.engine("sample")
+        engine.dispose()
+        from models.db import make_engine
+
+        own = make_engine(url)
+        try:
+            yield Site(base, own, sink, config, client)
+        finally:
+            client.close()
+            server.should_exit = True
+            thread.join(10)
+            app.state.web.close()
+            own.dispose()
+
+
+def wait_for(predicate: Any, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
+
+
+# ------------------------------------------------------------------ pages
+
+
+def test_an_approval_link_shows_the_decision_and_changes_nothing(site: Site) -> None:
+    ref = submit(site.engine)
+    site.dispatch()
+    link = site.approval_link(PAUL)
+    page = site.client.get(link + "?decision=approve")
+    assert page.status_code == 200
+    html = page.text
+    assert f"Joint review (IT and purchasing): {ref}" in html
+    assert 'value="approve" required checked' in html
+    for piece in (
+        "Lines",
+        "Buy, lease or Device-as-a-Service",
+        "Cost of involving purchasing late",
+    ):
+        assert piece in html
+    assert "I confirm the contract terms still open" in html  # Paul is purchasing
+    assert page.cookies.get("procure_csrf")
+    headers = page.headers
+    assert headers["referrer-policy"] == "no-referrer"
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY" and headers["cache-control"] == "no-store"
+    assert site.decisions() == 0
+
+
+def test_approving_from_the_page_decides_once_and_tells_the_next_approver(site: Site) -> None:
+    ref = submit(site.engine)
+    site.dispatch()
+    before = len(site.sink.received)
+    answer = site.form(site.approval_link(IDA), "approve", comment="Fine by IT")
+    assert answer.status_code == 200, answer.text
+    assert "Thank you: approve" in answer.text and ref in answer.text
+    assert site.decisions() == 1
+    purchasing = site.form(site.approval_link(PAUL), "approve", confirm_terms="yes")
+    assert purchasing.status_code == 200, purchasing.text
+    # The joint review is done: the budget owner's approval request is sent at once.
+    assert wait_for(
+        lambda: any(
+            "Your decision" in m.subject
+            for m in site.sink.received[before:]
+            if m.recipients != (IDA,) and m.recipients != (PAUL,)
+        )
+    )
+    again = site.client.post(
+        site.approval_link(IDA),
+        data={"csrf": "x", "decision": "approve"},
+        headers={**site.origin, "Cookie": "procure_csrf=x"},
+    )
+    assert again.status_code == 409 and "already used" in again.text
+    assert site.decisions() == 2
+
+
+def test_sending_back_from_the_page_reaches_the_requester_with_the_comment(site: Site) -> None:
+    ref = submit(site.engine)
+    site.dispatch()
+    answer = site.form(
+        site.approval_link(PAUL), "send_back", comment="Please add a dock <b>now</b>"
+    )
+    assert answer.status_code == 200, answer.text
+    assert "changes requested" in answer.text
+    assert "<b>now</b>" not in answer.text  # escaped
+    assert wait_for(lambda: any(f"{ref} sent back to you" in m.subject for m in site.sink.to(RITA)))
+    (mail,) = [m for m in site.sink.to(RITA) if "sent back" in m.subject]
+    assert "Please add a dock <b>now</b>" in mail.part("plain")
+
+
+def test_link_scanners_fetching_every_link_decide_nothing(site: Site) -> None:
+    for i in range(5):
+        submit(site.engine, idempotency_key=f"scan-{i}")
+    site.dispatch()
+    urls = set()
+    for mail in site.sink.received:
+        urls |= set(re.findall(rf"{re.escape(site.base)}/\S+", mail.part("plain")))
+        urls |= set(re.findall(rf'href="({re.escape(site.base)}/[^"]+)"', mail.part("html")))
+    assert len(urls) > 40
+    scanner = httpx.Client(timeout=30, follow_redirects=True)
+    for url in urls:
+        response = scanner.get(url.replace("&amp;", "&"))
+        assert response.status_code < 500
+        scanner.head(url.replace("&amp;", "&"))
+    assert site.decisions() == 0
+    with Session(site.engine) as session:
+        assert session.exec(select(func.count()).select_from(UsedLink)).one() == 0
+
+
+def test_forged_expired_and_outdated_links_are_refused_with_a_reason(site: Site) -> None:
+    ref = submit(site.engine)
+    site.dispatch()
+    link = site.approval_link(IDA)
+    token = link.rsplit("/", 1)[1]
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    response = site.client.get(f"/a/{tampered}")
+    assert response.status_code == 400 and "altered" in response.text
+    assert site.client.get("/a/not-a-token").status_code == 400
+    key = site.settings.signing_key()
+    with Session(site.engine) as session:
+        stage = session.exec(select(Stage).where(Stage.key == "joint_review")).one()
+        from models.org import Person
+
+        rita = session.exec(select(Person).where(Person.email == RITA)).one()
+        ida = session.exec(select(Person).where(Person.email == IDA)).one()
+        budget = session.exec(select(Stage).where(Stage.key == "budget_owner")).one()
+    assert stage.id and rita.id and ida.id and budget.id
+    expired = tokens.approval_token(
+        request_id=stage.request_id,
+        stage_id=stage.id,
+        round=1,
+        person_id=ida.id,
+        expires=NOW - timedelta(seconds=1),
+        key=key,
+    )
+    response = site.client.get(f"/a/{expired}")
+    assert response.status_code == 410 and "expired" in response.text
+    # Rita's own request: a link in her name (forged with the key) still cannot approve it.
+    own = tokens.approval_token(
+        request_id=stage.request_id,
+        stage_id=stage.id,
+        round=1,
+        person_id=rita.id,
+        expires=NOW + timedelta(days=1),
+        key=key,
+    )
+    refused = site.form(f"/a/{own}", "approve")
+    assert refused.status_code == 403 and "own" in refused.text
+    # A stage that is not open yet, and an earlier round of an open one.
+    waiting = tokens.approval_token(
+        request_id=stage.request_id,
+        stage_id=budget.id,
+        round=1,
+        person_id=ida.id,
+        expires=NOW + timedelta(days=1),
+        key=key,
+    )
+    assert site.client.get(f"/a/{waiting}").status_code == 409
+    old_round = tokens.approval_token(
+        request_id=stage.request_id,
+        stage_id=stage.id,
+        round=0,
+        person_id=ida.id,
+        expires=NOW + timedelta(days=1),
+        key=key,
+    )
+    response = site.client.get(f"/a/{old_round}")
+    assert response.status_code == 409 and "moved on" in response.text
+    # A link signed with another key is altered, whatever it says.
+    other = tokens.approval_token(
+        request_id=stage.request_id,
+        stage_id=stage.id,
+        round=1,
+        person_id=ida.id,
+        expires=NOW + timedelta(days=1),
+        key=b"z" * 40,
+    )
+    assert site.client.get(f"/a/{other}").status_code == 400
+    assert site.decisions() == 0 and ref
+
+
+def test_a_post_without_the_page_s_csrf_token_or_from_elsewhere_is_refused(site: Site) -> None:
+    submit(site.engine)
+    site.dispatch()
+    link = site.approval_link(IDA)
+    site.client.cookies.clear()
+    no_cookie = site.client.post(link, data={"csrf": "abc", "decision": "approve"})
+    assert no_cookie.status_code == 403
+    mismatch = site.client.post(
+        link, data={"csrf": "abc", "decision": "approve"}, headers={"Cookie": "procure_csrf=xyz"}
+    )
+    assert mismatch.status_code == 403
+    foreign = site.client.post(
+        link,
+        data={"csrf": "abc", "decision": "approve"},
+        headers={"Cookie": "procure_csrf=abc", "Origin": "https://evil.example.com"},
+    )
+    assert foreign.status_code == 403 and "did not come from procure" in foreign.text
+    assert site.decisions() == 0
+
+
+def test_fifty_concurrent_posts_on_one_stage_make_one_decision(site: Site) -> None:
+    submit(site.engine)
+    site.dispatch()
+    urls = [site.approval_link(IDA), site.approval_link(IVAN)]
+
+    def post(i: int) -> int:
+        with httpx.Client(timeout=60) as client:
+            return client.post(
+                urls[i % 2],
+                data={"csrf": "same", "decision": "approve"},
+                headers={"Cookie": "procure_csrf=same", "Origin": site.base},
+            ).status_code
+
+    with ThreadPoolExecutor(25) as pool:
+        codes = list(pool.map(post, range(50)))
+    assert codes.count(200) == 1, codes
+    assert set(codes) == {200, 409}, codes
+    assert site.decisions() == 1
+
+
+def test_the_request_and_inbox_pages(site: Site) -> None:
+    ref = submit(site.engine)
+    site.dispatch()
+    (view, *_) = site.links_to(RITA, "r")
+    page = site.client.get(view)
+    assert page.status_code == 200 and f"{ref}: in review" in page.text and "Timeline" in page.text
+    (inbox, *_) = site.links_to(PAUL, "inbox")
+    page = site.client.get(inbox)
+    assert page.status_code == 200 and ref in page.text
+    link = re.search(r'href="([^"]+/a/[^"]+)"', page.text)
+    assert link is not None and site.client.get(link.group(1)).status_code == 200
+    assert site.client.get("/r/forged.token").status_code == 400
+    assert site.client.get("/inbox/forged.token").status_code == 400
+
+
+# ------------------------------------------------------------------ the API
+
+
+def test_the_api_needs_its_token_and_answers_json(site: Site) -> None:
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    assert site.client.get("/api/health").json() == {"status": "ok"}
+    refused = site.client.get("/api/requests")
+    assert refused.status_code == 401 and "API token" in refused.json()["error"]
+    wrong = site.client.get("/api/requests", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    body = {
+        "kind": "refresh",
+        "requester": RITA,
+        "cost_centre": "CC-ENG",
+        "needed_by": "2027-01-20",
+        "lines": [{"sku": "MON-27", "quantity": 1}],
+    }
+    created = site.client.post("/api/requests", json=body, headers=auth)
+    assert created.status_code == 201, created.text
+    ref = created.json()["id"]
+    assert site.client.get(f"/api/requests/{ref}", headers=auth).json()["status"] == "in_review"
+    assert [r["id"] for r in site.client.get("/api/requests", headers=auth).json()] == [ref]
+    pending = site.client.get(f"/api/people/{IDA}/pending", headers=auth).json()
+    assert [p["id"] for p in pending] == [ref]
+    decided = site.client.post(
+        f"/api/requests/{ref}/decisions",
+        json={"approver": IDA, "decision": "approve"},
+        headers=auth,
+    )
+    assert decided.status_code == 200 and decided.json()["changed"] is True
+    own = site.client.post(
+        f"/api/requests/{ref}/decisions",
+        json={"approver": RITA, "decision": "approve"},
+        headers=auth,
+    )
+    assert own.status_code == 409 and "own" in own.json()["error"]
+    bad = site.client.post(
+        f"/api/requests/{ref}/decisions", json={"approver": IDA, "decision": "maybe"}, headers=auth
+    )
+    assert bad.status_code == 422 and bad.json()["problems"][0]["field"] == "body.decision"
+    missing = site.client.get("/api/requests/PR-9999", headers=auth)
+    assert missing.status_code == 404 and "PR-9999" in missing.json()["error"]
+    invalid = site.client.post("/api/requests", json={"kind": "onboarding"}, headers=auth)
+    assert 400 <= invalid.status_code < 500 and invalid.json()["error"]
+    assert site.client.get("/api/openapi.json").json()["info"]["title"] == "procure"

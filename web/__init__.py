@@ -1,0 +1,1 @@
+"""The approval web app and the HTTP API (FastAPI)."""

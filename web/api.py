@@ -1,0 +1,186 @@
+"""The HTTP JSON API (documented at /api/docs): submit, list and show requests, a person's
+pending approvals, decide, health. Every call but health needs `Authorization: Bearer
+$PROCURE_API_TOKEN`. Errors are JSON, `{"error": ..., "problems": [...]}`, with the right 4xx.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from models import actions
+from models.db import transaction
+from models.errors import AlreadyDecided, InputError, NotFound, ProcureError, RuleViolation
+from models.lifecycle import RequestStatus
+from models.requests import Draft, RequestCreate
+from models.sources import Document, validate
+from models.views import inbox as inbox_view
+from models.views import request_detail, request_rows
+from procure.deciding import Decision, describe, record
+
+
+def _web(request: Request) -> Any:
+    return request.app.state.web
+
+
+def authorised(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    """The API token of this installation (PROCURE_API_TOKEN), as a bearer token."""
+    configured = _web(request).settings.api_token
+    if configured is None:
+        raise ApiError(401, "the API is off: set PROCURE_API_TOKEN to use it")
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), configured.get_secret_value().encode()
+    ):
+        raise ApiError(401, "missing or wrong API token (Authorization: Bearer ...)")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+Authorised = Depends(authorised)
+router = APIRouter(prefix="/api", tags=["api"])
+
+
+class DecisionIn(BaseModel):
+    """One approver's decision on a request's pending stage."""
+
+    approver: str = Field(description="The approver's email address", max_length=320)
+    decision: Literal["approve", "reject", "send_back"]
+    comment: str = Field(default="", max_length=4000)
+    stage: str | None = Field(default=None, description="Which stage, if they can decide several")
+    confirm_terms: bool = Field(
+        default=False, description="Purchasing: confirm the open contract terms too"
+    )
+
+
+@router.get("/health")
+def health(request: Request) -> dict[str, str]:
+    """Whether the service and its database answer."""
+    with transaction(_web(request).engine, readonly=True) as session:
+        request_rows(session, limit=1)
+    return {"status": "ok"}
+
+
+@router.get("/requests", dependencies=[Authorised])
+def list_requests(
+    request: Request,
+    status: Annotated[
+        RequestStatus | None, Query(description="Only requests in this status")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[dict[str, Any]]:
+    """Requests, newest first."""
+    with transaction(_web(request).engine, readonly=True) as session:
+        return request_rows(session, status=status.value if status else None, limit=limit)
+
+
+@router.post("/requests", status_code=201, dependencies=[Authorised])
+def submit_request(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    """Submit a request (the same fields as a request file); the same content twice is one
+    request (its idempotency key)."""
+    web = _web(request)
+    doc = Document("request", body)
+    create = validate(RequestCreate, body, doc)
+    with transaction(web.engine) as session:
+        (result,) = actions.submit(session, drafts=[Draft(create, doc, ())], now=web.now())
+        return request_detail(session, actions.get_request(session, result.ref), now=web.now())
+
+
+@router.get("/requests/{ref}", dependencies=[Authorised])
+def show_request(request: Request, ref: str) -> dict[str, Any]:
+    """One request: lines, stages, decisions, sourcing, TCO, ledger, budget, timeline."""
+    web = _web(request)
+    with transaction(web.engine, readonly=True) as session:
+        return request_detail(session, actions.get_request(session, ref), now=web.now())
+
+
+@router.get("/people/{email}/pending", dependencies=[Authorised])
+def pending(request: Request, email: str) -> list[dict[str, Any]]:
+    """What waits for this person's decision (delegations included), oldest deadline first."""
+    web = _web(request)
+    with transaction(web.engine, readonly=True) as session:
+        person = actions.find_person(session, email, what="email")
+        return inbox_view(session, person, now=web.now())
+
+
+@router.post("/requests/{ref}/decisions", dependencies=[Authorised])
+def decide(request: Request, ref: str, body: DecisionIn) -> dict[str, Any]:
+    """Record a decision (the same rules as the CLI and the approval pages)."""
+    web = _web(request)
+    result = record(
+        web.engine,
+        Decision(
+            ref=ref,
+            actor_email=body.approver,
+            outcome=body.decision,
+            comment=body.comment,
+            stage_key=body.stage,
+            confirm_terms=body.confirm_terms,
+        ),
+        now=web.now(),
+        after=lambda r: web.send_soon(r.ref),
+    )
+    return describe(result)
+
+
+def _problems(exc: InputError) -> list[dict[str, Any]]:
+    return [
+        {"message": p.message, "field": p.field, "source": p.source, "line": p.line}
+        for p in exc.problems
+    ]
+
+
+def install(app: FastAPI) -> None:
+    """The API's routes and its error handling (JSON, the right 4xx, never a traceback)."""
+    app.include_router(router)
+
+    def json(
+        status: int, message: str, problems: list[dict[str, Any]] | None = None
+    ) -> JSONResponse:
+        return JSONResponse({"error": message, "problems": problems or []}, status_code=status)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        response = json(exc.status, exc.message)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"message": str(e.get("msg", "")), "field": ".".join(str(p) for p in e.get("loc", ()))}
+            for e in exc.errors()
+        ]
+        return json(422, "the request is not valid", problems)
+
+    @app.exception_handler(ProcureError)
+    async def procure_error(request: Request, exc: ProcureError) -> JSONResponse:
+        if isinstance(exc, NotFound):
+            return json(404, str(exc), _problems(exc))
+        if isinstance(exc, InputError):
+            return json(400, "bad input", _problems(exc))
+        if isinstance(exc, AlreadyDecided):
+            return json(409, str(exc))
+        if isinstance(exc, RuleViolation):
+            return json(409, str(exc))
+        return json(409, str(exc))
+
+    @app.exception_handler(IntegrityError)
+    async def integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        return json(409, "the database refused the change (it conflicts with another one)")
+
+    @app.exception_handler(OperationalError)
+    async def database(request: Request, exc: OperationalError) -> JSONResponse:
+        return json(503, "the database is not available; try again")

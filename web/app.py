@@ -1,0 +1,317 @@
+"""The approval web app: the pages behind the links in notifications, and the HTTP JSON API.
+
+Pages (server-rendered, no JavaScript):
+
+- `GET /a/{token}`: the approval page. Reading it changes nothing (link scanners fetch every
+  link in an email before people do); it shows what is being decided and a form.
+- `POST /a/{token}`: the form's button. It decides, once: the link's nonce is recorded in the
+  decision's transaction. CSRF-protected (a cookie and a form field that must match, and the
+  Origin must be this site).
+- `GET /r/{token}`: a request's status and timeline. `GET /inbox/{token}`: what waits for a person.
+- `GET /health`.
+
+Every response carries strict security headers; tokens never reach a log line, and the
+`Referrer-Policy: no-referrer` keeps them out of other sites' logs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import jinja2
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+from starlette.concurrency import run_in_threadpool
+
+from models import tokens
+from models.db import transaction
+from models.errors import AlreadyDecided, InputError, NotFound, ProcureError, RuleViolation
+from models.org import Person
+from models.requests import Stage, format_ref, parse_ref
+from models.types import utcnow
+from models.views import inbox as inbox_view
+from notifications.context import ContextBuilder, Links
+from notifications.render import FILTERS, TEMPLATES
+from procure.deciding import Decision, LinkOutdated, LinkUsed, check_link, record
+
+log = logging.getLogger("procure.web")
+
+PAGES = Path(__file__).resolve().parent / "templates"
+CSRF_COOKIE = "procure_csrf"
+FORM_MAX = 64 * 1024
+OUTCOMES = {"approve": "Approve", "reject": "Reject", "send_back": "Send back"}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(
+            [jinja2.FileSystemLoader(str(PAGES)), jinja2.FileSystemLoader(str(TEMPLATES))]
+        ),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(FILTERS)
+    env.globals["part"] = "html"
+    return env
+
+
+class Web:
+    """What the handlers share: settings, the database, the signing key, the page templates."""
+
+    def __init__(self, settings: Any, engine: Engine, *, dispatch: bool = True):
+        self.settings = settings
+        self.engine = engine
+        self.key = settings.signing_key()
+        self.env = _environment()
+        self.secure = settings.base_url.startswith("https://")
+        self.dispatch = dispatch and settings.apprise_config is not None
+        self._sender = ThreadPoolExecutor(1, thread_name_prefix="procure-web-notify")
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        return self.settings.now or utcnow()
+
+    def links(self) -> Links:
+        return Links(self.settings.base_url, self.key, self.now(), self.settings.link_days)
+
+    def page(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        context.setdefault("people", {})
+        context.setdefault("tz", "UTC")
+        html = self.env.get_template(template).render(**context)
+        return HTMLResponse(html, status_code=status)
+
+    def problem(self, status: int, title: str, message: str) -> HTMLResponse:
+        return self.page("problem.j2", status, title=title, message=message)
+
+    # ------------------------------------------------------------------ after a decision
+
+    def send_soon(self, request_ref: str) -> None:
+        """Send the request's new notifications now, in the background (the next approver's
+        email within a second); the scheduled dispatcher catches anything missed."""
+        if not self.dispatch:
+            return
+        request_id = parse_ref(request_ref)
+        self._sender.submit(self._send, request_id)
+
+    def _send(self, request_id: int) -> None:
+        from notifications.dispatch import dispatcher
+
+        try:
+            now = self.now()
+            dispatcher(self.engine, self.settings, now=now).run(now=now, request_ids=[request_id])
+        except Exception:
+            log.exception("sending the notifications of %s", format_ref(request_id))
+
+    def close(self) -> None:
+        self._sender.shutdown(wait=True)
+
+
+def _token_problem(web: Web, exc: tokens.TokenError) -> HTMLResponse:
+    expired = "expired" in str(exc)
+    return web.problem(410 if expired else 400, "This link cannot be used", str(exc))
+
+
+def _same_origin(request: Request, base_url: str) -> bool:
+    """A browser's POST names the page it came from; it must be this site."""
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if not origin or origin == "null":
+        return origin is None  # a browser that sends none (old ones): the CSRF token decides
+    seen = urlsplit(origin)
+    allowed = {urlsplit(base_url).netloc, request.headers.get("host", "")}
+    return seen.netloc in allowed
+
+
+def create_app(settings: Any | None = None, engine: Engine | None = None) -> FastAPI:
+    """The web app for one installation (settings and database from the environment)."""
+    from procure import settings as settings_module
+    from procure.database import open_database
+
+    settings = settings or settings_module.load()
+    engine = engine or open_database(settings.db_url)
+    web = Web(settings, engine)
+    app = FastAPI(
+        title="procure",
+        summary="IT procurement pipelines: the approval pages and the HTTP API",
+        version="1",
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.web = web
+
+    @app.middleware("http")
+    async def secure_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if web.secure:
+            response.headers.setdefault(
+                "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
+            )
+        return response
+
+    @app.get("/health", include_in_schema=False)
+    def health() -> dict[str, str]:
+        with Session(engine) as session:
+            session.exec(select(Person.id).limit(1)).first()
+        return {"status": "ok"}
+
+    @app.get("/a/{token}", response_class=HTMLResponse, include_in_schema=False)
+    def approval_page(token: str, request: Request, decision: str | None = None) -> Response:
+        try:
+            grant = tokens.read_approval_token(token, web.key, web.now())
+        except tokens.TokenError as exc:
+            return _token_problem(web, exc)
+        with Session(engine) as session:
+            try:
+                req, stage, person = check_link(session, grant)
+            except (LinkUsed, LinkOutdated) as exc:
+                return web.problem(409, "Nothing to decide here", str(exc))
+            context = ContextBuilder(session, web.links()).page(req.id or 0)
+            view = context["request"]
+            stage_view = next(s for s in view["stages"] if s["stage"] == stage.key)
+            purchasing = "purchasing" in stage.roles and bool(view["terms"]["missing"])
+        csrf = secrets.token_urlsafe(32)
+        response = web.page(
+            "approval.j2",
+            **context,
+            stage=stage_view,
+            reader=person.name,
+            action=f"/a/{token}",
+            csrf=csrf,
+            chosen=decision if decision in OUTCOMES else None,
+            outcomes=OUTCOMES,
+            ask_terms=purchasing,
+        )
+        response.set_cookie(
+            CSRF_COOKIE,
+            csrf,
+            httponly=True,
+            samesite="strict",
+            secure=web.secure,
+            path="/a/",
+            max_age=3600,
+        )
+        return response
+
+    @app.post("/a/{token}", response_class=HTMLResponse, include_in_schema=False)
+    async def approval_post(token: str, request: Request) -> Response:
+        body = await request.body()
+        if len(body) > FORM_MAX:
+            return web.problem(413, "Too much", "the form is larger than a decision can be")
+        form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        given = form.get("csrf", "")
+        if (
+            not cookie
+            or not hmac.compare_digest(cookie, given)
+            or not _same_origin(request, web.settings.base_url)
+        ):
+            return web.problem(
+                403,
+                "Please decide from the page",
+                "this form did not come from procure's approval page (or the page is too old): "
+                "open the link from your email again and press the button there",
+            )
+        return await run_in_threadpool(_decide, web, token, form)
+
+    @app.get("/r/{token}", response_class=HTMLResponse, include_in_schema=False)
+    def request_page(token: str) -> Response:
+        try:
+            grant = tokens.read_view_token(token, web.key, web.now())
+        except tokens.TokenError as exc:
+            return _token_problem(web, exc)
+        with Session(engine) as session:
+            try:
+                context = ContextBuilder(session, web.links()).page(grant.request_id)
+            except (NotFound, KeyError):
+                return web.problem(404, "No such request", "this request no longer exists")
+        return web.page("request.j2", **context)
+
+    @app.get("/inbox/{token}", response_class=HTMLResponse, include_in_schema=False)
+    def inbox_page(token: str) -> Response:
+        try:
+            person_id = tokens.read_inbox_token(token, web.key, web.now())
+        except tokens.TokenError as exc:
+            return _token_problem(web, exc)
+        with Session(engine) as session:
+            person = session.get(Person, person_id)
+            if person is None:
+                return web.problem(404, "No such person", "this inbox no longer exists")
+            items = inbox_view(session, person, now=web.now())
+            links = web.links()
+            for item in items:
+                request_id = parse_ref(item["id"])
+                stage = session.exec(
+                    select(Stage).where(Stage.request_id == request_id, Stage.key == item["stage"])
+                ).one()
+                from models.requests import Request as RequestRow
+
+                row = session.get(RequestRow, request_id)
+                assert row is not None
+                item["link"] = links.approval(row, stage, person)["page"]
+        return web.page("inbox.j2", reader=person.name, items=items)
+
+    from web import api
+
+    api.install(app)
+    return app
+
+
+def _decide(web: Web, token: str, form: dict[str, str]) -> Response:
+    try:
+        grant = tokens.read_approval_token(token, web.key, web.now())
+    except tokens.TokenError as exc:
+        return _token_problem(web, exc)
+    outcome = form.get("decision", "")
+    if outcome not in OUTCOMES:
+        return web.problem(400, "Choose a decision", "choose approve, reject or send back")
+    try:
+        result = record(
+            web.engine,
+            Decision(
+                ref=grant.request_id,
+                actor_email="",
+                outcome=outcome,
+                comment=form.get("comment", ""),
+                confirm_terms=form.get("confirm_terms") == "yes",
+            ),
+            now=web.now(),
+            link=grant,
+            after=lambda r: web.send_soon(r.ref),
+        )
+    except (LinkUsed, LinkOutdated, AlreadyDecided) as exc:
+        return web.problem(409, "Nothing to decide here", str(exc))
+    except InputError as exc:
+        return web.problem(400, "That did not work", "; ".join(str(p) for p in exc.problems))
+    except RuleViolation as exc:
+        return web.problem(403, "You cannot decide this", str(exc))
+    except ProcureError as exc:
+        return web.problem(409, "That did not work", str(exc))
+    with transaction(web.engine, readonly=True) as session:
+        context = ContextBuilder(session, web.links()).page(grant.request_id)
+    return web.page("done.j2", **context, result=result, outcomes=OUTCOMES)
