@@ -4,145 +4,17 @@ from captured emails, link scanners, forged and reused links, CSRF, races, the J
 from __future__ import annotations
 
 import re
-import threading
-import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
 
 import httpx
-import pytest
-import uvicorn
-from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 
 from models import tokens
 from models.links import UsedLink
-from models.requests import Decision, Stage
-from notifications.context import Links
-from notifications.dispatch import Dispatcher
-from notifications.routing import load_routes
-from notifications.sink import MailSink, free_port
-from procure import settings as settings_module
-from tests.conftest import Databases
+from models.requests import Stage
+from tests.e2e.conftest import API_TOKEN, Site, wait_for
 from tests.factories import IDA, IVAN, NOW, PAUL, RITA, submit
-from web.app import create_app
-
-KEY = "k" * 40
-API_TOKEN = "api-token-for-tests-0123456789abcdef"
-
-
-@dataclass
-class Site:
-    base: str
-    engine: Engine
-    sink: MailSink
-    settings: Any
-    client: httpx.Client
-
-    def dispatch(self) -> None:
-        relay = Dispatcher(
-            self.engine,
-            load_routes(self.settings.apprise_config),
-            Links(self.base, self.settings.signing_key(), NOW),
-        )
-        relay.run(now=NOW)
-
-    def links_to(self, email: str, kind: str = "a") -> list[str]:
-        found: list[str] = []
-        for mail in self.sink.to(email):
-            found += re.findall(rf"{re.escape(self.base)}/{kind}/\S+", mail.part("plain"))
-        return found
-
-    def approval_link(self, email: str) -> str:
-        (page, *_) = [u.split("?")[0] for u in self.links_to(email)]
-        return page
-
-    def decisions(self) -> int:
-        with Session(self.engine) as session:
-            return int(session.exec(select(func.count()).select_from(Decision)).one())
-
-    def form(self, url: str, decision: str, **extra: str) -> httpx.Response:
-        page = self.client.get(url)
-        assert page.status_code == 200, page.text
-        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
-        assert csrf is not None
-        return self.client.post(
-            url, data={"csrf": csrf.group(1), "decision": decision, **extra}, headers=self.origin
-        )
-
-    @property
-    def origin(self) -> dict[str, str]:
-        return {"Origin": self.base}
-
-
-def routes_file(path: Path, sink: MailSink) -> Path:
-    path.write_text(
-        "urls:\n"
-        f'  - "{sink.url}":\n      - tag: people\n'
-        + "".join(
-            f'  - "{sink.url}&to={t}@example.com":\n      - tag: {t}\n'
-            for t in ("it", "purchasing", "hr", "finance", "management", "operators")
-        )
-    )
-    return path
-
-
-@pytest.fixture
-def site(databases: Databases, tmp_path: Path) -> Iterator[Site]:
-    url = databases.url("sample")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with MailSink() as sink:
-        config = settings_module.load(
-            database_url=url,
-            home=tmp_path / "home",
-            base_url=base,
-            secret_key=KEY,
-            now=NOW,
-            apprise_config=routes_file(tmp_path / "apprise.yml", sink),
-            api_token=API_TOKEN,
-        )
-        app = create_app(config)
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        client = httpx.Client(base_url=base, timeout=30, follow_redirects=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if client.get("/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        engine = databases.engine("sample")
-        engine.dispose()
-        from models.db import make_engine
-
-        own = make_engine(url)
-        try:
-            yield Site(base, own, sink, config, client)
-        finally:
-            client.close()
-            server.should_exit = True
-            thread.join(10)
-            app.state.web.close()
-            own.dispose()
-
-
-def wait_for(predicate: Any, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
-
 
 # ------------------------------------------------------------------ pages
 
@@ -165,7 +37,7 @@ def test_an_approval_link_shows_the_decision_and_changes_nothing(site: Site) -> 
     assert "I confirm the contract terms still open" in html  # Paul is purchasing
     assert page.cookies.get("procure_csrf")
     headers = page.headers
-    assert headers["referrer-policy"] == "no-referrer"
+    assert headers["referrer-policy"] == "same-origin"
     assert "frame-ancestors 'none'" in headers["content-security-policy"]
     assert headers["x-frame-options"] == "DENY" and headers["cache-control"] == "no-store"
     assert site.decisions() == 0
