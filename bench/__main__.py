@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import notifications, orchestration, reports
+from bench import notifications, orchestration, reports, web
 from bench.common import RESULTS
 
 
@@ -13,6 +13,7 @@ def main() -> int:
         "reports": reports.main,
         "orchestration": orchestration.main,
         "notifications": notifications.main,
+        "web": web.main,
     }
     chosen = sys.argv[1:] or list(suites)
     unknown = [name for name in chosen if name not in suites]

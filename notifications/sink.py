@@ -12,6 +12,7 @@ import contextlib
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -27,6 +28,7 @@ class Received:
     recipients: tuple[str, ...]
     message: EmailMessage
     raw: bytes
+    at: float = 0.0  # time.monotonic() when the server accepted it
 
     @property
     def subject(self) -> str:
@@ -90,7 +92,7 @@ class MailSink:
     def keep(self, sender: str, recipients: tuple[str, ...], raw: bytes) -> None:
         message = message_from_bytes(raw, policy=policy.default)
         assert isinstance(message, EmailMessage)
-        item = Received(sender, recipients, message, raw)
+        item = Received(sender, recipients, message, raw, time.monotonic())
         with self._lock:
             self.received.append(item)
             number = len(self.received)
