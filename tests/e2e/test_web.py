@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlmodel import Session, func, select
@@ -275,3 +277,46 @@ def test_the_api_needs_its_token_and_answers_json(site: Site) -> None:
     invalid = site.client.post("/api/requests", json={"kind": "onboarding"}, headers=auth)
     assert 400 <= invalid.status_code < 500 and invalid.json()["error"]
     assert site.client.get("/api/openapi.json").json()["info"]["title"] == "procure"
+
+
+def test_procure_web_serves_the_pages_and_logs_no_token(databases: Any, tmp_path: Path) -> None:
+    """The documented command, as a process: it answers, refuses a bad link, stops cleanly,
+    and never writes a link's token (a link's path) to its output."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from notifications.sink import free_port
+
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "PROCURE_HOME": str(tmp_path / "home"),
+        "PROCURE_DATABASE_URL": databases.url("sample"),
+        "PROCURE_BASE_URL": f"http://127.0.0.1:{port}",
+    }
+    procure = str(Path(sys.executable).with_name("procure"))
+    log = (tmp_path / "web.log").open("wb")
+    process = subprocess.Popen(
+        [procure, "web", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    secret_path = "/a/eyJzZWNyZXQiOiJ0b2tlbiJ9.c2lnbmF0dXJl"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        response = httpx.get(f"http://127.0.0.1:{port}{secret_path}", timeout=10)
+        assert response.status_code == 400 and "altered" in response.text
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    output = (tmp_path / "web.log").read_text()
+    assert f"procure web: http://127.0.0.1:{port}/" in output
+    assert "eyJzZWNyZXQi" not in output and "Traceback" not in output

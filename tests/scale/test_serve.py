@@ -41,6 +41,7 @@ def test_serve_starts_a_server_serves_every_deployment_and_runs_a_decision_from_
     tmp_path: Path,
 ) -> None:
     port = free_port()
+    web_port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     db = f"sqlite:///{tmp_path / 'procure.db'}"
     env = {
@@ -73,7 +74,7 @@ def test_serve_starts_a_server_serves_every_deployment_and_runs_a_decision_from_
     )
     log = (tmp_path / "serve.log").open("wb")
     serve = subprocess.Popen(
-        [PROCURE, "--db", db, "serve", "--port", str(port)],
+        [PROCURE, "--db", db, "serve", "--port", str(port), "--web-port", str(web_port)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -143,6 +144,10 @@ def test_serve_starts_a_server_serves_every_deployment_and_runs_a_decision_from_
             },
         )
         assert refused.status_code == 409
+        # The approval web app answers beside the flows.
+        web = httpx.get(f"http://127.0.0.1:{web_port}/api/health", timeout=10)
+        assert web.json() == {"status": "ok"}
+        assert web.headers["x-frame-options"] == "DENY"
     finally:
         client.close()
         os.killpg(serve.pid, signal.SIGINT)
