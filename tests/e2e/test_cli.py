@@ -285,6 +285,11 @@ def test_the_console_script_maps_errors_to_exit_codes(tmp_path: Path) -> None:
     assert "Traceback" not in missing.stderr + bad.stderr
 
 
+# Recognisable fake secrets the demo runs with: none may appear in anything it leaves behind.
+FAKE_KEY = "FAKE-SIGNING-KEY-3f9a1c7e5b2d4a6c8e0f1a3b5c7d9e1f"
+FAKE_API_TOKEN = "FAKE-API-TOKEN-d41d8cd98f00b204e9800998ecf8427e"
+
+
 def test_the_demo_walks_a_request_to_certified_erasure(tmp_path: Path) -> None:
     procure = Path(sys.executable).with_name("procure")
     result = subprocess.run(
@@ -292,7 +297,12 @@ def test_the_demo_walks_a_request_to_certified_erasure(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=300,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "PROCURE_SECRET_KEY": FAKE_KEY,
+            "PROCURE_API_TOKEN": FAKE_API_TOKEN,
+        },
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
@@ -304,3 +314,17 @@ def test_the_demo_walks_a_request_to_certified_erasure(tmp_path: Path) -> None:
     assert "totals: incurred 24,000.00 EUR" in out  # the article's case, in the risk report
     assert "Traceback" not in out + result.stderr
     assert (tmp_path / "demo" / "procure.db").exists()
+    # Every email it sent is kept, as .eml and .html, in the folder it names.
+    mails = sorted((tmp_path / "demo" / "mail").glob("*.eml"))
+    assert len(mails) > 100 and len(list((tmp_path / "demo" / "mail").glob("*.html"))) == len(mails)
+    assert f"is in {tmp_path / 'demo' / 'mail'}/" in out
+    # No secret in the output, the databases (procure's and Prefect's: logs, artifacts,
+    # parameters), the emails or any other file the run left.
+    leaked = [
+        str(path)
+        for path in tmp_path.rglob("*")
+        if path.is_file()
+        and any(secret.encode() in path.read_bytes() for secret in (FAKE_KEY, FAKE_API_TOKEN))
+    ]
+    assert leaked == []
+    assert FAKE_KEY not in out + result.stderr and FAKE_API_TOKEN not in out + result.stderr
