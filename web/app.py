@@ -231,7 +231,7 @@ def create_app(settings: Any | None = None, engine: Engine | None = None) -> Fas
         given = form.get("csrf", "")
         if (
             not cookie
-            or not hmac.compare_digest(cookie, given)
+            or not hmac.compare_digest(cookie.encode(), given.encode())  # any text, no TypeError
             or not _same_origin(request, web.settings.base_url)
         ):
             return web.problem(
