@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import notifications, orchestration, reports, web
+from bench import cli, lifecycle, notifications, orchestration, reports, web
 from bench.common import RESULTS
 
 
@@ -14,6 +14,8 @@ def main() -> int:
         "orchestration": orchestration.main,
         "notifications": notifications.main,
         "web": web.main,
+        "cli": cli.main,
+        "lifecycle": lifecycle.main,
     }
     chosen = sys.argv[1:] or list(suites)
     unknown = [name for name in chosen if name not in suites]
