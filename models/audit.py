@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import JSON
+from sqlalchemy import JSON, insert
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from models.types import UTCDateTime, as_utc, utcnow
@@ -125,6 +126,39 @@ def append(
     session.add(event)
     session.add(head)
     return event
+
+
+def append_many(session: Session, events: list[dict[str, Any]]) -> None:
+    """Append many events (the keyword arguments of append() each) in one bulk INSERT: a
+    directory of thousands of people is audited without building an object per row."""
+    if not events:
+        return
+    head = _locked_head(session)
+    rows = []
+    seq, prev = head.seq, head.hash
+    for given in events:
+        seq += 1
+        row = {
+            "seq": seq,
+            "at": as_utc(given.get("at") or utcnow()),
+            "actor": given["actor"],
+            "on_behalf_of": given.get("on_behalf_of"),
+            "entity": given["entity"],
+            "entity_id": given["entity_id"],
+            "request_id": given.get("request_id"),
+            "action": given["action"],
+            "from_status": given.get("from_status"),
+            "to_status": given.get("to_status"),
+            "details": plain_json(given.get("details") or {}),
+            "prev_hash": prev,
+            "hash": "",
+        }
+        # compute_hash reads attributes: the same fields, without building an ORM object.
+        row["hash"] = prev = compute_hash(SimpleNamespace(**row))  # type: ignore[arg-type]
+        rows.append(row)
+    session.execute(insert(AuditEvent), rows)
+    head.seq, head.hash = seq, prev
+    session.add(head)
 
 
 def _locked_head(session: Session) -> AuditHead:

@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PField
-from sqlalchemy import UniqueConstraint
-from sqlmodel import Field, Session, SQLModel, select
+from sqlalchemy import UniqueConstraint, insert
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from models import audit
 from models.errors import InputError
@@ -212,8 +212,67 @@ def load_org(
         "budget": [],
         "delegation": [],
     }
-    by_email: dict[str, Person] = {}
-    for p in org.people:
+    # People in bulk (an HR directory has thousands): one lookup of who exists.
+    emails = [p.email for p in org.people]
+    found: dict[str, Person] = {}
+    for start in range(0, len(emails), 500):
+        batch = emails[start : start + 500]
+        found.update(
+            (row.email, row)
+            for row in session.exec(select(Person).where(col(Person.email).in_(batch))).all()
+        )
+    # New people: one bulk INSERT (returning their ids), one bulk audit append with their
+    # roles, one bulk INSERT of the roles. Known people: compared and updated one by one.
+    ids_by_email: dict[str, int] = {}
+    fresh = [p for p in org.people if p.email not in found]
+    for start in range(0, len(fresh), 1000):
+        chunk = fresh[start : start + 1000]
+        inserted = session.execute(
+            insert(Person).returning(col(Person.id), col(Person.email)),
+            [
+                {"email": p.email, "name": p.name, "department": p.department, "active": p.active}
+                for p in chunk
+            ],
+        ).all()
+        ids_by_email.update((email, id_) for id_, email in inserted)
+    audit.append_many(
+        session,
+        [
+            {
+                "actor": actor,
+                "entity": "person",
+                "entity_id": p.email,
+                "action": "create",
+                "details": {
+                    "email": p.email,
+                    "name": p.name,
+                    "department": p.department,
+                    "active": p.active,
+                    "roles": sorted(r.value for r in p.roles),
+                },
+                "at": at,
+            }
+            for p in fresh
+        ],
+    )
+    role_rows = [
+        {"person_id": ids_by_email[p.email], "role": r.value} for p in fresh for r in p.roles
+    ]
+    for start in range(0, len(role_rows), 1000):
+        session.execute(insert(PersonRole), role_rows[start : start + 1000])
+    results["person"].extend("created" for _ in fresh)
+
+    known_people = [p for p in org.people if p.email in found]
+    roles_of: dict[int, set[str]] = {}
+    known_ids = [found[p.email].id for p in known_people]
+    for start in range(0, len(known_ids), 500):
+        for person_id_, role in session.exec(
+            select(PersonRole.person_id, PersonRole.role).where(
+                col(PersonRole.person_id).in_(known_ids[start : start + 500])
+            )
+        ).all():
+            roles_of.setdefault(person_id_, set()).add(role)
+    for p in known_people:
         row, what = upsert(
             session,
             Person,
@@ -223,12 +282,11 @@ def load_org(
             entity_id=p.email,
             actor=actor,
             at=at,
+            existing=found[p.email],
         )
-        by_email[p.email] = row
         assert row.id is not None
-        current = set(
-            session.exec(select(PersonRole.role).where(PersonRole.person_id == row.id)).all()
-        )
+        ids_by_email[p.email] = row.id
+        current = roles_of.get(row.id, set())
         wanted = {r.value for r in p.roles}
         if current != wanted:
             for role in current - wanted:
@@ -251,7 +309,9 @@ def load_org(
         results["person"].append(what)
 
     def person_id(email: str) -> int:
-        row = by_email.get(email) or session.exec(select(Person).where(Person.email == email)).one()
+        if email in ids_by_email:
+            return ids_by_email[email]
+        row = session.exec(select(Person).where(Person.email == email)).one()
         assert row.id is not None
         return row.id
 

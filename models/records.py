@@ -10,6 +10,7 @@ from sqlmodel import Session, SQLModel, select
 from models import audit
 
 T = TypeVar("T", bound=SQLModel)
+LOOKUP: Any = object()  # upsert's default: find the existing row by `match`
 
 
 def upsert(
@@ -22,19 +23,25 @@ def upsert(
     entity_id: str,
     actor: str,
     at: datetime | None = None,
+    existing: Any = LOOKUP,
+    flush: bool = True,
 ) -> tuple[T, str]:
     """Insert or update the row whose fields equal `match`; returns (row, what happened).
 
     What happened is "created", "updated" or "unchanged"; only the first two write an audit row.
+    A bulk load passes the row it already looked up (`existing`, None for a new one) and
+    `flush=False`, then flushes once for all its rows.
     """
-    query = select(model)
-    for name, value in match.items():
-        query = query.where(getattr(model, name) == value)
-    existing = session.exec(query).first()
+    if existing is LOOKUP:
+        query = select(model)
+        for name, value in match.items():
+            query = query.where(getattr(model, name) == value)
+        existing = session.exec(query).first()
     if existing is None:
         row = model(**match, **values)
         session.add(row)
-        session.flush()
+        if flush:
+            session.flush()
         audit.append(
             session,
             actor=actor,

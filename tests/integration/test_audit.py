@@ -442,13 +442,15 @@ def test_procure_audit_verify_names_the_tampered_row_and_exits_1(
     url = databases.url("sample")
     engine = make_engine(url)
     databases.engines.append(engine)
-    # Row 3 of the sample trail: Rita's roles, as the organisation was loaded.
-    assert (trail(engine)[2].entity_id, trail(engine)[2].action) == (RITA, "roles")
+    # Row 2 of the sample trail: Rita created, with her roles, as the organisation was loaded.
+    assert (trail(engine)[1].entity_id, trail(engine)[1].action) == (RITA, "create")
+    details = trail(engine)[1].details
+    assert details["roles"] == ["requester"]
     tamper(
         engine,
         databases.backend,
         lambda connection: connection.execute(
-            update(AUDIT).where(AUDIT.c.seq == 3).values(details={"roles": ["finance"]})
+            update(AUDIT).where(AUDIT.c.seq == 2).values(details={**details, "roles": ["finance"]})
         ),
     )
 
@@ -456,13 +458,13 @@ def test_procure_audit_verify_names_the_tampered_row_and_exits_1(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == (
-        f"procure: audit trail broken: audit row 3 (person {RITA}, roles): "
+        f"procure: audit trail broken: audit row 2 (person {RITA}, create): "
         "hash does not match its contents\n"
     )
 
     assert main(["--db", url, "audit", "verify", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert (report["ok"], report["checked"], report["seq"]) == (False, 2, 3)
+    assert (report["ok"], report["checked"], report["seq"]) == (False, 1, 2)
 
 
 # ------------------------------------------------------------------ the outbox
