@@ -16,7 +16,9 @@ from enum import Enum
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import JSON, insert
+from sqlalchemy import JSON, insert, update
+from sqlalchemy import event as sa_event
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from models.types import UTCDateTime, as_utc, utcnow
@@ -122,9 +124,8 @@ def append(
         hash="",
     )
     event.hash = compute_hash(event)
-    head.seq, head.hash = event.seq, event.hash
+    _advance_head(session, head, event.seq, event.hash)
     session.add(event)
-    session.add(head)
     return event
 
 
@@ -157,8 +158,33 @@ def append_many(session: Session, events: list[dict[str, Any]]) -> None:
         row["hash"] = prev = compute_hash(SimpleNamespace(**row))  # type: ignore[arg-type]
         rows.append(row)
     session.execute(insert(AuditEvent), rows)
-    head.seq, head.hash = seq, prev
-    session.add(head)
+    _advance_head(session, head, seq, prev)
+
+
+def _advance_head(session: Session, head: AuditHead, seq: int, hash_: str) -> None:
+    """Move the head in memory; the row is written once, when the transaction commits (not
+    before every autoflushed query: a step that appends five events wrote it five times)."""
+    set_committed_value(head, "seq", seq)
+    set_committed_value(head, "hash", hash_)
+    session.info["audit_head_dirty"] = head
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _write_head(session: Session) -> None:
+    head = session.info.pop("audit_head_dirty", None)
+    if head is not None:
+        session.execute(
+            update(AuditHead)
+            .where(col(AuditHead.id) == 1)
+            .values(seq=head.seq, hash=head.hash)
+            .execution_options(synchronize_session=False)
+        )
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _forget_head(session: Session) -> None:
+    session.info.pop("audit_head_dirty", None)
+    session.info.pop("audit_head", None)
 
 
 def _locked_head(session: Session) -> AuditHead:
