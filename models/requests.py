@@ -57,7 +57,8 @@ def parse_ref(ref: str | int) -> int:
     text = str(ref).strip().upper()
     if text.startswith("PR-"):
         text = text[3:]
-    if not text.isdigit() or len(text) > 12 or int(text) < 1:
+    # ASCII digits only: str.isdigit() also accepts '¹' or '٣', which int() refuses or reads.
+    if not (text.isascii() and text.isdigit()) or len(text) > 12 or int(text) < 1:
         raise InputError(Problem(f"not a request id: {str(ref)[:40]!r} (expected PR-0042 or 42)"))
     return int(text)
 

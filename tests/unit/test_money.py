@@ -433,3 +433,13 @@ def test_quantity_refuses_fractions_floats_bools_and_absurd_counts(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         quantity(value)
+
+
+@pytest.mark.parametrize("ref", ["PR-¹", "PR-٣", "²", "PR-0", "PR-", "PR-1x", "x"])
+def test_a_request_reference_is_ascii_digits_or_bad_input(ref: str) -> None:
+    from models.errors import InputError
+    from models.requests import parse_ref
+
+    with pytest.raises(InputError, match="not a request id"):
+        parse_ref(ref)
+    assert parse_ref("pr-0042") == parse_ref(" 42 ") == 42
