@@ -73,8 +73,9 @@ def main() -> None:
             done = _procure(url, "org", "load", str(bad), check=False)
             refusals.append(time.perf_counter() - start)
             assert done.returncode == 2 and f"{bad}:{PEOPLE + 2}" in done.stderr, done.stderr
-            listed = _procure(url, "request", "list", "--json").stdout
-            assert listed.strip() in ("[]", '{\n  "requests": []\n}') or "person0" not in listed
+            with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+                people = db.execute("SELECT count(*) FROM person").fetchone()[0]
+            assert people == sample_people, f"a refused file wrote {people - sample_people} people"
 
         def floor() -> None:
             db = sqlite3.connect(folder / f"floor-{next(counter)}.db")
@@ -87,6 +88,8 @@ def main() -> None:
             floors.append(time.perf_counter() - start)
             db.close()
 
+        with sqlite3.connect(_fresh(folder, "sample.db").removeprefix("sqlite:///")) as db:
+            sample_people = db.execute("SELECT count(*) FROM person").fetchone()[0]
         timings: list[float] = []
         refusals: list[float] = []
         floors: list[float] = []

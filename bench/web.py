@@ -56,13 +56,7 @@ def main() -> None:
                 now=NOW,
             )
         routes = Path(folder) / "apprise.yml"
-        routes.write_text(
-            f'urls:\n  - "{sink.url}":\n      - tag: people\n'
-            + "".join(
-                f'  - "{sink.url}&to={t}@example.com":\n      - tag: {t}\n'
-                for t in ("it", "purchasing", "hr", "finance", "management", "operators")
-            )
-        )
+        routes.write_text(sink.routes())
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         config = settings_module.load(

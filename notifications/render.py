@@ -40,7 +40,6 @@ from zoneinfo import ZoneInfo
 import jinja2
 from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, pass_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from markupsafe import Markup
 
 from models.errors import InputError, Problem
 
@@ -544,8 +543,3 @@ def buttons(links: Mapping[str, str]) -> tuple[Button, ...]:
     if links.get("request"):
         out.append(Button("Open request", links["request"]))
     return tuple(out)
-
-
-def markup(value: str) -> Markup:
-    """Mark trusted HTML (only for values procure itself builds)."""
-    return Markup(value)  # noqa: S704

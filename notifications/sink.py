@@ -21,6 +21,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+TEAMS = ("it", "purchasing", "hr", "finance", "management", "operators")
+
 
 @dataclass(frozen=True)
 class Received:
@@ -88,6 +90,13 @@ class MailSink:
     def url(self) -> str:
         """An Apprise URL that sends through this sink (add `&to=` for a fixed recipient)."""
         return f"mailto://127.0.0.1:{self.port}?from=procure@example.com&name=procure&cto=5"
+
+    def routes(self, teams: tuple[str, ...] = TEAMS) -> str:
+        """An Apprise YAML routes file sending every person, and each team at
+        TEAM@example.com, to this sink."""
+        return f'version: 1\nurls:\n  - "{self.url}":\n      - tag: people\n' + "".join(
+            f'  - "{self.url}&to={t}@example.com":\n      - tag: {t}\n' for t in teams
+        )
 
     def keep(self, sender: str, recipients: tuple[str, ...], raw: bytes) -> None:
         message = message_from_bytes(raw, policy=policy.default)

@@ -102,13 +102,7 @@ def _mail_server(out: Path) -> Iterator[MailSink]:
         routes = write(
             out / "apprise.yml",
             "# Written by procure demo: every person and team, by email, to the demo's own\n"
-            "# SMTP server (it keeps each message under mail/).\n"
-            "version: 1\nurls:\n"
-            f'  - "{sink.url}":\n      - tag: people\n'
-            + "".join(
-                f'  - "{sink.url}&to={team}@example.com":\n      - tag: {team}\n'
-                for team in ("it", "purchasing", "hr", "finance", "management", "operators")
-            ),
+            "# SMTP server (it keeps each message under mail/).\n" + sink.routes(),
         )
         saved = {k: os.environ.get(k) for k in ("PROCURE_APPRISE_CONFIG", "PROCURE_BASE_URL")}
         os.environ["PROCURE_APPRISE_CONFIG"] = str(routes)

@@ -37,6 +37,7 @@ from models import tokens
 from models.db import transaction
 from models.errors import AlreadyDecided, InputError, NotFound, ProcureError, RuleViolation
 from models.org import Person
+from models.requests import Request as RequestRow
 from models.requests import Stage, format_ref, parse_ref
 from models.types import utcnow
 from models.views import inbox as inbox_view
@@ -272,8 +273,6 @@ def create_app(settings: Any | None = None, engine: Engine | None = None) -> Fas
                 stage = session.exec(
                     select(Stage).where(Stage.request_id == request_id, Stage.key == item["stage"])
                 ).one()
-                from models.requests import Request as RequestRow
-
                 row = session.get(RequestRow, request_id)
                 assert row is not None
                 item["link"] = links.approval(row, stage, person)["page"]

@@ -79,14 +79,7 @@ class Site:
 
 
 def routes_file(path: Path, sink: MailSink) -> Path:
-    path.write_text(
-        "urls:\n"
-        f'  - "{sink.url}":\n      - tag: people\n'
-        + "".join(
-            f'  - "{sink.url}&to={t}@example.com":\n      - tag: {t}\n'
-            for t in ("it", "purchasing", "hr", "finance", "management", "operators")
-        )
-    )
+    path.write_text(sink.routes())
     return path
 
 

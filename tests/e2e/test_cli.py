@@ -31,9 +31,9 @@ class Cli:
         out, err = self.capsys.readouterr()
         return code, out, err
 
-    def json(self, *args: str) -> Any:
-        code, out, err = self(*args, "--json")
-        assert code == 0, err
+    def json(self, *args: str, code: int = 0) -> Any:
+        got, out, err = self(*args, "--json")
+        assert got == code, err
         return json.loads(out)
 
 

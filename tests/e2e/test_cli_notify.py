@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from notifications.sink import MailSink, free_port
-from procure.cli import main
 from tests.conftest import Databases
+from tests.e2e.test_cli import Cli
 from tests.factories import NOW, PAUL, RITA, submit
-
-
-class Cli:
-    def __init__(self, url: str, capsys: pytest.CaptureFixture[str]):
-        self.url = url
-        self.capsys = capsys
-
-    def __call__(self, *args: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        code = main(["--db", self.url, *args])
-        out, err = self.capsys.readouterr()
-        return code, out, err
-
-    def json(self, *args: str, code: int = 0) -> Any:
-        got, out, err = self(*args, "--json")
-        assert got == code, err
-        return json.loads(out)
 
 
 def routes_file(path: Path, port: int) -> Path:

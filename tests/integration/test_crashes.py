@@ -21,14 +21,10 @@ from tests.conftest import Databases
 from tests.factories import IDA, NOW, approve_all, submit
 
 PROCURE = str(Path(sys.executable).with_name("procure"))
-TEAMS = ("it", "purchasing", "hr", "finance", "management", "operators")
 
 
 def routes(path: Path, sink: MailSink) -> Path:
-    path.write_text(
-        f'urls:\n  - "{sink.url}":\n      - tag: people\n'
-        + "".join(f'  - "{sink.url}&to={t}@example.com":\n      - tag: {t}\n' for t in TEAMS)
-    )
+    path.write_text(sink.routes())
     return path
 
 
