@@ -9,16 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
-from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import JSON, insert, update
 from sqlalchemy import event as sa_event
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy import inspect as sa_inspect
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from models.types import UTCDateTime, as_utc, utcnow
@@ -72,24 +71,45 @@ def plain_json(value: Any) -> Any:
     return value
 
 
-def compute_hash(event: AuditEvent) -> str:
-    """The SHA-256 of the event's content together with the previous row's hash."""
+def _digest(fields: dict[str, Any]) -> str:
+    """The SHA-256 of one event's fields (an audit_event row's columns) with the previous hash."""
     body = {
-        "seq": event.seq,
-        "at": as_utc(event.at).isoformat(),
-        "actor": event.actor,
-        "on_behalf_of": event.on_behalf_of,
-        "entity": event.entity,
-        "entity_id": event.entity_id,
-        "request_id": event.request_id,
-        "action": event.action,
-        "from": event.from_status,
-        "to": event.to_status,
-        "details": event.details,
-        "prev": event.prev_hash,
+        "seq": fields["seq"],
+        "at": as_utc(fields["at"]).isoformat(),
+        "actor": fields["actor"],
+        "on_behalf_of": fields["on_behalf_of"],
+        "entity": fields["entity"],
+        "entity_id": fields["entity_id"],
+        "request_id": fields["request_id"],
+        "action": fields["action"],
+        "from": fields["from_status"],
+        "to": fields["to_status"],
+        "details": fields["details"],
+        "prev": fields["prev_hash"],
     }
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_COLUMNS = (
+    "seq",
+    "at",
+    "actor",
+    "on_behalf_of",
+    "entity",
+    "entity_id",
+    "request_id",
+    "action",
+    "from_status",
+    "to_status",
+    "details",
+    "prev_hash",
+)
+
+
+def compute_hash(event: AuditEvent) -> str:
+    """The SHA-256 of the event's content together with the previous row's hash."""
+    return _digest({name: getattr(event, name) for name in _COLUMNS})
 
 
 def append(
@@ -105,42 +125,37 @@ def append(
     request_id: int | None = None,
     on_behalf_of: str | None = None,
     at: datetime | None = None,
-) -> AuditEvent:
-    """Append one event to the chain inside the caller's transaction."""
-    head = _locked_head(session)
-    event = AuditEvent(
-        seq=head.seq + 1,
-        at=as_utc(at or utcnow()),
-        actor=actor,
-        on_behalf_of=on_behalf_of,
-        entity=entity,
-        entity_id=entity_id,
-        request_id=request_id,
-        action=action,
-        from_status=from_status,
-        to_status=to_status,
-        details=plain_json(details or {}),
-        prev_hash=head.hash,
-        hash="",
+) -> None:
+    """Append one event to the chain inside the caller's transaction (written with the
+    transaction's other events, before anything reads the trail and at the latest at commit)."""
+    append_many(
+        session,
+        [
+            {
+                "actor": actor,
+                "on_behalf_of": on_behalf_of,
+                "entity": entity,
+                "entity_id": entity_id,
+                "request_id": request_id,
+                "action": action,
+                "from_status": from_status,
+                "to_status": to_status,
+                "details": details,
+                "at": at,
+            }
+        ],
     )
-    event.hash = compute_hash(event)
-    _advance_head(session, head, event.seq, event.hash)
-    session.add(event)
-    return event
 
 
 def append_many(session: Session, events: list[dict[str, Any]]) -> None:
-    """Append many events (the keyword arguments of append() each) in one bulk INSERT: a
-    directory of thousands of people is audited without building an object per row."""
+    """Append many events (the keyword arguments of append() each): a directory of thousands of
+    people is audited without building an object per row."""
     if not events:
         return
-    head = _locked_head(session)
-    rows = []
-    seq, prev = head.seq, head.hash
+    chain = _chain(session)
     for given in events:
-        seq += 1
         row = {
-            "seq": seq,
+            "seq": chain.seq + 1,
             "at": as_utc(given.get("at") or utcnow()),
             "actor": given["actor"],
             "on_behalf_of": given.get("on_behalf_of"),
@@ -151,56 +166,113 @@ def append_many(session: Session, events: list[dict[str, Any]]) -> None:
             "from_status": given.get("from_status"),
             "to_status": given.get("to_status"),
             "details": plain_json(given.get("details") or {}),
-            "prev_hash": prev,
-            "hash": "",
+            "prev_hash": chain.hash,
         }
-        # compute_hash reads attributes: the same fields, without building an ORM object.
-        row["hash"] = prev = compute_hash(SimpleNamespace(**row))  # type: ignore[arg-type]
-        rows.append(row)
-    session.execute(insert(AuditEvent), rows)
-    _advance_head(session, head, seq, prev)
+        row["hash"] = _digest(row)
+        chain.rows.append(row)
+        chain.seq, chain.hash = row["seq"], row["hash"]
 
 
-def _advance_head(session: Session, head: AuditHead, seq: int, hash_: str) -> None:
-    """Move the head in memory; the row is written once, when the transaction commits (not
-    before every autoflushed query: a step that appends five events wrote it five times)."""
-    set_committed_value(head, "seq", seq)
-    set_committed_value(head, "hash", hash_)
-    session.info["audit_head_dirty"] = head
+@dataclass
+class _Chain:
+    """One transaction's end of the chain. The head row is read (and locked) at the first
+    append; the events appended since wait in `rows` and are written in one INSERT before a
+    query that may read the trail and at commit, when the head row is written once.
+
+    A step that appends five events used to send five INSERTs and move the head five times."""
+
+    transaction: Any
+    seq: int
+    hash: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    written: int = 0  # rows[:written] are in the database (in this transaction)
+    # Per open savepoint: (rows appended, rows written, seq, hash) when it began.
+    marks: dict[Any, tuple[int, int, int, str]] = field(default_factory=dict)
 
 
-@sa_event.listens_for(Session, "before_commit")
-def _write_head(session: Session) -> None:
-    head = session.info.pop("audit_head_dirty", None)
-    if head is not None:
-        session.execute(
-            update(AuditHead)
-            .where(col(AuditHead.id) == 1)
-            .values(seq=head.seq, hash=head.hash)
-            .execution_options(synchronize_session=False)
-        )
+_TABLE = AuditEvent.__table__  # type: ignore[attr-defined]
+_MAPPER = sa_inspect(AuditEvent)
 
 
-@sa_event.listens_for(Session, "after_rollback")
-def _forget_head(session: Session) -> None:
-    session.info.pop("audit_head_dirty", None)
-    session.info.pop("audit_head", None)
-
-
-def _locked_head(session: Session) -> AuditHead:
+def _chain(session: Session) -> _Chain:
     # The head row is locked once per transaction (FOR UPDATE on PostgreSQL; SQLite's
     # BEGIN IMMEDIATE already serialises writers), so concurrent writers never fork the chain.
-    cached = session.info.get("audit_head")
-    if cached is not None and cached[0] is session.get_transaction():
-        return cached[1]
+    chain: _Chain | None = session.info.get("audit_chain")
+    if chain is not None and chain.transaction is session.get_transaction():
+        return chain
     head = session.exec(select(AuditHead).where(AuditHead.id == 1).with_for_update()).first()
     if head is None:
         head = AuditHead(id=1, seq=0, hash=GENESIS)
         session.add(head)
         session.flush()
     # Remembered with the transaction the query above belongs to (it may have begun it).
-    session.info["audit_head"] = (session.get_transaction(), head)
-    return head
+    chain = _Chain(session.get_transaction(), head.seq, head.hash)
+    nested = session.get_nested_transaction()
+    if nested is not None:  # appended first inside a savepoint: its rollback empties the chain
+        chain.marks[nested] = (0, 0, chain.seq, chain.hash)
+    session.info["audit_chain"] = chain
+    return chain
+
+
+def _write_rows(session: Session, chain: _Chain) -> None:
+    rows = chain.rows[chain.written :]
+    if rows:
+        chain.written = len(chain.rows)  # first: the INSERT below runs this module's hooks
+        session.execute(insert(_TABLE), rows)
+
+
+@sa_event.listens_for(Session, "do_orm_execute")
+def _before_reading(state: Any) -> None:
+    """Write the waiting events before a statement that may read the trail: a query on
+    audit_event, or any query the ORM cannot see into (text, a table)."""
+    chain: _Chain | None = state.session.info.get("audit_chain")
+    if chain is None or chain.written == len(chain.rows):
+        return
+    if state.is_insert or state.is_update or state.is_delete:
+        return
+    mappers = state.all_mappers
+    if not mappers or _MAPPER in mappers:
+        _write_rows(state.session, chain)
+
+
+@sa_event.listens_for(Session, "after_transaction_create")
+def _savepoint_began(session: Session, transaction: Any) -> None:
+    chain: _Chain | None = session.info.get("audit_chain")
+    if transaction.nested and chain is not None:
+        chain.marks[transaction] = (len(chain.rows), chain.written, chain.seq, chain.hash)
+
+
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _rolled_back(session: Session, previous_transaction: Any) -> None:
+    """A transaction rolled back forgets its chain. A savepoint rolled back takes its own events
+    with it; those written inside it are gone from the database, so the ones appended before it
+    wait to be written again."""
+    chain: _Chain | None = session.info.get("audit_chain")
+    if chain is None:
+        return
+    if not previous_transaction.nested:
+        if previous_transaction.parent is None:
+            session.info.pop("audit_chain", None)
+        return
+    mark = chain.marks.pop(previous_transaction, None)
+    if mark is not None:
+        appended, written, chain.seq, chain.hash = mark
+        del chain.rows[appended:]
+        chain.written = min(chain.written, written)
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _write_head(session: Session) -> None:
+    chain: _Chain | None = session.info.pop("audit_chain", None)
+    if chain is None or chain.transaction is not session.get_transaction() or not chain.rows:
+        return
+    _write_rows(session, chain)
+    session.execute(
+        update(AuditHead)
+        .where(col(AuditHead.id) == 1)
+        .values(seq=chain.seq, hash=chain.hash)
+        .execution_options(synchronize_session=False)
+    )
 
 
 @dataclass(frozen=True)

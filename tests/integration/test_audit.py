@@ -16,12 +16,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, delete, func, update
+from sqlalchemy import Connection, delete, func, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, col, select
 
-from models import actions, outbox
+from models import actions, audit, outbox
 from models.audit import GENESIS, AuditEvent, AuditHead, compute_hash, verify
 from models.db import make_engine, transaction
 from models.errors import RuleViolation
@@ -187,6 +187,64 @@ def test_every_action_appends_rows_chained_to_the_row_before(engine: Engine) -> 
         previous_hash = event.hash
     last = after_decision[-1]
     assert (head(engine).seq, head(engine).hash) == (last.seq, last.hash)
+
+
+def _note(session: Session, what: str) -> None:
+    audit.append(session, actor=IDA, entity="note", entity_id=what, action="note", at=NOW)
+
+
+def test_events_wait_for_one_insert_yet_every_read_in_the_transaction_sees_them(
+    engine: Engine,
+) -> None:
+    """A transaction's events are written together (one INSERT, one head update at commit),
+    but a query on the trail inside the same transaction finds them all, in order."""
+    before = len(trail(engine))
+    with transaction(engine) as session:
+        _note(session, "a")
+        _note(session, "b")
+        seen = [
+            e.entity_id
+            for e in session.exec(select(AuditEvent).where(AuditEvent.entity == "note")).all()
+        ]
+        assert seen == ["a", "b"]
+        _note(session, "c")
+        raw = session.execute(text("SELECT count(*) FROM audit_event WHERE entity = 'note'"))
+        assert raw.scalar_one() == 3  # a text() query is a read the ORM cannot see into
+    after = trail(engine)
+    assert [e.entity_id for e in after[before:]] == ["a", "b", "c"]
+    assert (head(engine).seq, head(engine).hash) == (after[-1].seq, after[-1].hash)
+    assert verify_trail(engine).ok
+
+
+def test_a_savepoint_rolled_back_takes_its_events_and_keeps_the_ones_before(
+    engine: Engine,
+) -> None:
+    before = len(trail(engine))
+    with transaction(engine) as session:
+        _note(session, "kept-before")  # still waiting when the savepoint begins
+        savepoint = session.begin_nested()
+        _note(session, "dropped")
+        # A read inside the savepoint writes both waiting rows, inside the savepoint.
+        assert count(session, AuditEvent) == before + 2
+        savepoint.rollback()
+        _note(session, "kept-after")
+        with session.begin_nested():  # a savepoint released keeps its events
+            _note(session, "kept-released")
+    after = trail(engine)
+    assert [e.entity_id for e in after[before:]] == ["kept-before", "kept-after", "kept-released"]
+    assert [e.seq for e in after] == list(range(1, len(after) + 1))
+    assert head(engine).seq == after[-1].seq
+    assert verify_trail(engine).ok
+
+
+def test_a_transaction_rolled_back_writes_no_event_and_leaves_the_head(engine: Engine) -> None:
+    before = trail(engine)
+    with pytest.raises(RuntimeError), transaction(engine) as session:
+        _note(session, "never")
+        assert count(session, AuditEvent) == len(before) + 1
+        raise RuntimeError("fails after appending")
+    assert [e.hash for e in trail(engine)] == [e.hash for e in before]
+    assert head(engine).seq == before[-1].seq
 
 
 def test_an_action_that_is_refused_appends_nothing(engine: Engine) -> None:
