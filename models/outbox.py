@@ -12,7 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Index
-from sqlmodel import Field, Session, SQLModel, col, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Field, Session, SQLModel
 
 from models.audit import plain_json
 from models.types import UTCDateTime, utcnow
@@ -84,8 +86,8 @@ def dedup_key(notice: Notice) -> str:
 
 def queue(
     session: Session, notice: Notice, *, request_id: int | None, at: datetime | None = None
-) -> Notification | None:
-    """Record a notice unless one with the same dedup key exists; returns the new row or None."""
+) -> int | None:
+    """Record a notice unless one with the same dedup key exists; the new row's id, or None."""
     (row,) = queue_many(session, [notice], request_id=request_id, at=at)
     return row
 
@@ -96,44 +98,53 @@ def queue_many(
     *,
     request_id: int | None,
     at: datetime | None = None,
-) -> list[Notification | None]:
-    """Record several notices with one lookup of their dedup keys; returns each new row, or None
-    where the key was queued before (in an earlier transaction or earlier in this one)."""
+) -> list[int | None]:
+    """Record several notices in one statement; returns each new row's id, or None where the
+    key was queued before (in an earlier transaction, earlier in this one or in this call).
+
+    One INSERT ... ON CONFLICT (dedup_key) DO NOTHING RETURNING: the database's unique key is
+    the check, so there is no lookup first, and two transactions queueing the same key at once
+    keep one row (the second waits for the first, then skips it)."""
     if not notices:
         return []
-    keys = [dedup_key(n) for n in notices]
-    with session.no_autoflush:
-        existing = set(
-            session.exec(
-                select(Notification.dedup_key).where(col(Notification.dedup_key).in_(keys))
-            ).all()
-        )
-    # Keys queued earlier in this transaction are remembered, so the lookup needs no flush.
-    # (Read after the query: a session's transaction begins with its first statement.)
-    txn = session.get_transaction()
-    cached = session.info.get("outbox_keys")
-    if cached is None or cached[0] is not txn:
-        cached = (txn, set())
-        session.info["outbox_keys"] = cached
-    queued: set[str] = cached[1]
-    rows: list[Notification | None] = []
     moment = at or utcnow()
+    keys = [dedup_key(n) for n in notices]
+    rows: dict[str, dict[str, Any]] = {}
     for notice, key in zip(notices, keys, strict=True):
-        if key in existing or key in queued:
-            rows.append(None)
-            continue
-        queued.add(key)
-        row = Notification(
-            event=notice.event,
-            audience=notice.audience,
-            request_id=request_id,
-            asset_id=notice.asset_id,
-            stage_id=notice.stage_id,
-            context=plain_json(notice.context),
-            dedup_key=key,
-            created_at=moment,
-            next_attempt_at=moment,
+        if key not in rows:
+            rows[key] = {
+                "event": notice.event,
+                "audience": notice.audience,
+                "request_id": request_id,
+                "asset_id": notice.asset_id,
+                "stage_id": notice.stage_id,
+                "context": plain_json(notice.context),
+                "dedup_key": key,
+                "status": PENDING,
+                "attempts": 0,
+                "next_attempt_at": moment,
+                "last_error": "",
+                "created_at": moment,
+                "sent_at": None,
+            }
+    insert = _INSERTS[session.get_bind().dialect.name]
+    new: dict[str, int] = {}
+    values = list(rows.values())
+    for start in range(0, len(values), _CHUNK):
+        statement = (
+            insert(_TABLE)
+            .values(values[start : start + _CHUNK])
+            .on_conflict_do_nothing(index_elements=["dedup_key"])
+            .returning(_TABLE.c.dedup_key, _TABLE.c.id)
         )
-        session.add(row)
-        rows.append(row)
-    return rows
+        new.update({key: id_ for key, id_ in session.execute(statement)})
+    # A key given twice in one call is new once: the first time.
+    answer: list[int | None] = []
+    for key in keys:
+        answer.append(new.pop(key, None))
+    return answer
+
+
+_TABLE = Notification.__table__  # type: ignore[attr-defined]
+_INSERTS: dict[str, Any] = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}
+_CHUNK = 500  # rows per statement: far below either database's limit on parameters
