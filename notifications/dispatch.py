@@ -44,6 +44,7 @@ from notifications.transport import (
     slack_send,
     smtp_server,
 )
+from procure import failpoints
 
 log = logging.getLogger("procure.notify")
 
@@ -125,8 +126,10 @@ class Dispatcher:
                         session.expunge_all()  # keep what was claimed: settling checks it
                     if not rows:
                         break
+                    failpoints.hit("after-claim")  # leased and committed, nothing sent yet
                     report.claimed += len(rows)
                     self._chunk(rows, now, pool, executor, report)
+                    failpoints.hit("after-settle")  # the chunk's results committed
         finally:
             pool.close()
         return report
@@ -223,6 +226,7 @@ class Dispatcher:
         except Exception as exc:  # a transport bug must not lose the row: it is retried
             log.exception("sending notification %s to %s", job.row.id, target.key)
             return f"{type(exc).__name__}: {exc}"
+        failpoints.hit("after-send")  # handed over, not yet recorded (a crash rehearsal)
         return None
 
     def _settle(

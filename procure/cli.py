@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
 from models.errors import InputError, Problem, ProcureError, RuleViolation
+from procure import failpoints
 from procure.text import money_text
 
 app = typer.Typer(
@@ -145,6 +146,7 @@ def parse_date(value: str, what: str) -> date:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 refused by a rule, 2 bad input)."""
     try:
+        failpoints.check()  # a misspelt PROCURE_FAILPOINT is refused before anything runs
         result = app(args=argv, prog_name="procure", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except typer.Exit as exc:

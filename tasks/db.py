@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from models.db import make_engine, transaction
+from procure import failpoints
 
 
 def database_url() -> str:
@@ -31,8 +32,10 @@ def engine() -> Engine:
 
 @contextmanager
 def write() -> Iterator[Session]:
+    """A task's unit of work (one request of a batch): committed when the block ends."""
     with transaction(engine()) as session:
         yield session
+    failpoints.hit("after-commit")  # committed, the task not yet done (a crash rehearsal)
 
 
 @contextmanager
