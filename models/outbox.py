@@ -127,17 +127,10 @@ def queue_many(
                 "created_at": moment,
                 "sent_at": None,
             }
-    insert = _INSERTS[session.get_bind().dialect.name]
-    new: dict[str, int] = {}
-    values = list(rows.values())
-    for start in range(0, len(values), _CHUNK):
-        statement = (
-            insert(_TABLE)
-            .values(values[start : start + _CHUNK])
-            .on_conflict_do_nothing(index_elements=["dedup_key"])
-            .returning(_TABLE.c.dedup_key, _TABLE.c.id)
-        )
-        new.update({key: id_ for key, id_ in session.execute(statement)})
+    statement = _STATEMENTS[session.get_bind().dialect.name]
+    # One multi-row statement per call (SQLAlchemy's "insertmanyvalues" batches the rows
+    # behind one cached compiled statement); the keys that come back are the new rows.
+    new = {key: id_ for key, id_ in session.execute(statement, list(rows.values()))}
     # A key given twice in one call is new once: the first time.
     answer: list[int | None] = []
     for key in keys:
@@ -146,5 +139,9 @@ def queue_many(
 
 
 _TABLE = Notification.__table__  # type: ignore[attr-defined]
-_INSERTS: dict[str, Any] = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}
-_CHUNK = 500  # rows per statement: far below either database's limit on parameters
+_STATEMENTS = {
+    name: insert(_TABLE)
+    .on_conflict_do_nothing(index_elements=["dedup_key"])
+    .returning(_TABLE.c.dedup_key, _TABLE.c.id)
+    for name, insert in (("sqlite", sqlite_insert), ("postgresql", postgresql_insert))
+}
