@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import bindparam, delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -66,7 +66,7 @@ from models.lifecycle import (
     StageStatus,
     fire,
 )
-from models.org import CostCentre, Person, Role, roles_of
+from models.org import PERSON_BY_EMAIL, CostCentre, Person, Role, roles_of
 from models.outbox import Notice, person, team
 from models.pipeline import PipelineSpec, StageSpec
 from models.requests import (
@@ -108,7 +108,7 @@ class Lookup:
     def person(self, email: str) -> Person | None:
         if email not in self._people:
             self._people[email] = self.session.exec(
-                select(Person).where(Person.email == email)
+                PERSON_BY_EMAIL, params={"email": email}
             ).first()
         return self._people[email]
 
@@ -145,7 +145,7 @@ def find_person(session: Session, email: str, *, what: str = "person") -> Person
         address = check_email(email)
     except ValueError as exc:
         raise InputError(Problem(str(exc), field=what)) from None
-    found = session.exec(select(Person).where(Person.email == address)).first()
+    found = session.exec(PERSON_BY_EMAIL, params={"email": address}).first()
     if found is None:
         raise NotFound(Problem(f"no person with email {address}", field=what))
     return found
@@ -154,12 +154,7 @@ def find_person(session: Session, email: str, *, what: str = "person") -> Person
 def lock_request(session: Session, ref: str | int) -> Request:
     """Load a request for change, locking its row (PostgreSQL) so decisions on it serialise."""
     request_id = parse_ref(ref)
-    found = session.exec(
-        select(Request)
-        .where(Request.id == request_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).first()
+    found = session.exec(_LOCK_REQUEST, params={"id": request_id}).first()
     if found is None:
         raise NotFound(Problem(f"no request {format_ref(request_id)}"))
     return found
@@ -187,38 +182,40 @@ def find_asset(session: Session, serial: str, *, lock: bool = True) -> Asset:
     return found
 
 
+# The statements every action runs, built once (building and keying a statement costs more than
+# running it on SQLite) and run with new parameters.
+_LOCK_REQUEST = (
+    select(Request)
+    .where(Request.id == bindparam("id"))
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+_STAGES = select(Stage).where(Stage.request_id == bindparam("id")).order_by(col(Stage.position))
+_DECISIONS = (
+    select(Decision).where(Decision.request_id == bindparam("id")).order_by(col(Decision.id))
+)
+_LINES = (
+    select(RequestLine)
+    .where(RequestLine.request_id == bindparam("id"))
+    .order_by(col(RequestLine.line_no))
+)
+_ASSETS = select(Asset).where(Asset.request_id == bindparam("id")).order_by(col(Asset.id))
+
+
 def stages_of(session: Session, request: Request) -> list[Stage]:
-    return list(
-        session.exec(
-            select(Stage).where(Stage.request_id == request.id).order_by(col(Stage.position))
-        ).all()
-    )
+    return list(session.exec(_STAGES, params={"id": request.id}).all())
 
 
 def decisions_of(session: Session, request: Request) -> list[Decision]:
-    return list(
-        session.exec(
-            select(Decision).where(Decision.request_id == request.id).order_by(col(Decision.id))
-        ).all()
-    )
+    return list(session.exec(_DECISIONS, params={"id": request.id}).all())
 
 
 def lines_of(session: Session, request: Request) -> list[RequestLine]:
-    return list(
-        session.exec(
-            select(RequestLine)
-            .where(RequestLine.request_id == request.id)
-            .order_by(col(RequestLine.line_no))
-        ).all()
-    )
+    return list(session.exec(_LINES, params={"id": request.id}).all())
 
 
 def assets_of(session: Session, request: Request) -> list[Asset]:
-    return list(
-        session.exec(
-            select(Asset).where(Asset.request_id == request.id).order_by(col(Asset.id))
-        ).all()
-    )
+    return list(session.exec(_ASSETS, params={"id": request.id}).all())
 
 
 def spec_for(session: Session, request: Request) -> PipelineSpec:

@@ -192,6 +192,7 @@ class _Chain:
 
 _TABLE = AuditEvent.__table__  # type: ignore[attr-defined]
 _MAPPER = sa_inspect(AuditEvent)
+_HEAD = select(AuditHead).where(AuditHead.id == 1).with_for_update()
 
 
 def _chain(session: Session) -> _Chain:
@@ -200,7 +201,7 @@ def _chain(session: Session) -> _Chain:
     chain: _Chain | None = session.info.get("audit_chain")
     if chain is not None and chain.transaction is session.get_transaction():
         return chain
-    head = session.exec(select(AuditHead).where(AuditHead.id == 1).with_for_update()).first()
+    head = session.exec(_HEAD).first()
     if head is None:
         head = AuditHead(id=1, seq=0, hash=GENESIS)
         session.add(head)

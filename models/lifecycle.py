@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, bindparam, or_, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
@@ -232,6 +232,24 @@ def _identity(entity: Any) -> tuple[str, str, int | None]:
     raise TypeError(f"{type(entity).__name__} has no lifecycle")
 
 
+_MOVES: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+
+def _move_statement(model: Any, keys: tuple[str, ...]) -> Any:
+    """The version-checked UPDATE that moves a row of `model`, setting `keys`: built once per
+    shape and reused with new parameters (building and keying a statement costs more than
+    running it)."""
+    statement = _MOVES.get((model, keys))
+    if statement is None:
+        statement = _MOVES[(model, keys)] = (
+            update(model)
+            .where(model.id == bindparam("e_id"), model.version == bindparam("e_version"))
+            .values({key: bindparam(f"v_{key}") for key in keys})
+            .execution_options(synchronize_session=False)
+        )
+    return statement
+
+
 def fire(
     session: Session,
     entity: Any,
@@ -250,13 +268,14 @@ def fire(
     source = entity.status
     target = machine.target(source, event, what=f"{name} {entity_id}")
     at = at or utcnow()
-    model = type(entity)
     values = {"status": target, "version": entity.version + 1, **(changes or {})}
     result = session.execute(
-        update(model)
-        .where(model.id == entity.id, model.version == entity.version)
-        .values(**values)
-        .execution_options(synchronize_session=False)
+        _move_statement(type(entity), tuple(values)),
+        {
+            "e_id": entity.id,
+            "e_version": entity.version,
+            **{f"v_{k}": v for k, v in values.items()},
+        },
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise ConcurrentUpdate(

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PField
-from sqlalchemy import UniqueConstraint, insert
+from sqlalchemy import UniqueConstraint, bindparam, insert
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from models import audit
@@ -356,10 +356,15 @@ def load_org(
     return {kind: tally(outcomes) for kind, outcomes in results.items()}
 
 
+# Built once, run with new parameters: the look-ups every action makes.
+PERSON_BY_EMAIL = select(Person).where(Person.email == bindparam("email"))
+ROLES_OF = select(PersonRole.role).where(PersonRole.person_id == bindparam("person_id"))
+
+
 def person_by_email(session: Session, email: str) -> Person | None:
     """The person with this email (case-insensitive), or None."""
-    return session.exec(select(Person).where(Person.email == email.strip().lower())).first()
+    return session.exec(PERSON_BY_EMAIL, params={"email": email.strip().lower()}).first()
 
 
 def roles_of(session: Session, person_id: int) -> set[str]:
-    return set(session.exec(select(PersonRole.role).where(PersonRole.person_id == person_id)).all())
+    return set(session.exec(ROLES_OF, params={"person_id": person_id}).all())

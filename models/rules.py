@@ -6,10 +6,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from models.lifecycle import StageStatus
-from models.org import BUDGET_OWNER, CostCentre, Delegation, Person, PersonRole
+from models.org import BUDGET_OWNER, ROLES_OF, CostCentre, Delegation, Person, PersonRole
 from models.requests import Decision, Request, Stage, StageMode
 
 ANY_SLOT = "any"
@@ -47,6 +48,36 @@ def open_slots(stage: Stage, decisions: Iterable[Decision]) -> list[tuple[str, t
     return [(slot, roles) for slot, roles in slots_of(stage) if slot not in filled]
 
 
+# Built once, run with new parameters (see models/actions.py).
+_HOLDERS = (
+    select(Person)
+    .join(PersonRole, PersonRole.person_id == Person.id)  # type: ignore[arg-type]
+    .where(PersonRole.role == bindparam("role"), Person.active)
+    .order_by(Person.email)
+)
+_DELEGATORS = (
+    select(Person)
+    .join(Delegation, Delegation.delegator_id == Person.id)  # type: ignore[arg-type]
+    .where(
+        Delegation.delegate_id == bindparam("delegate_id"),
+        Delegation.starts_on <= bindparam("today"),
+        Delegation.ends_on >= bindparam("today"),
+        Person.active,
+    )
+    .order_by(Person.email)
+)
+_DELEGATES = (
+    select(Delegation, Person)
+    .join(Person, Delegation.delegate_id == Person.id)  # type: ignore[arg-type]
+    .where(
+        col(Delegation.delegator_id).in_(bindparam("ids", expanding=True)),
+        Delegation.starts_on <= bindparam("today"),
+        Delegation.ends_on >= bindparam("today"),
+        Person.active,
+    )
+)
+
+
 class Directory:
     """Role membership, budget owners and delegations, loaded once per action."""
 
@@ -62,9 +93,7 @@ class Directory:
         assert person.id is not None
         if person.id not in self._roles:
             self._roles[person.id] = set(
-                self.session.exec(
-                    select(PersonRole.role).where(PersonRole.person_id == person.id)
-                ).all()
+                self.session.exec(ROLES_OF, params={"person_id": person.id}).all()
             )
         return self._roles[person.id]
 
@@ -88,29 +117,14 @@ class Directory:
                 owner = self.budget_owner()
                 people = [owner] if owner is not None and owner.active else []
             else:
-                people = list(
-                    self.session.exec(
-                        select(Person)
-                        .join(PersonRole, PersonRole.person_id == Person.id)  # type: ignore[arg-type]
-                        .where(PersonRole.role == role, Person.active)
-                        .order_by(Person.email)
-                    ).all()
-                )
+                people = list(self.session.exec(_HOLDERS, params={"role": role}).all())
             self._holders[role] = people
         return self._holders[role]
 
     def delegators_of(self, delegate: Person) -> list[Person]:
         """The people on whose behalf `delegate` may act today."""
         rows = self.session.exec(
-            select(Person)
-            .join(Delegation, Delegation.delegator_id == Person.id)  # type: ignore[arg-type]
-            .where(
-                Delegation.delegate_id == delegate.id,
-                Delegation.starts_on <= self.today,
-                Delegation.ends_on >= self.today,
-                Person.active,
-            )
-            .order_by(Person.email)
+            _DELEGATORS, params={"delegate_id": delegate.id, "today": self.today}
         ).all()
         return list(rows)
 
@@ -120,16 +134,7 @@ class Directory:
         out: dict[int, list[Person]] = {}
         if not ids:
             return out
-        rows = self.session.exec(
-            select(Delegation, Person)
-            .join(Person, Delegation.delegate_id == Person.id)  # type: ignore[arg-type]
-            .where(
-                col(Delegation.delegator_id).in_(ids),
-                Delegation.starts_on <= self.today,
-                Delegation.ends_on >= self.today,
-                Person.active,
-            )
-        ).all()
+        rows = self.session.exec(_DELEGATES, params={"ids": ids, "today": self.today}).all()
         for delegation, person in rows:
             out.setdefault(delegation.delegator_id, []).append(person)
         return out

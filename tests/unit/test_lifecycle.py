@@ -514,5 +514,10 @@ def test_lifecycle_itself_is_the_one_place_that_writes_a_status() -> None:
     )
     # fire builds the row's new values with the status in them, and updates the row with them.
     assert any(_sets_status_key(n) for n in ast.walk(fire_node))
-    assert "update(model)" in ast.unparse(fire_node)
+    # ... through the version-checked UPDATE it builds once per shape of row.
+    move_node = next(
+        n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "_move_statement"
+    )
+    assert "_move_statement(type(entity), tuple(values))" in ast.unparse(fire_node)
+    assert "update(model)" in ast.unparse(move_node)
     assert lifecycle.fire is fire
