@@ -60,11 +60,13 @@ from models.lifecycle import (
     REQUEST,
     AssetEvent,
     AssetStatus,
+    Move,
     RequestEvent,
     RequestStatus,
     StageEvent,
     StageStatus,
     fire,
+    fire_many,
 )
 from models.org import PERSON_BY_EMAIL, CostCentre, Person, Role, roles_of
 from models.outbox import Notice, person, team
@@ -2224,6 +2226,7 @@ def deliver(
         ).all()
     }
     today = spec_for(session, request).calendar.today(now)
+    moves = []
     for asset, unit in plan:
         line = lines[asset.line_id]
         item = items[asset.item_id]
@@ -2232,20 +2235,14 @@ def deliver(
             if line.term_months and line.ownership != "bought"
             else None
         )
-        fire(
-            session,
-            asset,
-            AssetEvent.DELIVER,
-            actor=actor,
-            at=now,
-            changes={
-                "serial": unit.serial,
-                "delivered_at": now,
-                "warranty_end": add_months(today, item.warranty_months),
-                "contract_end": contract_end,
-            },
-            details={"sku": asset.sku},
-        )
+        changes = {
+            "serial": unit.serial,
+            "delivered_at": now,
+            "warranty_end": add_months(today, item.warranty_months),
+            "contract_end": contract_end,
+        }
+        moves.append(Move(asset, changes, {"sku": asset.sku}))
+    fire_many(session, moves, AssetEvent.DELIVER, actor=actor, at=now)
     remaining = sum(len(g) for g in by_sku.values())
     if remaining == 0:
         requester = session.get(Person, request.requester_id)
@@ -2327,16 +2324,12 @@ def roll_out(
         plan.append((asset, holder))
     if problems:
         raise InputError(problems)
-    for asset, holder in plan:
-        fire(
-            session,
+    moves = [
+        Move(
             asset,
-            AssetEvent.DEPLOY,
-            actor=actor,
-            at=now,
-            changes={"assigned_to_id": holder.id, "deployed_at": now, "acknowledged_at": None},
-            details={"assigned_to": holder.email},
-            notices=[
+            {"assigned_to_id": holder.id, "deployed_at": now, "acknowledged_at": None},
+            {"assigned_to": holder.email},
+            [
                 Notice(
                     "device_assigned",
                     person(holder.email),
@@ -2346,6 +2339,9 @@ def roll_out(
                 )
             ],
         )
+        for asset, holder in plan
+    ]
+    fire_many(session, moves, AssetEvent.DEPLOY, actor=actor, at=now)
     remaining = sum(1 for a in assets if a.status in (AssetStatus.ORDERED, AssetStatus.DELIVERED))
     if remaining == 0:
         requester = session.get(Person, request.requester_id)

@@ -9,7 +9,8 @@ else assigns a status.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -232,22 +233,34 @@ def _identity(entity: Any) -> tuple[str, str, int | None]:
     raise TypeError(f"{type(entity).__name__} has no lifecycle")
 
 
-_MOVES: dict[tuple[Any, tuple[str, ...]], Any] = {}
+_MOVES: dict[tuple[Any, tuple[str, ...], bool], Any] = {}
 
 
-def _move_statement(model: Any, keys: tuple[str, ...]) -> Any:
+def _move_statement(model: Any, keys: tuple[str, ...], *, many: bool = False) -> Any:
     """The version-checked UPDATE that moves a row of `model`, setting `keys`: built once per
     shape and reused with new parameters (building and keying a statement costs more than
-    running it)."""
-    statement = _MOVES.get((model, keys))
+    running it). `many`: on the table, to run with a list of rows' parameters at once."""
+    statement = _MOVES.get((model, keys, many))
     if statement is None:
-        statement = _MOVES[(model, keys)] = (
-            update(model)
-            .where(model.id == bindparam("e_id"), model.version == bindparam("e_version"))
+        target = model.__table__.c if many else model
+        statement = _MOVES[(model, keys, many)] = (
+            update(model.__table__ if many else model)
+            .where(target.id == bindparam("e_id"), target.version == bindparam("e_version"))
             .values({key: bindparam(f"v_{key}") for key in keys})
             .execution_options(synchronize_session=False)
         )
     return statement
+
+
+@dataclass(frozen=True)
+class Move:
+    """One row for fire_many(): what else changes with its status, its audit details and the
+    notifications it causes."""
+
+    entity: Any
+    changes: Mapping[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] | None = None
+    notices: Sequence[outbox.Notice] = ()
 
 
 def fire(
@@ -263,42 +276,85 @@ def fire(
     changes: dict[str, Any] | None = None,
 ) -> str:
     """Move `entity` by `event`: status + version (checked), audit row and outbox rows, one transaction."""
-    name, entity_id, request_id = _identity(entity)
-    machine = MACHINES[name]
-    source = entity.status
-    target = machine.target(source, event, what=f"{name} {entity_id}")
-    at = at or utcnow()
-    values = {"status": target, "version": entity.version + 1, **(changes or {})}
-    result = session.execute(
-        _move_statement(type(entity), tuple(values)),
-        {
-            "e_id": entity.id,
-            "e_version": entity.version,
-            **{f"v_{k}": v for k, v in values.items()},
-        },
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise ConcurrentUpdate(
-            f"{name} {entity_id} was changed by someone else meanwhile; read it again and retry"
-        )
-    for key, value in values.items():
-        set_committed_value(entity, key, value)
-    _, entity_id, _ = _identity(entity)  # a delivered asset is known by its new serial
-    audit.append(
-        session,
-        actor=actor,
-        on_behalf_of=on_behalf_of,
-        entity=name,
-        entity_id=entity_id,
-        request_id=request_id,
-        action=str(event),
-        from_status=source,
-        to_status=target,
-        details=details,
-        at=at,
-    )
-    outbox.queue_many(session, list(notices), request_id=request_id, at=at)
+    move = Move(entity, changes or {}, details, list(notices))
+    (target,) = fire_many(session, [move], event, actor=actor, at=at, on_behalf_of=on_behalf_of)
     return target
+
+
+def fire_many(
+    session: Session,
+    moves: Sequence[Move],
+    event: str,
+    *,
+    actor: str,
+    at: datetime | None = None,
+    on_behalf_of: str | None = None,
+) -> list[str]:
+    """Move rows by the same `event` as fire() moves one (a delivery's devices, a rollout's):
+    every move is checked against the machine and every row's version first, then one UPDATE
+    runs with all the rows' parameters, and their audit and outbox rows go in one INSERT each.
+    All or nothing: a row someone else changed meanwhile refuses the lot. Returns the states."""
+    if not moves:
+        return []
+    at = at or utcnow()
+    planned = []
+    for move in moves:
+        name, entity_id, request_id = _identity(move.entity)
+        source = move.entity.status
+        target = MACHINES[name].target(source, event, what=f"{name} {entity_id}")
+        values = {"status": target, "version": move.entity.version + 1, **move.changes}
+        planned.append((move, name, entity_id, request_id, source, values))
+    shapes: dict[tuple[Any, tuple[str, ...]], list[Any]] = {}
+    for plan in planned:
+        shapes.setdefault((type(plan[0].entity), tuple(plan[5])), []).append(plan)
+    many = len(planned) > 1
+    # Several rows: in a savepoint (begin_nested flushes what the ORM holds first, as the ORM's
+    # own UPDATE of one row autoflushes), so that one stale row undoes the others' UPDATE even
+    # when the caller catches the refusal and commits.
+    with session.begin_nested() if many else nullcontext():
+        for (model, keys), group in shapes.items():
+            rows = [
+                {
+                    "e_id": move.entity.id,
+                    "e_version": move.entity.version,
+                    **{f"v_{k}": v for k, v in values.items()},
+                }
+                for move, _, _, _, _, values in group
+            ]
+            statement = _move_statement(model, keys, many=many)
+            result = session.execute(statement, rows if many else rows[0])
+            if result.rowcount != len(rows):  # type: ignore[attr-defined]
+                names = ", ".join(f"{name} {entity_id}" for _, name, entity_id, *_ in group)
+                raise ConcurrentUpdate(
+                    f"{names}: changed by someone else meanwhile; read them again and retry"
+                    if len(group) > 1
+                    else f"{names} was changed by someone else meanwhile; read it again and retry"
+                )
+    events: list[dict[str, Any]] = []
+    notices: dict[int | None, list[outbox.Notice]] = {}
+    for move, name, _, request_id, source, values in planned:
+        for key, value in values.items():
+            set_committed_value(move.entity, key, value)
+        _, entity_id, _ = _identity(move.entity)  # a delivered asset is known by its new serial
+        events.append(
+            {
+                "actor": actor,
+                "on_behalf_of": on_behalf_of,
+                "entity": name,
+                "entity_id": entity_id,
+                "request_id": request_id,
+                "action": str(event),
+                "from_status": source,
+                "to_status": values["status"],
+                "details": move.details,
+                "at": at,
+            }
+        )
+        notices.setdefault(request_id, []).extend(move.notices)
+    audit.append_many(session, events)
+    for request_id, queued in notices.items():
+        outbox.queue_many(session, queued, request_id=request_id, at=at)
+    return [values["status"] for *_, values in planned]
 
 
 # ------------------------------------------------------------------ notifications

@@ -18,9 +18,11 @@ from models.errors import ConcurrentUpdate, TransitionNotAllowed
 from models.lifecycle import (
     MACHINES,
     Machine,
+    Move,
     RequestEvent,
     StageEvent,
     fire,
+    fire_many,
 )
 from models.outbox import Notice, Notification, person
 from models.requests import Request, Stage
@@ -304,6 +306,76 @@ def test_fire_on_a_stale_version_raises_concurrent_update_and_writes_nothing(
         assert count(session, Notification) == notices
 
 
+def _ordered_with_devices(engine: Engine, quantity: int) -> str:
+    ref = submit(engine, lines=[{"sku": "LAPTOP-STD-14", "quantity": quantity}])
+    approve_all(engine, ref)
+    with transaction(engine) as session:
+        actions.place_order(session, ref=ref, actor_email=PAUL, now=NOW)
+    return ref
+
+
+def _devices(session: Session, ref: str) -> list[Asset]:
+    return list(
+        session.exec(
+            select(Asset).where(Asset.request_id == int(ref[3:])).order_by(col(Asset.id))
+        ).all()
+    )
+
+
+def test_fire_many_moves_every_row_with_one_update_and_audits_each(engine: Engine) -> None:
+    ref = _ordered_with_devices(engine, 3)
+    with transaction(engine, readonly=True) as session:
+        audit_rows = count(session, AuditEvent)
+    with transaction(engine) as session:
+        devices = _devices(session, ref)
+        moves = [
+            Move(
+                d, {"serial": f"SN-MANY-{i}"}, {"sku": d.sku}, [Notice("t", person(RITA), f"m{i}")]
+            )
+            for i, d in enumerate(devices)
+        ]
+        assert fire_many(session, moves, "deliver", actor=PAUL, at=NOW) == ["delivered"] * 3
+        assert [(d.status, d.serial) for d in devices] == [
+            ("delivered", f"SN-MANY-{i}") for i in range(3)
+        ]
+    with transaction(engine, readonly=True) as session:
+        after = _devices(session, ref)
+        trail = session.exec(
+            select(AuditEvent).where(AuditEvent.seq > audit_rows).order_by(col(AuditEvent.seq))
+        ).all()
+        queued = session.exec(select(Notification).where(Notification.event == "t")).all()
+    assert [(d.status, d.version, d.serial) for d in after] == [
+        ("delivered", 2, f"SN-MANY-{i}") for i in range(3)
+    ]
+    assert [(e.entity, e.entity_id, e.action, e.from_status, e.to_status) for e in trail] == [
+        ("asset", f"SN-MANY-{i}", "deliver", "ordered", "delivered") for i in range(3)
+    ]
+    assert sorted(n.dedup_key for n in queued) == [f"t|m{i}|person:{RITA}" for i in range(3)]
+
+
+def test_fire_many_with_one_stale_row_moves_none_of_them(engine: Engine) -> None:
+    ref = _ordered_with_devices(engine, 3)
+    with transaction(engine, readonly=True) as session:
+        stale = _devices(session, ref)
+        audit_rows, notices = count(session, AuditEvent), count(session, Notification)
+    with transaction(engine) as session:  # someone else delivers the middle one meanwhile
+        fire(session, _devices(session, ref)[1], "deliver", actor=PAUL, at=NOW)
+    with transaction(engine, readonly=True) as session:
+        audit_rows, notices = count(session, AuditEvent), count(session, Notification)
+
+    moves = [Move(d, {}, None, [Notice("t", person(RITA), f"s{d.id}")]) for d in stale]
+    with (
+        transaction(engine) as session,
+        pytest.raises(ConcurrentUpdate, match="changed by someone else meanwhile"),
+    ):
+        fire_many(session, moves, "deliver", actor=RITA, at=NOW)
+
+    with transaction(engine, readonly=True) as session:
+        assert [d.status for d in _devices(session, ref)] == ["ordered", "delivered", "ordered"]
+        assert count(session, AuditEvent) == audit_rows
+        assert count(session, Notification) == notices
+
+
 def test_fire_refuses_a_forbidden_move_on_a_real_row_and_writes_nothing(engine: Engine) -> None:
     ref = submit(engine)
     with transaction(engine, readonly=True) as session:
@@ -424,6 +496,10 @@ def status_writes(source: str, filename: str = "<test>") -> list[str]:
             for k in node.keywords:
                 if k.arg == "changes" and _sets_status_key(k.value):
                     found.append(f"{line}: overrides the status through changes= in {text}")
+        if callee == "Move":
+            given = [k.value for k in node.keywords if k.arg == "changes"] + node.args[1:2]
+            if any(_sets_status_key(v) for v in given):
+                found.append(f"{line}: overrides the status through a Move's changes in {text}")
         for arg in node.args:
             if (
                 isinstance(arg, ast.Constant)
@@ -483,6 +559,8 @@ def test_nothing_outside_lifecycle_assigns_a_status() -> None:
         'update(Stage).values({"status": "open"})',
         'insert(Asset).values(status="deployed")',
         'fire(session, request, "approve", actor="x", changes={"status": "closed"})',
+        'Move(asset, {"status": "erased"})',
+        'Move(asset, changes={"status": "erased", "serial": "S"})',
         "session.execute(text(\"UPDATE request SET status = 'approved' WHERE id = 1\"))",
     ],
 )
@@ -509,15 +587,12 @@ def test_the_status_scan_leaves_reading_a_status_alone(snippet: str) -> None:
 def test_lifecycle_itself_is_the_one_place_that_writes_a_status() -> None:
     source = LIFECYCLE.read_text(encoding="utf-8")
     tree = ast.parse(source)
-    fire_node = next(
-        n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "fire"
-    )
-    # fire builds the row's new values with the status in them, and updates the row with them.
-    assert any(_sets_status_key(n) for n in ast.walk(fire_node))
-    # ... through the version-checked UPDATE it builds once per shape of row.
-    move_node = next(
-        n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "_move_statement"
-    )
-    assert "_move_statement(type(entity), tuple(values))" in ast.unparse(fire_node)
-    assert "update(model)" in ast.unparse(move_node)
+    functions = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    # fire moves one row as fire_many moves several; fire_many builds each row's new values
+    # with the status in them, and updates the rows with them ...
+    assert "fire_many(session, [move]" in ast.unparse(functions["fire"])
+    assert any(_sets_status_key(n) for n in ast.walk(functions["fire_many"]))
+    assert "_move_statement(model, keys, many=many)" in ast.unparse(functions["fire_many"])
+    # ... through the version-checked UPDATE built once per shape of row.
+    assert "update(model.__table__ if many else model)" in ast.unparse(functions["_move_statement"])
     assert lifecycle.fire is fire
