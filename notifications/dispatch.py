@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -52,6 +53,7 @@ OPERATORS = outbox.team("operators")
 BACKOFF_FIRST = timedelta(minutes=1)
 BACKOFF_MAX = timedelta(hours=6)
 LEASE = timedelta(minutes=10)
+_RECORD = insert(Delivery.__table__)  # type: ignore[attr-defined]
 CHUNK = 200
 
 
@@ -202,8 +204,8 @@ class Dispatcher:
             server = self._servers[target.route.url] = smtp_server(instantiate(target.route.url))
         return server
 
-    def _send(self, job: _Job, pool: SmtpPool) -> str | None:
-        """None when delivered, else why not."""
+    def _send(self, job: _Job, pool: SmtpPool) -> tuple[str | None, bool]:
+        """(None when delivered, else why not; whether the delivery is recorded already)."""
         target = job.target
         try:
             if target.route.service == "email":
@@ -222,19 +224,41 @@ class Dispatcher:
             else:
                 apprise_send(job.message, target)
         except DeliveryError as exc:
-            return str(exc)
+            return str(exc), False
         except Exception as exc:  # a transport bug must not lose the row: it is retried
             log.exception("sending notification %s to %s", job.row.id, target.key)
-            return f"{type(exc).__name__}: {exc}"
+            return f"{type(exc).__name__}: {exc}", False
         failpoints.hit("after-send")  # handed over, not yet recorded (a crash rehearsal)
-        return None
+        try:
+            self._record(job, at=job.envelope.at)
+        except Exception:  # the database hiccuped: the chunk's settling records it instead
+            log.exception("recording notification %s to %s", job.row.id, target.key)
+            return None, False
+        return None, True
+
+    def _record(self, job: _Job, *, at: datetime) -> None:
+        """Record one copy handed over, at once and on its own: a dispatcher that dies later in
+        the chunk has only the copies in flight to send again, not the whole chunk so far."""
+        assert job.row.id is not None
+        with self.engine.begin() as connection:  # no ORM session: one row, one statement
+            connection.execute(
+                _RECORD,
+                {
+                    "notification_id": job.row.id,
+                    "attempt": job.row.attempts,
+                    "target": job.target.key,
+                    "ok": True,
+                    "error": "",
+                    "at": at,
+                },
+            )
 
     def _settle(
         self,
         rows: list[Notification],
         now: datetime,
         jobs: list[_Job],
-        results: list[str | None],
+        results: list[tuple[str | None, bool]],
         problems: dict[int, str],
         wanted: dict[int, set[str]],
         done: set[tuple[int, str]],
@@ -243,24 +267,25 @@ class Dispatcher:
         errors: dict[int, list[str]] = {}
         delivered = set(done)
         with transaction(self.engine) as session:
-            for job, error in zip(jobs, results, strict=True):
+            for job, (error, recorded) in zip(jobs, results, strict=True):
                 assert job.row.id is not None
-                session.add(
-                    Delivery(
-                        notification_id=job.row.id,
-                        attempt=job.row.attempts,
-                        target=job.target.key,
-                        ok=error is None,
-                        error=(error or "")[:2000],
-                        at=now,
-                    )
-                )
                 report.deliveries += 1
+                if not recorded:  # a failure, or a delivery _record could not write
+                    session.add(
+                        Delivery(
+                            notification_id=job.row.id,
+                            attempt=job.row.attempts,
+                            target=job.target.key,
+                            ok=error is None,
+                            error=(error or "")[:2000],
+                            at=now,
+                        )
+                    )
                 if error is None:
                     delivered.add((job.row.id, job.target.key))
-                else:
-                    errors.setdefault(job.row.id, []).append(error)
-                    log.warning("notification %s to %s: %s", job.row.id, job.target.key, error)
+                    continue
+                errors.setdefault(job.row.id, []).append(error)
+                log.warning("notification %s to %s: %s", job.row.id, job.target.key, error)
             for row_id, problem in problems.items():
                 errors.setdefault(row_id, []).append(problem)
                 log.warning("notification %s: %s", row_id, problem)
