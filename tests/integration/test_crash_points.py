@@ -9,7 +9,6 @@ instead of at a moment guessed by timing (tests/integration/test_crashes.py does
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -19,8 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-import psycopg
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
@@ -32,13 +29,13 @@ from models.outbox import Delivery, Notification
 from models.requests import Request
 from models.views import request_detail
 from notifications.dispatch import LEASE
-from notifications.sink import MailSink, Received, free_port
+from notifications.sink import MailSink, Received
 from procure.failpoints import VARIABLE
-from tests.conftest import POSTGRES_ADMIN_URL, RUN_ID, Databases
+from tests.conftest import Databases
 from tests.factories import NOW, approve_all, submit
+from tests.prefect_server import PrefectServer
 
 PROCURE = str(Path(sys.executable).with_name("procure"))
-PREFECT = str(Path(sys.executable).with_name("prefect"))
 DISPATCH_WORKERS = 8  # the dispatcher's sending threads: copies in flight when it dies
 REQUESTS = 3
 
@@ -209,64 +206,6 @@ def test_a_misspelt_failpoint_is_refused_naming_the_variable(tmp_path: Path) -> 
 
 
 # ------------------------------------------------------------------ the worker
-
-
-class PrefectServer:
-    """`prefect server start` on a PostgreSQL database of its own (API only)."""
-
-    def __init__(self, tmp: Path):
-        self.tmp = tmp
-        self.port = free_port()
-        self.api = f"http://127.0.0.1:{self.port}/api"
-        self.database = f"procure_pf_{RUN_ID}_{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.address = ("--host", "127.0.0.1", "--port", str(self.port))
-
-    def start(self) -> None:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{self.database}"')
-        base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace(
-            "postgresql://", "postgresql+asyncpg://"
-        )
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.tmp),
-            "PREFECT_HOME": str(self.tmp / "prefect"),
-            "PREFECT_API_DATABASE_CONNECTION_URL": f"{base}/{self.database}",
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-        }
-        log = (self.tmp / "server.log").open("wb")
-        self.process = subprocess.Popen(
-            [PREFECT, "server", "start", "--no-services", "--no-ui", *self.address],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.api}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert self.process.poll() is None, (self.tmp / "server.log").read_text()[-3000:]
-            time.sleep(0.3)
-        raise AssertionError(
-            "the Prefect server did not start:\n" + (self.tmp / "server.log").read_text()[-3000:]
-        )
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=30)
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import func, select
@@ -26,19 +23,13 @@ from models.db import make_engine, transaction
 from models.lifecycle import AssetStatus, RequestStatus
 from models.outbox import Notification
 from models.requests import Decision, Request
-from tests.conftest import POSTGRES_ADMIN_URL, RUN_ID, Databases
+from tests.conftest import Databases
 from tests.factories import BOB, IDA, NOW, PAUL, RITA, TODAY
+from tests.prefect_server import PREFECT, PrefectServer
 
 ROOT = Path(__file__).resolve().parents[2]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
 REQUESTS = 200
 pytestmark = pytest.mark.postgres
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Cluster:
@@ -46,9 +37,8 @@ class Cluster:
 
     def __init__(self, tmp: Path, database_url: str):
         self.tmp = tmp
-        self.port = free_port()
-        self.api = f"http://127.0.0.1:{self.port}/api"
-        self.prefect_db = f"procure_pf_{RUN_ID}_{self.port}"
+        self.server = PrefectServer(tmp, services=True)
+        self.api = self.server.api
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(tmp),
@@ -63,36 +53,12 @@ class Cluster:
             "PROCURE_HR_EXPORT": str(tmp / "hr.csv"),
             "PROCURE_ROOT": str(ROOT),
         }
-        self.server: subprocess.Popen[bytes] | None = None
+        self.server.env = self.env  # the server drops PREFECT_API_URL from it
         self.workers: list[subprocess.Popen[bytes]] = []
         self.client = httpx.Client(base_url=self.api, timeout=30)
 
     def start(self) -> None:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{self.prefect_db}"')
-        base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace(
-            "postgresql://", "postgresql+asyncpg://"
-        )
-        env = {**self.env, "PREFECT_API_DATABASE_CONNECTION_URL": f"{base}/{self.prefect_db}"}
-        env.pop("PREFECT_API_URL")
-        log = (self.tmp / "server.log").open("wb")
-        self.server = subprocess.Popen(
-            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if self.client.get("/health").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        raise AssertionError(
-            "the Prefect server did not start:\n" + (self.tmp / "server.log").read_text()[-3000:]
-        )
+        self.server.start()
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
@@ -159,15 +125,8 @@ class Cluster:
                     worker.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     os.killpg(worker.pid, signal.SIGKILL)
-        if self.server is not None:
-            os.killpg(self.server.pid, signal.SIGTERM)
-            try:
-                self.server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.server.pid, signal.SIGKILL)
+        self.server.stop()
         self.client.close()
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{self.prefect_db}" WITH (FORCE)')
 
 
 @pytest.fixture
