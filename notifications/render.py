@@ -40,6 +40,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, pass_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup
 
 from models.errors import InputError, Problem
 
@@ -170,6 +171,13 @@ def who(ctx: Any, email: Any) -> str:
     return str(people.get(email) or email)
 
 
+@pass_context
+def who_html(ctx: Any, email: Any) -> Markup:
+    """who(), isolated for HTML: a name in Arabic or Hebrew inside an English sentence must not
+    reorder the words and numbers around it (<bdi>, bidirectional isolation; escaped inside)."""
+    return Markup("<bdi>{}</bdi>").format(who(ctx, email))
+
+
 # Words people write in capitals (roles, contract terms, sourcing options).
 _CAPITALS = {"it": "IT", "hr": "HR", "sla": "SLA", "daas": "DaaS", "tco": "TCO"}
 
@@ -195,6 +203,8 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "label": label,
     "plural": plural,
 }
+# The HTML part's and the web pages' filters: the same, with names isolated.
+HTML_FILTERS: dict[str, Callable[..., Any]] = {**FILTERS, "who": who_html}
 
 
 # ------------------------------------------------------------------ environments
@@ -221,7 +231,7 @@ FINALIZE: dict[str, Callable[[Any], Any]] = {
 
 
 def _configure(env: jinja2.Environment, part: str) -> jinja2.Environment:
-    env.filters.update(FILTERS)
+    env.filters.update(HTML_FILTERS if part == "html" else FILTERS)
     env.globals["part"] = part
     return env
 

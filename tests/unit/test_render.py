@@ -64,8 +64,8 @@ EMOJI = "🚀💻"
 RTL = "مرحبا بالعالم"
 CRLF = "evil\r\nBcc: victim@example.com"
 HOSTILE = f"{SCRIPT} {EMOJI} {RTL} {CRLF} <!channel> & co"
-# The requester's name: hostile too, with right-to-left text of its own (names are not
-# free text in the sense of dir="auto": they sit inside sentences of the template).
+# The requester's name: hostile too, with right-to-left text of its own (names sit inside
+# sentences of the template: in HTML each is isolated in a <bdi>, not a dir="auto" block).
 NAME_RTL = "ريتا"
 HOSTILE_NAME = f"Rita {NAME_RTL} {EMOJI} <script>alert(2)</script>\r\nBcc: victim@example.com"
 
@@ -411,6 +411,16 @@ def test_a_hostile_name_stays_on_one_subject_line(
     assert message.subject == f"{context['request']['id']} cancelled by {flattened}"
     assert "&lt;script&gt;alert(2)&lt;/script&gt;" in message.html
     assert NAME_RTL in message.html and NAME_RTL in message.text
+    # In the HTML every occurrence of the name is isolated, so its right-to-left script cannot
+    # reorder the sentence around it; the title (no markup allowed there) is the subject.
+    tree = Tree(message.html)
+    shown = [where for text, where in tree.texts if NAME_RTL in text]
+    assert len(shown) >= 2  # the heading and the hidden preheader at least
+    for where in shown:
+        if where[-1][0] != "title":
+            assert where[-1][0] == "bdi", [tag for tag, _ in where]
+    assert tree.title().strip() == message.subject
+    assert "<bdi>" not in message.subject and "bdi" not in tree.title()
     # The quoted reason keeps its line break in the text, where it cannot start a header.
     assert CRLF in message.text
 
