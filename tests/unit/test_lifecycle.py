@@ -218,8 +218,8 @@ FIRE_CASES = [
 ]
 
 
-def prepare(engine: Engine, how: str) -> str:
-    ref = submit(engine)
+def prepare(engine: Engine, how: str, laptops: int = 1) -> str:
+    ref = submit(engine, lines=[{"sku": "LAPTOP-STD-14", "quantity": laptops}])
     if how == "ordered":
         approve_all(engine, ref)
         with transaction(engine) as session:
@@ -306,14 +306,6 @@ def test_fire_on_a_stale_version_raises_concurrent_update_and_writes_nothing(
         assert count(session, Notification) == notices
 
 
-def _ordered_with_devices(engine: Engine, quantity: int) -> str:
-    ref = submit(engine, lines=[{"sku": "LAPTOP-STD-14", "quantity": quantity}])
-    approve_all(engine, ref)
-    with transaction(engine) as session:
-        actions.place_order(session, ref=ref, actor_email=PAUL, now=NOW)
-    return ref
-
-
 def _devices(session: Session, ref: str) -> list[Asset]:
     return list(
         session.exec(
@@ -323,7 +315,7 @@ def _devices(session: Session, ref: str) -> list[Asset]:
 
 
 def test_fire_many_moves_every_row_with_one_update_and_audits_each(engine: Engine) -> None:
-    ref = _ordered_with_devices(engine, 3)
+    ref = prepare(engine, "ordered", laptops=3)
     with transaction(engine, readonly=True) as session:
         audit_rows = count(session, AuditEvent)
     with transaction(engine) as session:
@@ -354,10 +346,9 @@ def test_fire_many_moves_every_row_with_one_update_and_audits_each(engine: Engin
 
 
 def test_fire_many_with_one_stale_row_moves_none_of_them(engine: Engine) -> None:
-    ref = _ordered_with_devices(engine, 3)
+    ref = prepare(engine, "ordered", laptops=3)
     with transaction(engine, readonly=True) as session:
         stale = _devices(session, ref)
-        audit_rows, notices = count(session, AuditEvent), count(session, Notification)
     with transaction(engine) as session:  # someone else delivers the middle one meanwhile
         fire(session, _devices(session, ref)[1], "deliver", actor=PAUL, at=NOW)
     with transaction(engine, readonly=True) as session:
