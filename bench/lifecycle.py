@@ -1055,8 +1055,6 @@ def rows_of(runs: list[Run]) -> list[Row]:
                 unit="req/s",
             )
         )
-    for database in ("SQLite", "PostgreSQL"):
-        ours = _find(runs, "procure", database)
         rows_floor = _find(runs, "raw-SQL floor, procure's rows", database)
         rows.append(
             RateRow(
