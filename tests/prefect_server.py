@@ -20,8 +20,8 @@ PREFECT = str(Path(sys.executable).with_name("prefect"))
 
 
 class PrefectServer:
-    """`prefect server start` (API only unless `services`), stopped and its database dropped
-    by stop()."""
+    """`prefect server start` (API only unless `services`); restart() keeps its database,
+    stop() drops it."""
 
     def __init__(
         self, tmp: Path, *, services: bool = False, env: dict[str, str] | None = None
@@ -43,13 +43,22 @@ class PrefectServer:
     def start(self) -> None:
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'CREATE DATABASE "{self.database}"')
+        self._launch()
+
+    def restart(self) -> None:
+        """Stop the server and start it again on the same database and port: what it knew
+        (deployments, flow runs) survives, as it does a machine's restart."""
+        self._terminate()
+        self._launch()
+
+    def _launch(self) -> None:
         base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace(
             "postgresql://", "postgresql+asyncpg://"
         )
         env = {**self.env, "PREFECT_API_DATABASE_CONNECTION_URL": f"{base}/{self.database}"}
         env.pop("PREFECT_API_URL", None)  # the server is the API, not a client of one
         only_api = [] if self.services else ["--no-services", "--no-ui"]
-        log = (self.tmp / "server.log").open("wb")
+        log = (self.tmp / "server.log").open("ab")
         self.process = subprocess.Popen(
             [
                 PREFECT,
@@ -81,6 +90,11 @@ class PrefectServer:
         return (self.tmp / "server.log").read_text()[-3000:]
 
     def stop(self) -> None:
+        self._terminate()
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+    def _terminate(self) -> None:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
@@ -88,5 +102,3 @@ class PrefectServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=30)
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')

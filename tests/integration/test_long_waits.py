@@ -1,6 +1,7 @@
-"""A request waits a week across the autumn DST change, with every process restarted between
-steps (each step is its own `procure` process; each watchdog run starts its own Prefect
-server): the reminder and the escalation fire once each, and approval then completes it."""
+"""A request waits a week across the autumn DST change, with every process restarted during
+the wait (each step is its own `procure` process; the Prefect server the watchdog runs report
+to is stopped and started again over the weekend): the reminder and the escalation fire once
+each, and approval then completes it."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import Databases
 from tests.factories import BOB, IDA, PAUL, RITA
+from tests.prefect_server import PrefectServer
 
 PROCURE = str(Path(sys.executable).with_name("procure"))
 # Thursday before the change to winter time (Sunday 25 October 2026 in Berlin).
@@ -26,9 +30,22 @@ WATCHES = (
 )
 
 
+@pytest.fixture
+def prefect_server(tmp_path: Path) -> Iterator[PrefectServer]:
+    """A Prefect server on its own PostgreSQL database (a watchdog run without one starts a
+    temporary server of its own: about 17 s of CPU each, which the suite cannot afford four
+    times)."""
+    server = PrefectServer(tmp_path / "prefect-server")
+    server.tmp.mkdir()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.postgres
 @pytest.mark.parametrize("databases", ["sqlite"], indirect=True)
 def test_a_week_long_wait_across_restarts_and_dst_reminds_and_escalates_once(
-    databases: Databases, tmp_path: Path
+    databases: Databases, prefect_server: PrefectServer, tmp_path: Path
 ) -> None:
     url = databases.url("sample")
     base = {
@@ -36,6 +53,7 @@ def test_a_week_long_wait_across_restarts_and_dst_reminds_and_escalates_once(
         "HOME": str(tmp_path),
         "PROCURE_HOME": str(tmp_path / "home"),
         "PROCURE_DATABASE_URL": url,
+        "PREFECT_API_URL": prefect_server.api,
         "PREFECT_LOGGING_LEVEL": "WARNING",
     }
 
@@ -54,7 +72,14 @@ def test_a_week_long_wait_across_restarts_and_dst_reminds_and_escalates_once(
     )
     (ref,) = json.loads(procure(SUBMITTED, "request", "submit", str(request), "--json"))["ids"]
     for at in WATCHES:
+        if at.startswith("2026-10-26"):  # Monday: the server went down over the weekend
+            prefect_server.restart()
         procure(at, "run", "sla-watchdog")
+    # All four runs went through the server, and it kept them across its restart.
+    runs = httpx.post(f"{prefect_server.api}/flow_runs/filter", json={}, timeout=30).json()
+    assert sorted((r["name"], r["state_type"]) for r in runs) == [
+        ("sla-watchdog", "COMPLETED")
+    ] * len(WATCHES), runs
     shown = json.loads(procure(WATCHES[-1], "request", "show", ref, "--json"))
     assert shown["status"] == "in_review"
 

@@ -184,10 +184,10 @@ def test_two_workers_push_200_requests_to_delivery_and_a_killed_worker_loses_not
                 )
     assert count(engine, Request, Request.status == RequestStatus.APPROVED) == REQUESTS
 
-    # Four order runs at once, on two workers.
+    # Two order runs at once, one for each worker (each flow run is a process of its own).
     orders = [
-        prefect.run("order", requests=refs[i : i + 50], batch_size=10)
-        for i in range(0, REQUESTS, 50)
+        prefect.run("order", requests=refs[i : i + REQUESTS // 2], batch_size=10)
+        for i in range(0, REQUESTS, REQUESTS // 2)
     ]
     prefect.wait(*orders)
     assert count(engine, Request, Request.status == RequestStatus.ORDERED) == REQUESTS
