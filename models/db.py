@@ -11,6 +11,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, create_engine
 
+from models import reference  # noqa: F401  (its session hooks: reference data cached across transactions)
+
 
 def normalize_url(url: str) -> str:
     """Accept postgres://, postgresql:// and sqlite paths; pick the psycopg 3 driver for PostgreSQL."""

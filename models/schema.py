@@ -11,6 +11,7 @@ from models import (  # noqa: F401
     org,
     outbox,
     pipeline,
+    reference,
     requests,
 )
 

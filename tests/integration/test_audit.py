@@ -132,7 +132,8 @@ def tampered(shared: SharedTrail, change: Callable[[Connection], None]) -> Itera
 
 TRIGGERS = {
     "sqlite": (
-        "SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name",
+        "SELECT name FROM sqlite_master WHERE type = 'trigger' "
+        "AND tbl_name IN ('audit_event', 'audit_head') ORDER BY name",
         ["audit_event_no_delete", "audit_event_no_update", "audit_head_no_delete"],
     ),
     "postgres": (

@@ -25,11 +25,12 @@ import migrations
 from models.audit import verify
 from models.db import make_engine, transaction
 from models.errors import InputError
+from models.reference import REFERENCE_TABLES
 from models.schema import metadata
 from procure.database import migrate, open_database
 from tests.conftest import POSTGRES_ADMIN_URL, RUN_ID, Databases
 
-TRIGGERS = {
+AUDIT_TRIGGERS = {
     "sqlite": ["audit_event_no_delete", "audit_event_no_update", "audit_head_no_delete"],
     "postgres": [
         "audit_event_append_only",
@@ -37,6 +38,16 @@ TRIGGERS = {
         "audit_head_no_delete",
         "audit_head_no_truncate",
     ],
+}
+# Every table the reference cache keeps has the trigger that stamps its changes.
+STAMP_TRIGGERS = {
+    "sqlite": [
+        f"{t}_{verb}_stamp" for t in REFERENCE_TABLES for verb in ("insert", "update", "delete")
+    ],
+    "postgres": [f"{t}_stamp" for t in REFERENCE_TABLES],
+}
+TRIGGERS = {
+    backend: sorted(AUDIT_TRIGGERS[backend] + STAMP_TRIGGERS[backend]) for backend in AUDIT_TRIGGERS
 }
 
 
@@ -56,12 +67,11 @@ def schema_diff(engine: Engine) -> list[Any]:
 
 def triggers(engine: Engine) -> list[str]:
     query = {
-        "sqlite": "SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name",
-        "postgres": "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal "
-        "AND tgrelid IN ('audit_event'::regclass, 'audit_head'::regclass) ORDER BY tgname",
+        "sqlite": "SELECT name FROM sqlite_master WHERE type = 'trigger'",
+        "postgres": "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal",
     }["sqlite" if engine.dialect.name == "sqlite" else "postgres"]
     with engine.connect() as connection:
-        return list(connection.execute(text(query)).scalars())
+        return sorted(connection.execute(text(query)).scalars())
 
 
 def revisions(engine: Engine) -> list[str]:

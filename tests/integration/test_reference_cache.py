@@ -1,0 +1,189 @@
+"""Reference data kept across transactions (models/reference.py): read once, then answered
+from the cache until the database's stamp changes; every change is seen, whoever makes it."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from models import actions, reference
+from models.catalog import Item
+from models.db import transaction
+from models.errors import InputError
+from models.org import PERSON_BY_EMAIL, Person
+from models.reference import REFERENCE_TABLES
+from tests.conftest import Databases
+from tests.factories import IDA, RITA, show, submit
+
+
+@contextmanager
+def reads(engine: Engine) -> Iterator[Counter[str]]:
+    """The tables the engine sends SELECTs to while the block runs, counted."""
+    seen: Counter[str] = Counter()
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            found = re.search(r"\bFROM\s+(\w+)", statement)
+            seen[found.group(1) if found else "?"] += 1
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def stamp(engine: Engine) -> str:
+    with engine.connect() as connection:
+        return str(connection.execute(text("SELECT stamp FROM reference_version")).scalar_one())
+
+
+def name_of(engine: Engine, email: str) -> str:
+    with transaction(engine, readonly=True) as session:
+        person = session.exec(PERSON_BY_EMAIL, params={"email": email}).one()
+        return person.name
+
+
+@pytest.fixture
+def engine(databases: Databases) -> Engine:
+    return databases.engine("sample")
+
+
+def test_a_second_submission_reads_no_reference_table(engine: Engine) -> None:
+    submit(engine, justification="first")  # fills the cache
+    with reads(engine) as first:
+        submit(engine, justification="second")
+    assert first["reference_version"] == 1  # the stamp, once per transaction
+    assert not {t for t in first if t in REFERENCE_TABLES}, first
+    assert first["request"] >= 1  # the request's own rows still come from the database
+    with transaction(engine, readonly=True) as session:
+        hits, misses = reference.stats(session)
+    assert hits > 0 and misses > 0
+
+
+def test_every_reference_table_change_gives_a_new_stamp(engine: Engine) -> None:
+    """The trigger on each table, whatever writes: here plain SQL, as an administrator's."""
+    changed = []
+    for table in sorted(REFERENCE_TABLES):
+        before = stamp(engine)
+        with engine.begin() as connection:
+            connection.execute(text(f"UPDATE {table} SET {_key(table)} = {_key(table)}"))
+            rows = connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+        if rows:
+            assert stamp(engine) != before, table
+            changed.append(table)
+    # The sample organisation and catalog fill most of them (a SQLite trigger fires per row).
+    assert {"person", "person_role", "cost_centre", "item", "supplier", "pipeline_version"} <= set(
+        changed
+    )
+
+
+def _key(table: str) -> str:
+    return {"person_role": "role", "bundle_item": "quantity", "agreement_price": "unit_price"}.get(
+        table, "id"
+    )
+
+
+def test_a_change_made_outside_procure_is_seen_by_the_next_transaction(engine: Engine) -> None:
+    submit(engine)
+    assert name_of(engine, RITA) != "Rita Renamed"
+    with engine.begin() as connection:  # another program, straight SQL
+        connection.execute(
+            text("UPDATE person SET name = 'Rita Renamed' WHERE email = :e"), {"e": RITA}
+        )
+    assert name_of(engine, RITA) == "Rita Renamed"
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE person SET active = :no WHERE email = :e"), {"no": False, "e": RITA}
+        )
+    with pytest.raises(InputError, match="no longer active"):
+        submit(engine, justification="after she left")
+
+
+def test_a_new_list_price_prices_the_next_request(engine: Engine) -> None:
+    ref = submit(engine, lines=[{"sku": "MON-27", "quantity": 1}])
+    before = Decimal(show(engine, ref)["lines"][0]["unit_price"])
+    with transaction(engine) as session:
+        item = session.exec(select(Item).where(Item.sku == "MON-27")).one()
+        item.list_price = before + 100
+    again = submit(engine, lines=[{"sku": "MON-27", "quantity": 1}], justification="later")
+    assert Decimal(show(engine, again)["lines"][0]["unit_price"]) == before + 100
+
+
+def test_a_transaction_reads_its_own_changes_to_reference_data(engine: Engine) -> None:
+    name_of(engine, IDA)  # cached
+    with transaction(engine) as session:
+        ida = session.exec(PERSON_BY_EMAIL, params={"email": IDA}).one()
+        ida.name = "Ida Changed"
+        session.flush()
+        session.expunge(ida)  # the next read must come from the database, not the identity map
+        with reads(engine) as seen:
+            again = session.exec(PERSON_BY_EMAIL, params={"email": IDA}).one()
+        assert again.name == "Ida Changed"
+        assert seen["person"] == 1
+        session.rollback()
+    assert name_of(engine, IDA) != "Ida Changed"
+
+
+def test_an_unflushed_change_is_never_overwritten_by_the_cache(engine: Engine) -> None:
+    name_of(engine, IDA)
+    with transaction(engine) as session:
+        ida = session.exec(PERSON_BY_EMAIL, params={"email": IDA}).one()
+        with session.no_autoflush:
+            ida.name = "Ida Pending"
+            again = session.exec(PERSON_BY_EMAIL, params={"email": IDA}).one()
+        assert again is ida and again.name == "Ida Pending"
+        session.rollback()
+
+
+def test_changing_an_object_from_the_cache_changes_only_that_sessions_copy(engine: Engine) -> None:
+    with engine.connect() as connection:
+        original = connection.execute(
+            text("SELECT name FROM person WHERE email = :e"), {"e": IDA}
+        ).scalar_one()
+
+    def scribble(session: Any) -> Person:
+        person = session.exec(PERSON_BY_EMAIL, params={"email": IDA}).one()
+        item = session.exec(select(Item).where(Item.sku == "LAPTOP-STD-14")).one()
+        person.name = "Scribbled"
+        item.specs["scribbled"] = True  # a JSON column changed in place
+        return person
+
+    # The session that fills the cache, then one answered from it: both change their objects
+    # and never write them.
+    with transaction(engine, readonly=True) as one, transaction(engine, readonly=True) as two:
+        first = scribble(one)
+        second = scribble(two)
+        assert first is not second
+    with transaction(engine, readonly=True) as three:
+        person = three.exec(PERSON_BY_EMAIL, params={"email": IDA}).one()
+        item = three.exec(select(Item).where(Item.sku == "LAPTOP-STD-14")).one()
+        assert person.name == original and "scribbled" not in item.specs
+        assert reference.stats(three)[0] >= 4  # the second and third answered from the cache
+
+
+def test_locking_reads_and_mixed_queries_go_to_the_database(engine: Engine) -> None:
+    submit(engine)
+    with transaction(engine) as session, reads(engine) as seen:
+        session.exec(select(Person).where(Person.email == RITA).with_for_update()).one()
+        session.exec(text("SELECT count(*) FROM person")).one()
+        actions.get_request(session, "PR-0001")
+    assert seen["person"] == 2 and seen["request"] == 1
+
+
+def test_a_database_without_the_stamp_row_is_not_cached(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM reference_version"))
+    name_of(engine, IDA)
+    with reads(engine) as seen:
+        name_of(engine, IDA)
+    assert seen["person"] == 1
