@@ -65,9 +65,12 @@ def upgrade() -> None:
         $$ LANGUAGE plpgsql
         """  # noqa: S608
     )
+    # BEFORE the statement: a transaction's first change to reference data takes the stamp
+    # row's lock before it locks any reference row, so two writers queue on the stamp instead
+    # of each holding rows the other needs.
     for table in TABLES:
         op.execute(
-            f"CREATE TRIGGER {table}_stamp AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
+            f"CREATE TRIGGER {table}_stamp BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE "
             f"ON {table} FOR EACH STATEMENT EXECUTE FUNCTION reference_changed()"
         )
 

@@ -4,6 +4,8 @@ from the cache until the database's stamp changes; every change is seen, whoever
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +24,7 @@ from models.errors import InputError
 from models.org import PERSON_BY_EMAIL, Person
 from models.reference import REFERENCE_TABLES
 from tests.conftest import Databases
-from tests.factories import IDA, RITA, show, submit
+from tests.factories import IDA, PAUL, RITA, show, submit
 
 
 @contextmanager
@@ -187,3 +189,36 @@ def test_a_database_without_the_stamp_row_is_not_cached(engine: Engine) -> None:
     with reads(engine) as seen:
         name_of(engine, IDA)
     assert seen["person"] == 1
+
+
+def test_two_writers_of_reference_data_queue_instead_of_deadlocking(engine: Engine) -> None:
+    """Each changes two people in the opposite order. The stamp's lock is taken before the
+    first reference row is (PostgreSQL: a BEFORE STATEMENT trigger; SQLite: one writer at a
+    time), so the second waits for the first instead of both waiting for each other."""
+    first_holds_ida = threading.Event()
+    failures: list[BaseException] = []
+    rename = text("UPDATE person SET name = name || '.' WHERE email = :e")
+
+    def writer(order: tuple[str, str], wait: threading.Event | None) -> None:
+        try:
+            if wait is not None:
+                wait.wait(timeout=30)
+            with engine.begin() as connection:
+                connection.execute(rename, {"e": order[0]})
+                if wait is None:
+                    first_holds_ida.set()
+                    time.sleep(0.5)  # the other writer starts meanwhile and queues
+                connection.execute(rename, {"e": order[1]})
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [
+        threading.Thread(target=writer, args=((IDA, PAUL), None)),
+        threading.Thread(target=writer, args=((PAUL, IDA), first_holds_ida)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert failures == []
+    assert name_of(engine, IDA).endswith("..") and name_of(engine, PAUL).endswith("..")
