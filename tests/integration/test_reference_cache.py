@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, insert, text
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
@@ -222,3 +222,17 @@ def test_two_writers_of_reference_data_queue_instead_of_deadlocking(engine: Engi
         thread.join(timeout=60)
     assert failures == []
     assert name_of(engine, IDA).endswith("..") and name_of(engine, PAUL).endswith("..")
+
+
+def test_a_bulk_insert_in_the_transaction_is_seen_by_its_next_read(engine: Engine) -> None:
+    """ "Nobody has this email" is an answer the cache keeps too; an INSERT in the same
+    transaction (the bulk path of an organisation load) must not be hidden by it."""
+    newcomer = "nora.new@example.com"
+    with transaction(engine, readonly=True) as session:
+        assert session.exec(PERSON_BY_EMAIL, params={"email": newcomer}).first() is None
+    with transaction(engine) as session:
+        assert session.exec(PERSON_BY_EMAIL, params={"email": newcomer}).first() is None
+        session.execute(insert(Person).values(email=newcomer, name="Nora New"))
+        found = session.exec(PERSON_BY_EMAIL, params={"email": newcomer}).first()
+        assert found is not None and found.name == "Nora New"
+    assert name_of(engine, newcomer) == "Nora New"
