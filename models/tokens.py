@@ -50,6 +50,18 @@ def sign(payload: dict[str, Any], key: bytes, purpose: str) -> str:
     return f"{body}.{_b64(mac)}"
 
 
+def _int(value: Any) -> int:
+    """A whole number a database column holds (64 bits); ValueError for any other."""
+    number = int(value)
+    if not -(2**63) <= number < 2**63:
+        raise ValueError(f"{number} is out of range")
+    return number
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a value a link carries")
+
+
 def unsign(token: str, key: bytes, purpose: str) -> dict[str, Any]:
     """The payload of a token this key signed for this purpose; TokenError otherwise."""
     if (
@@ -66,7 +78,7 @@ def unsign(token: str, key: bytes, purpose: str) -> dict[str, Any]:
     if not hmac.compare_digest(_b64(expected), signature):
         raise TokenError("this link has been altered: it does not carry procure's signature")
     try:
-        payload = json.loads(_unb64(body))
+        payload = json.loads(_unb64(body), parse_constant=_no_constant)
     except (ValueError, TypeError):
         raise TokenError("this link is not a procure link (it is malformed)") from None
     if not isinstance(payload, dict):
@@ -93,14 +105,14 @@ def read_approval_token(token: str, key: bytes, now: datetime) -> ApprovalToken:
     payload = unsign(token, key, "approval")
     try:
         grant = ApprovalToken(
-            int(payload["r"]),
-            int(payload["s"]),
-            int(payload["n"]),
-            int(payload["p"]),
-            int(payload["e"]),
+            _int(payload["r"]),
+            _int(payload["s"]),
+            _int(payload["n"]),
+            _int(payload["p"]),
+            _int(payload["e"]),
             str(payload["k"]),
         )
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise TokenError("this link is not a procure approval link") from None
     if now.timestamp() > grant.expires:
         raise TokenError("this link has expired: open the request from your inbox instead")
@@ -123,8 +135,8 @@ def view_token(*, request_id: int, audience: str, expires: datetime, key: bytes)
 def read_view_token(token: str, key: bytes, now: datetime) -> ViewToken:
     payload = unsign(token, key, "view")
     try:
-        grant = ViewToken(int(payload["r"]), str(payload["a"]), int(payload["e"]))
-    except (KeyError, TypeError, ValueError):
+        grant = ViewToken(_int(payload["r"]), str(payload["a"]), _int(payload["e"]))
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise TokenError("this link is not a procure request link") from None
     if now.timestamp() > grant.expires:
         raise TokenError("this link has expired: open the request from your inbox instead")
@@ -139,8 +151,8 @@ def read_inbox_token(token: str, key: bytes, now: datetime) -> int:
     """The person whose inbox this link opens."""
     payload = unsign(token, key, "inbox")
     try:
-        person_id, expires = int(payload["p"]), int(payload["e"])
-    except (KeyError, TypeError, ValueError):
+        person_id, expires = _int(payload["p"]), _int(payload["e"])
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise TokenError("this link is not a procure inbox link") from None
     if now.timestamp() > expires:
         raise TokenError("this link has expired: ask procure for a new one")

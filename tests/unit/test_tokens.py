@@ -249,6 +249,24 @@ def test_a_signed_body_that_is_not_a_json_object_is_refused(raw: bytes) -> None:
         unsign(_forge(raw, "inbox"), KEY, "inbox")
 
 
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"p": Infinity, "e": 9999999999}', "malformed"),
+        (b'{"p": NaN, "e": 9999999999}', "malformed"),
+        (b'{"p": 1, "e": -Infinity}', "malformed"),
+        (b'{"p": 1e400, "e": 9999999999}', "not a procure inbox link"),  # a float's infinity
+        (b'{"p": 1, "e": 1e999}', "not a procure inbox link"),
+        (b'{"p": 9223372036854775808, "e": 9999999999}', "not a procure inbox link"),  # 2**63
+    ],
+)
+def test_a_signed_number_beyond_any_id_or_time_is_refused(raw: bytes, message: str) -> None:
+    """Refused as a bad link (400), never an OverflowError (500), though only the key's holder
+    could sign it."""
+    with pytest.raises(TokenError, match=message):
+        read_inbox_token(_forge(raw, "inbox"), KEY, NOW)
+
+
 GARBAGE = [
     "",
     ".",
