@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, insert, text
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from models import actions, reference
 from models.catalog import Item
@@ -23,8 +23,9 @@ from models.db import transaction
 from models.errors import InputError
 from models.org import PERSON_BY_EMAIL, Person
 from models.reference import REFERENCE_TABLES
+from models.requests import Decision
 from tests.conftest import Databases
-from tests.factories import IDA, PAUL, RITA, show, submit
+from tests.factories import IDA, PAUL, RITA, decide, show, submit
 
 
 @contextmanager
@@ -174,12 +175,20 @@ def test_changing_an_object_from_the_cache_changes_only_that_sessions_copy(engin
 
 
 def test_locking_reads_and_mixed_queries_go_to_the_database(engine: Engine) -> None:
-    submit(engine)
+    ref = submit(engine)
+    decide(engine, ref, IDA)
+    # People who decided something: a reference table filtered through one that is not.
+    deciders = select(Person).where(col(Person.id).in_(select(Decision.actor_id)))
+    for _ in range(2):  # the second time too: nothing of it was kept
+        with transaction(engine) as session, reads(engine) as seen:
+            session.exec(select(Person).where(Person.email == RITA).with_for_update()).one()
+            assert [p.email for p in session.exec(deciders).all()] == [IDA]
+            actions.get_request(session, ref)
+        assert seen["person"] == 2 and seen["request"] == 1
     with transaction(engine) as session, reads(engine) as seen:
-        session.exec(select(Person).where(Person.email == RITA).with_for_update()).one()
-        session.exec(text("SELECT count(*) FROM person")).one()
-        actions.get_request(session, "PR-0001")
-    assert seen["person"] == 2 and seen["request"] == 1
+        session.exec(text("SELECT count(*) FROM person")).one()  # SQL it cannot see into
+        session.exec(PERSON_BY_EMAIL, params={"email": RITA}).one()  # then from the database
+    assert seen["person"] == 2
 
 
 def test_a_database_without_the_stamp_row_is_not_cached(engine: Engine) -> None:
