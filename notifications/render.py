@@ -230,7 +230,8 @@ FINALIZE: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _configure(env: jinja2.Environment, part: str) -> jinja2.Environment:
+def configure(env: jinja2.Environment, part: str) -> jinja2.Environment:
+    """The filters and globals of one part's templates (the web pages are the "html" part)."""
     env.filters.update(HTML_FILTERS if part == "html" else FILTERS)
     env.globals["part"] = part
     return env
@@ -247,7 +248,7 @@ def _environment(loader: jinja2.BaseLoader, part: str) -> jinja2.Environment:
         keep_trailing_newline=False,
         auto_reload=False,
     )
-    return _configure(env, part)
+    return configure(env, part)
 
 
 class _Bounded(ImmutableSandboxedEnvironment):
@@ -342,7 +343,7 @@ def _sandbox(loader: jinja2.BaseLoader, part: str) -> jinja2.Environment:
         lstrip_blocks=True,
         auto_reload=False,
     )
-    _configure(env, part)
+    configure(env, part)
     env.filters = {name: _bounded_filter(fn) for name, fn in env.filters.items()}
     env.globals = {"range": _bounded_range, "part": part, "dict": dict}
     return env

@@ -42,7 +42,7 @@ from models.requests import Stage, format_ref, parse_ref
 from models.types import utcnow
 from models.views import inbox as inbox_view
 from notifications.context import ContextBuilder, Links
-from notifications.render import HTML_FILTERS, TEMPLATES
+from notifications.render import TEMPLATES, configure
 from procure.deciding import Decision, LinkOutdated, LinkUsed, check_link, record
 
 log = logging.getLogger("procure.web")
@@ -76,9 +76,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(HTML_FILTERS)
-    env.globals["part"] = "html"
-    return env
+    return configure(env, "html")
 
 
 class Web:
