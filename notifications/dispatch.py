@@ -91,6 +91,18 @@ class _Job:
     message: Message
     envelope: Envelope
 
+    def delivery(self, error: str | None, at: datetime) -> dict[str, Any]:
+        """This copy's delivery row: handed over (error None) or not, and why."""
+        assert self.row.id is not None
+        return {
+            "notification_id": self.row.id,
+            "attempt": self.row.attempts,
+            "target": self.target.key,
+            "ok": error is None,
+            "error": (error or "")[:2000],
+            "at": at,
+        }
+
 
 @dataclass
 class Dispatcher:
@@ -239,19 +251,8 @@ class Dispatcher:
     def _record(self, job: _Job, *, at: datetime) -> None:
         """Record one copy handed over, at once and on its own: a dispatcher that dies later in
         the chunk has only the copies in flight to send again, not the whole chunk so far."""
-        assert job.row.id is not None
         with self.engine.begin() as connection:  # no ORM session: one row, one statement
-            connection.execute(
-                _RECORD,
-                {
-                    "notification_id": job.row.id,
-                    "attempt": job.row.attempts,
-                    "target": job.target.key,
-                    "ok": True,
-                    "error": "",
-                    "at": at,
-                },
-            )
+            connection.execute(_RECORD, job.delivery(None, at))
 
     def _settle(
         self,
@@ -271,16 +272,7 @@ class Dispatcher:
                 assert job.row.id is not None
                 report.deliveries += 1
                 if not recorded:  # a failure, or a delivery _record could not write
-                    session.add(
-                        Delivery(
-                            notification_id=job.row.id,
-                            attempt=job.row.attempts,
-                            target=job.target.key,
-                            ok=error is None,
-                            error=(error or "")[:2000],
-                            at=now,
-                        )
-                    )
+                    session.add(Delivery(**job.delivery(error, now)))
                 if error is None:
                     delivered.add((job.row.id, job.target.key))
                     continue
