@@ -13,7 +13,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, or_, update
 from sqlalchemy.orm.attributes import set_committed_value
@@ -263,6 +263,17 @@ class Move:
     notices: Sequence[outbox.Notice] = ()
 
 
+class _Planned(NamedTuple):
+    """A move checked against its machine: the row's new values, status and version included."""
+
+    move: Move
+    name: str  # the machine
+    entity_id: str
+    request_id: int | None
+    source: str
+    values: dict[str, Any]
+
+
 def fire(
     session: Session,
     entity: Any,
@@ -303,10 +314,10 @@ def fire_many(
         source = move.entity.status
         target = MACHINES[name].target(source, event, what=f"{name} {entity_id}")
         values = {"status": target, "version": move.entity.version + 1, **move.changes}
-        planned.append((move, name, entity_id, request_id, source, values))
-    shapes: dict[tuple[Any, tuple[str, ...]], list[Any]] = {}
+        planned.append(_Planned(move, name, entity_id, request_id, source, values))
+    shapes: dict[tuple[Any, tuple[str, ...]], list[_Planned]] = {}
     for plan in planned:
-        shapes.setdefault((type(plan[0].entity), tuple(plan[5])), []).append(plan)
+        shapes.setdefault((type(plan.move.entity), tuple(plan.values)), []).append(plan)
     many = len(planned) > 1
     # Several rows: in a savepoint (begin_nested flushes what the ORM holds first, as the ORM's
     # own UPDATE of one row autoflushes), so that one stale row undoes the others' UPDATE even
@@ -315,16 +326,16 @@ def fire_many(
         for (model, keys), group in shapes.items():
             rows = [
                 {
-                    "e_id": move.entity.id,
-                    "e_version": move.entity.version,
-                    **{f"v_{k}": v for k, v in values.items()},
+                    "e_id": plan.move.entity.id,
+                    "e_version": plan.move.entity.version,
+                    **{f"v_{k}": v for k, v in plan.values.items()},
                 }
-                for move, _, _, _, _, values in group
+                for plan in group
             ]
             statement = _move_statement(model, keys, many=many)
             result = session.execute(statement, rows if many else rows[0])
             if result.rowcount != len(rows):  # type: ignore[attr-defined]
-                names = ", ".join(f"{name} {entity_id}" for _, name, entity_id, *_ in group)
+                names = ", ".join(f"{plan.name} {plan.entity_id}" for plan in group)
                 raise ConcurrentUpdate(
                     f"{names}: changed by someone else meanwhile; read them again and retry"
                     if len(group) > 1
@@ -332,29 +343,29 @@ def fire_many(
                 )
     events: list[dict[str, Any]] = []
     notices: dict[int | None, list[outbox.Notice]] = {}
-    for move, name, _, request_id, source, values in planned:
-        for key, value in values.items():
-            set_committed_value(move.entity, key, value)
-        _, entity_id, _ = _identity(move.entity)  # a delivered asset is known by its new serial
+    for plan in planned:
+        for key, value in plan.values.items():
+            set_committed_value(plan.move.entity, key, value)
+        _, entity_id, _ = _identity(plan.move.entity)  # a delivered asset: by its new serial
         events.append(
             {
                 "actor": actor,
                 "on_behalf_of": on_behalf_of,
-                "entity": name,
+                "entity": plan.name,
                 "entity_id": entity_id,
-                "request_id": request_id,
+                "request_id": plan.request_id,
                 "action": str(event),
-                "from_status": source,
-                "to_status": values["status"],
-                "details": move.details,
+                "from_status": plan.source,
+                "to_status": plan.values["status"],
+                "details": plan.move.details,
                 "at": at,
             }
         )
-        notices.setdefault(request_id, []).extend(move.notices)
+        notices.setdefault(plan.request_id, []).extend(plan.move.notices)
     audit.append_many(session, events)
     for request_id, queued in notices.items():
         outbox.queue_many(session, queued, request_id=request_id, at=at)
-    return [values["status"] for *_, values in planned]
+    return [plan.values["status"] for plan in planned]
 
 
 # ------------------------------------------------------------------ notifications
