@@ -12,8 +12,10 @@ administrator in psql.
   answers then come from the state the stamp names, as a repeatable-read transaction's would.
 - A transaction that writes one of these tables (or has such a change waiting to be flushed)
   reads them from the database until it ends.
-- Queries that lock (FOR UPDATE) or ask for fresh rows (populate_existing) go to the database.
-- The cache hands out copies merged into the caller's session: changing a row it returned
+- Queries that lock (FOR UPDATE), ask for fresh rows (populate_existing) or read any other
+  table (a join, a subquery) go to the database; so does the rest of a transaction that has
+  run SQL text, which may write anything.
+- The cache hands out copies attached to the caller's session: changing a row it returned
   changes that session's copy, never the cache.
 """
 
@@ -235,33 +237,30 @@ class _Answer:
 
     @classmethod
     def keep(cls, stamp: str, statement: Any, frozen: FrozenResult[Any]) -> _Answer:
+        columns = statement.column_descriptions
         entities = tuple(
             i
-            for i, column in enumerate(statement.column_descriptions)
+            for i, column in enumerate(columns)
             if column.get("entity") is not None and column.get("expr") is column.get("entity")
         )
-        rows = cast(
-            list[list[Any]], frozen._rewrite_rows()
-        )  # the rows as lists, as the ORM's own merge reads them
-        for row in rows:
-            for i in entities:
-                if row[i] is not None:
-                    row[i] = _copy(row[i])
-        make_row = result_tuple(
-            [c["name"] for c in statement.column_descriptions],
-            [None] * len(statement.column_descriptions),
-        )
-        return cls(stamp, frozen.with_new_rows([make_row(r) for r in rows]), entities, make_row)
+        make_row = result_tuple([c["name"] for c in columns], [None] * len(columns))
+        answer = cls(stamp, frozen, entities, make_row)
+        answer.frozen = answer._with_objects(_copy)
+        return answer
 
     def result_in(self, session: OrmSession) -> Any:
         if not self.entities:
             return self.frozen()
-        rows = cast(list[list[Any]], self.frozen._rewrite_rows())
+        return self._with_objects(lambda cached: _attach(session, cached))()
+
+    def _with_objects(self, replace: Any) -> FrozenResult[Any]:
+        """The result with each ORM object replaced by replace(object)."""
+        rows = cast(list[list[Any]], self.frozen._rewrite_rows())  # the rows as lists
         for row in rows:
             for i in self.entities:
                 if row[i] is not None:
-                    row[i] = _attach(session, row[i])
-        return self.frozen.with_new_rows([self.make_row(r) for r in rows])()
+                    row[i] = replace(row[i])
+        return self.frozen.with_new_rows([self.make_row(r) for r in rows])
 
 
 def _copy(instance: Any) -> Any:
