@@ -15,7 +15,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import JSON, insert, update
+from sqlalchemy import JSON, bindparam, insert, update
 from sqlalchemy import event as sa_event
 from sqlalchemy import inspect as sa_inspect
 from sqlmodel import Field, Session, SQLModel, col, select
@@ -192,7 +192,15 @@ class _Chain:
 
 _TABLE = AuditEvent.__table__  # type: ignore[attr-defined]
 _MAPPER = sa_inspect(AuditEvent)
-_HEAD = select(AuditHead).where(AuditHead.id == 1).with_for_update()
+# Built once and run on the session's connection: the chain's statements are plain rows in and
+# out, so they skip the ORM's execution (and its hooks) that every step would otherwise pay.
+_HEADS = AuditHead.__table__  # type: ignore[attr-defined]
+_HEAD = select(_HEADS.c.seq, _HEADS.c.hash).where(_HEADS.c.id == 1).with_for_update()
+_NEW_HEAD = insert(_HEADS).values(id=1, seq=0, hash=GENESIS)
+_MOVE_HEAD = (
+    update(_HEADS).where(_HEADS.c.id == 1).values(seq=bindparam("seq"), hash=bindparam("hash"))
+)
+_INSERT = insert(_TABLE)
 
 
 def _chain(session: Session) -> _Chain:
@@ -201,13 +209,13 @@ def _chain(session: Session) -> _Chain:
     chain: _Chain | None = session.info.get("audit_chain")
     if chain is not None and chain.transaction is session.get_transaction():
         return chain
-    head = session.exec(_HEAD).first()
-    if head is None:
-        head = AuditHead(id=1, seq=0, hash=GENESIS)
-        session.add(head)
-        session.flush()
+    connection = session.connection()
+    found = connection.execute(_HEAD).first()
+    if found is None:
+        connection.execute(_NEW_HEAD)
+    seq, hash_ = (found.seq, found.hash) if found is not None else (0, GENESIS)
     # Remembered with the transaction the query above belongs to (it may have begun it).
-    chain = _Chain(session.get_transaction(), head.seq, head.hash)
+    chain = _Chain(session.get_transaction(), seq, hash_)
     nested = session.get_nested_transaction()
     if nested is not None:  # appended first inside a savepoint: its rollback empties the chain
         chain.marks[nested] = (0, 0, chain.seq, chain.hash)
@@ -218,8 +226,8 @@ def _chain(session: Session) -> _Chain:
 def _write_rows(session: Session, chain: _Chain) -> None:
     rows = chain.rows[chain.written :]
     if rows:
-        chain.written = len(chain.rows)  # first: the INSERT below runs this module's hooks
-        session.execute(insert(_TABLE), rows)
+        chain.written = len(chain.rows)
+        session.connection().execute(_INSERT, rows)
 
 
 @sa_event.listens_for(Session, "do_orm_execute")
@@ -268,12 +276,7 @@ def _write_head(session: Session) -> None:
     if chain is None or chain.transaction is not session.get_transaction() or not chain.rows:
         return
     _write_rows(session, chain)
-    session.execute(
-        update(AuditHead)
-        .where(col(AuditHead.id) == 1)
-        .values(seq=chain.seq, hash=chain.hash)
-        .execution_options(synchronize_session=False)
-    )
+    session.connection().execute(_MOVE_HEAD, {"seq": chain.seq, "hash": chain.hash})
 
 
 @dataclass(frozen=True)

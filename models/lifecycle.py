@@ -233,21 +233,21 @@ def _identity(entity: Any) -> tuple[str, str, int | None]:
     raise TypeError(f"{type(entity).__name__} has no lifecycle")
 
 
-_MOVES: dict[tuple[Any, tuple[str, ...], bool], Any] = {}
+_MOVES: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
 
-def _move_statement(model: Any, keys: tuple[str, ...], *, many: bool = False) -> Any:
-    """The version-checked UPDATE that moves a row of `model`, setting `keys`: built once per
+def _move_statement(model: Any, keys: tuple[str, ...]) -> Any:
+    """The version-checked UPDATE that moves rows of `model`, setting `keys`: built once per
     shape and reused with new parameters (building and keying a statement costs more than
-    running it). `many`: on the table, to run with a list of rows' parameters at once."""
-    statement = _MOVES.get((model, keys, many))
+    running it). On the table, run on the session's connection with one row's parameters or a
+    list of rows' at once."""
+    statement = _MOVES.get((model, keys))
     if statement is None:
-        target = model.__table__.c if many else model
-        statement = _MOVES[(model, keys, many)] = (
-            update(model.__table__ if many else model)
-            .where(target.id == bindparam("e_id"), target.version == bindparam("e_version"))
+        table = model.__table__
+        statement = _MOVES[(model, keys)] = (
+            update(table)
+            .where(table.c.id == bindparam("e_id"), table.c.version == bindparam("e_version"))
             .values({key: bindparam(f"v_{key}") for key in keys})
-            .execution_options(synchronize_session=False)
         )
     return statement
 
@@ -319,10 +319,14 @@ def fire_many(
     for plan in planned:
         shapes.setdefault((type(plan.move.entity), tuple(plan.values)), []).append(plan)
     many = len(planned) > 1
-    # Several rows: in a savepoint (begin_nested flushes what the ORM holds first, as the ORM's
-    # own UPDATE of one row autoflushes), so that one stale row undoes the others' UPDATE even
-    # when the caller catches the refusal and commits.
+    # The UPDATE runs on the connection, past the ORM: what the ORM holds is flushed first
+    # (begin_nested does that too), so the rows it checks are the rows as the caller left them.
+    # Several rows: in a savepoint, so that one stale row undoes the others' UPDATE even when
+    # the caller catches the refusal and commits.
+    if not many:
+        session.flush()
     with session.begin_nested() if many else nullcontext():
+        connection = session.connection()
         for (model, keys), group in shapes.items():
             rows = [
                 {
@@ -332,9 +336,9 @@ def fire_many(
                 }
                 for plan in group
             ]
-            statement = _move_statement(model, keys, many=many)
-            result = session.execute(statement, rows if many else rows[0])
-            if result.rowcount != len(rows):  # type: ignore[attr-defined]
+            statement = _move_statement(model, keys)
+            result = connection.execute(statement, rows if many else rows[0])
+            if result.rowcount != len(rows):
                 names = ", ".join(f"{plan.name} {plan.entity_id}" for plan in group)
                 raise ConcurrentUpdate(
                     f"{names}: changed by someone else meanwhile; read them again and retry"

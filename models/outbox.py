@@ -130,7 +130,7 @@ def queue_many(
     statement = _STATEMENTS[session.get_bind().dialect.name]
     # One multi-row statement per call (SQLAlchemy's "insertmanyvalues" batches the rows
     # behind one cached compiled statement); the keys that come back are the new rows.
-    new = {key: id_ for key, id_ in session.execute(statement, list(rows.values()))}
+    new = {key: id_ for key, id_ in session.connection().execute(statement, list(rows.values()))}
     # A key given twice in one call is new once: the first time.
     answer: list[int | None] = []
     for key in keys:

@@ -583,7 +583,7 @@ def test_lifecycle_itself_is_the_one_place_that_writes_a_status() -> None:
     # with the status in them, and updates the rows with them ...
     assert "fire_many(session, [move]" in ast.unparse(functions["fire"])
     assert any(_sets_status_key(n) for n in ast.walk(functions["fire_many"]))
-    assert "_move_statement(model, keys, many=many)" in ast.unparse(functions["fire_many"])
+    assert "_move_statement(model, keys)" in ast.unparse(functions["fire_many"])
     # ... through the version-checked UPDATE built once per shape of row.
-    assert "update(model.__table__ if many else model)" in ast.unparse(functions["_move_statement"])
+    assert "update(table)" in ast.unparse(functions["_move_statement"])
     assert lifecycle.fire is fire
