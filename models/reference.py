@@ -150,14 +150,23 @@ def _hashable(value: Any) -> Any:
     return value
 
 
-def _reads_reference_only(cache: _Cache, statement: Any, structure: Any) -> bool:
+def _reads_reference_only(cache: _Cache, state: ORMExecuteState, structure: Any) -> bool:
+    """Whether a statement of this structure reads reference tables and nothing else: worked
+    out once per structure (its entities first, the cheap sieve, then every table it names)."""
     known = cache.shapes.get(structure)
     if known is None:
-        tables = find_tables(
-            statement, check_columns=True, include_aliases=True, include_joins=True
-        )
-        names = {getattr(t, "name", None) for t in tables}
-        known = bool(names) and names <= REFERENCE_TABLES
+        known = all(_is_reference(m) for m in state.all_mappers)
+        if known:
+            tables = find_tables(
+                cast(Any, state.statement),
+                check_columns=True,
+                include_aliases=True,
+                include_joins=True,
+            )
+            names = {getattr(t, "name", None) for t in tables}
+            known = bool(names) and names <= REFERENCE_TABLES
+        if len(cache.shapes) >= MAX_ANSWERS:
+            cache.shapes.clear()
         cache.shapes[structure] = known
     return known
 
@@ -182,13 +191,12 @@ def _answer(state: ORMExecuteState) -> Any:
     options = state.execution_options
     if options.get("populate_existing") or options.get("yield_per"):
         return None
-    if not all(_is_reference(m) for m in state.all_mappers):  # cheap first sieve
-        return None
     cache = _cache_of(session)
     if cache is None:
         return None
-    key = statement._generate_cache_key()  # the ORM computes it for its own cache too
-    if key is None or not _reads_reference_only(cache, statement, key.key):
+    # Kept on the statement: the compiled-statement cache uses the same key when it runs.
+    key = statement._generate_cache_key()
+    if key is None or not _reads_reference_only(cache, state, key.key):
         return None
     transaction = _state(session)
     if transaction.wrote or _changes_waiting(session):
