@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import UniqueConstraint, func
+from sqlalchemy import UniqueConstraint, func, insert
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from models.catalog import AgreementPrice, CallOff, FrameworkAgreement, Item, Offer, Supplier
@@ -821,10 +821,14 @@ def terms_from_agreements(
     return settled
 
 
+_LEDGER_INSERT = insert(LedgerEntry.__table__)  # type: ignore[attr-defined]
+
+
 def freeze_ledger(
     session: Session, request: Request, *, economics: Economics, today: date, at: datetime
-) -> list[LedgerEntry]:
-    """Record the ledger as it stands at order time (reports read these rows)."""
+) -> list[LedgerLine]:
+    """Record the ledger as it stands at order time (reports read these rows), in one INSERT;
+    returns its lines."""
     from models.actions import lines_of
 
     assert request.id is not None
@@ -833,20 +837,22 @@ def freeze_ledger(
     plan = delivery_plan(
         request.needed_by, lead_time(session, lines), economics.preparation_days, today, today
     )
-    rows = []
-    for entry in ledger(
-        facts(per_line), missed_planning=plan.missed, rates=economics.late_involvement
-    ):
-        row = LedgerEntry(
-            request_id=request.id,
-            kind=entry.kind,
-            devices_incurred=entry.devices_incurred,
-            devices_avoided=entry.devices_avoided,
-            per_device=entry.per_device,
-            incurred=entry.incurred,
-            avoided=entry.avoided,
-            at=at,
+    entries = ledger(facts(per_line), missed_planning=plan.missed, rates=economics.late_involvement)
+    if entries:
+        session.connection().execute(
+            _LEDGER_INSERT,
+            [
+                {
+                    "request_id": request.id,
+                    "kind": entry.kind,
+                    "devices_incurred": entry.devices_incurred,
+                    "devices_avoided": entry.devices_avoided,
+                    "per_device": entry.per_device,
+                    "incurred": entry.incurred,
+                    "avoided": entry.avoided,
+                    "at": at,
+                }
+                for entry in entries
+            ],
         )
-        session.add(row)
-        rows.append(row)
-    return rows
+    return entries
