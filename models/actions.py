@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
 from models import audit, outbox, pipeline
@@ -32,6 +33,7 @@ from models.catalog import (
     Offer,
     Supplier,
 )
+from models.db import insert_unless_taken
 from models.economics import (
     TERMS,
     agreement_options,
@@ -1057,6 +1059,25 @@ class DecisionResult:
     message: str = ""
 
 
+_DECISIONS_TABLE = Decision.__table__  # type: ignore[attr-defined]
+_NEW_DECISION = insert_unless_taken(
+    _DECISIONS_TABLE, ["stage_id", "round", "slot"], _DECISIONS_TABLE.c.id
+)
+
+
+def _record_decision(session: Session, decision: Decision) -> bool:
+    """Write a decision in one INSERT, unless its seat (stage, round, slot) is taken already:
+    then False and nothing written. The decision joins the session as a row it has read."""
+    values = {c.name: getattr(decision, c.name) for c in _DECISIONS_TABLE.columns if c.name != "id"}
+    statement = _NEW_DECISION[session.get_bind().dialect.name]
+    decision.id = session.connection().execute(statement, values).scalar()
+    if decision.id is None:
+        return False
+    make_transient_to_detached(decision)
+    session.add(decision)
+    return True
+
+
 def decide(
     session: Session,
     *,
@@ -1167,14 +1188,8 @@ def decide(
         on_behalf_of_id=seat.principal.id if seat.delegated else None,
         decided_at=now,
     )
-    try:
-        with session.begin_nested():
-            session.add(decision)
-            session.flush()
-    except IntegrityError:
-        raise AlreadyDecided(
-            f"{request.ref} {stage.key}: already decided by someone else"
-        ) from None
+    if not _record_decision(session, decision):
+        raise AlreadyDecided(f"{request.ref} {stage.key}: already decided by someone else")
     decisions.append(decision)
     on_behalf = seat.principal.email if seat.delegated else None
     requester = session.get(Person, request.requester_id)

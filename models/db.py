@@ -6,12 +6,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Table, event
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, create_engine
 
 from models import reference  # noqa: F401  (its session hooks: reference data cached across transactions)
+
+
+def insert_unless_taken(table: Table, key: list[str], *returning: Any) -> dict[str, Any]:
+    """INSERT ... ON CONFLICT (key) DO NOTHING RETURNING ..., built once for each database: the
+    unique key is the check, one statement and no lookup first; a row that finds its key taken
+    returns nothing. By dialect name."""
+    return {
+        name: insert(table).on_conflict_do_nothing(index_elements=key).returning(*returning)
+        for name, insert in (("sqlite", sqlite_insert), ("postgresql", postgresql_insert))
+    }
 
 
 def normalize_url(url: str) -> str:

@@ -12,11 +12,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Index
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, Session, SQLModel
 
 from models.audit import plain_json
+from models.db import insert_unless_taken
 from models.types import UTCDateTime, utcnow
 
 PENDING = "pending"
@@ -139,9 +138,4 @@ def queue_many(
 
 
 _TABLE = Notification.__table__  # type: ignore[attr-defined]
-_STATEMENTS = {
-    name: insert(_TABLE)
-    .on_conflict_do_nothing(index_elements=["dedup_key"])
-    .returning(_TABLE.c.dedup_key, _TABLE.c.id)
-    for name, insert in (("sqlite", sqlite_insert), ("postgresql", postgresql_insert))
-}
+_STATEMENTS = insert_unless_taken(_TABLE, ["dedup_key"], _TABLE.c.dedup_key, _TABLE.c.id)

@@ -272,3 +272,27 @@ def test_the_same_submission_racing_from_threads_creates_one_request(engine: Eng
         "start_review",
     ]
     assert_chain_intact(engine)
+
+
+def test_a_decision_whose_seat_is_taken_writes_nothing_and_leaves_the_transaction_usable(
+    engine: Engine,
+) -> None:
+    """The seat (stage, round, slot) is the database's unique key: a decision arriving for a
+    seat taken meanwhile is refused by it in the same INSERT, with no database error that would
+    abort the transaction (PostgreSQL) and no second row."""
+    ref = submit(engine)
+    decide(engine, ref, IDA)
+    with transaction(engine) as session:
+        (taken,) = session.exec(select(Decision).where(Decision.request_id == int(ref[3:]))).all()
+        again = Decision(
+            **{k: v for k, v in taken.model_dump().items() if k != "id"} | {"comment": "late"}
+        )
+        assert actions._record_decision(session, again) is False
+        assert again.id is None
+        # The transaction goes on: the next statement runs and the commit keeps what it wrote.
+        session.exec(select(func.count()).select_from(Decision)).one()
+        audit.append(session, actor=IDA, entity="request", entity_id=ref, action="checked")
+    assert counts(engine, ref, "joint_review") == (1, 1)
+    with transaction(engine, readonly=True) as session:
+        assert session.exec(select(Decision.comment)).all() == [""]
+    assert_chain_intact(engine)
