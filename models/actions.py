@@ -17,8 +17,6 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import bindparam, delete
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
 from models import audit, outbox, pipeline
@@ -33,7 +31,7 @@ from models.catalog import (
     Offer,
     Supplier,
 )
-from models.db import insert_unless_taken
+from models.db import add_unless_taken
 from models.economics import (
     TERMS,
     agreement_options,
@@ -74,6 +72,7 @@ from models.org import PERSON_BY_EMAIL, CostCentre, Person, Role, roles_of
 from models.outbox import Notice, person, team
 from models.pipeline import PipelineSpec, StageSpec
 from models.requests import (
+    SEAT,
     Decision,
     Draft,
     LineCreate,
@@ -709,15 +708,16 @@ def _create(
         pipeline_id=pipeline_row.id,
         created_at=now,
     )
-    try:
-        with session.begin_nested():
-            session.add(request)
-            session.flush()
-    except IntegrityError:
+    if not add_unless_taken(session, request, ["idempotency_key"]):
         # The same key committed by a concurrent submission a moment ago: answer with that one.
-        raced = session.exec(select(Request).where(Request.idempotency_key == key)).first()
-        if raced is None or raced.content_hash != content:
-            raise
+        raced = session.exec(select(Request).where(Request.idempotency_key == key)).one()
+        if raced.content_hash != content:
+            raise InputError(
+                Problem(
+                    f"{key!r} was already used for {raced.ref} with different content",
+                    field="idempotency_key",
+                )
+            )
         return Submitted(raced.ref, False, raced.status, key)
     lines = _write_lines(session, request, resolved)
     _plan(session, request, lines, spec, keep={})
@@ -1059,25 +1059,6 @@ class DecisionResult:
     message: str = ""
 
 
-_DECISIONS_TABLE = Decision.__table__  # type: ignore[attr-defined]
-_NEW_DECISION = insert_unless_taken(
-    _DECISIONS_TABLE, ["stage_id", "round", "slot"], _DECISIONS_TABLE.c.id
-)
-
-
-def _record_decision(session: Session, decision: Decision) -> bool:
-    """Write a decision in one INSERT, unless its seat (stage, round, slot) is taken already:
-    then False and nothing written. The decision joins the session as a row it has read."""
-    values = {c.name: getattr(decision, c.name) for c in _DECISIONS_TABLE.columns if c.name != "id"}
-    statement = _NEW_DECISION[session.get_bind().dialect.name]
-    decision.id = session.connection().execute(statement, values).scalar()
-    if decision.id is None:
-        return False
-    make_transient_to_detached(decision)
-    session.add(decision)
-    return True
-
-
 def decide(
     session: Session,
     *,
@@ -1188,7 +1169,7 @@ def decide(
         on_behalf_of_id=seat.principal.id if seat.delegated else None,
         decided_at=now,
     )
-    if not _record_decision(session, decision):
+    if not add_unless_taken(session, decision, SEAT):
         raise AlreadyDecided(f"{request.ref} {stage.key}: already decided by someone else")
     decisions.append(decision)
     on_behalf = seat.principal.email if seat.delegated else None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -10,6 +10,7 @@ from sqlalchemy import Table, event
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, create_engine
 
@@ -24,6 +25,32 @@ def insert_unless_taken(table: Table, key: list[str], *returning: Any) -> dict[s
         name: insert(table).on_conflict_do_nothing(index_elements=key).returning(*returning)
         for name, insert in (("sqlite", sqlite_insert), ("postgresql", postgresql_insert))
     }
+
+
+_ADDS: dict[tuple[Table, tuple[str, ...]], dict[str, Any]] = {}
+
+
+def add_unless_taken(session: Session, row: Any, key: Sequence[str]) -> bool:
+    """Write a new row (with an integer `id`) in one INSERT unless its unique `key` is taken:
+    then False, nothing written and the transaction usable (no error to catch, no savepoint).
+    The row joins the session as one it has read, its id set."""
+    table = row.__table__
+    statements = _ADDS.get((table, tuple(key)))
+    if statements is None:
+        statements = _ADDS[(table, tuple(key))] = insert_unless_taken(table, list(key), table.c.id)
+    values = {}
+    for column in table.columns:
+        value = getattr(row, column.key)
+        if column.key != "id" and not (value is None and column.default is not None):
+            values[column.key] = value
+    row.id = (
+        session.connection().execute(statements[session.get_bind().dialect.name], values).scalar()
+    )
+    if row.id is None:
+        return False
+    make_transient_to_detached(row)
+    session.add(row)
+    return True
 
 
 def normalize_url(url: str) -> str:

@@ -158,9 +158,13 @@ class Stage(SQLModel, table=True):
 
 # One person's decision on a stage. A slot is the role it fills ("any" for any-of stages);
 # the unique constraint makes two racing decisions on one slot impossible at the database level.
+# A decision's seat: one decision per slot of a stage's round (the table's unique key).
+SEAT = ("stage_id", "round", "slot")
+
+
 class Decision(SQLModel, table=True):
     __tablename__ = "decision"
-    __table_args__ = (UniqueConstraint("stage_id", "round", "slot"),)
+    __table_args__ = (UniqueConstraint(*SEAT),)
     id: int | None = Field(default=None, primary_key=True)
     request_id: int = Field(foreign_key="request.id", index=True)
     stage_id: int = Field(foreign_key="stage.id", index=True)

@@ -17,10 +17,10 @@ from sqlmodel import Session, col, func, select
 
 from models import actions, audit, pipeline
 from models.audit import AuditEvent
-from models.db import is_sqlite, transaction
-from models.errors import AlreadyDecided, RuleViolation
+from models.db import add_unless_taken, is_sqlite, transaction
+from models.errors import AlreadyDecided, InputError, RuleViolation
 from models.outbox import Notification
-from models.requests import Decision, Request
+from models.requests import SEAT, Decision, Request
 from tests.factories import BOB, IDA, NOW, PAUL, decide, draft, load_org_data, show, submit
 
 THREADS = 10
@@ -274,6 +274,30 @@ def test_the_same_submission_racing_from_threads_creates_one_request(engine: Eng
     assert_chain_intact(engine)
 
 
+def test_one_key_racing_with_different_contents_creates_one_request_and_refuses_the_others(
+    engine: Engine,
+) -> None:
+    def submit_own(i: int, session: Session) -> actions.Submitted:
+        mine = draft(idempotency_key="hr-4712", justification=f"Laptop for hire {i}")
+        (result,) = actions.submit(session, drafts=[mine], now=NOW)
+        return result
+
+    results = race(THREADS, submit_own, engine)
+
+    winners = [value for kind, value in results if kind == "ok"]
+    losers = [value for kind, value in results if kind == "error"]
+    assert len(winners) == 1 and winners[0].created, describe(results)
+    assert len(losers) == THREADS - 1, describe(results)
+    for refused in losers:
+        assert isinstance(refused, InputError), describe(results)
+        assert f"'hr-4712' was already used for {winners[0].ref} with different content" in str(
+            refused
+        )
+    with transaction(engine, readonly=True) as session:
+        assert len(session.exec(select(Request)).all()) == 1
+    assert_chain_intact(engine)
+
+
 def test_a_decision_whose_seat_is_taken_writes_nothing_and_leaves_the_transaction_usable(
     engine: Engine,
 ) -> None:
@@ -287,7 +311,7 @@ def test_a_decision_whose_seat_is_taken_writes_nothing_and_leaves_the_transactio
         again = Decision(
             **{k: v for k, v in taken.model_dump().items() if k != "id"} | {"comment": "late"}
         )
-        assert actions._record_decision(session, again) is False
+        assert add_unless_taken(session, again, SEAT) is False
         assert again.id is None
         # The transaction goes on: the next statement runs and the commit keeps what it wrote.
         session.exec(select(func.count()).select_from(Decision)).one()
