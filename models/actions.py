@@ -31,7 +31,7 @@ from models.catalog import (
     Offer,
     Supplier,
 )
-from models.db import add_unless_taken
+from models.db import add_unless_taken, by_id
 from models.economics import (
     TERMS,
     agreement_options,
@@ -165,7 +165,7 @@ def lock_request(session: Session, ref: str | int) -> Request:
 
 def get_request(session: Session, ref: str | int) -> Request:
     request_id = parse_ref(ref)
-    found = session.get(Request, request_id)
+    found = by_id(session, Request, request_id)
     if found is None:
         raise NotFound(Problem(f"no request {format_ref(request_id)}"))
     return found
@@ -224,7 +224,9 @@ def assets_of(session: Session, request: Request) -> list[Asset]:
 def spec_for(session: Session, request: Request) -> PipelineSpec:
     """The pipeline the request was submitted under."""
     row = (
-        session.get(pipeline.PipelineVersion, request.pipeline_id) if request.pipeline_id else None
+        by_id(session, pipeline.PipelineVersion, request.pipeline_id)
+        if request.pipeline_id
+        else None
     )
     if row is None:
         raise RuleViolation(f"{request.ref} has no pipeline recorded")
@@ -372,7 +374,7 @@ def _source_from_offer(
             Problem(f"no {kind} offer for {line.sku}{over}", field=f"{where}.ownership")
         )
     offer = min(offers, key=lambda o: (o.monthly_rate * o.term_months, o.id or 0))
-    provider = lookup.session.get(Supplier, offer.supplier_id)
+    provider = by_id(lookup.session, Supplier, offer.supplier_id)
     note = f"{provider.name if provider else 'provider'}: {offer.monthly_rate} a month for {offer.term_months} months"
     return ResolvedLine(
         line,
@@ -466,8 +468,8 @@ def condition_context(
             select(Item).where(col(Item.id).in_([ln.item_id for ln in lines]))
         ).all()
     }
-    centre = session.get(CostCentre, request.cost_centre_id)
-    beneficiary = session.get(Person, request.on_behalf_of_id)
+    centre = by_id(session, CostCentre, request.cost_centre_id)
+    beneficiary = by_id(session, Person, request.on_behalf_of_id)
     return {
         "total": request.total,
         "currency": request.currency,
@@ -650,7 +652,7 @@ def _submit_one(
     if isinstance(created, Submitted):
         return created
     request, lines = created
-    requester = session.get(Person, request.requester_id)
+    requester = by_id(session, Person, request.requester_id)
     assert requester is not None
     _submit_created(session, request, lines, spec, today, now, requester.email)
     return Submitted(request.ref, True, request.status, draft.idempotency_key)
@@ -737,7 +739,7 @@ def _submit_created(
     ref = request.ref
     assert request.order_by is not None
     late = request.order_by < today
-    requester = session.get(Person, request.requester_id)
+    requester = by_id(session, Person, request.requester_id)
     assert requester is not None
     notices = [Notice("request_submitted", person(requester.email), ref)]
     if late:
@@ -909,7 +911,7 @@ def _advance(
 ) -> None:
     """Open every stage whose predecessors are done; approve the request when all are done."""
     by_key = {s.key: s for s in stages}
-    by_id = {s.id: s for s in stages if s.id is not None}
+    stage_of = {s.id: s for s in stages if s.id is not None}
     specs = {s.id: s for s in spec.stages}
     directory = Directory(session, request, spec.calendar.today(now))
     for stage in stages:
@@ -920,7 +922,7 @@ def _advance(
         ):
             continue
         due = spec.calendar.add_business_hours(now, stage.sla_hours) if stage.sla_hours else None
-        notices, approvers = approval_notices(directory, request, stage, decisions, by_id, due)
+        notices, approvers = approval_notices(directory, request, stage, decisions, stage_of, due)
         stage_spec = specs.get(stage.key)
         if stage_spec is not None:
             context = condition_context(session, request, lines_of(session, request))
@@ -966,7 +968,7 @@ def approval_notices(
     request: Request,
     stage: Stage,
     decisions: list[Decision],
-    by_id: dict[Any, Stage],
+    stage_of: dict[Any, Stage],
     due: datetime | None,
     event: str = "approval_needed",
     key_suffix: str = "",
@@ -977,7 +979,7 @@ def approval_notices(
     notices: list[Notice] = []
     approvers: list[str] = []
     for _slot, roles in open_slots(stage, decisions):
-        people = eligible(directory, request, stage, roles, decisions, by_id)
+        people = eligible(directory, request, stage, roles, decisions, stage_of)
         if not people:
             escalate = stage.escalate_to or Role.MANAGEMENT.value
             notices.append(
@@ -1021,7 +1023,7 @@ def approval_notices(
 
 
 def _approve_request(session: Session, request: Request, now: datetime) -> None:
-    requester = session.get(Person, request.requester_id)
+    requester = by_id(session, Person, request.requester_id)
     assert requester is not None
     notices = [
         Notice("approved", person(requester.email), request.ref),
@@ -1099,21 +1101,23 @@ def decide(
             )
         )
     decisions = decisions_of(session, request)
-    by_id = {s.id: s for s in stages}
+    stage_of = {s.id: s for s in stages}
 
     mine = [
         d
         for d in decisions
         if d.actor_id == actor.id
-        and d.round == by_id[d.stage_id].round
-        and (stage_key is None or by_id[d.stage_id].key == stage_key)
+        and d.round == stage_of[d.stage_id].round
+        and (stage_key is None or stage_of[d.stage_id].key == stage_key)
     ]
     if mine:
         previous = mine[-1]
-        stage = by_id[previous.stage_id]
+        stage = stage_of[previous.stage_id]
         if previous.outcome == outcome:
             principal = (
-                session.get(Person, previous.on_behalf_of_id) if previous.on_behalf_of_id else None
+                by_id(session, Person, previous.on_behalf_of_id)
+                if previous.on_behalf_of_id
+                else None
             )
             return DecisionResult(
                 request.ref,
@@ -1173,7 +1177,7 @@ def decide(
         raise AlreadyDecided(f"{request.ref} {stage.key}: already decided by someone else")
     decisions.append(decision)
     on_behalf = seat.principal.email if seat.delegated else None
-    requester = session.get(Person, request.requester_id)
+    requester = by_id(session, Person, request.requester_id)
     assert requester is not None
     audit.append(
         session,
@@ -1470,9 +1474,9 @@ def resubmit(
     update = update or RequestUpdate()
     old_lines = lines_of(session, request)
     lookup = Lookup(session)
-    requester = session.get(Person, request.requester_id)
-    beneficiary = session.get(Person, request.on_behalf_of_id)
-    centre = session.get(CostCentre, request.cost_centre_id)
+    requester = by_id(session, Person, request.requester_id)
+    beneficiary = by_id(session, Person, request.on_behalf_of_id)
+    centre = by_id(session, CostCentre, request.cost_centre_id)
     assert requester is not None and beneficiary is not None and centre is not None
     # Lines left out of the update stay as they are, sourcing and prices included.
     resolved = resolve(
@@ -1622,7 +1626,7 @@ def cancel(
             fire(
                 session, stage, StageEvent.CANCEL, actor=SYSTEM, at=now, changes={"closed_at": now}
             )
-    requester = session.get(Person, request.requester_id)
+    requester = by_id(session, Person, request.requester_id)
     assert requester is not None
     fire(
         session,
@@ -1799,7 +1803,7 @@ def set_sourcing(
     quote_note = ""
     bought = {"sku": line.sku, "quantity": line.quantity, "ownership": "bought"}
     if quote_id is not None:
-        quote = session.get(Quote, quote_id)
+        quote = by_id(session, Quote, quote_id)
         if quote is None or quote.request_id != request.id or quote.line_no != line_no:
             raise NotFound(
                 Problem(f"no quote {quote_id} for {request.ref} line {line_no}", field="--quote")
@@ -1994,7 +1998,7 @@ def place_order(
                 )
             )
     session.flush()
-    requester = session.get(Person, request.requester_id)
+    requester = by_id(session, Person, request.requester_id)
     assert requester is not None
     purchase_orders = [
         {**o, "number": f"PO-{request.ref[3:]}-{n}"} for n, o in enumerate(orders.values(), start=1)
@@ -2086,7 +2090,7 @@ def schedule_delivery(
         raise InputError(Problem(f"{on} is in the past (today is {today})", field="date"))
     if on > today + timedelta(days=MAX_HORIZON_DAYS):
         raise InputError(Problem(f"{on} is more than five years ahead", field="date"))
-    requester = session.get(Person, request.requester_id)
+    requester = by_id(session, Person, request.requester_id)
     assert requester is not None
     notices = [
         Notice("delivery_scheduled", person(requester.email), f"{request.ref}/{on}", {"date": on}),
@@ -2241,7 +2245,7 @@ def deliver(
     fire_many(session, moves, AssetEvent.DELIVER, actor=actor, at=now)
     remaining = sum(len(g) for g in by_sku.values())
     if remaining == 0:
-        requester = session.get(Person, request.requester_id)
+        requester = by_id(session, Person, request.requester_id)
         assert requester is not None
         fire(
             session,
@@ -2275,7 +2279,7 @@ def roll_out(
     assets = assets_of(session, request)
     delivered = {a.serial: a for a in assets if a.status == AssetStatus.DELIVERED and a.serial}
     if assignments is None:
-        beneficiary = session.get(Person, request.on_behalf_of_id)
+        beneficiary = by_id(session, Person, request.on_behalf_of_id)
         assert beneficiary is not None
         assignments = [Assignment(serial, beneficiary.email) for serial in delivered]
     if not assignments:
@@ -2340,7 +2344,7 @@ def roll_out(
     fire_many(session, moves, AssetEvent.DEPLOY, actor=actor, at=now)
     remaining = sum(1 for a in assets if a.status in (AssetStatus.ORDERED, AssetStatus.DELIVERED))
     if remaining == 0:
-        requester = session.get(Person, request.requester_id)
+        requester = by_id(session, Person, request.requester_id)
         assert requester is not None
         notices = [Notice("rolled_out", person(requester.email), request.ref)]
         if request.kind == RequestKind.ONBOARDING:
@@ -2397,7 +2401,7 @@ def request_return(
         session, actor_email, {Role.IT.value, Role.HR.value}, "request returns"
     )
     asset = find_asset(session, serial)
-    holder = session.get(Person, asset.assigned_to_id) if asset.assigned_to_id else None
+    holder = by_id(session, Person, asset.assigned_to_id) if asset.assigned_to_id else None
     notices = [
         Notice(
             "return_requested",
@@ -2436,7 +2440,7 @@ def receive_return(
     now = now or utcnow()
     actor = _check_actor_role(session, actor_email, {Role.IT.value}, "receive returns")
     asset = find_asset(session, serial)
-    holder = session.get(Person, asset.assigned_to_id) if asset.assigned_to_id else None
+    holder = by_id(session, Person, asset.assigned_to_id) if asset.assigned_to_id else None
     fire(
         session,
         asset,
@@ -2556,7 +2560,7 @@ def _close_if_done(session: Session, request_id: int, actor: str, now: datetime)
     if request.status != RequestStatus.ROLLED_OUT:
         return
     if all(a.status in ASSET_END_STATES for a in assets_of(session, request)):
-        requester = session.get(Person, request.requester_id)
+        requester = by_id(session, Person, request.requester_id)
         assert requester is not None
         fire(
             session,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, event
+from sqlalchemy import Table, bindparam, event, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, make_url
@@ -25,6 +26,24 @@ def insert_unless_taken(table: Table, key: list[str], *returning: Any) -> dict[s
         name: insert(table).on_conflict_do_nothing(index_elements=key).returning(*returning)
         for name, insert in (("sqlite", sqlite_insert), ("postgresql", postgresql_insert))
     }
+
+
+T = TypeVar("T")
+_BY_ID: dict[Any, Any] = {}
+
+
+def by_id(session: Session, model: type[T], id_: int) -> T | None:
+    """session.get() for the steps' lookups: the session's own object when it has one, else one
+    SELECT built once per model. (session.get builds its SELECT anew on every call, which costs
+    more than the reference cache's answer to it.)"""
+    mapper = sa_inspect(model)
+    found = session.identity_map.get(mapper.identity_key_from_primary_key((id_,)))
+    if found is not None:
+        return cast(T, found)
+    statement = _BY_ID.get(model)
+    if statement is None:
+        statement = _BY_ID[model] = select(model).where(mapper.primary_key[0] == bindparam("id"))
+    return cast(T | None, session.execute(statement, {"id": id_}).scalars().first())
 
 
 _ADDS: dict[tuple[Table, tuple[str, ...]], dict[str, Any]] = {}

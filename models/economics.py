@@ -18,6 +18,7 @@ from sqlalchemy import UniqueConstraint, func, insert
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from models.catalog import AgreementPrice, CallOff, FrameworkAgreement, Item, Offer, Supplier
+from models.db import by_id
 from models.lifecycle import OPEN_REQUEST_STATES, RequestStatus
 from models.org import Budget, CostCentre
 from models.pipeline import DeviceCosts, Economics, LateCosts
@@ -392,7 +393,7 @@ def budget_status(
     decided = request.decided_at.date() if request.decided_at else today
     year = fiscal_year(decided, economics.fiscal_year_start_month)
     start, end = fiscal_range(year, economics.fiscal_year_start_month)
-    centre = session.get(CostCentre, request.cost_centre_id)
+    centre = by_id(session, CostCentre, request.cost_centre_id)
     budget = session.exec(
         select(Budget).where(
             Budget.cost_centre_id == request.cost_centre_id, Budget.fiscal_year == year
@@ -614,7 +615,7 @@ def lead_time(session: Session, lines: Sequence[RequestLine]) -> int:
             ).one()
         else:
             supplier_id = session.exec(select(Item.supplier_id).where(Item.id == ln.item_id)).one()
-        supplier = session.get(Supplier, supplier_id)
+        supplier = by_id(session, Supplier, supplier_id)
         days = max(days, supplier.lead_time_days if supplier else 0)
     return days
 

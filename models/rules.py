@@ -9,6 +9,7 @@ from datetime import date
 from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
+from models.db import by_id
 from models.lifecycle import StageStatus
 from models.org import BUDGET_OWNER, ROLES_OF, CostCentre, Delegation, Person, PersonRole
 from models.requests import Decision, Request, Stage, StageMode
@@ -99,9 +100,9 @@ class Directory:
 
     def budget_owner(self) -> Person | None:
         if self._budget_owner is None:
-            centre = self.session.get(CostCentre, self.request.cost_centre_id)
+            centre = by_id(self.session, CostCentre, self.request.cost_centre_id)
             if centre is not None:
-                self._budget_owner = self.session.get(Person, centre.budget_owner_id)
+                self._budget_owner = by_id(self.session, Person, centre.budget_owner_id)
         return self._budget_owner
 
     def holds(self, person: Person, role: str) -> bool:
@@ -199,7 +200,7 @@ def seats(
     stage_key: str | None = None,
 ) -> tuple[list[Seat], list[str]]:
     """Every way the actor may decide an open stage now, and why not where they may not."""
-    by_id = {s.id: s for s in stages if s.id is not None}
+    stage_of = {s.id: s for s in stages if s.id is not None}
     principals = [actor, *directory.delegators_of(actor)]
     found: list[Seat] = []
     reasons: list[str] = []
@@ -212,9 +213,9 @@ def seats(
                 if role is None:
                     continue
                 on_behalf = "" if principal.id == actor.id else f" (on behalf of {principal.email})"
-                why = conflict(request, stage, principal.id, decisions, by_id)
+                why = conflict(request, stage, principal.id, decisions, stage_of)
                 if why is None and principal.id != actor.id:
-                    why = conflict(request, stage, actor.id, decisions, by_id)
+                    why = conflict(request, stage, actor.id, decisions, stage_of)
                 if why is not None:
                     reasons.append(f"{stage.key}{on_behalf}: {why}")
                     continue
