@@ -38,6 +38,7 @@ from models.economics import (
     budget_status,
     called_off,
     freeze_ledger,
+    items_by_id,
     lead_time,
     order_by_date,
     terms_from_agreements,
@@ -462,12 +463,7 @@ def condition_context(
     session: Session, request: Request, lines: list[RequestLine]
 ) -> dict[str, Any]:
     """The names a pipeline condition can use, for this request."""
-    items = {
-        i.id: i
-        for i in session.exec(
-            select(Item).where(col(Item.id).in_([ln.item_id for ln in lines]))
-        ).all()
-    }
+    items = {i.id: i for i in items_by_id(session, [ln.item_id for ln in lines])}
     centre = by_id(session, CostCentre, request.cost_centre_id)
     beneficiary = by_id(session, Person, request.on_behalf_of_id)
     return {
@@ -1920,12 +1916,7 @@ def place_order(
     spec = spec_for(session, request)
     today = spec.calendar.today(now)
     lines = lines_of(session, request)
-    items = {
-        i.id: i
-        for i in session.exec(
-            select(Item).where(col(Item.id).in_([ln.item_id for ln in lines]))
-        ).all()
-    }
+    items = {i.id: i for i in items_by_id(session, [ln.item_id for ln in lines])}
     agreements = _lock_agreements(session, [ln.agreement_id for ln in lines if ln.agreement_id])
     _check_call_offs(session, request, lines, agreements, today)
     offers = {

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import UniqueConstraint, func, insert
+from sqlalchemy import UniqueConstraint, bindparam, func, insert
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from models.catalog import AgreementPrice, CallOff, FrameworkAgreement, Item, Offer, Supplier
@@ -61,6 +61,67 @@ class LedgerEntry(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+def items_by_id(session: Session, ids: Sequence[int]) -> Sequence[Item]:
+    """The catalog items with these ids (one SELECT built once)."""
+    return session.scalars(_ITEMS, {"ids": list(ids)}).all()
+
+
+# The statements a step runs, built once (building and keying a statement costs more than
+# running it on SQLite) and run with new parameters.
+_ITEMS = select(Item).where(col(Item.id).in_(bindparam("ids", expanding=True)))
+_AGREEMENTS = select(FrameworkAgreement).where(
+    col(FrameworkAgreement.id).in_(bindparam("ids", expanding=True))
+)
+_OFFERS_OF_ITEMS = (
+    select(Offer)
+    .where(col(Offer.item_id).in_(bindparam("items", expanding=True)))
+    .order_by(col(Offer.id))
+)
+_QUOTES = select(Quote).where(Quote.request_id == bindparam("id")).order_by(col(Quote.id))
+_SUPPLIER_NAMES = select(Supplier.id, Supplier.name)
+_CALLED_OFF = (
+    select(CallOff.agreement_id, func.sum(CallOff.quantity))
+    .where(col(CallOff.agreement_id).in_(bindparam("ids", expanding=True)))
+    .group_by(col(CallOff.agreement_id))
+)
+_AGREEMENT_PRICES = (
+    select(FrameworkAgreement, AgreementPrice)
+    .join(AgreementPrice, AgreementPrice.agreement_id == FrameworkAgreement.id)  # type: ignore[arg-type]
+    .where(
+        AgreementPrice.item_id == bindparam("item_id"),
+        FrameworkAgreement.valid_from <= bindparam("day"),
+        FrameworkAgreement.valid_to >= bindparam("day"),
+        FrameworkAgreement.currency == bindparam("currency"),
+    )
+)
+_BUDGET = select(Budget).where(
+    Budget.cost_centre_id == bindparam("centre"), Budget.fiscal_year == bindparam("year")
+)
+_SPENDING = (
+    select(Request.status, func.sum(Request.total))
+    .where(
+        Request.cost_centre_id == bindparam("centre"),
+        col(Request.decided_at) >= bindparam("start"),
+        col(Request.decided_at) < bindparam("end"),
+        col(Request.status).in_([RequestStatus.APPROVED, *SPENT_STATES]),
+    )
+    .group_by(col(Request.status))
+)
+_OPEN_DEMAND = (
+    select(RequestLine.item_id, Request.id, func.sum(RequestLine.quantity))
+    .join(Request, Request.id == RequestLine.request_id)  # type: ignore[arg-type]
+    .where(
+        col(RequestLine.item_id).in_(bindparam("items", expanding=True)),
+        col(Request.status).in_(list(DEMAND_STATES)),
+        Request.needed_by >= bindparam("start"),
+        Request.needed_by <= bindparam("end"),
+        Request.id != bindparam("exclude"),
+    )
+    .group_by(col(RequestLine.item_id), col(Request.id))
+    .order_by(col(Request.id))
+)
+
+
 # ------------------------------------------------------------------ sourcing
 
 
@@ -100,11 +161,7 @@ def called_off(session: Session, agreement_ids: Sequence[int]) -> dict[int, int]
     """Units already ordered under each agreement."""
     if not agreement_ids:
         return {}
-    rows = session.exec(
-        select(CallOff.agreement_id, func.sum(CallOff.quantity))
-        .where(col(CallOff.agreement_id).in_(agreement_ids))
-        .group_by(col(CallOff.agreement_id))
-    ).all()
+    rows = session.execute(_CALLED_OFF, {"ids": list(agreement_ids)}).all()
     return {agreement_id: int(total or 0) for agreement_id, total in rows}
 
 
@@ -112,15 +169,8 @@ def agreement_options(
     session: Session, *, item_id: int, quantity: int, day: date, currency: str
 ) -> list[AgreementOption]:
     """Active agreements that can supply `quantity` of the item on `day`, cheapest first."""
-    rows = session.exec(
-        select(FrameworkAgreement, AgreementPrice)
-        .join(AgreementPrice, AgreementPrice.agreement_id == FrameworkAgreement.id)  # type: ignore[arg-type]
-        .where(
-            AgreementPrice.item_id == item_id,
-            FrameworkAgreement.valid_from <= day,
-            FrameworkAgreement.valid_to >= day,
-            FrameworkAgreement.currency == currency,
-        )
+    rows = session.execute(
+        _AGREEMENT_PRICES, {"item_id": item_id, "day": day, "currency": currency}
     ).all()
     tiers: dict[int, tuple[FrameworkAgreement, list[Tier]]] = {}
     for agreement, price in rows:
@@ -394,23 +444,14 @@ def budget_status(
     year = fiscal_year(decided, economics.fiscal_year_start_month)
     start, end = fiscal_range(year, economics.fiscal_year_start_month)
     centre = by_id(session, CostCentre, request.cost_centre_id)
-    budget = session.exec(
-        select(Budget).where(
-            Budget.cost_centre_id == request.cost_centre_id, Budget.fiscal_year == year
-        )
-    ).first()
+    budget = session.execute(
+        _BUDGET, {"centre": request.cost_centre_id, "year": year}
+    ).scalar_one_or_none()
     start_at = datetime(start.year, start.month, start.day, tzinfo=UTC)
     end_at = datetime(end.year, end.month, end.day, tzinfo=UTC)
     sums = dict(
-        session.exec(
-            select(Request.status, func.sum(Request.total))
-            .where(
-                Request.cost_centre_id == request.cost_centre_id,
-                col(Request.decided_at) >= start_at,
-                col(Request.decided_at) < end_at,
-                col(Request.status).in_([RequestStatus.APPROVED, *SPENT_STATES]),
-            )
-            .group_by(col(Request.status))
+        session.execute(
+            _SPENDING, {"centre": request.cost_centre_id, "start": start_at, "end": end_at}
         ).all()
     )
     committed = money(sums.get(RequestStatus.APPROVED, ZERO) or ZERO)
@@ -454,18 +495,14 @@ def open_demand(
     """Per item: (request ref, units) of open requests needing it within the window."""
     if not item_ids:
         return {}
-    rows = session.exec(
-        select(RequestLine.item_id, Request.id, func.sum(RequestLine.quantity))
-        .join(Request, Request.id == RequestLine.request_id)  # type: ignore[arg-type]
-        .where(
-            col(RequestLine.item_id).in_(item_ids),
-            col(Request.status).in_(list(DEMAND_STATES)),
-            Request.needed_by >= around - timedelta(days=window_days),
-            Request.needed_by <= around + timedelta(days=window_days),
-            Request.id != (exclude or 0),
-        )
-        .group_by(col(RequestLine.item_id), col(Request.id))
-        .order_by(col(Request.id))
+    rows = session.execute(
+        _OPEN_DEMAND,
+        {
+            "items": list(item_ids),
+            "start": around - timedelta(days=window_days),
+            "end": around + timedelta(days=window_days),
+            "exclude": exclude or 0,
+        },
     ).all()
     out: dict[int, list[tuple[str, int]]] = {}
     for item_id, request_id, units in rows:
@@ -499,27 +536,13 @@ class LineEconomics:
 def _line_economics(
     session: Session, request: Request, lines: list[RequestLine], economics: Economics, today: date
 ) -> list[LineEconomics]:
-    items = {
-        i.id: i
-        for i in session.exec(
-            select(Item).where(col(Item.id).in_([ln.item_id for ln in lines]))
-        ).all()
-    }
+    items = {i.id: i for i in items_by_id(session, [ln.item_id for ln in lines])}
     agreement_ids = [ln.agreement_id for ln in lines if ln.agreement_id]
-    agreements = {
-        a.id: a
-        for a in session.exec(
-            select(FrameworkAgreement).where(col(FrameworkAgreement.id).in_(agreement_ids))
-        ).all()
-    }
-    suppliers = dict(session.exec(select(Supplier.id, Supplier.name)).all())
+    agreements = {a.id: a for a in session.scalars(_AGREEMENTS, {"ids": agreement_ids}).all()}
+    suppliers: dict[int, str] = {id_: name for id_, name in session.execute(_SUPPLIER_NAMES)}
     item_ids = [i for i in items if i is not None]
-    offers = session.exec(
-        select(Offer).where(col(Offer.item_id).in_(item_ids)).order_by(col(Offer.id))
-    ).all()
-    quotes = session.exec(
-        select(Quote).where(Quote.request_id == request.id).order_by(col(Quote.id))
-    ).all()
+    offers = session.scalars(_OFFERS_OF_ITEMS, {"items": item_ids}).all()
+    quotes = session.scalars(_QUOTES, {"id": request.id}).all()
     demand = (
         open_demand(
             session,
@@ -603,19 +626,14 @@ def lead_time(session: Session, lines: Sequence[RequestLine]) -> int:
     """The longest lead time of the suppliers the lines come from (agreement's, offer's, else item's)."""
     days = 0
     for ln in lines:
-        if ln.agreement_id:
-            supplier_id = session.exec(
-                select(FrameworkAgreement.supplier_id).where(
-                    FrameworkAgreement.id == ln.agreement_id
-                )
-            ).one()
-        elif ln.offer_id:
-            supplier_id = session.exec(
-                select(Offer.supplier_id).where(Offer.id == ln.offer_id)
-            ).one()
-        else:
-            supplier_id = session.exec(select(Item.supplier_id).where(Item.id == ln.item_id)).one()
-        supplier = by_id(session, Supplier, supplier_id)
+        source: Any = (
+            by_id(session, FrameworkAgreement, ln.agreement_id)
+            if ln.agreement_id
+            else by_id(session, Offer, ln.offer_id)
+            if ln.offer_id
+            else by_id(session, Item, ln.item_id)
+        )
+        supplier = by_id(session, Supplier, source.supplier_id)
         days = max(days, supplier.lead_time_days if supplier else 0)
     return days
 
