@@ -1994,7 +1994,7 @@ def place_order(
     purchase_orders = [
         {**o, "number": f"PO-{request.ref[3:]}-{n}"} for n, o in enumerate(orders.values(), start=1)
     ]
-    entries = freeze_ledger(session, request, economics=spec.economics, today=today, at=now)
+    entries = freeze_ledger(session, request, lines, economics=spec.economics, today=today, at=now)
     fire(
         session,
         request,

@@ -844,14 +844,17 @@ _LEDGER_INSERT = insert(LedgerEntry.__table__)  # type: ignore[attr-defined]
 
 
 def freeze_ledger(
-    session: Session, request: Request, *, economics: Economics, today: date, at: datetime
+    session: Session,
+    request: Request,
+    lines: list[RequestLine],
+    *,
+    economics: Economics,
+    today: date,
+    at: datetime,
 ) -> list[LedgerLine]:
     """Record the ledger as it stands at order time (reports read these rows), in one INSERT;
     returns its lines."""
-    from models.actions import lines_of
-
     assert request.id is not None
-    lines = lines_of(session, request)
     per_line = _line_economics(session, request, lines, economics, today)
     plan = delivery_plan(
         request.needed_by, lead_time(session, lines), economics.preparation_days, today, today
