@@ -878,6 +878,10 @@ def profile_procure(folder: Path, count: int = PROFILE_REQUESTS) -> list[str]:
         f"audit INSERTs and {per_step_of.get('UPDATE audit_head', 0):.1f} head updates per "
         "step), and each change's notifications in one INSERT ... ON CONFLICT with no lookup "
         f"first ({per_step_of.get('SELECT notification', 0):.1f} outbox SELECTs per step). "
+        "These, the status UPDATEs, the frozen ledger and a decision's or a new request's "
+        "INSERT (ON CONFLICT on its unique key, no savepoint) are statements built once and "
+        "run on the session's connection, past the ORM's execution and its hooks; lookups by "
+        "id use one prebuilt SELECT per model instead of session.get(). "
         "The reference data every step decides on (people, roles, delegations, cost centres, "
         "the catalog, agreements, pipelines) is answered from a cache kept across transactions "
         "(models/reference.py), checked by one stamp that triggers renew on every change "
@@ -1128,6 +1132,15 @@ HISTORY = (
         0.14,
         0.08,
         23.3,
+    ),
+    (
+        "2026-12-03 13:26",
+        "52fe542, reference data cached across transactions",
+        0.16,
+        0.04,
+        0.16,
+        0.08,
+        15.3,
     ),
 )
 
