@@ -244,6 +244,9 @@ class RequestUpdate(BaseModel):
     lines: list[LineCreate] | None = PField(default=None, min_length=1, max_length=500)
 
 
+SEND_BACK_NEEDS_A_COMMENT = "is needed to send a request back: say what the requester should change"
+
+
 # One approver's decision on a request, as a form (the Prefect UI, the HTTP API) submits it.
 class DecisionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -254,13 +257,25 @@ class DecisionCreate(BaseModel):
     )
     approver: Email = PField(description="Who decides: the approver's e-mail address")
     decision: Literal["approve", "reject", "send_back"]
-    comment: Text = PField(default="", max_length=4000, description="Why (shown to the requester)")
+    comment: Text = PField(
+        default="",
+        max_length=4000,
+        validate_default=True,
+        description="Why (shown to the requester; needed to send a request back)",
+    )
     stage: Slug | None = PField(
         default=None, description="Which stage, if the approver can decide several"
     )
     confirm_terms: bool = PField(
         default=False, description="Purchasing: also confirm the contract terms still open"
     )
+
+    @field_validator("comment")
+    @classmethod
+    def _send_back_says_what_to_change(cls, comment: str, info: ValidationInfo) -> str:
+        if info.data.get("decision") == "send_back" and not comment.strip():
+            raise ValueError(SEND_BACK_NEEDS_A_COMMENT)
+        return comment
 
 
 LINE_COLUMNS = {

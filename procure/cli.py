@@ -593,9 +593,16 @@ def decide(
     approve: Annotated[bool, typer.Option("--approve", help="Approve.")] = False,
     reject: Annotated[bool, typer.Option("--reject", help="Reject the request.")] = False,
     send_back: Annotated[
-        bool, typer.Option("--send-back", help="Send it back to the requester for changes.")
+        bool,
+        typer.Option(
+            "--send-back",
+            help="Send it back to the requester for changes (--comment says what to change).",
+        ),
     ] = False,
-    comment: Annotated[str, typer.Option("--comment", help="Why (shown to the requester).")] = "",
+    comment: Annotated[
+        str,
+        typer.Option("--comment", help="Why (shown to the requester); needed with --send-back."),
+    ] = "",
     stage: Annotated[
         str | None, typer.Option("--stage", help="Which stage, if you can decide several.")
     ] = None,

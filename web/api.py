@@ -57,7 +57,11 @@ class DecisionIn(BaseModel):
 
     approver: str = Field(description="The approver's email address", max_length=320)
     decision: Literal["approve", "reject", "send_back"]
-    comment: str = Field(default="", max_length=4000)
+    comment: str = Field(
+        default="",
+        max_length=4000,
+        description="Why, shown to the requester; needed to send a request back",
+    )
     stage: str | None = Field(default=None, description="Which stage, if they can decide several")
     confirm_terms: bool = Field(
         default=False, description="Purchasing: confirm the open contract terms too"

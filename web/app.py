@@ -188,37 +188,7 @@ def create_app(settings: Any | None = None, engine: Engine | None = None) -> Fas
             grant = tokens.read_approval_token(token, web.key, web.now())
         except tokens.TokenError as exc:
             return _token_problem(web, exc)
-        with Session(engine) as session:
-            try:
-                req, stage, person = check_link(session, grant)
-            except (LinkUsed, LinkOutdated) as exc:
-                return web.problem(409, "Nothing to decide here", str(exc))
-            context = ContextBuilder(session, web.links()).page(req.id or 0)
-            view = context["request"]
-            stage_view = next(s for s in view["stages"] if s["stage"] == stage.key)
-            purchasing = "purchasing" in stage.roles and bool(view["terms"]["missing"])
-        csrf = secrets.token_urlsafe(32)
-        response = web.page(
-            "approval.j2",
-            **context,
-            stage=stage_view,
-            reader=person.name,
-            action=f"/a/{token}",
-            csrf=csrf,
-            chosen=decision if decision in OUTCOMES else None,
-            outcomes=OUTCOMES,
-            ask_terms=purchasing,
-        )
-        response.set_cookie(
-            CSRF_COOKIE,
-            csrf,
-            httponly=True,
-            samesite="strict",
-            secure=web.secure,
-            path="/a/",
-            max_age=3600,
-        )
-        return response
+        return _approval_form(web, token, grant, chosen=decision)
 
     @app.post("/a/{token}", response_class=HTMLResponse, include_in_schema=False)
     async def approval_post(token: str, request: Request) -> Response:
@@ -282,6 +252,56 @@ def create_app(settings: Any | None = None, engine: Engine | None = None) -> Fas
     return app
 
 
+def _approval_form(
+    web: Web,
+    token: str,
+    grant: tokens.ApprovalToken,
+    *,
+    chosen: str | None,
+    comment: str = "",
+    error: str | None = None,
+    invalid: set[str] | None = None,
+    status: int = 200,
+) -> Response:
+    """The approval page: the request and the form, with a fresh CSRF cookie. After a refused
+    form it comes back with the reason, the decision chosen and the comment typed."""
+    with Session(web.engine) as session:
+        try:
+            req, stage, person = check_link(session, grant)
+        except (LinkUsed, LinkOutdated) as exc:
+            return web.problem(409, "Nothing to decide here", str(exc))
+        context = ContextBuilder(session, web.links()).page(req.id or 0)
+        view = context["request"]
+        stage_view = next(s for s in view["stages"] if s["stage"] == stage.key)
+        purchasing = "purchasing" in stage.roles and bool(view["terms"]["missing"])
+    csrf = secrets.token_urlsafe(32)
+    response = web.page(
+        "approval.j2",
+        status,
+        **context,
+        stage=stage_view,
+        reader=person.name,
+        action=f"/a/{token}",
+        csrf=csrf,
+        chosen=chosen if chosen in OUTCOMES else None,
+        outcomes=OUTCOMES,
+        ask_terms=purchasing,
+        comment=comment,
+        error=error,
+        invalid=invalid or set(),
+    )
+    response.set_cookie(
+        CSRF_COOKIE,
+        csrf,
+        httponly=True,
+        samesite="strict",
+        secure=web.secure,
+        path="/a/",
+        max_age=3600,
+    )
+    return response
+
+
 def _decide(web: Web, token: str, form: dict[str, str]) -> Response:
     try:
         grant = tokens.read_approval_token(token, web.key, web.now())
@@ -307,7 +327,16 @@ def _decide(web: Web, token: str, form: dict[str, str]) -> Response:
     except (LinkUsed, LinkOutdated, AlreadyDecided) as exc:
         return web.problem(409, "Nothing to decide here", str(exc))
     except InputError as exc:
-        return web.problem(400, "That did not work", "; ".join(str(p) for p in exc.problems))
+        return _approval_form(
+            web,
+            token,
+            grant,
+            chosen=outcome,
+            comment=form.get("comment", ""),
+            error="; ".join(str(p) for p in exc.problems),
+            invalid={p.field for p in exc.problems if p.field},
+            status=400,
+        )
     except RuleViolation as exc:
         return web.problem(403, "You cannot decide this", str(exc))
     except ProcureError as exc:

@@ -86,6 +86,35 @@ def test_sending_back_from_the_page_reaches_the_requester_with_the_comment(site:
     assert "Please add a dock <b>now</b>" in mail.part("plain")
 
 
+def test_sending_back_without_a_comment_shows_the_form_again_with_the_reason(site: Site) -> None:
+    ref = submit(site.engine)
+    site.dispatch()
+    link = site.approval_link(PAUL)
+    answer = site.form(link, "send_back", comment="  ")
+    assert answer.status_code == 400, answer.text
+    html = answer.text
+    assert f"Joint review (IT and purchasing): {ref}" in html
+    assert "Not decided yet:" in html
+    assert "comment: is needed to send a request back: say what the requester should change" in html
+    assert 'value="send_back" required checked' in html
+    assert 'aria-invalid="true"' in html
+    assert answer.cookies.get("procure_csrf")  # a fresh form: it can be sent again
+    assert site.decisions() == 0
+    with Session(site.engine) as session:
+        assert session.exec(select(func.count()).select_from(UsedLink)).one() == 0
+    # The same link still works, from the form shown again.
+    csrf = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert csrf is not None
+    sent = site.client.post(
+        link,
+        data={"csrf": csrf.group(1), "decision": "send_back", "comment": "Add a dock."},
+        headers=site.origin,
+    )
+    assert sent.status_code == 200, sent.text
+    assert "changes requested" in sent.text
+    assert site.decisions() == 1
+
+
 def test_link_scanners_fetching_every_link_decide_nothing(site: Site) -> None:
     for i in range(5):
         submit(site.engine, idempotency_key=f"scan-{i}")

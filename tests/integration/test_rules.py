@@ -20,7 +20,7 @@ from sqlmodel import func, select
 from models import actions
 from models.audit import AuditEvent
 from models.db import transaction
-from models.errors import AlreadyDecided, RuleViolation, TransitionNotAllowed
+from models.errors import AlreadyDecided, InputError, RuleViolation, TransitionNotAllowed
 from models.org import Person
 from models.outbox import Notification
 from models.requests import Decision, RequestUpdate
@@ -472,6 +472,29 @@ def test_a_resubmission_crossing_the_finance_threshold_adds_or_drops_the_finance
         detail = show(engine, ref)
         assert detail["status"] == "approved", case
         assert decided_by(detail, "finance") == ([(FIONA, None)] if finance == "waiting" else [])
+
+
+def test_sending_back_without_saying_what_to_change_is_refused_and_writes_nothing(
+    engine: Engine,
+) -> None:
+    ref = submit(engine)
+    for comment in ("", "   ", "\n\t"):
+        refused(
+            engine,
+            ref,
+            PAUL,
+            InputError,
+            "comment: is needed to send a request back: say what the requester should change",
+            "send_back",
+            comment=comment,
+        )
+    assert show(engine, ref)["status"] == "in_review"
+    # An approval may go without one.
+    decide(engine, ref, IDA, "approve", comment="")
+    sent = decide(engine, ref, PAUL, "send_back", comment="Use the standard laptop.")
+    assert sent.request_status == "changes_requested"
+    (joint,) = [s for s in show(engine, ref)["stages"] if s["stage"] == "joint_review"]
+    assert joint["decisions"][-1]["comment"] == "Use the standard laptop."
 
 
 def test_only_the_requester_can_resubmit_and_only_after_a_send_back(engine: Engine) -> None:
