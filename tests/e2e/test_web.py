@@ -301,6 +301,15 @@ def test_the_api_needs_its_token_and_answers_json(site: Site) -> None:
         f"/api/requests/{ref}/decisions", json={"approver": IDA, "decision": "maybe"}, headers=auth
     )
     assert bad.status_code == 422 and bad.json()["problems"][0]["field"] == "body.decision"
+    silent = site.client.post(
+        f"/api/requests/{ref}/decisions",
+        json={"approver": PAUL, "decision": "send_back", "comment": " "},
+        headers=auth,
+    )
+    assert silent.status_code == 400, silent.text
+    (problem,) = silent.json()["problems"]
+    assert problem["field"] == "comment" and "needed to send a request back" in problem["message"]
+    assert site.client.get(f"/api/requests/{ref}", headers=auth).json()["status"] == "in_review"
     missing = site.client.get("/api/requests/PR-9999", headers=auth)
     assert missing.status_code == 404 and "PR-9999" in missing.json()["error"]
     invalid = site.client.post("/api/requests", json={"kind": "onboarding"}, headers=auth)
