@@ -767,8 +767,9 @@ def _submit_created(
         },
         notices=notices,
     )
-    _plan_stages(session, request, lines, spec, now)
-    _start_review(session, request, spec, now, actor=SYSTEM)
+    stages = _plan_stages(session, request, lines, spec, now)
+    # A request just planned: its stages are these and nobody has decided yet.
+    _start_review(session, request, spec, now, actor=SYSTEM, known=(stages, [], lines))
 
 
 def draft_request(
@@ -839,7 +840,9 @@ def send_draft(
 
 def _plan_stages(
     session: Session, request: Request, lines: list[RequestLine], spec: PipelineSpec, now: datetime
-) -> None:
+) -> list[Stage]:
+    """Write the request's stages, in the pipeline's order, and skip those whose conditions do
+    not hold; returns them."""
     assert request.id is not None
     context = condition_context(session, request, lines)
     created = []
@@ -869,6 +872,7 @@ def _plan_stages(
                 at=now,
                 details={"condition": _condition_text(stage_spec)},
             )
+    return [stage for stage, _ in created]
 
 
 def _applies(stage_spec: StageSpec, context: dict[str, Any]) -> bool:
@@ -888,14 +892,23 @@ def _condition_text(stage_spec: StageSpec) -> str:
 
 
 def _start_review(
-    session: Session, request: Request, spec: PipelineSpec, now: datetime, actor: str
+    session: Session,
+    request: Request,
+    spec: PipelineSpec,
+    now: datetime,
+    actor: str,
+    known: tuple[list[Stage], list[Decision], list[RequestLine]] | None = None,
 ) -> None:
-    stages = stages_of(session, request)
+    """Open the first stages (or approve a request none of whose stages applies). `known`: the
+    request's stages, decisions and lines when the caller has them all (read otherwise)."""
+    stages, decisions, lines = known or (stages_of(session, request), None, None)
     if all(s.status in DONE for s in stages):
         _approve_request(session, request, now)
         return
     fire(session, request, RequestEvent.START_REVIEW, actor=actor, at=now)
-    _advance(session, request, spec, stages, decisions_of(session, request), now)
+    if decisions is None:
+        decisions = decisions_of(session, request)
+    _advance(session, request, spec, stages, decisions, now, lines=lines)
 
 
 def _advance(
@@ -905,8 +918,10 @@ def _advance(
     stages: list[Stage],
     decisions: list[Decision],
     now: datetime,
+    lines: list[RequestLine] | None = None,
 ) -> None:
-    """Open every stage whose predecessors are done; approve the request when all are done."""
+    """Open every stage whose predecessors are done; approve the request when all are done.
+    `lines`: the request's lines, if the caller has them (read when a stage informs a team)."""
     by_key = {s.key: s for s in stages}
     stage_of = {s.id: s for s in stages if s.id is not None}
     specs = {s.id: s for s in spec.stages}
@@ -921,8 +936,10 @@ def _advance(
         due = spec.calendar.add_business_hours(now, stage.sla_hours) if stage.sla_hours else None
         notices, approvers = approval_notices(directory, request, stage, decisions, stage_of, due)
         stage_spec = specs.get(stage.key)
-        if stage_spec is not None:
-            context = condition_context(session, request, lines_of(session, request))
+        if stage_spec is not None and stage_spec.inform:
+            if lines is None:
+                lines = lines_of(session, request)
+            context = condition_context(session, request, lines)
             for inform in stage_spec.inform:
                 if inform.when is None or pipeline.evaluate(inform.when, context):
                     notices.append(
@@ -2020,6 +2037,8 @@ def place_order(
 
 def _lock_agreements(session: Session, ids: list[int]) -> dict[int, FrameworkAgreement]:
     """The agreements a request orders under, locked (PostgreSQL) so call-offs on one serialise."""
+    if not ids:
+        return {}
     rows = session.exec(
         select(FrameworkAgreement)
         .where(col(FrameworkAgreement.id).in_(ids))
