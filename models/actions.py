@@ -101,6 +101,10 @@ DONE = frozenset({StageStatus.APPROVED, StageStatus.SKIPPED})
 # ------------------------------------------------------------------ lookups
 
 
+_CENTRE = select(CostCentre).where(CostCentre.code == bindparam("code"))
+_ITEM = select(Item).where(Item.sku == bindparam("sku"))
+
+
 class Lookup:
     """People, cost centres and items by their keys, cached for one action."""
 
@@ -119,14 +123,12 @@ class Lookup:
 
     def centre(self, code_: str) -> CostCentre | None:
         if code_ not in self._centres:
-            self._centres[code_] = self.session.exec(
-                select(CostCentre).where(CostCentre.code == code_)
-            ).first()
+            self._centres[code_] = self.session.exec(_CENTRE, params={"code": code_}).first()
         return self._centres[code_]
 
     def item(self, sku: str) -> Item | None:
         if sku not in self._items:
-            self._items[sku] = self.session.exec(select(Item).where(Item.sku == sku)).first()
+            self._items[sku] = self.session.exec(_ITEM, params={"sku": sku}).first()
         return self._items[sku]
 
     def bundle(self, code_: str) -> list[tuple[str, int]] | None:
@@ -205,6 +207,7 @@ _LINES = (
     .order_by(col(RequestLine.line_no))
 )
 _ASSETS = select(Asset).where(Asset.request_id == bindparam("id")).order_by(col(Asset.id))
+_BY_KEY = select(Request).where(Request.idempotency_key == bindparam("key"))
 
 
 def stages_of(session: Session, request: Request) -> list[Stage]:
@@ -667,7 +670,7 @@ def _create(
 ) -> tuple[Request, list[RequestLine]] | Submitted:
     """Write a request and its lines as a draft; a key seen before answers with its request."""
     content = c.content_hash()
-    existing = session.exec(select(Request).where(Request.idempotency_key == key)).first()
+    existing = session.exec(_BY_KEY, params={"key": key}).first()
     if existing is not None:
         if existing.content_hash == content:
             return Submitted(existing.ref, False, existing.status, key)
@@ -709,7 +712,7 @@ def _create(
     )
     if not add_unless_taken(session, request, ["idempotency_key"]):
         # The same key committed by a concurrent submission a moment ago: answer with that one.
-        raced = session.exec(select(Request).where(Request.idempotency_key == key)).one()
+        raced = session.exec(_BY_KEY, params={"key": key}).one()
         if raced.content_hash != content:
             raise InputError(
                 Problem(

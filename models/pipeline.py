@@ -432,7 +432,10 @@ def install(
 
 
 def active_row(session: Session) -> PipelineVersion | None:
-    return session.exec(select(PipelineVersion).where(PipelineVersion.active)).first()
+    return session.exec(_ACTIVE).first()
+
+
+_ACTIVE = select(PipelineVersion).where(PipelineVersion.active)
 
 
 def active(session: Session) -> tuple[PipelineVersion, PipelineSpec]:
