@@ -73,8 +73,8 @@ from models.org import PERSON_BY_EMAIL, CostCentre, Person, Role, roles_of
 from models.outbox import Notice, person, team
 from models.pipeline import PipelineSpec, StageSpec
 from models.requests import (
+    COMMENT_NEEDED,
     SEAT,
-    SEND_BACK_NEEDS_A_COMMENT,
     Decision,
     Draft,
     LineCreate,
@@ -1108,8 +1108,9 @@ def decide(
         raise InputError(Problem(str(exc), field="comment")) from None
     if len(comment) > 4000:
         raise InputError(Problem("is longer than 4000 characters", field="comment"))
-    if outcome == Outcome.SEND_BACK and not comment.strip():
-        raise InputError(Problem(SEND_BACK_NEEDS_A_COMMENT, field="comment"))
+    needed = COMMENT_NEEDED.get(outcome.value)
+    if needed and not comment.strip():
+        raise InputError(Problem(needed, field="comment"))
     request = lock_request(session, ref)
     actor = find_person(session, actor_email, what="as")
     stages = stages_of(session, request)

@@ -244,7 +244,12 @@ class RequestUpdate(BaseModel):
     lines: list[LineCreate] | None = PField(default=None, min_length=1, max_length=500)
 
 
-SEND_BACK_NEEDS_A_COMMENT = "is needed to send a request back: say what the requester should change"
+# The decisions that must say why, and what their comment is then told: the requester acts on
+# a send-back and learns why a request was rejected from the comment alone.
+COMMENT_NEEDED = {
+    "send_back": "is needed to send a request back: say what the requester should change",
+    "reject": "is needed to reject a request: say why",
+}
 
 
 # One approver's decision on a request, as a form (the Prefect UI, the HTTP API) submits it.
@@ -261,7 +266,7 @@ class DecisionCreate(BaseModel):
         default="",
         max_length=4000,
         validate_default=True,
-        description="Why (shown to the requester; needed to send a request back)",
+        description="Why (shown to the requester; needed to reject or send back)",
     )
     stage: Slug | None = PField(
         default=None, description="Which stage, if the approver can decide several"
@@ -272,9 +277,10 @@ class DecisionCreate(BaseModel):
 
     @field_validator("comment")
     @classmethod
-    def _send_back_says_what_to_change(cls, comment: str, info: ValidationInfo) -> str:
-        if info.data.get("decision") == "send_back" and not comment.strip():
-            raise ValueError(SEND_BACK_NEEDS_A_COMMENT)
+    def _says_why(cls, comment: str, info: ValidationInfo) -> str:
+        needed = COMMENT_NEEDED.get(info.data.get("decision", ""))
+        if needed and not comment.strip():
+            raise ValueError(needed)
         return comment
 
 

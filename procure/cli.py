@@ -591,7 +591,9 @@ def decide(
     ref: Annotated[str, typer.Argument(metavar="ID")],
     as_: AsOpt = ...,  # type: ignore[assignment]
     approve: Annotated[bool, typer.Option("--approve", help="Approve.")] = False,
-    reject: Annotated[bool, typer.Option("--reject", help="Reject the request.")] = False,
+    reject: Annotated[
+        bool, typer.Option("--reject", help="Reject the request (--comment says why).")
+    ] = False,
     send_back: Annotated[
         bool,
         typer.Option(
@@ -601,7 +603,9 @@ def decide(
     ] = False,
     comment: Annotated[
         str,
-        typer.Option("--comment", help="Why (shown to the requester); needed with --send-back."),
+        typer.Option(
+            "--comment", help="Why (shown to the requester); needed with --reject and --send-back."
+        ),
     ] = "",
     stage: Annotated[
         str | None, typer.Option("--stage", help="Which stage, if you can decide several.")

@@ -76,12 +76,14 @@ def decide(
     engine: Engine, ref: str, who: str, outcome: str = "approve", now: datetime = NOW, **kw: Any
 ) -> actions.DecisionResult:
     """One decision. Purchasing approving also confirms the contract terms, as it does in the
-    joint review (pass confirm_terms=False to leave the checklist open); sending a request
-    back says what to change, as it must (pass comment="" to leave it out)."""
+    joint review (pass confirm_terms=False to leave the checklist open); rejecting says why and
+    sending back what to change, as they must (pass comment="" to leave it out)."""
     if outcome == "approve" and who in PURCHASERS:
         kw.setdefault("confirm_terms", True)
     if outcome == "send_back":
         kw.setdefault("comment", "Please change the request.")
+    if outcome == "reject":
+        kw.setdefault("comment", "Not this quarter.")
     with transaction(engine) as session:
         return actions.decide(session, ref=ref, actor_email=who, outcome=outcome, now=now, **kw)
 

@@ -60,7 +60,7 @@ class DecisionIn(BaseModel):
     comment: str = Field(
         default="",
         max_length=4000,
-        description="Why, shown to the requester; needed to send a request back",
+        description="Why, shown to the requester; needed to reject or send back",
     )
     stage: str | None = Field(default=None, description="Which stage, if they can decide several")
     confirm_terms: bool = Field(

@@ -183,7 +183,7 @@ def test_the_whole_lifecycle_through_the_cli(cli: Cli, tmp_path: Path) -> None:
     code, _, err = cli("decide", "PR-0001", "--as", CARL, "--approve")
     assert code == 1 and "delegation is not in force" in err
     assert cli.json("decide", "PR-0001", "--as", BOB, "--approve")["status"] == "approved"
-    code, _, err = cli("decide", "PR-0001", "--as", BOB, "--reject")
+    code, _, err = cli("decide", "PR-0001", "--as", BOB, "--reject", "--comment", "too late")
     assert code == 1 and "cannot be changed" in err
     order = cli.json("order", "PR-0001", "--as", PAUL)
     assert order["status"] == "ordered" and order["purchase_orders"][0]["supplier"] == "NORDIC-IT"

@@ -159,6 +159,7 @@ WRONG_ARGUMENTS = [
     pytest.param(("decide", "{in_review}", "--as", PAUL, "--approve", "--stage", "nope"), "has no stage 'nope'", id="unknown stage"),
     pytest.param(("decide", "{in_review}", "--as", PAUL, "--send-back"), "comment: is needed to send a request back: say what the requester should change", id="send back without a comment"),
     pytest.param(("decide", "{in_review}", "--as", PAUL, "--send-back", "--comment", " "), "comment: is needed to send a request back", id="send back with a blank comment"),
+    pytest.param(("decide", "{in_review}", "--as", PAUL, "--reject"), "comment: is needed to reject a request: say why", id="reject without a comment"),
     pytest.param(("request", "cancel", "{in_review}", "--as", RITA, "--reason", "\u202edellecnac"), "reason: contains an invisible character (U+202E)", id="bidi in reason"),
     pytest.param(("asset", "show", "SN NOPE"), "serial: must be 1-64 letters", id="serial with a space"),
     pytest.param(("asset", "show", "SN-NOPE"), "no asset with serial SN-NOPE", id="unknown serial"),

@@ -114,14 +114,15 @@ def test_the_form_refuses_what_is_not_a_decision() -> None:
     ):
         with pytest.raises(ValidationError):
             DecisionCreate.model_validate(bad)
-    # Sending back says what to change: the form names the comment.
-    for comment in ({}, {"comment": " \n"}):
-        bad = {"request": "PR-0001", "approver": IDA, "decision": "send_back", **comment}
-        with pytest.raises(ValidationError) as refused:
-            DecisionCreate.model_validate(bad)
-        (error,) = refused.value.errors()
-        assert error["loc"] == ("comment",)
-        assert "needed to send a request back" in error["msg"]
+    # Rejecting says why and sending back what to change: the form names the comment.
+    for decision, reason in (("send_back", "to send a request back"), ("reject", "to reject")):
+        for comment in ({}, {"comment": " \n"}):
+            bad = {"request": "PR-0001", "approver": IDA, "decision": decision, **comment}
+            with pytest.raises(ValidationError) as refused:
+                DecisionCreate.model_validate(bad)
+            (error,) = refused.value.errors()
+            assert error["loc"] == ("comment",)
+            assert f"is needed {reason}" in error["msg"]
     fine = {"request": "PR-0001", "approver": IDA, "decision": "send_back", "comment": "Dock?"}
     assert DecisionCreate.model_validate(fine).comment == "Dock?"
 

@@ -474,20 +474,16 @@ def test_a_resubmission_crossing_the_finance_threshold_adds_or_drops_the_finance
         assert decided_by(detail, "finance") == ([(FIONA, None)] if finance == "waiting" else [])
 
 
-def test_sending_back_without_saying_what_to_change_is_refused_and_writes_nothing(
+def test_rejecting_or_sending_back_without_saying_why_is_refused_and_writes_nothing(
     engine: Engine,
 ) -> None:
     ref = submit(engine)
-    for comment in ("", "   ", "\n\t"):
-        refused(
-            engine,
-            ref,
-            PAUL,
-            InputError,
-            "comment: is needed to send a request back: say what the requester should change",
-            "send_back",
-            comment=comment,
-        )
+    for outcome, message in (
+        ("send_back", "is needed to send a request back: say what the requester should change"),
+        ("reject", "is needed to reject a request: say why"),
+    ):
+        for comment in ("", "   ", "\n\t"):
+            refused(engine, ref, PAUL, InputError, f"comment: {message}", outcome, comment=comment)
     assert show(engine, ref)["status"] == "in_review"
     # An approval may go without one.
     decide(engine, ref, IDA, "approve", comment="")
