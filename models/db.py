@@ -33,12 +33,13 @@ _BY_ID: dict[Any, Any] = {}
 
 
 def by_id(session: Session, model: type[T], id_: int) -> T | None:
-    """session.get() for the steps' lookups: the session's own object when it has one, else one
-    SELECT built once per model. (session.get builds its SELECT anew on every call, which costs
-    more than the reference cache's answer to it.)"""
+    """session.get() for the steps' lookups: the session's own object when it has one (and it is
+    not expired), else one SELECT built once per model, which also refreshes an expired one or
+    finds its row gone. (session.get builds its SELECT anew on every call, which costs more than
+    the reference cache's answer to it.)"""
     mapper = sa_inspect(model)
     found = session.identity_map.get(mapper.identity_key_from_primary_key((id_,)))
-    if found is not None:
+    if found is not None and not sa_inspect(found).expired:
         return cast(T, found)
     statement = _BY_ID.get(model)
     if statement is None:
