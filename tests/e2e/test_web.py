@@ -115,6 +115,19 @@ def test_sending_back_without_a_comment_shows_the_form_again_with_the_reason(sit
     assert site.decisions() == 1
 
 
+def test_a_refused_comment_comes_back_escaped_in_the_form(site: Site) -> None:
+    submit(site.engine)
+    site.dispatch()
+    typed = "=</textarea><script>alert(1)</script>"
+    answer = site.form(site.approval_link(IDA), "approve", comment=typed)
+    assert answer.status_code == 400, answer.text
+    assert "comment: starts with &#39;=&#39;" in answer.text  # the reason, escaped too
+    assert "<script>alert(1)</script>" not in answer.text
+    assert "=&lt;/textarea&gt;&lt;script&gt;alert(1)&lt;/script&gt;</textarea>" in answer.text
+    assert 'value="approve" required checked' in answer.text
+    assert site.decisions() == 0
+
+
 def test_link_scanners_fetching_every_link_decide_nothing(site: Site) -> None:
     for i in range(5):
         submit(site.engine, idempotency_key=f"scan-{i}")
