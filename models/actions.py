@@ -672,14 +672,7 @@ def _create(
     content = c.content_hash()
     existing = session.exec(_BY_KEY, params={"key": key}).first()
     if existing is not None:
-        if existing.content_hash == content:
-            return Submitted(existing.ref, False, existing.status, key)
-        raise InputError(
-            Problem(
-                f"{key!r} was already used for {existing.ref} with different content",
-                field="idempotency_key",
-            )
-        )
+        return _seen_before(existing, key, content)
     resolved = resolve(
         lookup,
         kind=c.kind.value,
@@ -712,18 +705,23 @@ def _create(
     )
     if not add_unless_taken(session, request, ["idempotency_key"]):
         # The same key committed by a concurrent submission a moment ago: answer with that one.
-        raced = session.exec(_BY_KEY, params={"key": key}).one()
-        if raced.content_hash != content:
-            raise InputError(
-                Problem(
-                    f"{key!r} was already used for {raced.ref} with different content",
-                    field="idempotency_key",
-                )
-            )
-        return Submitted(raced.ref, False, raced.status, key)
+        return _seen_before(session.exec(_BY_KEY, params={"key": key}).one(), key, content)
     lines = _write_lines(session, request, resolved)
     _plan(session, request, lines, spec, keep={})
     return request, lines
+
+
+def _seen_before(existing: Request, key: str, content: str) -> Submitted:
+    """A submission whose idempotency key names a request already: the same content answers
+    with that request, different content is refused."""
+    if existing.content_hash != content:
+        raise InputError(
+            Problem(
+                f"{key!r} was already used for {existing.ref} with different content",
+                field="idempotency_key",
+            )
+        )
+    return Submitted(existing.ref, False, existing.status, key)
 
 
 def _submit_created(
