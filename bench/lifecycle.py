@@ -1014,7 +1014,7 @@ def measure(counts: dict[str, int]) -> tuple[list[Run], list[str]]:
                     )
                     runs.append(run)
         profile: list[str] = []
-        if not all(_goals(runs)):
+        if not all(row.met for row in rows_of(runs)):
             print("  a goal is missed: profiling procure ...", flush=True)
             profile = profile_procure(Path(folder), min(PROFILE_REQUESTS, *counts.values()))
     return runs, profile
@@ -1022,15 +1022,6 @@ def measure(counts: dict[str, int]) -> tuple[list[Run], list[str]]:
 
 def _find(runs: list[Run], engine: str, database: str) -> Run:
     return next(r for r in runs if r.engine == engine and r.database == database)
-
-
-def _goals(runs: list[Run]) -> list[bool]:
-    met = []
-    for database in ("SQLite", "PostgreSQL"):
-        ours = _find(runs, "procure", database).rate
-        met.append(ours >= GOAL_SPIFF * _find(runs, "SpiffWorkflow", database).rate)
-        met.append(ours >= GOAL_FLOOR * _find(runs, "raw-SQL floor", database).rate)
-    return met
 
 
 def rows_of(runs: list[Run]) -> list[Row]:
