@@ -15,7 +15,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, create_engine
 
-from models import reference  # noqa: F401  (its session hooks: reference data cached across transactions)
+from models import reference  # its session hooks: reference data cached across transactions
 
 
 def insert_unless_taken(table: Table, key: list[str], *returning: Any) -> dict[str, Any]:
@@ -58,6 +58,7 @@ def add_unless_taken(session: Session, row: Any, key: Sequence[str]) -> bool:
     statements = _ADDS.get((table, tuple(key)))
     if statements is None:
         statements = _ADDS[(table, tuple(key))] = insert_unless_taken(table, list(key), table.c.id)
+    reference.writing(session, table.name)
     values = {}
     for column in table.columns:
         value = getattr(row, column.key)

@@ -121,6 +121,14 @@ def _state(session: OrmSession) -> _Transaction:
     return found
 
 
+def writing(session: OrmSession, table: str) -> None:
+    """A write run on the session's connection, past the ORM's execution that this module
+    watches, says so here: one to a reference table makes the rest of the transaction read
+    reference data from the database."""
+    if table in REFERENCE_TABLES:
+        _state(session).wrote = True
+
+
 def _is_reference(state_or_mapper: Any) -> bool:
     """An InstanceState's or a Mapper's table is a reference table."""
     table = getattr(state_or_mapper.mapper, "local_table", None)

@@ -19,7 +19,7 @@ from sqlmodel import col, select
 
 from models import actions, reference
 from models.catalog import Item
-from models.db import transaction
+from models.db import add_unless_taken, transaction
 from models.errors import InputError
 from models.org import PERSON_BY_EMAIL, Person
 from models.reference import REFERENCE_TABLES
@@ -245,3 +245,16 @@ def test_a_bulk_insert_in_the_transaction_is_seen_by_its_next_read(engine: Engin
         found = session.exec(PERSON_BY_EMAIL, params={"email": newcomer}).first()
         assert found is not None and found.name == "Nora New"
     assert name_of(engine, newcomer) == "Nora New"
+
+
+def test_a_row_added_past_the_orm_is_seen_by_the_transactions_next_read(engine: Engine) -> None:
+    """add_unless_taken() writes on the session's connection, where the cache's hooks do not
+    look: a reference row it adds must still end the cached answers for that transaction."""
+    newcomer = "nina.next@example.com"
+    with transaction(engine) as session:
+        assert session.exec(PERSON_BY_EMAIL, params={"email": newcomer}).first() is None
+        assert add_unless_taken(session, Person(email=newcomer, name="Nina Next"), ["email"])
+        session.expunge_all()  # the added object gone: the answer must come from the database
+        found = session.exec(PERSON_BY_EMAIL, params={"email": newcomer}).first()
+        assert found is not None and found.name == "Nina Next"
+    assert name_of(engine, newcomer) == "Nina Next"
