@@ -1133,6 +1133,15 @@ HISTORY = (
         0.08,
         15.3,
     ),
+    (
+        "2026-12-03 15:34",
+        "694bccf, statements past the ORM's execution, no savepoints, lookups by id",
+        0.25,
+        0.07,
+        0.22,
+        0.11,
+        12.9,
+    ),
 )
 
 
