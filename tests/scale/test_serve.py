@@ -144,6 +144,37 @@ def test_serve_starts_a_server_serves_every_deployment_and_runs_a_decision_from_
             },
         )
         assert refused.status_code == 409
+        # A send-back without a comment fits the schema but not the form's model: the run fails
+        # on its parameters, saying why, and decides nothing.
+        silent = _retrying(
+            client.post,
+            f"/deployments/{deployment['id']}/create_flow_run",
+            json={
+                "parameters": {
+                    "decision": {
+                        "request": "PR-0001",
+                        "approver": "paul.purchasing@example.com",
+                        "decision": "send_back",
+                    }
+                }
+            },
+        )
+        assert silent.status_code == 201, silent.text[:500]
+        state = ""
+        while time.monotonic() < deadline + 90 and state not in ("COMPLETED", "FAILED", "CRASHED"):
+            state = _retrying(client.get, f"/flow_runs/{silent.json()['id']}").json()["state_type"]
+            time.sleep(1)
+        failed = client.get(f"/flow_runs/{silent.json()['id']}").json()["state"]
+        assert state == "FAILED", failed
+        assert "is needed to send a request back" in failed["message"], failed
+        shown = subprocess.run(
+            [PROCURE, "--db", db, "request", "show", "PR-0001", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert '"by": "paul.purchasing@example.com"' not in shown.stdout
         # The approval web app answers beside the flows.
         web = httpx.get(f"http://127.0.0.1:{web_port}/api/health", timeout=10)
         assert web.json() == {"status": "ok"}
