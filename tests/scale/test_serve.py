@@ -101,80 +101,56 @@ def test_serve_starts_a_server_serves_every_deployment_and_runs_a_decision_from_
         assert schedules["hr-sync"] == []  # no PROCURE_HR_EXPORT: run by hand
         # A decision as the Prefect UI would submit it: a run of record-decision with its form.
         deployment = client.get("/deployments/name/record-decision/record-decision").json()
-        created = _retrying(
-            client.post,
-            f"/deployments/{deployment['id']}/create_flow_run",
-            json={
-                "parameters": {
-                    "decision": {
-                        "request": "PR-0001",
-                        "approver": "ida.it@example.com",
-                        "decision": "approve",
+
+        def form(approver: str, decision: str) -> httpx.Response:
+            return _retrying(
+                client.post,
+                f"/deployments/{deployment['id']}/create_flow_run",
+                json={
+                    "parameters": {
+                        "decision": {
+                            "request": "PR-0001",
+                            "approver": approver,
+                            "decision": decision,
+                        }
                     }
-                }
-            },
-        )
+                },
+            )
+
+        def ended(run_id: str) -> dict[str, Any]:
+            run: dict[str, Any] = {}
+            while time.monotonic() < deadline + 90:
+                run = _retrying(client.get, f"/flow_runs/{run_id}").json()
+                if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED"):
+                    break
+                time.sleep(1)
+            return run
+
+        def shown() -> str:
+            return subprocess.run(
+                [PROCURE, "--db", db, "request", "show", "PR-0001", "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout
+
+        created = form("ida.it@example.com", "approve")
         assert created.status_code == 201, (created.status_code, created.text[:500])
-        run = created.json()
-        state = ""
-        while time.monotonic() < deadline + 60 and state not in ("COMPLETED", "FAILED", "CRASHED"):
-            state = _retrying(client.get, f"/flow_runs/{run['id']}").json()["state_type"]
-            time.sleep(1)
-        assert state == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
-        assert client.get(f"/flow_runs/{run['id']}").json()["name"] == "decide-PR-0001"
-        shown = subprocess.run(
-            [PROCURE, "--db", db, "request", "show", "PR-0001", "--json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert '"by": "ida.it@example.com"' in shown.stdout
+        run = ended(created.json()["id"])
+        assert run["state_type"] == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
+        assert run["name"] == "decide-PR-0001"
+        assert '"by": "ida.it@example.com"' in shown()
         # A form that is not a decision never becomes a run.
-        refused = client.post(
-            f"/deployments/{deployment['id']}/create_flow_run",
-            json={
-                "parameters": {
-                    "decision": {
-                        "request": "PR-0001",
-                        "approver": "ida.it@example.com",
-                        "decision": "maybe",
-                    }
-                }
-            },
-        )
-        assert refused.status_code == 409
+        assert form("ida.it@example.com", "maybe").status_code == 409
         # A send-back without a comment fits the schema but not the form's model: the run fails
         # on its parameters, saying why, and decides nothing.
-        silent = _retrying(
-            client.post,
-            f"/deployments/{deployment['id']}/create_flow_run",
-            json={
-                "parameters": {
-                    "decision": {
-                        "request": "PR-0001",
-                        "approver": "paul.purchasing@example.com",
-                        "decision": "send_back",
-                    }
-                }
-            },
-        )
+        silent = form("paul.purchasing@example.com", "send_back")
         assert silent.status_code == 201, silent.text[:500]
-        state = ""
-        while time.monotonic() < deadline + 90 and state not in ("COMPLETED", "FAILED", "CRASHED"):
-            state = _retrying(client.get, f"/flow_runs/{silent.json()['id']}").json()["state_type"]
-            time.sleep(1)
-        failed = client.get(f"/flow_runs/{silent.json()['id']}").json()["state"]
-        assert state == "FAILED", failed
-        assert "is needed to send a request back" in failed["message"], failed
-        shown = subprocess.run(
-            [PROCURE, "--db", db, "request", "show", "PR-0001", "--json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert '"by": "paul.purchasing@example.com"' not in shown.stdout
+        failed = ended(silent.json()["id"])
+        assert failed["state_type"] == "FAILED", failed["state"]
+        assert "is needed to send a request back" in failed["state"]["message"], failed["state"]
+        assert '"by": "paul.purchasing@example.com"' not in shown()
         # The approval web app answers beside the flows.
         web = httpx.get(f"http://127.0.0.1:{web_port}/api/health", timeout=10)
         assert web.json() == {"status": "ok"}
