@@ -254,7 +254,24 @@ COMMENT_NEEDED = {
 
 # One approver's decision on a request, as a form (the Prefect UI, the HTTP API) submits it.
 class DecisionCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # The schema says it too: the Prefect server and UI check a run's form against the schema.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {
+                        "properties": {"decision": {"enum": list(COMMENT_NEEDED)}},
+                        "required": ["decision"],
+                    },
+                    "then": {
+                        "properties": {"comment": {"pattern": r"\S"}},
+                        "required": ["comment"],
+                    },
+                }
+            ]
+        },
+    )
     request: str = PField(
         pattern=r"^(?i:PR-)?[0-9]{1,12}$",
         description="The request, e.g. PR-0042",

@@ -127,6 +127,37 @@ def test_the_form_refuses_what_is_not_a_decision() -> None:
     assert DecisionCreate.model_validate(fine).comment == "Dock?"
 
 
+def test_the_forms_schema_refuses_a_reject_or_send_back_without_a_comment() -> None:
+    """What the Prefect server (and its UI, before it submits) checks a run's form against is
+    the schema alone: it carries the rule too."""
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools.validation import ValidationError as SchemaError
+    from prefect.utilities.schema_tools.validation import validate
+
+    from flows.record_decision import record_decision
+
+    schema = parameter_schema(record_decision).model_dump_for_openapi()
+
+    def check(decision: dict[str, Any]) -> None:
+        form = {"decision": {"request": "PR-0001", "approver": IDA, **decision}}
+        validate(form, schema, raise_on_error=True, preprocess=True, ignore_required=False)
+
+    for fine in (
+        {"decision": "approve"},
+        {"decision": "approve", "comment": ""},
+        {"decision": "reject", "comment": "Not this quarter."},
+        {"decision": "send_back", "comment": " Add a dock. "},
+    ):
+        check(fine)
+    for bad in (
+        {"decision": "reject"},
+        {"decision": "send_back", "comment": ""},
+        {"decision": "reject", "comment": " \n"},
+    ):
+        with pytest.raises(SchemaError, match="comment"):
+            check(bad)
+
+
 def test_advance_orders_an_approved_request_when_its_pipeline_orders_automatically(
     flow_db: Engine,
 ) -> None:
