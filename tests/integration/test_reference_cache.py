@@ -24,7 +24,6 @@ from models.errors import InputError
 from models.org import PERSON_BY_EMAIL, Person
 from models.reference import REFERENCE_TABLES
 from models.requests import Decision
-from tests.conftest import Databases
 from tests.factories import IDA, PAUL, RITA, decide, show, submit
 
 
@@ -54,11 +53,6 @@ def name_of(engine: Engine, email: str) -> str:
     with transaction(engine, readonly=True) as session:
         person = session.exec(PERSON_BY_EMAIL, params={"email": email}).one()
         return person.name
-
-
-@pytest.fixture
-def engine(databases: Databases) -> Engine:
-    return databases.engine("sample")
 
 
 def test_a_second_submission_reads_no_reference_table(engine: Engine) -> None:
