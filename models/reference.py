@@ -122,9 +122,9 @@ def _state(session: OrmSession) -> _Transaction:
 
 
 def writing(session: OrmSession, table: str) -> None:
-    """A write run on the session's connection, past the ORM's execution that this module
-    watches, says so here: one to a reference table makes the rest of the transaction read
-    reference data from the database."""
+    """A write to `table` in this session's transaction (seen by the hook below, or reported by
+    code that writes on the session's connection, past the ORM's execution): one to a
+    reference table makes the rest of the transaction read reference data from the database."""
     if table in REFERENCE_TABLES:
         _state(session).wrote = True
 
@@ -186,9 +186,7 @@ def _answer(state: ORMExecuteState) -> Any:
     statement: Any = state.statement
     if not state.is_select:
         if state.is_insert or state.is_update or state.is_delete:
-            table = getattr(statement, "table", None)
-            if getattr(table, "name", None) in REFERENCE_TABLES:
-                _state(session).wrote = True
+            writing(session, getattr(getattr(statement, "table", None), "name", ""))
         elif isinstance(statement, TextClause):
             _state(session).wrote = True  # SQL it cannot see into may write anything
         return None
