@@ -156,12 +156,12 @@ class Stage(SQLModel, table=True):
     closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
-# One person's decision on a stage. A slot is the role it fills ("any" for any-of stages);
-# the unique constraint makes two racing decisions on one slot impossible at the database level.
 # A decision's seat: one decision per slot of a stage's round (the table's unique key).
 SEAT = ("stage_id", "round", "slot")
 
 
+# One person's decision on a stage. A slot is the role it fills ("any" for any-of stages);
+# the unique constraint makes two racing decisions on one slot impossible at the database level.
 class Decision(SQLModel, table=True):
     __tablename__ = "decision"
     __table_args__ = (UniqueConstraint(*SEAT),)
