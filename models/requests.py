@@ -254,7 +254,8 @@ COMMENT_NEEDED = {
 
 # One approver's decision on a request, as a form (the Prefect UI, the HTTP API) submits it.
 class DecisionCreate(BaseModel):
-    # The schema says it too: the Prefect server and UI check a run's form against the schema.
+    # Its schema carries the rule that decide() enforces (COMMENT_NEEDED), for the Prefect server
+    # and UI, which check a run's form against the schema before the run exists.
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -282,7 +283,6 @@ class DecisionCreate(BaseModel):
     comment: Text = PField(
         default="",
         max_length=4000,
-        validate_default=True,
         description="Why (shown to the requester; needed to reject or send back)",
     )
     stage: Slug | None = PField(
@@ -291,14 +291,6 @@ class DecisionCreate(BaseModel):
     confirm_terms: bool = PField(
         default=False, description="Purchasing: also confirm the contract terms still open"
     )
-
-    @field_validator("comment")
-    @classmethod
-    def _says_why(cls, comment: str, info: ValidationInfo) -> str:
-        needed = COMMENT_NEEDED.get(info.data.get("decision", ""))
-        if needed and not comment.strip():
-            raise ValueError(needed)
-        return comment
 
 
 LINE_COLUMNS = {
