@@ -167,6 +167,13 @@ def lock_request(session: Session, ref: str | int) -> Request:
     return found
 
 
+def requester_of(session: Session, request: Request) -> Person:
+    """The person who asked for the request (the foreign key guarantees the row)."""
+    found = by_id(session, Person, request.requester_id)
+    assert found is not None
+    return found
+
+
 def get_request(session: Session, ref: str | int) -> Request:
     request_id = parse_ref(ref)
     found = by_id(session, Request, request_id)
@@ -652,8 +659,7 @@ def _submit_one(
     if isinstance(created, Submitted):
         return created
     request, lines = created
-    requester = by_id(session, Person, request.requester_id)
-    assert requester is not None
+    requester = requester_of(session, request)
     _submit_created(session, request, lines, spec, today, now, requester.email)
     return Submitted(request.ref, True, request.status, draft.idempotency_key)
 
@@ -737,8 +743,7 @@ def _submit_created(
     ref = request.ref
     assert request.order_by is not None
     late = request.order_by < today
-    requester = by_id(session, Person, request.requester_id)
-    assert requester is not None
+    requester = requester_of(session, request)
     notices = [Notice("request_submitted", person(requester.email), ref)]
     if late:
         # Already past its order-by date: purchasing hears it now, not when the devices are late.
@@ -1038,8 +1043,7 @@ def approval_notices(
 
 
 def _approve_request(session: Session, request: Request, now: datetime) -> None:
-    requester = by_id(session, Person, request.requester_id)
-    assert requester is not None
+    requester = requester_of(session, request)
     notices = [
         Notice("approved", person(requester.email), request.ref),
         Notice("approved", team(Role.PURCHASING), request.ref),
@@ -1195,8 +1199,7 @@ def decide(
         raise AlreadyDecided(f"{request.ref} {stage.key}: already decided by someone else")
     decisions.append(decision)
     on_behalf = seat.principal.email if seat.delegated else None
-    requester = by_id(session, Person, request.requester_id)
-    assert requester is not None
+    requester = requester_of(session, request)
     audit.append(
         session,
         actor=actor.email,
@@ -1644,8 +1647,7 @@ def cancel(
             fire(
                 session, stage, StageEvent.CANCEL, actor=SYSTEM, at=now, changes={"closed_at": now}
             )
-    requester = by_id(session, Person, request.requester_id)
-    assert requester is not None
+    requester = requester_of(session, request)
     fire(
         session,
         request,
@@ -2011,8 +2013,7 @@ def place_order(
                 )
             )
     session.flush()
-    requester = by_id(session, Person, request.requester_id)
-    assert requester is not None
+    requester = requester_of(session, request)
     purchase_orders = [
         {**o, "number": f"PO-{request.ref[3:]}-{n}"} for n, o in enumerate(orders.values(), start=1)
     ]
@@ -2105,8 +2106,7 @@ def schedule_delivery(
         raise InputError(Problem(f"{on} is in the past (today is {today})", field="date"))
     if on > today + timedelta(days=MAX_HORIZON_DAYS):
         raise InputError(Problem(f"{on} is more than five years ahead", field="date"))
-    requester = by_id(session, Person, request.requester_id)
-    assert requester is not None
+    requester = requester_of(session, request)
     notices = [
         Notice("delivery_scheduled", person(requester.email), f"{request.ref}/{on}", {"date": on}),
         Notice("delivery_scheduled", team(Role.IT), f"{request.ref}/{on}", {"date": on}),
@@ -2260,8 +2260,7 @@ def deliver(
     fire_many(session, moves, AssetEvent.DELIVER, actor=actor, at=now)
     remaining = sum(len(g) for g in by_sku.values())
     if remaining == 0:
-        requester = by_id(session, Person, request.requester_id)
-        assert requester is not None
+        requester = requester_of(session, request)
         fire(
             session,
             request,
@@ -2359,8 +2358,7 @@ def roll_out(
     fire_many(session, moves, AssetEvent.DEPLOY, actor=actor, at=now)
     remaining = sum(1 for a in assets if a.status in (AssetStatus.ORDERED, AssetStatus.DELIVERED))
     if remaining == 0:
-        requester = by_id(session, Person, request.requester_id)
-        assert requester is not None
+        requester = requester_of(session, request)
         notices = [Notice("rolled_out", person(requester.email), request.ref)]
         if request.kind == RequestKind.ONBOARDING:
             notices.append(Notice("rolled_out", team(Role.HR), request.ref))
@@ -2575,8 +2573,7 @@ def _close_if_done(session: Session, request_id: int, actor: str, now: datetime)
     if request.status != RequestStatus.ROLLED_OUT:
         return
     if all(a.status in ASSET_END_STATES for a in assets_of(session, request)):
-        requester = by_id(session, Person, request.requester_id)
-        assert requester is not None
+        requester = requester_of(session, request)
         fire(
             session,
             request,
