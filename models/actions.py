@@ -1897,7 +1897,90 @@ def set_sourcing(
         },
         at=now,
     )
+    if request.status == RequestStatus.IN_REVIEW:
+        _review_again(session, request, lines, spec, now)
     return line
+
+
+def _review_again(
+    session: Session, request: Request, lines: list[RequestLine], spec: PipelineSpec, now: datetime
+) -> None:
+    """After a change to what the stages decide on during the review (purchasing re-sourcing a
+    line changes its price and the total): the approvals by amount follow the new figures.
+
+    - A stage whose condition now holds joins (finance once the total reaches its threshold);
+      a waiting one whose condition no longer holds is skipped.
+    - An approved stage whose inputs changed decides again, as after a resubmission.
+    - An open stage keeps the decisions of its round when purchasing is one of its roles (the
+      sourcing is settled there, in the same review); any other open stage with an approval
+      given on the old figures starts a new round.
+    - An open stage whose earlier stages are no longer all done waits for them again.
+    Stages that can open then open, and their approvers are told."""
+    context = condition_context(session, request, lines)
+    specs = {s.id: s for s in spec.stages}
+    stages = stages_of(session, request)
+    decisions = decisions_of(session, request)
+    for stage in stages:
+        stage_spec = specs[stage.key]
+        fresh = inputs_hash(stage_spec, request, lines)
+        changed = stage.inputs_hash != fresh
+        round_changes = {"round": stage.round + 1, "inputs_hash": fresh, "due_at": None}
+        if not _applies(stage_spec, context):
+            if stage.status == StageStatus.WAITING:
+                fire(
+                    session,
+                    stage,
+                    StageEvent.SKIP,
+                    actor=SYSTEM,
+                    at=now,
+                    details={"condition": _condition_text(stage_spec)},
+                )
+            continue
+        if stage.status == StageStatus.SKIPPED or (
+            stage.status == StageStatus.APPROVED and changed
+        ):
+            why = "applies now" if stage.status == StageStatus.SKIPPED else "inputs changed"
+            fire(
+                session,
+                stage,
+                StageEvent.RESET,
+                actor=SYSTEM,
+                at=now,
+                changes={**round_changes, "opened_at": None, "closed_at": None},
+                details={"reason": f"{why}: sourcing", "total": request.total},
+            )
+        elif (
+            stage.status == StageStatus.OPEN
+            and changed
+            and Role.PURCHASING.value not in stage.roles
+            and any(d.outcome == Outcome.APPROVE for d in current(stage, decisions))
+        ):
+            fire(
+                session,
+                stage,
+                StageEvent.SUSPEND,
+                actor=SYSTEM,
+                at=now,
+                changes=round_changes,
+                details={"reason": "inputs changed: sourcing", "total": request.total},
+            )
+        elif changed:
+            stage.inputs_hash = fresh  # what the stage decides on from now
+    by_key = {s.key: s for s in stages}
+    for stage in stages:
+        if stage.status == StageStatus.OPEN and not all(
+            by_key[k].status in DONE for k in _predecessors(stage.key, by_key)
+        ):
+            fire(
+                session,
+                stage,
+                StageEvent.SUSPEND,
+                actor=SYSTEM,
+                at=now,
+                changes={"round": stage.round + 1, "due_at": None},
+                details={"reason": "an earlier stage decides again"},
+            )
+    _advance(session, request, spec, stages, decisions, now, lines=lines)
 
 
 def _while_open(request: Request, why: str) -> None:

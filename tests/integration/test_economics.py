@@ -1082,6 +1082,126 @@ def test_purchasing_compares_quotes_and_switches_a_line_to_the_agreement_and_bac
     ]
 
 
+def _stages(engine: Engine, ref: str) -> dict[str, tuple[str, int]]:
+    return {s["stage"]: (s["status"], s["round"]) for s in show(engine, ref)["stages"]}
+
+
+def _quote_and_source(engine: Engine, ref: str, price: str) -> None:
+    """Purchasing records a quote for line 1 and buys the line at it."""
+    with transaction(engine) as session:
+        quote = actions.record_quote(
+            session, ref=ref, line_no=1, supplier="Dealer Z", unit_price=d(price),
+            actor_email=PAUL, now=NOW,
+        )  # fmt: skip
+        actions.set_sourcing(
+            session, ref=ref, line_no=1, actor_email=PAUL, quote_id=quote.id,
+            justification="Only this dealer has them in stock.", now=NOW,
+        )  # fmt: skip
+
+
+def test_re_sourcing_in_the_joint_review_brings_in_the_approvals_the_new_total_needs(
+    agreed: Engine,
+) -> None:
+    ref = submit(
+        agreed, justification="re-sourced upwards", lines=[{"sku": "LAPTOP-STD-14", "quantity": 5}]
+    )
+    assert show(agreed, ref)["total"] == "4495.00"
+    decide(agreed, ref, IDA)  # IT's half of the joint review, at 4,495.00
+    assert _stages(agreed, ref)["finance"] == ("skipped", 1)
+
+    _quote_and_source(agreed, ref, "19000.00")  # 95,000.00 in total
+
+    assert show(agreed, ref)["total"] == "95000.00"
+    # Finance and management now apply; the joint review, where purchasing settles the
+    # sourcing, keeps IT's approval.
+    assert _stages(agreed, ref) == {
+        "joint_review": ("open", 1),
+        "budget_owner": ("waiting", 1),
+        "finance": ("waiting", 2),
+        "management": ("waiting", 2),
+    }
+    decide(agreed, ref, PAUL)
+    decide(agreed, ref, BOB)
+    assert show(agreed, ref)["status"] == "in_review"
+    assert _stages(agreed, ref)["finance"] == ("open", 2)
+    detail = approve_all(agreed, ref)
+    assert detail["status"] == "approved"
+    deciders = {s["stage"]: [x["by"] for x in s["decisions"]] for s in detail["stages"]}
+    assert deciders["finance"] and deciders["management"]
+    resets = [(e.details["reason"], e.details["total"]) for e in audit_rows(agreed, f"{ref}/finance", "reset")]
+    assert resets == [("applies now: sourcing", "95000.00")]
+
+
+def test_re_sourcing_after_an_approval_by_amount_has_that_stage_decide_again(
+    agreed: Engine,
+) -> None:
+    ref = submit(
+        agreed,
+        justification="re-sourced after the budget owner",
+        lines=[{"sku": "LAPTOP-STD-14", "quantity": 12}],
+    )
+    decide(agreed, ref, IDA)
+    decide(agreed, ref, PAUL)
+    decide(agreed, ref, BOB)
+    assert _stages(agreed, ref)["finance"] == ("open", 1)  # 10,788.00
+
+    _quote_and_source(agreed, ref, "1000.00")  # 12,000.00: the budget owner approved less
+
+    # Every stage that decided on the lines or the total decides again, in order: the joint
+    # review (its inputs include the lines' prices) first.
+    assert _stages(agreed, ref) == {
+        "joint_review": ("open", 2),
+        "budget_owner": ("waiting", 2),
+        "finance": ("waiting", 2),
+        "management": ("skipped", 1),
+    }
+    before = row_counts(agreed)
+    with pytest.raises(RuleViolation), transaction(agreed) as session:
+        actions.decide(
+            session, ref=ref, actor_email="fiona.finance@example.com", outcome="approve",
+            stage_key="finance", now=NOW,
+        )  # fmt: skip
+    assert row_counts(agreed) == before
+    decide(agreed, ref, IDA)
+    decide(agreed, ref, PAUL)
+    decide(agreed, ref, BOB)
+    assert approve_all(agreed, ref)["status"] == "approved"
+    # The budget owner was asked again: a second approval-needed notice, for round 2.
+    with Session(agreed) as session:
+        keys = session.exec(
+            select(Notification.dedup_key).where(
+                Notification.request_id == int(ref[3:]),
+                Notification.event == "approval_needed",
+                Notification.stage_id.is_not(None),  # type: ignore[union-attr]
+            )
+        ).all()
+    assert any(f"{ref}/budget_owner/r2" in k for k in keys)
+
+
+def test_re_sourcing_below_a_threshold_skips_the_stage_still_waiting(agreed: Engine) -> None:
+    ref = submit(
+        agreed,
+        justification="re-sourced downwards",
+        lines=[
+            {
+                "sku": "LAPTOP-STD-14",
+                "quantity": 12,
+                "sourcing": "individual",
+                "sourcing_justification": "A local dealer was asked first.",
+            }
+        ],
+    )
+    assert _stages(agreed, ref)["finance"] == ("waiting", 1)  # 12 x 949.00 = 11,388.00
+    with transaction(agreed) as session:
+        actions.set_sourcing(
+            session, ref=ref, line_no=1, actor_email=PAUL, agreement="FA-2026-NORDIC", now=NOW
+        )
+    assert show(agreed, ref)["total"] == "10788.00"
+    _quote_and_source(agreed, ref, "800.00")  # 9,600.00
+    assert _stages(agreed, ref)["finance"] == ("skipped", 1)
+    assert approve_all(agreed, ref)["status"] == "approved"
+
+
 # ------------------------------------------------------------------ role bundles
 
 
