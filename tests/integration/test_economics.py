@@ -1128,7 +1128,10 @@ def test_re_sourcing_in_the_joint_review_brings_in_the_approvals_the_new_total_n
     assert detail["status"] == "approved"
     deciders = {s["stage"]: [x["by"] for x in s["decisions"]] for s in detail["stages"]}
     assert deciders["finance"] and deciders["management"]
-    resets = [(e.details["reason"], e.details["total"]) for e in audit_rows(agreed, f"{ref}/finance", "reset")]
+    resets = [
+        (e.details["reason"], e.details["total"])
+        for e in audit_rows(agreed, f"{ref}/finance", "reset")
+    ]
     assert resets == [("applies now: sourcing", "95000.00")]
 
 
