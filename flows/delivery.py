@@ -12,7 +12,14 @@ from prefect.runtime import flow_run
 from models.assets import by_request
 from tasks.artifacts import publish_request, publish_table, start_progress, update_progress
 from tasks.batching import chunks
-from tasks.requests import load_detail, read_assignments, read_serials, record_deliveries, roll_out
+from tasks.requests import (
+    check_shipments,
+    load_detail,
+    read_assignments,
+    read_serials,
+    record_deliveries,
+    roll_out,
+)
 
 
 def _name() -> str:
@@ -36,6 +43,7 @@ async def delivery(
     whose last unit arrived have their devices handed out (by the assignments file, or each to
     the person it was requested for)."""
     shipments = by_request(read_serials(serials_file), request, serials_file)
+    check_shipments(shipments, serials_file)
     assignments = read_assignments(assignments_file) if assignments_file else None
     progress = start_progress("delivery", len(shipments), "requests delivered")
     results: list[dict[str, Any]] = []

@@ -2227,6 +2227,20 @@ class Progress:
     serials: list[str] = field(default_factory=list)
 
 
+def check_shipments(session: Session, shipments: dict[str, list[SerialIn]], source: str) -> None:
+    """Every request a shipping notice names exists: the unknown ones all at once, by the file
+    and line of their first serial, before anything is recorded."""
+    problems = []
+    for ref, units in shipments.items():
+        try:
+            get_request(session, ref)
+        except InputError as exc:
+            line = min((u.line for u in units if u.line is not None), default=None)
+            problems += [Problem(p.message, source, line, "request") for p in exc.problems]
+    if problems:
+        raise InputError(problems)
+
+
 def deliver(
     session: Session,
     *,

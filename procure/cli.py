@@ -1270,13 +1270,16 @@ def run_delivery(
     json_: JsonOpt = False,
 ) -> None:
     """Record delivered serials, then hand the devices out."""
+    from models.actions import check_shipments
     from models.assets import by_request, read_assignments_file, read_serials_file
     from models.requests import format_ref, parse_ref
 
     request = format_ref(parse_ref(ref)) if ref else None
-    by_request(read_serials_file(serials), request, str(serials))
+    shipments = by_request(read_serials_file(serials), request, str(serials))
     if assign is not None:
         read_assignments_file(assign)
+    with state().read() as session:
+        check_shipments(session, shipments, str(serials))
     _run(
         "delivery",
         json_,
@@ -1317,9 +1320,14 @@ def run_returns(
 @run_app.command("hr-sync")
 def run_hr_sync(file: FileArg, json_: JsonOpt = False) -> None:
     """Apply an HR export: onboarding requests for joiners, devices back from leavers."""
-    from models.hr import read_hr_file
+    from models import pipeline
+    from models.hr import check_references, read_hr_file
 
-    read_hr_file(file)
+    hr = read_hr_file(file)
+    st = state()
+    with st.read() as session:
+        _, spec = pipeline.active(session)
+        check_references(session, hr, today=spec.calendar.today(st.now()))
     _run("hr-sync", json_, export=str(file.resolve()))
 
 

@@ -4,3 +4,7 @@ A task's body is one database transaction through models/, and safe to run again
 task never applies a decision twice nor queues a notification twice, because the actions it
 calls recognise what is already done.
 """
+
+from tasks import logs
+
+logs.install()

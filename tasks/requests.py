@@ -11,6 +11,7 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import State
 
 from models import actions
 from models.assets import (
@@ -20,15 +21,25 @@ from models.assets import (
     read_certificates_file,
     read_serials_file,
 )
-from models.errors import RuleViolation
+from models.errors import ConcurrentUpdate, ProcureError, RuleViolation
 from models.lifecycle import AssetStatus, RequestStatus
 from models.requests import Draft, read_request_file
 from models.views import request_detail
 from tasks.db import read, write
 
+
+def retry_unless_refused(_task: Any, _run: Any, state: State[Any]) -> bool:
+    """Retry what a second try may get through (a lost connection, a busy database, a row
+    changed meanwhile), never what procure refused on purpose (bad input, a rule): that would
+    be refused again, only later and after more log lines."""
+    error = state.data
+    return not isinstance(error, ProcureError) or isinstance(error, ConcurrentUpdate)
+
+
 RETRIES: dict[str, Any] = {
     "retries": 3,
     "retry_delay_seconds": [2, 5, 15],
+    "retry_condition_fn": retry_unless_refused,
     "cache_policy": NO_CACHE,
 }
 
@@ -53,6 +64,13 @@ def read_requests(path: str) -> list[Draft]:
 @task(name="read-serials", cache_policy=NO_CACHE)
 def read_serials(path: str) -> list[SerialIn]:
     return read_serials_file(path)
+
+
+@task(name="check-shipments", cache_policy=NO_CACHE)
+def check_shipments(shipments: dict[str, list[SerialIn]], source: str) -> None:
+    """Every request of the notice exists, before any is recorded."""
+    with read() as session:
+        actions.check_shipments(session, shipments, source)
 
 
 @task(name="read-assignments", cache_policy=NO_CACHE)

@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 
 from models import digest, hr, pipeline, sla, watch
 from tasks.db import read, write
-from tasks.requests import RETRIES, now
+from tasks.requests import RETRIES, now, retry_unless_refused
 
 
 @task(name="stages-to-watch", **RETRIES)
@@ -93,7 +93,12 @@ def send_digests() -> list[str]:
         return digest.send_digests(session, spec=spec, now=now())
 
 
-@task(name="read-hr-export", retries=2, retry_delay_seconds=[5, 30])
+@task(
+    name="read-hr-export",
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=retry_unless_refused,
+)
 def read_hr_export(path: str) -> list[hr.HrRow]:
     """Parse and check the whole export before anything is written."""
     file = hr.read_hr_file(path)

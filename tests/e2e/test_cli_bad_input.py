@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -796,3 +797,35 @@ def test_a_changes_file_naming_unknown_things_resubmits_nothing(
     fragment: str,
 ) -> None:
     _resubmit_refused(cli, tmp_path, name, content, line, field, fragment)
+
+
+# ------------------------------------------------------------------ files for `procure run ...`
+
+
+def test_a_shipping_notice_naming_unknown_requests_is_refused_before_prefect_starts(
+    cli: Cli, tmp_path: Path
+) -> None:
+    path = write(
+        tmp_path / "notice.csv",
+        "request,serial,sku\n{ordered},SN-R-1,MON-27\nPR-9998,SN-R-2,MON-27\n"
+        "PR-9999,SN-R-3,MON-27\nPR-9999,SN-R-4,MON-27\n".format(**cli.world.refs),
+    )
+    result = cli.refused("run", "delivery", "--serials", str(path))
+    # Every unknown request at once, at its first line; the known one is not delivered either.
+    assert where(path, 3, "request") + "no request PR-9998" in result.err
+    assert where(path, 4, "request") + "no request PR-9999" in result.err
+    assert "Traceback" not in result.err and "Retry" not in result.err
+
+
+def test_an_hr_export_naming_unknown_things_is_refused_before_prefect_starts(
+    cli: Cli, tmp_path: Path
+) -> None:
+    start = (NOW + timedelta(days=10)).date()
+    path = write(
+        tmp_path / "hr.csv",
+        "email,name,department,role,cost_centre,manager,start_date,end_date\n"
+        f"new.joiner@example.com,New Joiner,Engineering,astronaut,CC-ENG,{RITA},{start},\n",
+    )
+    result = cli.refused("run", "hr-sync", str(path))
+    assert where(path, 2, "role") + "unknown bundle astronaut" in result.err
+    assert "Traceback" not in result.err and "Retry" not in result.err

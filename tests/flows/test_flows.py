@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import textwrap
 from datetime import timedelta
 from pathlib import Path
@@ -374,6 +375,63 @@ def test_one_shipping_notice_delivers_many_requests_in_batches(
         (r, "delivered", "rolled_out") for r in refs
     ]
     assert all(show(flow_db, r)["status"] == "rolled_out" for r in refs)
+
+
+class RunLogs(logging.Handler):
+    """The records of Prefect's task and flow run loggers, as they reach a handler."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def __enter__(self) -> RunLogs:
+        for name in ("prefect.task_runs", "prefect.flow_runs"):
+            logging.getLogger(name).addHandler(self)
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        for name in ("prefect.task_runs", "prefect.flow_runs"):
+            logging.getLogger(name).removeHandler(self)
+
+
+def test_a_notice_naming_an_unknown_request_fails_at_once_by_file_and_line_delivering_nothing(
+    flow_db: Engine, tmp_path: Path
+) -> None:
+    from flows.delivery import delivery
+    from models.errors import InputError
+
+    ref = submit(flow_db, justification="notice with a stranger")
+    approve_all(flow_db, ref)
+    with transaction(flow_db) as session:
+        actions.place_order(session, ref=ref, now=NOW)
+    notice = write(tmp_path / "asn.csv", f"request,serial\n{ref},S-OK-1\nPR-9999,S-NO-1\n")
+    with RunLogs() as logs, pytest.raises(InputError) as refused:
+        run(delivery(notice))
+    assert str(refused.value) == f"{notice}:3: request: no request PR-9999"
+    assert show(flow_db, ref)["status"] == "ordered"  # checked whole before any is delivered
+    # A refusal is not retried (it would be refused again) and is logged without a traceback.
+    messages = [r.getMessage() for r in logs.records]
+    assert any("no request PR-9999" in m for m in messages), messages
+    assert not any("Retry" in m for m in messages), messages
+    assert all(r.exc_info is None for r in logs.records)
+
+
+def test_a_refused_task_is_not_retried_but_a_failing_one_is() -> None:
+    from prefect.states import Failed
+
+    from models.errors import ConcurrentUpdate, InputError, RuleViolation
+    from tasks.requests import retry_unless_refused
+
+    def retried(error: BaseException) -> bool:
+        return retry_unless_refused(None, None, Failed(data=error))
+
+    assert not retried(InputError("bad.csv:2: serial: unknown"))
+    assert not retried(RuleViolation("needs the role purchasing"))
+    assert retried(ConcurrentUpdate("changed by someone else meanwhile"))
+    assert retried(OSError("database is locked"))
 
 
 @pytest.mark.parametrize("databases", ["postgres"], indirect=True)
