@@ -1867,6 +1867,7 @@ def set_sourcing(
     line.sourcing = sourced.sourcing
     line.agreement_id = sourced.agreement.id if sourced.agreement else None
     line.offer_id = sourced.offer.id if sourced.offer else None
+    line.quote_id = quote_id
     line.ownership = sourced.line.ownership
     line.term_months = sourced.offer.term_months if sourced.offer else None
     line.unit_price = sourced.unit_price
@@ -2032,31 +2033,18 @@ def place_order(
             select(Offer).where(col(Offer.id).in_([ln.offer_id for ln in lines if ln.offer_id]))
         ).all()
     }
-    supplier_ids = {
-        ln.id: agreements[ln.agreement_id].supplier_id
-        if ln.agreement_id
-        else offers[ln.offer_id].supplier_id
-        if ln.offer_id
-        else items[ln.item_id].supplier_id
-        for ln in lines
-    }
-    suppliers = {
-        s.id: s
-        for s in session.exec(
-            select(Supplier).where(col(Supplier.id).in_(list(supplier_ids.values())))
-        ).all()
-    }
+    supplier_of = _suppliers_of(session, lines, items, agreements, offers)
     orders: dict[str, dict[str, Any]] = {}
     assert request.id is not None
     for line in lines:
         assert line.id is not None
-        supplier = suppliers[supplier_ids[line.id]]
+        code, name = supplier_of[line.id]
         agreement = agreements.get(line.agreement_id) if line.agreement_id else None
         order = orders.setdefault(
-            supplier.code,
+            code,
             {
-                "supplier": supplier.code,
-                "name": supplier.name,
+                "supplier": code,
+                "name": name,
                 "currency": request.currency,
                 "lines": [],
                 "total": Decimal("0.00"),
@@ -2119,6 +2107,44 @@ def place_order(
         ],
     )
     return {"ref": request.ref, "status": request.status, "purchase_orders": purchase_orders}
+
+
+def _suppliers_of(
+    session: Session,
+    lines: list[RequestLine],
+    items: dict[Any, Item],
+    agreements: dict[int, FrameworkAgreement],
+    offers: dict[Any, Offer],
+) -> dict[int, tuple[str, str]]:
+    """Each line's supplier as (code, name): the recorded quote's it was bought at (the quote
+    names a catalog supplier by its code, or another supplier by name), the agreement's, the
+    lease or DaaS offer's, or the item's. reports.costs() follows the same rule in SQL."""
+    quotes: dict[int, Quote] = {}
+    for ln in lines:
+        quote = by_id(session, Quote, ln.quote_id) if ln.quote_id else None
+        if quote is not None and quote.id is not None:
+            quotes[quote.id] = quote
+    catalog = {  # reference data: answered from the cache
+        s.id: s for s in session.exec(select(Supplier)).all() if s.id is not None
+    }
+    by_code = {s.code: s for s in catalog.values()}
+    found: dict[int, tuple[str, str]] = {}
+    for ln in lines:
+        assert ln.id is not None
+        quote = quotes.get(ln.quote_id) if ln.quote_id else None
+        if quote is not None:
+            known = by_code.get(quote.supplier)
+            found[ln.id] = (quote.supplier, known.name if known else quote.supplier)
+            continue
+        supplier = catalog[
+            agreements[ln.agreement_id].supplier_id
+            if ln.agreement_id
+            else offers[ln.offer_id].supplier_id
+            if ln.offer_id
+            else items[ln.item_id].supplier_id
+        ]
+        found[ln.id] = (supplier.code, supplier.name)
+    return found
 
 
 def _lock_agreements(session: Session, ids: list[int]) -> dict[int, FrameworkAgreement]:

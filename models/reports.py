@@ -13,12 +13,13 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Integer, and_, case, extract, func, or_, select
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col
 
-from models.catalog import FrameworkAgreement, Item, Supplier
+from models.catalog import FrameworkAgreement, Item, Offer, Supplier
 from models.economics import KINDS, LABELS, LedgerEntry
 from models.org import CostCentre
-from models.requests import Request, RequestLine, Stage
+from models.requests import Quote, Request, RequestLine, Stage
 from models.types import money
 
 ZERO = Decimal("0.00")
@@ -92,11 +93,20 @@ def costs(
         .group_by(col(CostCentre.code), col(CostCentre.name))
         .order_by(func.sum(RequestLine.total).desc())
     ).all()
-    supplier_id = func.coalesce(FrameworkAgreement.supplier_id, Item.supplier_id)
+    # A line's supplier as its purchase order had it (models.actions._suppliers_of): the quote
+    # it was bought at (a catalog supplier's code or another's name), else the agreement's,
+    # the offer's or the item's.
+    quoted = aliased(Supplier)
+    catalog_id = func.coalesce(FrameworkAgreement.supplier_id, Offer.supplier_id, Item.supplier_id)
+    code = case((col(Quote.id).is_not(None), col(Quote.supplier)), else_=col(Supplier.code))
+    name = case(
+        (col(Quote.id).is_not(None), func.coalesce(quoted.name, Quote.supplier)),
+        else_=col(Supplier.name),
+    )
     by_supplier = session.execute(
         select(
-            col(Supplier.code),
-            col(Supplier.name),
+            code,
+            name,
             func.count(func.distinct(Request.id)),
             func.sum(RequestLine.quantity),
             func.sum(RequestLine.total),
@@ -105,9 +115,12 @@ def costs(
         .join(Request, Request.id == RequestLine.request_id)  # type: ignore[arg-type]
         .join(Item, Item.id == RequestLine.item_id)  # type: ignore[arg-type]
         .outerjoin(FrameworkAgreement, FrameworkAgreement.id == RequestLine.agreement_id)  # type: ignore[arg-type]
-        .join(Supplier, col(Supplier.id) == supplier_id)
+        .outerjoin(Offer, Offer.id == RequestLine.offer_id)  # type: ignore[arg-type]
+        .outerjoin(Quote, Quote.id == RequestLine.quote_id)  # type: ignore[arg-type]
+        .outerjoin(quoted, col(quoted.code) == col(Quote.supplier))
+        .join(Supplier, col(Supplier.id) == catalog_id)
         .where(ordered)
-        .group_by(col(Supplier.code), col(Supplier.name))
+        .group_by(code, name)
         .order_by(func.sum(RequestLine.total).desc())
     ).all()
     centre_rows = [

@@ -115,6 +115,7 @@ class RequestLine(SQLModel, table=True):
     sourcing: str = Field(default="individual", max_length=16)  # framework | individual | offer
     agreement_id: int | None = Field(default=None, foreign_key="framework_agreement.id")
     offer_id: int | None = Field(default=None, foreign_key="offer.id")  # leased / DaaS lines
+    quote_id: int | None = Field(default=None, foreign_key="quote.id")  # bought at a quote
     framework_available: bool = False  # an agreement covered the item when it was requested
     sourcing_note: str = Field(default="", max_length=2000)  # why individual; which quote
 

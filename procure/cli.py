@@ -731,7 +731,13 @@ app.add_typer(quote_app, name="quote")
 def quote_add(
     ref: Annotated[str, typer.Argument(metavar="ID")],
     line: Annotated[int, typer.Option("--line", min=1, help="The line number.")],
-    supplier: Annotated[str, typer.Option("--supplier", help="Who quoted.")],
+    supplier: Annotated[
+        str,
+        typer.Option(
+            "--supplier",
+            help="Who quoted: a catalog supplier's code, or another supplier's name. A line bought at the quote is ordered from them.",
+        ),
+    ],
     price: Annotated[
         str, typer.Option("--price", metavar="AMOUNT", help="Unit price, e.g. 912.50.")
     ],

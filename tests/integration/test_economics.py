@@ -1205,6 +1205,53 @@ def test_re_sourcing_below_a_threshold_skips_the_stage_still_waiting(agreed: Eng
     assert approve_all(agreed, ref)["status"] == "approved"
 
 
+def test_lines_are_ordered_from_and_reported_under_the_supplier_they_were_sourced_from(
+    agreed: Engine,
+) -> None:
+    ref = submit(
+        agreed,
+        justification="three suppliers",
+        lines=[
+            {"sku": "LAPTOP-STD-14", "quantity": 1, "ownership": "daas"},
+            {"sku": "MON-27", "quantity": 2},
+            {"sku": "DOCK-USB4", "quantity": 1},
+        ],
+    )
+    with transaction(agreed) as session:
+        for line_no, supplier, price in ((2, "Dealer Z", "250.00"), (3, "DAAS-CO", "199.00")):
+            quote = actions.record_quote(
+                session, ref=ref, line_no=line_no, supplier=supplier, unit_price=d(price),
+                actor_email=PAUL, now=NOW,
+            )  # fmt: skip
+            actions.set_sourcing(
+                session, ref=ref, line_no=line_no, actor_email=PAUL, quote_id=quote.id,
+                justification="Cheaper this week.", now=NOW,
+            )  # fmt: skip
+    approve_all(agreed, ref)
+    with transaction(agreed) as session:
+        placed = actions.place_order(session, ref=ref, actor_email=PAUL, now=NOW)
+    orders = {
+        (po["supplier"], po["name"]): [(ln["sku"], str(ln["unit_price"])) for ln in po["lines"]]
+        for po in placed["purchase_orders"]
+    }
+    daas_line = show(agreed, ref)["lines"][0]
+    # The DaaS line from its offer's provider; each quoted line from the quote's supplier (a
+    # catalog supplier by code, or one purchasing named).
+    assert orders == {
+        ("DAAS-CO", "DaaS Company"): [
+            ("LAPTOP-STD-14", daas_line["unit_price"]),
+            ("DOCK-USB4", "199.00"),
+        ],
+        ("Dealer Z", "Dealer Z"): [("MON-27", "250.00")],
+    }
+    with transaction(agreed, readonly=True) as session:
+        costs = reports.run("costs", session, start=None, end=None, now=NOW).as_dict()
+    assert [(r["supplier"], r["name"], r["devices"], r["spend"]) for r in costs["tables"]["by_supplier"]] == [
+        ("DAAS-CO", "DaaS Company", 2, str(d(daas_line["total"]) + d("199.00"))),
+        ("Dealer Z", "Dealer Z", 2, "500.00"),
+    ]  # fmt: skip
+
+
 # ------------------------------------------------------------------ role bundles
 
 
