@@ -280,7 +280,7 @@ class Economics(BaseModel):
 class PipelineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: Slug
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=1_000_000)  # a database INTEGER holds it everywhere
     description: str = ""
     currency: Currency = "EUR"
     calendar: Calendar = Calendar()

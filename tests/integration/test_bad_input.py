@@ -867,6 +867,7 @@ BAD_PIPELINES = [
     pytest.param("mode: any", "mode: some", 13, "stages[1].mode", "(got 'some')", id="unknown mode"),
     pytest.param("role: hr", "role: payroll", 17, "stages[1].inform[0].role", "unknown role 'payroll'", id="unknown role informed"),
     pytest.param("version: 2", "version: 0", 2, "version", "greater than or equal to 1", id="version 0"),
+    pytest.param("version: 2", "version: 9223372036854776000", 2, "version", "less than or equal to 1000000", id="version beyond a database integer"),
     pytest.param("Europe/Berlin", "Mars/Olympus", 4, "calendar.timezone", "unknown time zone 'Mars/Olympus'", id="unknown time zone"),
     pytest.param("  timezone: Europe/Berlin\n", "  timezone: Europe/Berlin\n  start: '18:00'\n  end: '08:00'\n", 4, "calendar", "end (08:00:00) must be after start (18:00:00)", id="day ends before it starts"),
     pytest.param("    mode: any\n", "    mode: any\n    name: Again\n", 14, None, "duplicate key 'name' (first on line 11)", id="duplicate key"),
