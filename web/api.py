@@ -6,20 +6,22 @@ $PROCURE_API_TOKEN`. Errors are JSON, `{"error": ..., "problems": [...]}`, with 
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any, Literal
+from dataclasses import replace
+from typing import Annotated, Any, Literal, cast
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError, OperationalError
+from starlette.concurrency import run_in_threadpool
 
 from models import actions
 from models.db import transaction
 from models.errors import AlreadyDecided, InputError, NotFound, ProcureError, RuleViolation
 from models.lifecycle import RequestStatus
 from models.requests import Draft, RequestCreate
-from models.sources import Document, validate
+from models.sources import Document, decode, parse_json, validate
 from models.views import inbox as inbox_view
 from models.views import request_detail, request_rows
 from procure.deciding import Decision, describe, record
@@ -55,6 +57,8 @@ router = APIRouter(prefix="/api", tags=["api"])
 class DecisionIn(BaseModel):
     """One approver's decision on a request's pending stage."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is refused, not ignored
+
     approver: str = Field(description="The approver's email address", max_length=320)
     decision: Literal["approve", "reject", "send_back"]
     comment: str = Field(
@@ -89,16 +93,64 @@ def list_requests(
         return request_rows(session, status=status.value if status else None, limit=limit)
 
 
-@router.post("/requests", status_code=201, dependencies=[Authorised])
-def submit_request(request: Request, body: dict[str, Any]) -> dict[str, Any]:
-    """Submit a request (the same fields as a request file); the same content twice is one
-    request (its idempotency key)."""
+# The largest request body (a request with many lines is a few kilobytes).
+BODY_MAX = 1_000_000
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON schema with its $defs written in place (an OpenAPI document resolves
+    "#/$defs/..." against its own root, where they are not)."""
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return cast(dict[str, Any], inline(schema))
+
+
+@router.post(
+    "/requests",
+    status_code=201,
+    dependencies=[Authorised],
+    responses={200: {"description": "The request this content (idempotency key) submitted before"}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": _inlined(RequestCreate.model_json_schema())}
+            },
+        }
+    },
+)
+async def submit_request(request: Request, response: Response) -> dict[str, Any]:
+    """Submit a request (the same fields as a request file; amounts as JSON numbers or strings,
+    read exactly as written). 201 with the new request; 200 with the existing one when the same
+    content (its idempotency key) was submitted before."""
     web = _web(request)
-    doc = Document("request", body)
-    create = validate(RequestCreate, body, doc)
+    raw = await request.body()
+    if len(raw) > BODY_MAX:
+        raise ApiError(413, f"the body is larger than a request can be ({BODY_MAX:,} bytes)")
+    # As a request file is read: numbers with a point become exact decimals, never floats.
+    doc = parse_json(decode(raw, "body"), "body")
+    create = validate(RequestCreate, doc.data, doc)
+    detail, created = await run_in_threadpool(_submit, web, create, doc)
+    if not created:
+        response.status_code = 200
+    return detail
+
+
+def _submit(web: Any, create: RequestCreate, doc: Document) -> tuple[dict[str, Any], bool]:
     with transaction(web.engine) as session:
         (result,) = actions.submit(session, drafts=[Draft(create, doc, ())], now=web.now())
-        return request_detail(session, actions.get_request(session, result.ref), now=web.now())
+        detail = request_detail(session, actions.get_request(session, result.ref), now=web.now())
+    return detail, result.created
 
 
 @router.get("/requests/{ref}", dependencies=[Authorised])
@@ -122,19 +174,23 @@ def pending(request: Request, email: str) -> list[dict[str, Any]]:
 def decide(request: Request, ref: str, body: DecisionIn) -> dict[str, Any]:
     """Record a decision (the same rules as the CLI and the approval pages)."""
     web = _web(request)
-    result = record(
-        web.engine,
-        Decision(
-            ref=ref,
-            actor_email=body.approver,
-            outcome=body.decision,
-            comment=body.comment,
-            stage_key=body.stage,
-            confirm_terms=body.confirm_terms,
-        ),
-        now=web.now(),
-        after=lambda r: web.send_soon(r.ref),
-    )
+    try:
+        result = record(
+            web.engine,
+            Decision(
+                ref=ref,
+                actor_email=body.approver,
+                outcome=body.decision,
+                comment=body.comment,
+                stage_key=body.stage,
+                confirm_terms=body.confirm_terms,
+            ),
+            now=web.now(),
+            after=lambda r: web.send_soon(r.ref),
+        )
+    except InputError as exc:  # the engine names the actor as the CLI's --as: here `approver`
+        problems = [replace(p, field="approver") if p.field == "as" else p for p in exc.problems]
+        raise type(exc)(problems) from None
     return describe(result)
 
 

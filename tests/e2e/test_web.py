@@ -3,6 +3,7 @@ from captured emails, link scanners, forged and reused links, CSRF, races, the J
 
 from __future__ import annotations
 
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -328,6 +329,56 @@ def test_the_api_needs_its_token_and_answers_json(site: Site) -> None:
     invalid = site.client.post("/api/requests", json={"kind": "onboarding"}, headers=auth)
     assert 400 <= invalid.status_code < 500 and invalid.json()["error"]
     assert site.client.get("/api/openapi.json").json()["info"]["title"] == "procure"
+
+
+def test_the_api_reads_a_request_as_a_request_file_is_read(site: Site) -> None:
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    # A JSON number with a point is read exactly as written (never through a float), as the
+    # CLI reads a JSON request file.
+    text = (
+        f'{{"kind": "refresh", "requester": "{RITA}", "cost_centre": "CC-ENG",'
+        ' "needed_by": "2027-01-21", "justification": "API amounts", "lines": [{"sku": "MON-27",'
+        ' "quantity": 3, "unit_price": 279.10, "sourcing": "individual",'
+        ' "sourcing_justification": "Dealer."}]}'
+    )
+    headers = {**auth, "Content-Type": "application/json"}
+    created = site.client.post("/api/requests", content=text, headers=headers)
+    assert created.status_code == 201, created.text
+    assert created.json()["total"] == "837.30"
+    # The same content again is the same request: 200, not a second 201.
+    again = site.client.post("/api/requests", content=text, headers=headers)
+    assert again.status_code == 200 and again.json()["id"] == created.json()["id"]
+    # Bad input is named by field and line of the body.
+    bad = site.client.post(
+        "/api/requests", content=text.replace("279.10", "279.101"), headers=headers
+    )
+    assert bad.status_code == 400, bad.text
+    (problem,) = bad.json()["problems"]
+    assert problem["field"] == "lines[0].unit_price" and problem["source"] == "body"
+    broken = site.client.post("/api/requests", content=b'{"kind": ', headers=headers)
+    assert broken.status_code == 400 and "invalid JSON" in broken.json()["problems"][0]["message"]
+    ref = created.json()["id"]
+    # A decision with a misspelt field is refused, not half understood; an unknown approver
+    # is named by the body's field.
+    typo = site.client.post(
+        f"/api/requests/{ref}/decisions",
+        json={"approver": IDA, "decision": "approve", "coment": "typo"},
+        headers=auth,
+    )
+    assert typo.status_code == 422 and typo.json()["problems"][0]["field"] == "body.coment"
+    stranger = site.client.post(
+        f"/api/requests/{ref}/decisions",
+        json={"approver": "nobody@example.com", "decision": "approve"},
+        headers=auth,
+    )
+    assert stranger.status_code == 404, stranger.text
+    assert stranger.json()["problems"][0]["field"] == "approver"
+    assert (
+        site.client.get(f"/api/requests/{ref}", headers=auth).json()["stages"][0]["decisions"] == []
+    )
+    schema = site.client.get("/api/openapi.json").json()
+    body = schema["paths"]["/api/requests"]["post"]["requestBody"]["content"]["application/json"]
+    assert "lines" in body["schema"]["properties"] and "$ref" not in json.dumps(body)
 
 
 def test_procure_web_serves_the_pages_and_logs_no_token(databases: Any, tmp_path: Path) -> None:
