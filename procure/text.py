@@ -110,9 +110,15 @@ def print_economics(d: dict[str, Any]) -> None:
         for o in t["options"]:
             mark = "  ← cheapest" if o["cheapest"] else ""
             incl = f"  incl. {', '.join(o['includes'])}" if o["includes"] else ""
+            # total = CAPEX + OPEX - what the bought devices are worth at the end of the term
+            residual = (
+                f"  residual {'-' + money_text(o['residual'], cur):>17}"
+                if Decimal(o["residual"])
+                else " " * 28  # the column, empty: the rows stay aligned
+            )
             echo(
                 f"    {o['option']:<5} {o['provider'][:22]:<22} CAPEX {money_text(o['capex'], cur):>16}  OPEX {money_text(o['opex'], cur):>16}"
-                f"  total {money_text(o['total'], cur):>16}  {money_text(o['monthly'], cur):>13}/month{incl}{mark}"
+                f"{residual}  total {money_text(o['total'], cur):>16}  {money_text(o['monthly'], cur):>13}/month{incl}{mark}"
             )
     dl = d["delivery"]
     when = (

@@ -204,6 +204,10 @@ def test_request_show_has_the_sourcing_tco_delivery_ledger_budget_bundling_and_t
     (cheapest,) = [row for row in out.splitlines() if "← cheapest" in row]
     assert cheapest.split()[0] == "daas" and "120,600.00 EUR" in cheapest
     assert "3,350.00 EUR/month" in cheapest
+    # Buying shows what its total subtracts: the devices' residual value at the end of the term.
+    (buy,) = [row for row in out.splitlines() if row.split()[:1] == ["buy"] and "CAPEX" in row]
+    assert "residual    -12,000.00 EUR  total   124,200.00 EUR" in buy, buy
+    assert len({row.index("total") for row in out.splitlines() if "CAPEX" in row}) == 1
 
 
 # ------------------------------------------------------------------ purchasing in the joint review
