@@ -2302,10 +2302,14 @@ def deliver(
     problems: list[Problem] = []
     seen: dict[str, int | None] = {}
     wanted = [u.serial for u in units]
-    taken = (
-        set(session.exec(select(Asset.serial).where(col(Asset.serial).in_(wanted))).all())
+    taken: dict[str | None, int] = (
+        dict(
+            session.exec(
+                select(Asset.serial, Asset.request_id).where(col(Asset.serial).in_(wanted))
+            ).all()
+        )
         if wanted
-        else set()
+        else {}
     )
     plan: list[tuple[Asset, SerialIn]] = []
     for unit in units:
@@ -2323,7 +2327,9 @@ def deliver(
         if unit.serial in taken:
             problems.append(
                 Problem(
-                    f"serial {unit.serial} is already recorded for another device",
+                    f"serial {unit.serial} is already delivered for {request.ref}"
+                    if taken[unit.serial] == request.id
+                    else f"serial {unit.serial} is already recorded for another device",
                     field="serial",
                     source=source,
                     line=unit.line,

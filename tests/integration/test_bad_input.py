@@ -29,7 +29,7 @@ from models.errors import InputError, Problem
 from models.org import load_org, read_org_file
 from models.pipeline import check_file
 from models.requests import LineCreate, Request, RequestLine, RequestUpdate, read_request_file
-from tests.factories import IDA, NINA, NOW, PAUL, RITA, submit
+from tests.factories import IDA, NINA, NOW, PAUL, RITA, approve_all, submit
 from tests.worlds import World, world_fixture, writes_nothing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -964,6 +964,31 @@ def test_bad_serials_on_delivery_are_named_and_nothing_is_delivered(
     ):
         actions.deliver(session, ref=world.ordered, units=units, now=NOW, source="serials.csv")
     expect(caught, source="serials.csv", line=line, field=field, fragment=fragment)
+
+
+def test_a_serial_file_sent_again_is_refused_as_already_delivered_for_that_request(
+    engine: Engine,
+) -> None:
+    ref = submit(engine, justification="sent twice", lines=[{"sku": "MON-27", "quantity": 2}])
+    approve_all(engine, ref)
+    with transaction(engine) as session:
+        actions.place_order(session, ref=ref, now=NOW)
+    first = [SerialIn("SN-TWICE-1", "MON-27", 2)]
+    with transaction(engine) as session:
+        actions.deliver(session, ref=ref, units=first, now=NOW, source="part.csv")
+    with (
+        writes_nothing(engine),
+        pytest.raises(InputError) as caught,
+        transaction(engine) as session,
+    ):
+        actions.deliver(session, ref=ref, units=first, now=NOW, source="part.csv")
+    expect(
+        caught,
+        source="part.csv",
+        line=2,
+        field="serial",
+        fragment=f"serial SN-TWICE-1 is already delivered for {ref}",
+    )
 
 
 # ------------------------------------------------------------------ assignments on rollout
