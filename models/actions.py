@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -1856,9 +1856,15 @@ def set_sourcing(
         )
     else:
         wanted = LineCreate.model_validate({**bought, "agreement": agreement})
-    sourced = _source_line(
-        lookup, wanted, f"lines[{line_no - 1}]", request.currency, spec.calendar.today(now)
-    )
+    try:
+        sourced = _source_line(lookup, wanted, "line", request.currency, spec.calendar.today(now))
+    except InputError as exc:  # named as the command's options, for line `line_no`
+        raise InputError(
+            [
+                replace(p, field=_SOURCING_OPTIONS.get(p.field or "", p.field))
+                for p in exc.problems
+            ]
+        ) from None
     before = {
         "sourcing": line.sourcing,
         "agreement": line.agreement_id,
@@ -1982,6 +1988,17 @@ def _review_again(
                 details={"reason": "an earlier stage decides again"},
             )
     _advance(session, request, spec, stages, decisions, now, lines=lines)
+
+
+# What _source_line() names a line's fields, as set_sourcing()'s options.
+_SOURCING_OPTIONS = {
+    "line.sku": "--line",
+    "line.sourcing_justification": "--justification",
+    "line.agreement": "--agreement",
+    "line.sourcing": "--agreement",
+    "line.ownership": "--offer",
+    "line.unit_price": "--quote",
+}
 
 
 def _while_open(request: Request, why: str) -> None:

@@ -1046,7 +1046,7 @@ def test_purchasing_compares_quotes_and_switches_a_line_to_the_agreement_and_bac
     before = row_counts(agreed)
     with pytest.raises(InputError) as caught, transaction(agreed) as session:
         actions.set_sourcing(session, ref=ref, line_no=1, actor_email=PAUL, quote_id=quote.id)
-    assert [p.field for p in caught.value.problems] == ["lines[0].sourcing_justification"]
+    assert [p.field for p in caught.value.problems] == ["--justification"]
     assert row_counts(agreed) == before
 
     with transaction(agreed) as session:
