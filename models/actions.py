@@ -1733,6 +1733,8 @@ def record_quote(
         problems.append(Problem("is required", field="supplier"))
     try:
         price = amount(unit_price)
+        if not price:
+            raise ValueError("must be more than 0.00: a quote is a price")
     except ValueError as exc:
         problems.append(Problem(str(exc), field="price"))
     if problems:

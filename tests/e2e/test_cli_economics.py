@@ -382,6 +382,10 @@ BAD_ARGUMENTS = {
         ["terms", "PR-0001", "--as", PAUL, "--confirm", "colour"],
         "unknown term(s) colour",
     ),
+    "a quote of nothing": (
+        ["quote", "add", "PR-0001", "--line", "1", "--supplier", "Dealer Z", "--price", "0.00", "--as", PAUL],
+        "price: must be more than 0.00: a quote is a price",
+    ),
     "sourcing with --agreement and --individual": (
         ["sourcing", "PR-0001", "--line", "1", "--as", PAUL, "--agreement", "FA-2026-NORDIC", "--individual"],
         "give exactly one of --agreement CODE, --individual, --quote ID",
