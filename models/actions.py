@@ -1862,10 +1862,7 @@ def set_sourcing(
         sourced = _source_line(lookup, wanted, "line", request.currency, spec.calendar.today(now))
     except InputError as exc:  # named as the command's options, for line `line_no`
         raise InputError(
-            [
-                replace(p, field=_SOURCING_OPTIONS.get(p.field or "", p.field))
-                for p in exc.problems
-            ]
+            [replace(p, field=_SOURCING_OPTIONS.get(p.field or "", p.field)) for p in exc.problems]
         ) from None
     before = {
         "sourcing": line.sourcing,

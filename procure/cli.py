@@ -38,7 +38,10 @@ request_app = typer.Typer(
 org_app = typer.Typer(
     help="Load the organisation: people, roles, cost centres, delegations.", no_args_is_help=True
 )
-catalog_app = typer.Typer(help="Load the catalog: suppliers and items.", no_args_is_help=True)
+catalog_app = typer.Typer(
+    help="Load the catalog: suppliers, items, framework agreements, lease and DaaS offers, bundles.",
+    no_args_is_help=True,
+)
 pipeline_app = typer.Typer(help="Check, install and show the pipeline file.", no_args_is_help=True)
 asset_app = typer.Typer(
     help="Devices after delivery: show, acknowledge, return, erase, dispose.", no_args_is_help=True
@@ -58,6 +61,10 @@ MaybeAsOpt = Annotated[
     typer.Option("--as", help="Your email address (checked against your roles).", metavar="EMAIL"),
 ]
 FileArg = Annotated[Path, typer.Argument(metavar="FILE", help="A .yaml, .json or .csv file.")]
+PipelineFileArg = Annotated[
+    Path,
+    typer.Argument(metavar="FILE", help="A pipeline file (.yaml), such as pipelines/default.yaml."),
+]
 
 
 # ------------------------------------------------------------------ plumbing
@@ -305,7 +312,7 @@ def catalog_load(file: FileArg, json_: JsonOpt = False) -> None:
 
 
 @pipeline_app.command("check")
-def pipeline_check(file: FileArg, json_: JsonOpt = False) -> None:
+def pipeline_check(file: PipelineFileArg, json_: JsonOpt = False) -> None:
     """Validate a pipeline file; every error names the file, line and field. Needs no database."""
     from models.pipeline import check_file, describe
 
@@ -337,7 +344,7 @@ def _print_stages(stages: list[dict[str, Any]]) -> None:
 
 
 @pipeline_app.command("load")
-def pipeline_load(file: FileArg, json_: JsonOpt = False) -> None:
+def pipeline_load(file: PipelineFileArg, json_: JsonOpt = False) -> None:
     """Install a pipeline file for new requests (requests in flight keep theirs)."""
     from models.pipeline import install, read_pipeline_file
 
@@ -556,7 +563,9 @@ def request_send(
     as_: AsOpt = ...,  # type: ignore[assignment]
     json_: JsonOpt = False,
 ) -> None:
-    """Send a prepared draft (e.g. a refresh the lifecycle watch drafted for you) into the pipeline."""
+    """Send a draft into the pipeline.
+
+    A draft is a request prepared for you: a refresh the lifecycle watch drafted, say."""
     from models.actions import send_draft
 
     st = state()
