@@ -44,13 +44,19 @@ def _waiting(session: Session, role: str, now: datetime) -> dict[str, Any]:
 
 
 def _requests(
-    session: Session, *statuses: str, kind: str | None = None, needed_before: Any = None
+    session: Session,
+    *statuses: str,
+    kind: str | None = None,
+    needed_before: Any = None,
+    order_by_before: Any = None,
 ) -> dict[str, Any]:
     query = select(Request).where(col(Request.status).in_(list(statuses)))
     if kind is not None:
         query = query.where(Request.kind == kind)
     if needed_before is not None:
         query = query.where(Request.needed_by <= needed_before)
+    if order_by_before is not None:
+        query = query.where(col(Request.order_by) < order_by_before)
     rows = session.exec(query.order_by(col(Request.needed_by))).all()
     return {
         "count": len(rows),
@@ -84,18 +90,13 @@ def team_digest(
     sections: dict[str, Any] = {"waiting_for_you": _waiting(session, role, now)}
     if role == Role.PURCHASING:
         sections["to_order"] = _requests(session, RequestStatus.APPROVED)
-        sections["past_order_by"] = {
-            "count": session.exec(
-                select(func.count())
-                .select_from(Request)
-                .where(
-                    col(Request.status).in_(
-                        [RequestStatus.SUBMITTED, RequestStatus.IN_REVIEW, RequestStatus.APPROVED]
-                    ),
-                    col(Request.order_by) < today,
-                )
-            ).one()
-        }
+        sections["past_order_by"] = _requests(
+            session,
+            RequestStatus.SUBMITTED,
+            RequestStatus.IN_REVIEW,
+            RequestStatus.APPROVED,
+            order_by_before=today,
+        )
     elif role == Role.IT:
         sections["to_roll_out"] = _requests(session, RequestStatus.DELIVERED)
         sections["returns_to_collect"] = _assets(session, AssetStatus.RETURN_REQUESTED)

@@ -26,7 +26,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from models import actions, pipeline, reports
+from models import actions, digest, pipeline, reports
 from models.assets import SerialIn
 from models.audit import AuditEvent
 from models.catalog import (
@@ -678,6 +678,12 @@ def test_the_articles_late_request_is_flagged_and_costs_24000_the_early_one_noth
             )
         ).all()
     assert [tuple(f) for f in flagged] == [(int(late[3:]), "team:purchasing")]
+    # Purchasing's weekly digest lists it (not only counts it) until it is ordered.
+    with transaction(agreed, readonly=True) as session:
+        _, spec = pipeline.active(session)
+        sections = digest.team_digest(session, "purchasing", spec=spec, now=NOW)["sections"]
+    past = sections["past_order_by"]
+    assert (past["count"], [item["id"] for item in past["items"]]) == (1, [late])
 
     # Before the order the ledger is what it would be if ordered today.
     live = show(agreed, late)["ledger"]
