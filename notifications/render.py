@@ -24,6 +24,7 @@ to the built-in template and the failure is reported.
 from __future__ import annotations
 
 import ctypes
+import difflib
 import functools
 import re
 import threading
@@ -451,6 +452,24 @@ class Renderer:
     def events() -> list[str]:
         """Every event there is a template for."""
         return sorted(p.stem for p in TEMPLATES.glob("*.j2") if not p.stem.startswith("_"))
+
+    def stray_overrides(self) -> list[Problem]:
+        """Override files named after no event: never used, most likely misnamed. (A name that
+        starts with "_" may be a partial of the organisation's own, imported by others.)"""
+        events = self.events()
+        problems = []
+        for name in sorted(self.overridden):
+            if name.startswith("_") or name in events:
+                continue
+            close = difflib.get_close_matches(name, events, n=1)
+            hint = f" (did you mean {close[0]}.j2?)" if close else ""
+            problems.append(
+                Problem(
+                    f"no event is called {name!r}: this override is never used{hint}",
+                    source=str((self.overrides or Path()) / f"{name}.j2"),
+                )
+            )
+        return problems
 
     def render(self, event: str, context: Mapping[str, Any]) -> Message:
         """Subject, text, HTML and Slack text of one event; RenderError names file and line."""

@@ -213,7 +213,7 @@ def check(
         ]
         report["teams_without_route"] = loaded.missing()
     renderer = Renderer(folder)
-    problems: list[Problem] = []
+    problems: list[Problem] = renderer.stray_overrides()
     with sample_database() as engine, Session(engine) as session:
         builder = ContextBuilder(session, _links(NOW))
         for event, row in sorted(sample_rows(session).items()):

@@ -946,6 +946,17 @@ def test_notify_check_fails_on_a_broken_override(cli: Any, tmp_path: Path) -> No
     assert "template override failed" in err
 
 
+def test_notify_check_names_an_override_no_event_uses(cli: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "overrides"
+    _override(folder, "aproved.j2", "{% block subject %}never used{% endblock %}")
+    _override(folder, "_our_macros.j2", "{% macro sign() %}Facilities{% endmacro %}")
+    code, _, err = cli("notify", "check", "--templates", str(folder))
+    assert code == 2
+    assert f"{folder / 'aproved.j2'}: no event is called 'aproved'" in err
+    assert "(did you mean approved.j2?)" in err
+    assert "_our_macros" not in err  # a partial of the organisation's own may be imported
+
+
 def test_notify_check_refuses_a_templates_path_that_is_a_file(cli: Any, tmp_path: Path) -> None:
     path = tmp_path / "not-a-folder"
     path.write_text("x", encoding="utf-8")
