@@ -257,70 +257,84 @@ def _entries(doc: Document) -> list[tuple[Path_, Path_, str, Mapping[str, Any]]]
 
 
 def parse_routes(text: str, source: str, *, secrets: Secrets = prefect_secret) -> Routes:
-    """Read an Apprise YAML routes file; raises InputError naming file, line and problem."""
+    """Read an Apprise YAML routes file; raises InputError naming file, line and problem (every
+    route's problems at once)."""
     doc = parse_yaml(text, source)
     common = _tags(doc.data.get("tag") if isinstance(doc.data, dict) else None, doc, ("tag",))
     routes: list[Route] = []
+    problems: list[Problem] = []
     for path, where, raw_url, settings in _entries(doc):
-        url = substitute(str(raw_url), doc=doc, path=path, secrets=secrets)
-        args: dict[str, str] = {}
-        tags = set(common)
-        for key, value in settings.items():
-            if key == "tag":
-                tags |= _tags(value, doc, (*where, key))
-            elif isinstance(value, (str, int, float, bool)) or value is None:
-                text_value = "" if value is None else str(value)
-                if isinstance(value, bool):
-                    text_value = "yes" if value else "no"
-                args[str(key)] = substitute(
-                    text_value, doc=doc, path=(*where, key), secrets=secrets
-                )
-            else:
-                raise InputError(doc.problem((*where, key), f"{key}: expected a single value"))
-        if args:
-            url += ("&" if "?" in url else "?") + urlencode(args)
-        if "://" not in url:
-            raise InputError(doc.problem(path, "is not a URL (e.g. mailtos://user:pass@host)"))
-        schema = url.split("://", 1)[0]
-        plugin = instantiate(url)
-        if plugin is None:
-            raise InputError(
-                doc.problem(path, f"Apprise cannot use this {schema}:// URL (check its form)")
-            )
-        if not tags:
-            raise InputError(
-                doc.problem(
-                    path,
-                    f"{schema}:// has no tag: give it a team (e.g. `tag: it`), "
-                    "`people`, or a person's address",
-                )
-            )
-        service = service_of(plugin)
-        if PEOPLE in tags and service != "email":
-            raise InputError(doc.problem(path, "only an email URL can take the `people` tag"))
-        recipients: tuple[str, ...] = ()
-        if service == "email":
-            if plugin.cc or plugin.bcc:
-                raise InputError(
-                    doc.problem(path, "cc= and bcc= are not supported: list everyone in to=")
-                )
-            recipients = tuple(address for _, address in plugin.targets)
-            defaulted = recipients == (plugin.from_addr[1],) and "to=" not in url.lower()
-            if defaulted and tags - {PEOPLE}:
-                raise InputError(
-                    doc.problem(path, "a team's email URL needs to= (the team's address)")
-                )
-        routes.append(
-            Route(
-                url=url,
-                masked=plugin.url(privacy=True),
-                tags=frozenset(tags),
-                service=service,
-                line=doc.line_of(path),
-                recipients=recipients,
+        try:
+            routes.append(_route(doc, path, where, raw_url, settings, common, secrets))
+        except InputError as exc:
+            problems += exc.problems
+    if problems:
+        raise InputError(problems)
+    return Routes(routes, source=source)
+
+
+def _route(
+    doc: Document,
+    path: Path_,
+    where: Path_,
+    raw_url: Any,
+    settings: Mapping[str, Any],
+    common: set[str],
+    secrets: Secrets,
+) -> Route:
+    """One entry of the routes file."""
+    url = substitute(str(raw_url), doc=doc, path=path, secrets=secrets)
+    args: dict[str, str] = {}
+    tags = set(common)
+    for key, value in settings.items():
+        if key == "tag":
+            tags |= _tags(value, doc, (*where, key))
+        elif isinstance(value, (str, int, float, bool)) or value is None:
+            text_value = "" if value is None else str(value)
+            if isinstance(value, bool):
+                text_value = "yes" if value else "no"
+            args[str(key)] = substitute(text_value, doc=doc, path=(*where, key), secrets=secrets)
+        else:
+            raise InputError(doc.problem((*where, key), f"{key}: expected a single value"))
+    if args:
+        url += ("&" if "?" in url else "?") + urlencode(args)
+    if "://" not in url:
+        raise InputError(doc.problem(path, "is not a URL (e.g. mailtos://user:pass@host)"))
+    schema = url.split("://", 1)[0]
+    plugin = instantiate(url)
+    if plugin is None:
+        raise InputError(
+            doc.problem(path, f"Apprise cannot use this {schema}:// URL (check its form)")
+        )
+    if not tags:
+        raise InputError(
+            doc.problem(
+                path,
+                f"{schema}:// has no tag: give it a team (e.g. `tag: it`), "
+                "`people`, or a person's address",
             )
         )
-    return Routes(routes, source=source)
+    service = service_of(plugin)
+    if PEOPLE in tags and service != "email":
+        raise InputError(doc.problem(path, "only an email URL can take the `people` tag"))
+    recipients: tuple[str, ...] = ()
+    if service == "email":
+        if plugin.cc or plugin.bcc:
+            raise InputError(
+                doc.problem(path, "cc= and bcc= are not supported: list everyone in to=")
+            )
+        recipients = tuple(address for _, address in plugin.targets)
+        defaulted = recipients == (plugin.from_addr[1],) and "to=" not in url.lower()
+        if defaulted and tags - {PEOPLE}:
+            raise InputError(doc.problem(path, "a team's email URL needs to= (the team's address)"))
+    return Route(
+        url=url,
+        masked=plugin.url(privacy=True),
+        tags=frozenset(tags),
+        service=service,
+        line=doc.line_of(path),
+        recipients=recipients,
+    )
 
 
 def load_routes(path: Path | str, *, secrets: Secrets = prefect_secret) -> Routes:

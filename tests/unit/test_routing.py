@@ -569,6 +569,21 @@ def test_a_duplicate_url_key_in_one_entry_is_refused_as_invalid_yaml() -> None:
     assert "duplicate key 'tag'" in problem.message
 
 
+def test_every_bad_route_is_named_at_once() -> None:
+    text = (
+        "version: 1\nurls:\n"
+        "  - nope://x:\n      - tag: it\n"
+        "  - json://127.0.0.1:9/fine:\n      - tag: hr\n"
+        "  - json://127.0.0.1:9/untagged\n"
+    )
+    with pytest.raises(InputError) as caught:
+        parse_routes(text, "apprise.yml", secrets=secrets)
+    assert [(p.line, p.message.split(" (")[0]) for p in caught.value.problems] == [
+        (3, "Apprise cannot use this nope:// URL"),
+        (7, "json:// has no tag: give it a team"),
+    ]
+
+
 # --- loading a file ------------------------------------------------------------------------
 
 
