@@ -160,7 +160,9 @@ def costs(
 def savings(
     session: Session, *, start: date | None = None, end: date | None = None, zone: tzinfo = UTC
 ) -> Report:
-    """What ordered lines cost against their list prices, framework vs individual orders."""
+    """What bought lines cost against their list prices, framework vs individual orders.
+    (A leased or DaaS line pays for a service over a term, not for a device: the TCO compares
+    it with buying; against the list price it would show as a loss.)"""
     listed = func.sum(RequestLine.list_price * RequestLine.quantity)
     rows = session.execute(
         select(
@@ -170,7 +172,10 @@ def savings(
             func.sum(RequestLine.total),
         )
         .join(Request, Request.id == RequestLine.request_id)  # type: ignore[arg-type]
-        .where(_within(col(Request.ordered_at), start, end, zone))
+        .where(
+            _within(col(Request.ordered_at), start, end, zone),
+            col(RequestLine.ownership) == "bought",
+        )
         .group_by(col(RequestLine.sourcing))
         .order_by(col(RequestLine.sourcing))
     ).all()

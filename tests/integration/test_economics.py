@@ -1256,6 +1256,12 @@ def test_lines_are_ordered_from_and_reported_under_the_supplier_they_were_source
         ("DAAS-CO", "DaaS Company", 2, str(d(daas_line["total"]) + d("199.00"))),
         ("Dealer Z", "Dealer Z", 2, "500.00"),
     ]  # fmt: skip
+    # Savings against list prices count the bought lines only: the DaaS line is a service.
+    with transaction(agreed, readonly=True) as session:
+        saved = reports.run("savings", session, start=None, end=None, now=NOW).as_dict()
+    assert [(r["sourcing"], r["devices"], r["paid"]) for r in saved["tables"]["by_sourcing"]] == [
+        ("individual", 3, "699.00")  # 2 x 250.00 + 199.00, at quotes
+    ]
 
 
 # ------------------------------------------------------------------ role bundles
