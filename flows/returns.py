@@ -20,13 +20,14 @@ async def returns(
 ) -> dict[str, Any]:
     """Ask these devices back; record the erasure certificates in the file (CSV: serial,
     certificate, method, provider), which receives the devices first if need be."""
+    # The file is read and checked whole first: a bad one changes nothing.
+    certificates = read_certificates(certificates_file) if certificates_file else []
     asked: list[str] = []
     for batch in chunks(serials or [], batch_size):
         asked += ask_returns(batch, reason)
     erased: list[str] = []
-    if certificates_file:
-        for certificates in chunks(read_certificates(certificates_file), batch_size):
-            erased += record_erasures(certificates)
+    for chunk in chunks(certificates, batch_size):
+        erased += record_erasures(chunk)
     publish_table(
         "returns",
         [{"serial": s, "done": "asked back"} for s in asked]

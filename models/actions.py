@@ -2283,6 +2283,29 @@ def check_shipments(session: Session, shipments: dict[str, list[SerialIn]], sour
         raise InputError(problems)
 
 
+def check_certificates(session: Session, certificates: list[dict[str, str]], source: str) -> None:
+    """Every device an erasure file names exists: the unknown ones all at once, by file and
+    line, before any is received or erased."""
+    serials = [c["serial"] for c in certificates]
+    known = (
+        set(session.exec(select(Asset.serial).where(col(Asset.serial).in_(serials))).all())
+        if serials
+        else set()
+    )
+    problems = [
+        Problem(
+            f"no asset with serial {c['serial']}",
+            source,
+            int(c["line"]) if c.get("line") else None,
+            "serial",
+        )
+        for c in certificates
+        if c["serial"] not in known
+    ]
+    if problems:
+        raise InputError(problems)
+
+
 def deliver(
     session: Session,
     *,

@@ -1319,10 +1319,12 @@ def run_returns(
     json_: JsonOpt = False,
 ) -> None:
     """Ask devices back and record the erasure certificates of returned ones."""
+    from models.actions import check_certificates
     from models.assets import read_certificates_file
 
     if certificates is not None:
-        read_certificates_file(certificates)
+        with state().read() as session:
+            check_certificates(session, read_certificates_file(certificates), str(certificates))
     _run(
         "returns",
         json_,

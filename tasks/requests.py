@@ -80,7 +80,11 @@ def read_assignments(path: str) -> list[Assignment]:
 
 @task(name="read-certificates", cache_policy=NO_CACHE)
 def read_certificates(path: str) -> list[dict[str, str]]:
-    return read_certificates_file(path)
+    """Parse an erasure file and check that every device in it exists, before any is touched."""
+    certificates = read_certificates_file(path)
+    with read() as session:
+        actions.check_certificates(session, certificates, path)
+    return certificates
 
 
 @task(name="submit-batch", **RETRIES)

@@ -829,3 +829,16 @@ def test_an_hr_export_naming_unknown_things_is_refused_before_prefect_starts(
     result = cli.refused("run", "hr-sync", str(path))
     assert where(path, 2, "role") + "unknown bundle astronaut" in result.err
     assert "Traceback" not in result.err and "Retry" not in result.err
+
+
+def test_an_erasure_file_naming_unknown_devices_is_refused_before_prefect_starts(
+    cli: Cli, tmp_path: Path
+) -> None:
+    path = write(
+        tmp_path / "certs.csv",
+        "serial,certificate,method,provider\n"
+        "SN-R-2,C-77,NIST 800-88,DaaS Company\nSN-NOPE,C-78,NIST 800-88,DaaS Company\n",
+    )
+    result = cli.refused("run", "returns", "--certificates", str(path))
+    assert where(path, 3, "serial") + "no asset with serial SN-NOPE" in result.err
+    assert "SN-R-2" not in result.err and "Traceback" not in result.err
