@@ -161,10 +161,21 @@ def test_serve_starts_a_server_serves_every_deployment_and_runs_a_decision_from_
             os.killpg(serve.pid, signal.SIGKILL)
             serve.wait(timeout=10)
     text = (tmp_path / "serve.log").read_text()
-    assert "Traceback" not in text, text[-3000:]
+    # No traceback, except where a scheduled run happened to start as Ctrl-C reached the whole
+    # process group: Prefect then reports that run's KeyboardInterrupt, which is the stop asked for.
+    tracebacks = text.split("Traceback (most recent call last):")[1:]
+    unexpected = [t for t in tracebacks if not _interrupted(t)]
+    assert not unexpected, text[-3000:]
     # the server it started stopped with it
     try:
         httpx.get(f"{api}/health", timeout=2)
         raise AssertionError("the Prefect server outlived procure serve")
     except httpx.HTTPError:
         pass
+
+
+def _interrupted(traceback: str) -> bool:
+    """A traceback (the text after its header) that ends in the KeyboardInterrupt of Ctrl-C."""
+    lines = [line for line in traceback.splitlines() if line.strip()]
+    ends = next((line for line in lines if not line.startswith(" ")), "")
+    return ends.strip() == "KeyboardInterrupt"
