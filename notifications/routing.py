@@ -58,6 +58,9 @@ Secrets = Callable[[str], str]
 
 def prefect_secret(name: str) -> str:
     """The value of a Prefect Secret block (raises InputError naming it when it is missing)."""
+    from procure.orchestration import prepare_environment
+
+    prepare_environment()  # procure's Prefect settings (no telemetry) if Prefect starts here
     from prefect.blocks.system import Secret
 
     try:
