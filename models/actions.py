@@ -91,7 +91,7 @@ from models.requests import (
 )
 from models.rules import Directory, current, eligible, open_slots, seats, slots_of
 from models.sources import remap
-from models.types import money, utcnow
+from models.types import money, money_text, utcnow
 
 SYSTEM = "system"
 MAX_HORIZON_DAYS = 5 * 366
@@ -460,7 +460,7 @@ def _source_line(
         extra = money((unit - best.unit_price) * line.quantity)
         raise InputError(
             Problem(
-                f"{best.agreement.code} supplies this at {best.unit_price} a unit ({extra} less in total): "
+                f"{best.agreement.code} supplies this at {money_text(best.unit_price, currency)} a unit ({money_text(extra, currency)} less in total): "
                 "say why you order it individually",
                 field=f"{where}.sourcing_justification",
             )
@@ -1361,8 +1361,8 @@ def _check_final_approval(
     }
     if budget.policy == "stop":
         raise RuleViolation(
-            f"{request.ref}: {request.total} {request.currency} exceeds what is left of "
-            f"{budget.cost_centre}'s {budget.fiscal_year} budget ({budget.remaining} {request.currency}); "
+            f"{request.ref}: {money_text(request.total, request.currency)} exceeds what is left of "
+            f"{budget.cost_centre}'s {budget.fiscal_year} budget ({money_text(budget.remaining, request.currency)}); "
             "the pipeline stops such approvals"
         )
     return figures

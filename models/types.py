@@ -15,6 +15,13 @@ ROUNDING = ROUND_HALF_UP
 MONEY_MAX = Decimal("90000000000000.00")  # fits a signed 64-bit count of cents with room to spare
 
 
+def money_text(amount: str | Decimal | None, currency: str) -> str:
+    """12,345.60 EUR (or a dash for no amount): an amount as people read it, in messages."""
+    if amount is None:
+        return "—"
+    return f"{Decimal(amount):,.2f} {currency}"
+
+
 def money(value: Any) -> Decimal:
     """Return value as a Decimal quantized to cents (ROUND_HALF_UP); floats are refused."""
     if isinstance(value, bool | float):

@@ -821,7 +821,7 @@ def sourcing(
     json_: JsonOpt = False,
 ) -> None:
     """Purchasing chooses how a line is sourced: a framework agreement, or individually (list price or a quote)."""
-    from models.actions import set_sourcing
+    from models.actions import get_request, set_sourcing
 
     st = state()
     with st.write() as session:
@@ -837,6 +837,7 @@ def sourcing(
             justification=justification,
             now=st.now(),
         )
+        currency = get_request(session, ref).currency
         result = {
             "id": ref,
             "line": line,
@@ -845,7 +846,8 @@ def sourcing(
             "total": str(row.total),
         }
     emit(result) if json_ else typer.echo(
-        f"{ref} line {line}: {row.sourcing} at {row.unit_price} a unit, {row.total} in total"
+        f"{ref} line {line}: {row.sourcing} at {money_text(str(row.unit_price), currency)} a unit, "
+        f"{money_text(str(row.total), currency)} in total"
     )
 
 
@@ -871,7 +873,7 @@ def order(
     for po in result["purchase_orders"]:
         units = sum(ln["quantity"] for ln in po["lines"])
         typer.echo(
-            f"  {po['number']}  {po['supplier']:<12} {units:>5} units  {money_text(str(po['total']), po['currency']):>16}"
+            f"  {po['number']}  {po['supplier']:<12} {units:>5} {'unit ' if units == 1 else 'units'}  {money_text(str(po['total']), po['currency']):>16}"
         )
 
 

@@ -7,12 +7,7 @@ from typing import Any
 
 import typer
 
-
-def money_text(amount: str | Decimal | None, currency: str) -> str:
-    """12,345.60 EUR (or a dash for no amount)."""
-    if amount is None:
-        return "—"
-    return f"{Decimal(amount):,.2f} {currency}"
+from models.types import money_text
 
 
 def print_detail(d: dict[str, Any]) -> None:

@@ -242,7 +242,7 @@ def test_purchasing_quotes_re_sources_and_confirms_terms_before_the_final_approv
     ]
 
     out = cli.ok("sourcing", ref, "--line", "1", "--agreement", "FA-2026-NORDIC", "--as", PAUL)
-    assert f"{ref} line 1: framework at 899.00 a unit, 8990.00 in total" in out
+    assert f"{ref} line 1: framework at 899.00 EUR a unit, 8,990.00 EUR in total" in out
     assert cli.json("request", "show", ref)["total"] == "8990.00"
     code, _, err = cli("sourcing", ref, "--line", "1", "--quote", str(quote["id"]), "--as", PAUL)
     assert code == 2 and "--justification: " in err and "lines[" not in err

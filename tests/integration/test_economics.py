@@ -467,7 +467,7 @@ def test_an_individual_order_where_an_agreement_exists_needs_a_justification(
     (problem,) = caught.value.problems
     assert problem.field == "lines[0].sourcing_justification"
     # 2 x (949.00 list - 899.00 framework) = 100.00
-    assert "FA-2026-NORDIC supplies this at 899.00 a unit (100.00 less in total)" in (
+    assert "FA-2026-NORDIC supplies this at 899.00 EUR a unit (100.00 EUR less in total)" in (
         problem.message
     )
     assert row_counts(shared) == before
@@ -988,7 +988,7 @@ def test_over_budget_under_stop_refuses_the_final_approval_and_writes_nothing(
     decide(agreed, ref, PAUL)
     before = row_counts(agreed)
     with pytest.raises(
-        RuleViolation, match=r"exceeds what is left of CC-TINY's 2026 budget \(1000.00 EUR\)"
+        RuleViolation, match=r"exceeds what is left of CC-TINY's 2026 budget \(1,000.00 EUR\)"
     ):
         decide(agreed, ref, BOB)
     assert row_counts(agreed) == before
