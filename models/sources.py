@@ -364,6 +364,16 @@ def _message(error: Any) -> str:
     value = error.get("input")
     if kind in ("enum", "literal_error"):
         return f"{message} (got {value!r})"
+    if kind in (
+        "date_parsing",
+        "date_from_datetime_parsing",
+        "date_from_datetime_inexact",
+        "date_type",
+    ):
+        return f"not a date (YYYY-MM-DD): {str(value)[:40]!r}"
+    if kind == "too_short":
+        least = (error.get("ctx") or {}).get("min_length", 1)
+        return f"needs at least {least} {'entry' if least == 1 else 'entries'}"
     return message
 
 

@@ -378,7 +378,7 @@ def test_when_and_unless_decide_whether_a_stage_applies(
             "name: custom\nversion: 1\nstages: []\n",
             3,
             "stages",
-            "at least 1 item",
+            "needs at least 1 entry",
             id="no-stages",
         ),
         pytest.param(
