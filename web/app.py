@@ -182,6 +182,11 @@ def create_app(settings: Any | None = None, engine: Engine | None = None) -> Fas
             session.exec(select(Person.id).limit(1)).first()
         return {"status": "ok"}
 
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def home() -> Response:
+        """What the address `procure web` prints shows: where decisions are made."""
+        return web.page("home.j2")
+
     @app.get("/a/{token}", response_class=HTMLResponse, include_in_schema=False)
     def approval_page(token: str, request: Request, decision: str | None = None) -> Response:
         try:

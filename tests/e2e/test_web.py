@@ -417,6 +417,10 @@ def test_procure_web_serves_the_pages_and_logs_no_token(databases: Any, tmp_path
                 time.sleep(0.2)
         response = httpx.get(f"http://127.0.0.1:{port}{secret_path}", timeout=10)
         assert response.status_code == 400 and "altered" in response.text
+        # The address it prints answers: where decisions are made, and the API.
+        home = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+        assert home.status_code == 200 and "open the one in your email" in home.text
+        assert 'href="/api/docs"' in home.text
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
