@@ -249,7 +249,8 @@ def create_app(settings: Any | None = None, engine: Engine | None = None) -> Fas
                 row = session.get(RequestRow, request_id)
                 assert row is not None
                 item["link"] = links.approval(row, stage, person)["page"]
-        return web.page("inbox.j2", reader=person.name, items=items)
+            tz = ContextBuilder(session, links).timezone()  # as the emails and pages show times
+        return web.page("inbox.j2", reader=person.name, items=items, tz=tz)
 
     from web import api
 

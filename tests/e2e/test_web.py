@@ -270,6 +270,8 @@ def test_the_request_and_inbox_pages(site: Site) -> None:
     (inbox, *_) = site.links_to(PAUL, "inbox")
     page = site.client.get(inbox)
     assert page.status_code == 200 and ref in page.text
+    # Due times in the organisation's zone (Europe/Berlin), as the emails and approval pages.
+    assert re.search(r"due \w{3} \d+ \w{3} 2026, \d\d:\d\d CET", page.text), page.text
     link = re.search(r'href="([^"]+/a/[^"]+)"', page.text)
     assert link is not None and site.client.get(link.group(1)).status_code == 200
     assert site.client.get("/r/forged.token").status_code == 400
