@@ -236,6 +236,8 @@ class RequestCreate(BaseModel):
 
 # What a requester may change when a request comes back to them (fields left out stay as they are).
 class RequestUpdate(BaseModel):
+    """What a requester may change when resubmitting a request that was sent back."""
+
     model_config = ConfigDict(extra="forbid")
     kind: RequestKind | None = None
     on_behalf_of: Email | None = None
@@ -243,6 +245,15 @@ class RequestUpdate(BaseModel):
     needed_by: date | None = None
     justification: Text | None = PField(default=None, max_length=4000)
     lines: list[LineCreate] | None = PField(default=None, min_length=1, max_length=500)
+
+
+# A request file's fields that a resubmission cannot change, and what it says about them.
+FIXED_ON_RESUBMISSION = {
+    name: "is fixed once the request is submitted (a resubmission changes only "
+    + ", ".join(RequestUpdate.model_fields)
+    + ")"
+    for name in sorted(set(RequestCreate.model_fields) - set(RequestUpdate.model_fields))
+}
 
 
 # The decisions that must say why, and what their comment is then told: the requester acts on

@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -531,7 +532,7 @@ def request_resubmit(
 ) -> None:
     """Resubmit a request that was sent back; stages whose inputs did not change keep their approvals."""
     from models.actions import resubmit
-    from models.requests import RequestUpdate
+    from models.requests import FIXED_ON_RESUBMISSION, RequestUpdate
     from models.sources import load_document, remap, validate
 
     update = None
@@ -540,7 +541,17 @@ def request_resubmit(
         doc = load_document(file)
         if not isinstance(doc.data, dict):
             raise InputError(doc.problem((), "expected a mapping of the fields to change"))
-        update = validate(RequestUpdate, doc.data, doc)
+        try:
+            update = validate(RequestUpdate, doc.data, doc)
+        except InputError as exc:
+            raise InputError(
+                [
+                    replace(p, message=FIXED_ON_RESUBMISSION[p.field])
+                    if p.field in FIXED_ON_RESUBMISSION
+                    else p
+                    for p in exc.problems
+                ]
+            ) from None
     st = state()
     try:
         with st.write() as session:
