@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from sqlmodel import Session, col, func, select
 
-from models.errors import InputError, Problem
+from models.errors import InputError, Problem, RuleViolation
 
 notify_app = typer.Typer(
     help="Notifications: preview a template, check the routes, send, see what failed, retry.",
@@ -399,6 +399,11 @@ def retry(
                 row = session.get(Notification, n)
                 if row is None:
                     raise InputError(Problem(f"no notification #{n}", field="ID"))
+                if row.status != NotificationStatus.DEAD:
+                    raise RuleViolation(
+                        f"notification #{n} is {row.status}, not dead: only a dead one is "
+                        "queued again (a pending one goes with the next send, a sent one went)"
+                    )
                 rows.append(row)
         for row in rows:
             lifecycle.settle_notification(

@@ -111,6 +111,9 @@ def test_a_dead_row_is_requeued_by_notify_retry(
         del sink.refuse[RITA]
         code, out, _ = cli("notify", "retry", str(dead[0]["id"]))
         assert code == 0 and out.strip() == f"queued again: #{dead[0]['id']}"
+        # Queued again, it is pending: retrying it says why not (exit 1), and changes nothing.
+        code, _, err = cli("notify", "retry", str(dead[0]["id"]))
+        assert code == 1 and f"notification #{dead[0]['id']} is pending, not dead" in err
         assert cli.json("notify", "send")["sent"] == 1
         assert len(sink.to(RITA)) == 1
 
