@@ -870,14 +870,7 @@ def _plan_stages(
     session.flush()
     for stage, stage_spec in created:
         if not _applies(stage_spec, context):
-            fire(
-                session,
-                stage,
-                StageEvent.SKIP,
-                actor=SYSTEM,
-                at=now,
-                details={"condition": _condition_text(stage_spec)},
-            )
+            _skip(session, stage, stage_spec, now)
     return [stage for stage, _ in created]
 
 
@@ -886,6 +879,18 @@ def _applies(stage_spec: StageSpec, context: dict[str, Any]) -> bool:
         return stage_spec.applies(context)
     except ValueError as exc:
         raise RuleViolation(f"pipeline stage {stage_spec.id}: condition {exc}") from None
+
+
+def _skip(session: Session, stage: Stage, stage_spec: StageSpec, now: datetime) -> None:
+    """Skip a stage whose condition does not hold, saying which."""
+    fire(
+        session,
+        stage,
+        StageEvent.SKIP,
+        actor=SYSTEM,
+        at=now,
+        details={"condition": _condition_text(stage_spec)},
+    )
 
 
 def _condition_text(stage_spec: StageSpec) -> str:
@@ -1581,14 +1586,7 @@ def _replan(
                         at=now,
                         changes={"round": stage.round + 1},
                     )
-                fire(
-                    session,
-                    stage,
-                    StageEvent.SKIP,
-                    actor=SYSTEM,
-                    at=now,
-                    details={"condition": _condition_text(stage_spec)},
-                )
+                _skip(session, stage, stage_spec, now)
             continue
         keep = stage.inputs_hash == fresh and stage.status in (
             StageStatus.APPROVED,
@@ -1933,14 +1931,7 @@ def _review_again(
         round_changes = {"round": stage.round + 1, "inputs_hash": fresh, "due_at": None}
         if not _applies(stage_spec, context):
             if stage.status == StageStatus.WAITING:
-                fire(
-                    session,
-                    stage,
-                    StageEvent.SKIP,
-                    actor=SYSTEM,
-                    at=now,
-                    details={"condition": _condition_text(stage_spec)},
-                )
+                _skip(session, stage, stage_spec, now)
             continue
         if stage.status == StageStatus.SKIPPED or (
             stage.status == StageStatus.APPROVED and changed
