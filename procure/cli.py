@@ -59,7 +59,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tex
 AsOpt = Annotated[str, typer.Option("--as", help="Your email address.", metavar="EMAIL")]
 MaybeAsOpt = Annotated[
     str | None,
-    typer.Option("--as", help="Your email address (checked against your roles).", metavar="EMAIL"),
+    typer.Option(
+        "--as",
+        help="Your email address (checked against your roles). Without it the audit trail "
+        "records the change as done by 'system', as for a scheduled flow.",
+        metavar="EMAIL",
+    ),
 ]
 FileArg = Annotated[Path, typer.Argument(metavar="FILE", help="A .yaml, .json or .csv file.")]
 PipelineFileArg = Annotated[
