@@ -105,7 +105,9 @@ def _notify(
         decisions,
         by_id,
         stage.due_at,
-        event=event,
+        # Past the deadline the approvers are told it is overdue (with their links), and the
+        # escalation role is told below.
+        event="overdue" if event == "escalation" else event,
         key_suffix=f"/{deadline}",
     )
     if event == "escalation":
@@ -120,6 +122,7 @@ def _notify(
                     "stage_name": stage.name,
                     "due_at": stage.due_at,
                     "approvers": approvers,
+                    "roles": list(stage.roles),  # who did not decide in time
                 },
                 stage_id=stage.id,
             )

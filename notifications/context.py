@@ -35,7 +35,7 @@ from models.views import asset_detail, request_detail
 from notifications.render import Attachment
 
 # Events whose addressee decides a stage: their links carry an approval token.
-APPROVAL_EVENTS = frozenset({"approval_needed", "reminder"})
+APPROVAL_EVENTS = frozenset({"approval_needed", "reminder", "overdue"})
 
 
 @dataclass

@@ -104,7 +104,7 @@ def test_a_submitted_request_mails_the_requester_the_reviewers_and_the_teams(
     assert "<!doctype html>" in html
 
     (team,) = sink.to("it-team@example.com")
-    assert team.message["Subject"].startswith(f"Joint review: {ref}")
+    assert team.message["Subject"].startswith(f"Joint review (IT and purchasing): {ref}")
     assert "/a/" not in team.part("plain")  # a team copy cannot decide: no approval links
 
     # The demo folder: each message as .eml and .html.
@@ -178,7 +178,9 @@ def test_slack_gets_block_kit_with_link_buttons(
     ]
     assert buttons[0]["url"].startswith("https://procure.example.com/a/")
     assert buttons[0]["url"].endswith("decision=approve")
-    team = next(v for k, v in by_title.items() if k.startswith(f"Joint review: {ref}"))
+    team = next(
+        v for k, v in by_title.items() if k.startswith(f"Joint review (IT and purchasing): {ref}")
+    )
     assert [b["text"]["text"] for b in team[2]["elements"]] == ["Open request"]
 
 

@@ -100,6 +100,18 @@ def test_a_week_long_wait_across_restarts_and_dst_reminds_and_escalates_once(
     # (summer time), the escalation on Monday morning (winter time), in business hours.
     when = {e: {str(c)[:16] for ev, _, c in rows if ev == e} for e in ("reminder", "escalation")}
     assert when == {"reminder": {"2026-10-23 10:00"}, "escalation": {"2026-10-26 09:00"}}, when
+    # The approvers are told it is overdue, once each, with their decision links; management
+    # gets the escalation, and both render from the rows the sweep queued (not sample data).
+    overdue = Counter(a for e, a, _ in rows if e == "overdue")
+    assert {f"person:{IDA}", f"person:{PAUL}"} <= set(overdue), overdue
+    assert set(overdue.values()) == {1}, overdue
+    escalated = procure(
+        WATCHES[-1], "notify", "preview", "escalation", "--request", ref, "--to", "management"
+    )
+    assert f"Overdue: {ref}" in escalated and "without a decision from IT, purchasing" in escalated
+    told = procure(WATCHES[-1], "notify", "preview", "overdue", "--request", ref, "--to", IDA)
+    assert f"Subject: Overdue: {ref} waited for your decision" in told
+    assert "decision=approve" in told and "you can still decide it now" in told
 
     # Approved after the wait, the request completes its review.
     later = "2026-10-29T10:00:00+01:00"
