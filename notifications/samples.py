@@ -264,3 +264,16 @@ def sample_rows(session: Session) -> dict[str, Notification]:
         ):
             rows[row.event] = row
     return rows
+
+
+def sample_copies(session: Session) -> dict[str, list[Notification]]:
+    """Every event's sample row (sample_rows), then the latest copy to the other kind of
+    audience where there is one: a team's copy is built from its own notice, whose fields can
+    differ from a person's, so a check renders both."""
+    chosen = sample_rows(session)
+    copies = {event: [row] for event, row in chosen.items()}
+    for row in session.exec(select(Notification).order_by(col(Notification.id).desc())).all():
+        kinds = {r.audience.split(":", 1)[0] for r in copies[row.event]}
+        if row.audience.split(":", 1)[0] not in kinds:
+            copies[row.event].append(row)
+    return copies

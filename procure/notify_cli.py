@@ -199,7 +199,7 @@ def check(
     from notifications.context import ContextBuilder
     from notifications.render import Renderer
     from notifications.routing import load_routes
-    from notifications.samples import NOW, sample_database, sample_rows
+    from notifications.samples import NOW, sample_copies, sample_database
 
     st = _cli().state()
     routes_file = routes or st.settings.apprise_config
@@ -216,19 +216,23 @@ def check(
     problems: list[Problem] = renderer.stray_overrides()
     with sample_database() as engine, Session(engine) as session:
         builder = ContextBuilder(session, _links(NOW))
-        for event, row in sorted(sample_rows(session).items()):
-            try:
-                message = renderer.render(event, builder.build(row))
-            except Exception as exc:
-                from notifications.render import RenderError
+        for event, rows in sorted(sample_copies(session).items()):
+            outcome: dict[str, Any] = {"ok": True, "warnings": []}
+            for row in rows:  # a person's copy and a team's: each from its own notice
+                try:
+                    message = renderer.render(event, builder.build(row))
+                except Exception as exc:
+                    from notifications.render import RenderError
 
-                if not isinstance(exc, RenderError):
-                    raise
-                problems.append(exc.problem())
-                report["events"][event] = {"ok": False, "error": str(exc)}
-                continue
-            report["events"][event] = {"ok": not message.warnings, "warnings": message.warnings}
-            problems += [Problem(w, source=f"{event}.j2") for w in message.warnings]
+                    if not isinstance(exc, RenderError):
+                        raise
+                    problems.append(exc.problem())
+                    outcome = {"ok": False, "error": str(exc)}
+                    break
+                outcome["ok"] = outcome["ok"] and not message.warnings
+                outcome["warnings"] += message.warnings
+                problems += [Problem(w, source=f"{event}.j2") for w in message.warnings]
+            report["events"][event] = outcome
     if json_:
         _cli().emit(report)
     else:

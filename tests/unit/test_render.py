@@ -49,7 +49,7 @@ from notifications.render import (
     money,
     plural,
 )
-from notifications.samples import NOW, RITA, sample_database, sample_rows
+from notifications.samples import NOW, RITA, sample_copies, sample_database, sample_rows
 from procure.cli import main
 
 EVENTS = Renderer.events()
@@ -184,6 +184,23 @@ def test_every_event_has_a_template_and_a_sample_row(session: Session) -> None:
     assert set(sample_rows(session)) == set(EVENTS)
     for event in EVENTS:
         assert (TEMPLATES / f"{event}.j2").is_file()
+
+
+def test_the_check_renders_a_persons_and_a_teams_copy_of_an_event(
+    session: Session, renderer: Renderer
+) -> None:
+    """A team's copy is built from its own notice (an escalation's lacked a field the
+    template used, and only the person's copy was checked)."""
+    copies = sample_copies(session)
+    assert set(copies) == set(EVENTS)
+    for event, rows in copies.items():
+        kinds = [row.audience.split(":", 1)[0] for row in rows]
+        assert len(kinds) == len(set(kinds)) and rows[0] is sample_rows(session)[event]
+    both = {event for event, rows in copies.items() if len(rows) == 2}
+    assert {"delivery_scheduled", "ordered"} <= both, both
+    for event in sorted(both):
+        for row in copies[event]:
+            assert renderer.render(event, builder(session).build(row)).warnings == ()
 
 
 @pytest.mark.parametrize("event", EVENTS)
