@@ -32,6 +32,8 @@ from tests.conftest import Databases
 from tests.factories import IDA, NOW, PAUL, RITA, decide, draft, submit
 
 AUDIT = AuditEvent.__table__  # type: ignore[attr-defined]
+HEAD = AuditHead.__table__  # type: ignore[attr-defined]
+REQUEST = Request.__table__  # type: ignore[attr-defined]
 APPEND_ONLY = "audit_event is append-only"
 
 # What a malicious DBA drops before tampering (the names the 0002 migration created).
@@ -360,6 +362,23 @@ def _swap(columns: Callable[[dict[str, Any]], list[str]]) -> Callable[[Connectio
     return change
 
 
+def _cut_the_end_and_move_the_head(connection: Connection, k: int, n: int) -> None:
+    # The last two rows go, and the head is set to the row before them: a chain that is
+    # consistent in itself, only shorter than what happened.
+    connection.execute(delete(AUDIT).where(AUDIT.c.seq > n - 2))
+    last = row(connection, n - 2)
+    connection.execute(update(HEAD).values(seq=last["seq"], hash=last["hash"]))
+
+
+def _wipe(connection: Connection, k: int, n: int) -> None:
+    connection.execute(delete(AUDIT))
+    connection.execute(delete(HEAD))
+
+
+def _status_by_hand(connection: Connection, k: int, n: int) -> None:
+    connection.execute(update(REQUEST).where(REQUEST.c.id == 1).values(status="approved"))
+
+
 def _forge_one_hash(connection: Connection, k: int, n: int) -> None:
     # A cleverer forger changes the actor and recomputes that row's own hash: the row is
     # consistent in itself, but the next row still links to the old hash.
@@ -456,6 +475,38 @@ TAMPERS = [
             ),
         ),
         id="one-hash-recomputed",
+    ),
+    # A chain consistent in itself can still be shorter than what happened: every request,
+    # stage and device must be explained by it (its version counts its status changes).
+    pytest.param(
+        Tamper(
+            _cut_the_end_and_move_the_head,
+            lambda k, n: n - 1,
+            lambda k, n: "but the trail records",
+        ),
+        id="last-rows-deleted-and-head-moved",
+    ),
+    pytest.param(
+        Tamper(
+            _wipe,
+            lambda k, n: 1,
+            lambda k, n: (
+                "request PR-0001 is in_review at version 3, but the trail records "
+                "no status change: audit rows were removed, or the request was changed by hand"
+            ),
+        ),
+        id="trail-wiped",
+    ),
+    pytest.param(
+        Tamper(
+            _status_by_hand,
+            lambda k, n: n + 1,
+            lambda k, n: (
+                "request PR-0001 is approved at version 3, but the trail records "
+                "2 status changes ending at in_review"
+            ),
+        ),
+        id="status-changed-by-hand",
     ),
 ]
 
