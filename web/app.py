@@ -36,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from models import tokens
 from models.db import transaction
 from models.errors import AlreadyDecided, InputError, NotFound, ProcureError, RuleViolation
-from models.org import Person
+from models.org import Person, roles_of
 from models.requests import Request as RequestRow
 from models.requests import Stage, format_ref, parse_ref
 from models.types import utcnow
@@ -279,7 +279,13 @@ def _approval_form(
         context = ContextBuilder(session, web.links()).page(req.id or 0)
         view = context["request"]
         stage_view = next(s for s in view["stages"] if s["stage"] == stage.key)
-        purchasing = "purchasing" in stage.roles and bool(view["terms"]["missing"])
+        # Only purchasing confirms contract terms: the box is for the holder of that role.
+        purchasing = (
+            "purchasing" in stage.roles
+            and bool(view["terms"]["missing"])
+            and person.id is not None
+            and "purchasing" in roles_of(session, person.id)
+        )
     csrf = secrets.token_urlsafe(32)
     response = web.page(
         "approval.j2",

@@ -39,6 +39,9 @@ def test_an_approval_link_shows_the_decision_and_changes_nothing(site: Site) -> 
     ):
         assert piece in html
     assert "I confirm the contract terms still open" in html  # Paul is purchasing
+    # IT decides the same stage, but only purchasing confirms terms: no box for Ida.
+    it_page = site.client.get(site.approval_link(IDA)).text
+    assert "Joint review" in it_page and "I confirm the contract terms" not in it_page
     assert page.cookies.get("procure_csrf")
     headers = page.headers
     assert headers["referrer-policy"] == "same-origin"
