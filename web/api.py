@@ -18,7 +18,15 @@ from starlette.concurrency import run_in_threadpool
 
 from models import actions
 from models.db import transaction
-from models.errors import AlreadyDecided, InputError, NotFound, ProcureError, RuleViolation
+from models.errors import (
+    AlreadyDecided,
+    ConcurrentUpdate,
+    InputError,
+    NotFound,
+    ProcureError,
+    RuleViolation,
+    TransitionNotAllowed,
+)
 from models.lifecycle import RequestStatus
 from models.requests import Draft, RequestCreate
 from models.sources import Document, decode, parse_json, validate
@@ -231,10 +239,10 @@ def install(app: FastAPI) -> None:
             return json(404, str(exc), _problems(exc))
         if isinstance(exc, InputError):
             return json(400, "bad input", _problems(exc))
-        if isinstance(exc, AlreadyDecided):
-            return json(409, str(exc))
+        if isinstance(exc, AlreadyDecided | TransitionNotAllowed | ConcurrentUpdate):
+            return json(409, str(exc))  # the state is not (or no longer) what the call needs
         if isinstance(exc, RuleViolation):
-            return json(409, str(exc))
+            return json(403, str(exc))  # not this caller: their own request, a missing role
         return json(409, str(exc))
 
     @app.exception_handler(IntegrityError)

@@ -316,7 +316,7 @@ def test_the_api_needs_its_token_and_answers_json(site: Site) -> None:
         json={"approver": RITA, "decision": "approve"},
         headers=auth,
     )
-    assert own.status_code == 409 and "own" in own.json()["error"]
+    assert own.status_code == 403 and "own" in own.json()["error"]
     bad = site.client.post(
         f"/api/requests/{ref}/decisions", json={"approver": IDA, "decision": "maybe"}, headers=auth
     )
