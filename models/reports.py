@@ -339,7 +339,7 @@ def cycle_times(
                 "decided": decided,
                 "open": still_open[key],
                 "mean_hours": round(total_hours[key] / decided, 1) if decided else None,
-                "median_hours": _quantile(buckets, decided, (decided - 1) // 2),
+                "median_hours": _median(buckets, decided),
                 "p90_hours": _quantile(buckets, decided, (decided * 9) // 10),
                 "sla_breaches": breaches[key],
             }
@@ -354,6 +354,15 @@ def cycle_times(
             "sla_breaches": sum(r["sla_breaches"] for r in table),
         },
     )
+
+
+def _median(buckets: list[tuple[int, int]], total: int) -> float | None:
+    """The median duration in hours (to 0.1): of an even count, halfway between the middle two."""
+    low = _quantile(buckets, total, (total - 1) // 2)
+    high = _quantile(buckets, total, total // 2)
+    if low is None or high is None:
+        return None
+    return round((low + high) / 2, 1)
 
 
 def _quantile(buckets: list[tuple[int, int]], total: int, index: int) -> float | None:

@@ -812,3 +812,21 @@ def test_the_terms_checklist_shows_what_is_confirmed_and_what_is_missing() -> No
         "missing": [],
     }
     assert terms_view(from_agreements)["missing"] == ["erasure"]
+
+
+@pytest.mark.parametrize(
+    ("buckets", "median"),
+    [
+        ([(10, 1), (20, 1)], 1.5),  # two decisions, 1 h and 2 h: halfway, not the lower one
+        ([(0, 1), (10, 1)], 0.5),
+        ([(10, 1), (20, 1), (690, 1)], 2.0),  # an odd count: the middle one
+        ([(30, 4)], 3.0),
+        ([], None),
+    ],
+)
+def test_the_cycle_time_median_of_an_even_count_is_halfway_between_the_middle_two(
+    buckets: list[tuple[int, int]], median: float | None
+) -> None:
+    from models.reports import _median
+
+    assert _median(buckets, sum(n for _, n in buckets)) == median
