@@ -12,17 +12,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from models import actions, links
+from models.actions import spec_for
 from models.db import transaction
 from models.errors import AlreadyDecided, RuleViolation
 from models.lifecycle import RequestStatus, StageStatus
 from models.org import Person
 from models.requests import Request, Stage
 from models.tokens import ApprovalToken
+from models.types import as_utc
 
 
 class LinkUsed(AlreadyDecided):
@@ -68,9 +71,11 @@ def check_link(session: Any, grant: ApprovalToken) -> tuple[Request, Stage, Pers
         raise LinkOutdated("this link points at a request that no longer exists")
     earlier = links.used(session, grant.nonce)
     if earlier is not None:
+        zone = ZoneInfo(spec_for(session, request).calendar.timezone)  # as emails and pages
+        used = as_utc(earlier.used_at).astimezone(zone)
         raise LinkUsed(
             f"this link was already used: {earlier.outcome.replace('_', ' ')} on "
-            f"{earlier.used_at:%d %b %Y at %H:%M} UTC; it decides once"
+            f"{used:%d %b %Y at %H:%M %Z}; it decides once"
         )
     if request.status != RequestStatus.IN_REVIEW:
         raise LinkOutdated(

@@ -74,6 +74,8 @@ def test_approving_from_the_page_decides_once_and_tells_the_next_approver(site: 
         headers={**site.origin, "Cookie": "procure_csrf=x"},
     )
     assert again.status_code == 409 and "already used" in again.text
+    # When, in the organisation's time zone as everywhere else (the site's clock: NOW).
+    assert "already used: approve on 25 Nov 2026 at 10:00 CET" in again.text, again.text
     assert site.decisions() == 2
 
 
