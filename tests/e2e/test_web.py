@@ -34,7 +34,7 @@ def test_an_approval_link_shows_the_decision_and_changes_nothing(site: Site) -> 
     for piece in (
         "Lines",
         "Buy, lease or Device-as-a-Service",
-        "residual value",  # what buying's total subtracts, shown beside CAPEX and OPEX
+        "residual",  # what buying's total subtracts, shown under CAPEX and OPEX
         "Cost of involving purchasing late",
     ):
         assert piece in html
