@@ -57,7 +57,9 @@ OVERRIDE_STRING_MAX = 64 * 1024
 # Characters that end a line somewhere (mail headers, Slack, terminals).
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
 _SPACES = re.compile(r"[ \t]+")
-_BLANK_RUNS = re.compile(r"\n[ \t]*(?:\n[ \t]*){2,}")
+# Two or more blank (or blank-looking) lines: one is kept. The next line's indent is not part
+# of the match (a summary's first row keeps its two spaces).
+_BLANK_RUNS = re.compile(r"\n(?:[ \t]*\n){2,}")
 
 
 class RenderError(Exception):

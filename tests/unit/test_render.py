@@ -222,6 +222,9 @@ def test_every_event_renders_all_four_parts(
     assert message.text.startswith(f"Hello {context['recipient']['name']}")
     assert f"procure sends this to {context['recipient']['name']}" in message.text
     assert "\n\n\n\n" not in message.text
+    # A request's summary rows line up: none loses its indent to the blank lines above it.
+    rows = [ln for ln in message.text.splitlines() if ln.strip().startswith("Request     ")]
+    assert all(ln.startswith("  Request     ") for ln in rows), rows
     # HTML: a full document whose title is the subject.
     assert message.html.lstrip().lower().startswith("<!doctype html>")
     assert message.html.rstrip().endswith("</html>")
