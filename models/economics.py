@@ -526,6 +526,8 @@ class LineEconomics:
     tco: list[TcoOption]
     quotes: list[Quote] = field(default_factory=list)
     offer: Offer | None = None
+    # Offers for the item over another term than the comparison's: named, not compared.
+    other_terms: list[tuple[Offer, str]] = field(default_factory=list)
 
     @property
     def complete_terms(self) -> bool:
@@ -617,6 +619,7 @@ def _line_economics(
                 tco,
                 [q for q in quotes if q.line_no == ln.line_no],
                 offer,
+                [(o, name) for o, name in item_offers if o.term_months != term],
             )
         )
     return out
@@ -745,6 +748,11 @@ def request_economics(
                         "cheapest": o.cheapest,
                     }
                     for o in le.tco
+                ],
+                # Not compared: the comparison runs over one term (the line's or the pipeline's).
+                "other_terms": [
+                    {"option": o.kind, "provider": name, "term_months": o.term_months}
+                    for o, name in le.other_terms
                 ],
             }
             for le in per_line

@@ -115,6 +115,11 @@ def print_economics(d: dict[str, Any]) -> None:
                 f"    {o['option']:<5} {o['provider'][:22]:<22} CAPEX {money_text(o['capex'], cur):>16}  OPEX {money_text(o['opex'], cur):>16}"
                 f"{residual}  total {money_text(o['total'], cur):>16}  {money_text(o['monthly'], cur):>13}/month{incl}{mark}"
             )
+        for other in t["other_terms"]:
+            echo(
+                f"    (not compared: {other['option']} from {other['provider']} over "
+                f"{other['term_months']} months; the comparison runs over {term} months)"
+            )
     dl = d["delivery"]
     when = (
         f"ordered {dl['ordered_on']}"

@@ -566,6 +566,14 @@ def test_only_agreements_valid_today_with_enough_volume_left_are_offered(
 # ------------------------------------------------------------------ buy / lease / DaaS and the delivery plan
 
 
+def test_an_offer_over_another_term_is_named_as_not_compared(shared: Engine) -> None:
+    # The sample's phone DaaS runs 24 months; the comparison runs over the pipeline's 36.
+    ref = submit(shared, justification="phones", lines=[{"sku": "PHONE-STD", "quantity": 3}])
+    (tco,) = show(shared, ref)["tco"]
+    assert [o["option"] for o in tco["options"]] == ["buy"]
+    assert tco["other_terms"] == [{"option": "daas", "provider": "DaaS Company", "term_months": 24}]
+
+
 def test_tco_compares_buy_lease_and_daas_with_capex_opex_and_a_monthly_figure(
     shared: Engine,
 ) -> None:
