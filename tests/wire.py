@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -94,3 +96,24 @@ def chromium(*args: str, profile: str) -> str:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
+
+
+@contextmanager
+def phone_page() -> Iterator[Any]:
+    """A Playwright page in Debian's headless Chromium, at a phone's viewport (390 x 844)."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    binary = shutil.which("chromium")
+    assert binary, "Chromium is not installed: apt-get install chromium (.ci/run does it)"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=binary,
+            args=[f for f in CHROMIUM_FLAGS if f != "--headless"],
+            headless=True,
+        )
+        try:
+            yield browser.new_page(viewport={"width": 390, "height": 844})
+        finally:
+            browser.close()

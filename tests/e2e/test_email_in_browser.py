@@ -14,7 +14,7 @@ from models.requests import Request
 from notifications.context import ContextBuilder, Links
 from notifications.render import Message, Renderer
 from notifications.samples import NOW, sample_database, sample_rows
-from tests.wire import chromium
+from tests.wire import chromium, phone_page
 
 HOSTILE = (
     '<script>document.body.setAttribute("data-pwned","1")</script>'
@@ -79,26 +79,9 @@ def test_hostile_text_in_an_email_stays_text_in_a_browser(tmp_path: Path) -> Non
 def test_the_approval_email_fits_a_phones_width(approval: Message, tmp_path: Path) -> None:
     """A budget owner approves from a phone: the email is no wider than its screen (the buy,
     lease or DaaS table was 527 px at 390)."""
-    import shutil
-
-    from playwright.sync_api import sync_playwright
-
-    from tests.wire import CHROMIUM_FLAGS
-
-    binary = shutil.which("chromium")
-    assert binary, "Chromium is not installed: apt-get install chromium (.ci/run does it)"
     page_file = tmp_path / "approval.html"
     page_file.write_text(approval.html, encoding="utf-8")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=binary,
-            args=[f for f in CHROMIUM_FLAGS if f != "--headless"],
-            headless=True,
-        )
-        try:
-            page = browser.new_page(viewport={"width": 390, "height": 844})
-            page.goto(page_file.as_uri())
-            assert "Buy, lease or Device-as-a-Service" in page.content()
-            assert page.evaluate("document.documentElement.scrollWidth") <= 390
-        finally:
-            browser.close()
+    with phone_page() as page:
+        page.goto(page_file.as_uri())
+        assert "Buy, lease or Device-as-a-Service" in page.content()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390

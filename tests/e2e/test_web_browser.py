@@ -5,49 +5,35 @@ approver's email arrives at the SMTP server."""
 from __future__ import annotations
 
 import re
-import shutil
 
 from tests.e2e.conftest import Site, wait_for
 from tests.factories import IDA, PAUL, submit
-from tests.wire import CHROMIUM_FLAGS
+from tests.wire import phone_page
 
 
 def test_approving_in_chromium_from_the_emailed_link(site: Site, tmp_path: object) -> None:
-    from playwright.sync_api import sync_playwright
-
-    binary = shutil.which("chromium")
-    assert binary, "Chromium is not installed: apt-get install chromium (.ci/run does it)"
     ref = submit(site.engine)
     site.dispatch()
     site.form(site.approval_link(IDA), "approve")  # IT has approved already
     (approve,) = [u for u in site.links_to(PAUL) if u.endswith("decision=approve")]
     before = len(site.sink.received)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=binary,
-            args=[f for f in CHROMIUM_FLAGS if f != "--headless"],
-            headless=True,
-        )
-        try:
-            page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone
-            page.goto(approve)
-            assert page.title() == f"Decide {ref} · procure"
-            assert page.get_by_label("Approve").is_checked()  # chosen by the link
-            page.screenshot(path=str(site.sink_folder / "approval.png"), full_page=True)
-            # Readable on a phone: nothing wider than the screen (wide tables scroll inside).
-            assert page.evaluate("document.documentElement.scrollWidth") <= 390
-            page.get_by_label(re.compile("I confirm the contract terms")).check()
-            page.get_by_label(re.compile("^Comment")).fill("Terms checked, framework price.")
-            page.get_by_role("button", name="Submit decision").click()
-            page.wait_for_load_state()
-            assert "Thank you: approve" in page.content(), page.content()[-3000:]
-            page.screenshot(path=str(site.sink_folder / "approved.png"), full_page=True)
-            # The link decides once: back and submit again is refused, nothing changes.
-            page.go_back()
-            page.reload()
-            assert "Nothing to decide here" in page.content()
-        finally:
-            browser.close()
+    with phone_page() as page:
+        page.goto(approve)
+        assert page.title() == f"Decide {ref} · procure"
+        assert page.get_by_label("Approve").is_checked()  # chosen by the link
+        page.screenshot(path=str(site.sink_folder / "approval.png"), full_page=True)
+        # Readable on a phone: nothing wider than the screen (wide tables scroll inside).
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.get_by_label(re.compile("I confirm the contract terms")).check()
+        page.get_by_label(re.compile("^Comment")).fill("Terms checked, framework price.")
+        page.get_by_role("button", name="Submit decision").click()
+        page.wait_for_load_state()
+        assert "Thank you: approve" in page.content(), page.content()[-3000:]
+        page.screenshot(path=str(site.sink_folder / "approved.png"), full_page=True)
+        # The link decides once: back and submit again is refused, nothing changes.
+        page.go_back()
+        page.reload()
+        assert "Nothing to decide here" in page.content()
     assert site.decisions() == 2
     assert wait_for(
         lambda: any(
