@@ -350,7 +350,17 @@ def _decide(web: Web, token: str, form: dict[str, str]) -> Response:
             status=400,
         )
     except RuleViolation as exc:
-        return web.problem(403, "You cannot decide this", str(exc))
+        # The form again, with the reason: what cannot be approved (terms still open, a budget
+        # stop) can often still be sent back or rejected, from the same page.
+        return _approval_form(
+            web,
+            token,
+            grant,
+            chosen=outcome,
+            comment=form.get("comment", ""),
+            error=str(exc),
+            status=403,
+        )
     except ProcureError as exc:
         return web.problem(409, "That did not work", str(exc))
     with transaction(web.engine, readonly=True) as session:

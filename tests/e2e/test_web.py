@@ -17,7 +17,7 @@ from models import tokens
 from models.links import UsedLink
 from models.requests import Stage
 from tests.e2e.conftest import API_TOKEN, Site, wait_for
-from tests.factories import IDA, IVAN, NOW, PAUL, RITA, submit
+from tests.factories import BOB, IDA, IVAN, NOW, PAUL, RITA, decide, submit
 
 # ------------------------------------------------------------------ pages
 
@@ -77,6 +77,33 @@ def test_approving_from_the_page_decides_once_and_tells_the_next_approver(site: 
     # When, in the organisation's time zone as everywhere else (the site's clock: NOW).
     assert "already used: approve on 25 Nov 2026 at 10:00 CET" in again.text, again.text
     assert site.decisions() == 2
+
+
+def test_a_refused_approval_comes_back_with_the_form_to_send_back_instead(site: Site) -> None:
+    """The budget owner's final approval meets contract terms purchasing left open: the page
+    says why and keeps the form, and the same link sends the request back."""
+    ref = submit(
+        site.engine,
+        justification="terms left open",
+        lines=[
+            {
+                "sku": "MON-27",
+                "quantity": 1,
+                "sourcing": "individual",
+                "sourcing_justification": "A dealer round the corner.",
+            }
+        ],
+    )
+    decide(site.engine, ref, IDA)
+    decide(site.engine, ref, PAUL, confirm_terms=False)
+    site.dispatch()
+    link = site.approval_link(BOB)
+    refused = site.form(link, "approve", comment="Fine by me")
+    assert refused.status_code == 403, refused.text
+    assert "Not decided yet:" in refused.text and "terms" in refused.text
+    assert 'value="approve" required checked' in refused.text and "Fine by me" in refused.text
+    back = site.form(link, "send_back", comment="Purchasing: please confirm the terms.")
+    assert back.status_code == 200 and "Thank you: send back" in back.text, back.text[-2000:]
 
 
 def test_sending_back_from_the_page_reaches_the_requester_with_the_comment(site: Site) -> None:
