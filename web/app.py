@@ -338,28 +338,20 @@ def _decide(web: Web, token: str, form: dict[str, str]) -> Response:
         )
     except (LinkUsed, LinkOutdated, AlreadyDecided) as exc:
         return web.problem(409, "Nothing to decide here", str(exc))
-    except InputError as exc:
+    except (InputError, RuleViolation) as exc:
+        # The form again, with the reason, the choice and the comment kept: a missing comment
+        # is fixed there, and what cannot be approved (terms still open, a budget stop) can
+        # often still be sent back or rejected from the same page.
+        problems = exc.problems if isinstance(exc, InputError) else []
         return _approval_form(
             web,
             token,
             grant,
             chosen=outcome,
             comment=form.get("comment", ""),
-            error="; ".join(str(p) for p in exc.problems),
-            invalid={p.field for p in exc.problems if p.field},
-            status=400,
-        )
-    except RuleViolation as exc:
-        # The form again, with the reason: what cannot be approved (terms still open, a budget
-        # stop) can often still be sent back or rejected, from the same page.
-        return _approval_form(
-            web,
-            token,
-            grant,
-            chosen=outcome,
-            comment=form.get("comment", ""),
-            error=str(exc),
-            status=403,
+            error="; ".join(str(p) for p in problems) or str(exc),
+            invalid={p.field for p in problems if p.field},
+            status=400 if isinstance(exc, InputError) else 403,
         )
     except ProcureError as exc:
         return web.problem(409, "That did not work", str(exc))
