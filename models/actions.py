@@ -2126,11 +2126,6 @@ def _suppliers_of(
     """Each line's supplier as (code, name): the recorded quote's it was bought at (the quote
     names a catalog supplier by its code, or another supplier by name), the agreement's, the
     lease or DaaS offer's, or the item's. reports.costs() follows the same rule in SQL."""
-    quotes: dict[int, Quote] = {}
-    for ln in lines:
-        quote = by_id(session, Quote, ln.quote_id) if ln.quote_id else None
-        if quote is not None and quote.id is not None:
-            quotes[quote.id] = quote
     catalog = {  # reference data: answered from the cache
         s.id: s for s in session.exec(select(Supplier)).all() if s.id is not None
     }
@@ -2138,7 +2133,7 @@ def _suppliers_of(
     found: dict[int, tuple[str, str]] = {}
     for ln in lines:
         assert ln.id is not None
-        quote = quotes.get(ln.quote_id) if ln.quote_id else None
+        quote = by_id(session, Quote, ln.quote_id) if ln.quote_id else None
         if quote is not None:
             known = by_code.get(quote.supplier)
             found[ln.id] = (quote.supplier, known.name if known else quote.supplier)
