@@ -236,8 +236,6 @@ class RequestCreate(BaseModel):
 
 # What a requester may change when a request comes back to them (fields left out stay as they are).
 class RequestUpdate(BaseModel):
-    """What a requester may change when resubmitting a request that was sent back."""
-
     model_config = ConfigDict(extra="forbid")
     kind: RequestKind | None = None
     on_behalf_of: Email | None = None
@@ -248,12 +246,14 @@ class RequestUpdate(BaseModel):
 
 
 # A request file's fields that a resubmission cannot change, and what it says about them.
-FIXED_ON_RESUBMISSION = {
-    name: "is fixed once the request is submitted (a resubmission changes only "
+FIXED_ON_RESUBMISSION = frozenset(RequestCreate.model_fields) - frozenset(
+    RequestUpdate.model_fields
+)
+FIXED_MESSAGE = (
+    "is fixed once the request is submitted (a resubmission changes only "
     + ", ".join(RequestUpdate.model_fields)
     + ")"
-    for name in sorted(set(RequestCreate.model_fields) - set(RequestUpdate.model_fields))
-}
+)
 
 
 # The decisions that must say why, and what their comment is then told: the requester acts on

@@ -537,7 +537,7 @@ def request_resubmit(
 ) -> None:
     """Resubmit a request that was sent back; stages whose inputs did not change keep their approvals."""
     from models.actions import resubmit
-    from models.requests import FIXED_ON_RESUBMISSION, RequestUpdate
+    from models.requests import FIXED_MESSAGE, FIXED_ON_RESUBMISSION, RequestUpdate
     from models.sources import load_document, remap, validate
 
     update = None
@@ -551,9 +551,7 @@ def request_resubmit(
         except InputError as exc:
             raise InputError(
                 [
-                    replace(p, message=FIXED_ON_RESUBMISSION[p.field])
-                    if p.field in FIXED_ON_RESUBMISSION
-                    else p
+                    replace(p, message=FIXED_MESSAGE) if p.field in FIXED_ON_RESUBMISSION else p
                     for p in exc.problems
                 ]
             ) from None
