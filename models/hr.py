@@ -116,6 +116,17 @@ def read_hr_file(path: Path | str) -> HrFile:
     return HrFile(rows, lines, doc.source)
 
 
+def read_checked(session: Session, path: Path | str, *, now: datetime) -> HrFile:
+    """An HR export parsed and its references checked against the database, whole, before
+    anything is written (the day is the active pipeline's calendar's, for who joins soon)."""
+    from models import pipeline
+
+    hr = read_hr_file(path)
+    _, spec = pipeline.active(session)
+    check_references(session, hr, today=spec.calendar.today(now))
+    return hr
+
+
 def check_references(session: Session, hr: HrFile, *, today: date) -> None:
     """Every joiner's bundle, cost centre and manager must exist; all problems at once."""
     bundles = set(session.exec(select(Bundle.code)).all())

@@ -1353,14 +1353,11 @@ def run_returns(
 @run_app.command("hr-sync")
 def run_hr_sync(file: FileArg, json_: JsonOpt = False) -> None:
     """Apply an HR export: onboarding requests for joiners, devices back from leavers."""
-    from models import pipeline
-    from models.hr import check_references, read_hr_file
+    from models.hr import read_checked
 
-    hr = read_hr_file(file)
     st = state()
     with st.read() as session:
-        _, spec = pipeline.active(session)
-        check_references(session, hr, today=spec.calendar.today(st.now()))
+        read_checked(session, file, now=st.now())  # bad input is named here, before Prefect
     _run("hr-sync", json_, export=str(file.resolve()))
 
 

@@ -101,11 +101,8 @@ def send_digests() -> list[str]:
 )
 def read_hr_export(path: str) -> list[hr.HrRow]:
     """Parse and check the whole export before anything is written."""
-    file = hr.read_hr_file(path)
     with read() as session:
-        _, spec = pipeline.active(session)
-        hr.check_references(session, file, today=spec.calendar.today(now()))
-    return file.rows
+        return hr.read_checked(session, path, now=now()).rows
 
 
 @task(name="hr-batch", **RETRIES)
