@@ -18,7 +18,6 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from models import actions, links
-from models.actions import spec_for
 from models.db import transaction
 from models.errors import AlreadyDecided, RuleViolation
 from models.lifecycle import RequestStatus, StageStatus
@@ -71,7 +70,7 @@ def check_link(session: Any, grant: ApprovalToken) -> tuple[Request, Stage, Pers
         raise LinkOutdated("this link points at a request that no longer exists")
     earlier = links.used(session, grant.nonce)
     if earlier is not None:
-        zone = ZoneInfo(spec_for(session, request).calendar.timezone)  # as emails and pages
+        zone = ZoneInfo(actions.spec_for(session, request).calendar.timezone)  # as emails
         used = as_utc(earlier.used_at).astimezone(zone)
         raise LinkUsed(
             f"this link was already used: {earlier.outcome.replace('_', ' ')} on "
