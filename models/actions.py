@@ -41,6 +41,7 @@ from models.economics import (
     items_by_id,
     lead_time,
     order_by_date,
+    supplier_of,
     terms_from_agreements,
     terms_view,
 )
@@ -2031,27 +2032,19 @@ def place_order(
     spec = spec_for(session, request)
     today = spec.calendar.today(now)
     lines = lines_of(session, request)
-    items = {i.id: i for i in items_by_id(session, [ln.item_id for ln in lines])}
     agreements = _lock_agreements(session, [ln.agreement_id for ln in lines if ln.agreement_id])
     _check_call_offs(session, request, lines, agreements, today)
-    offers = {
-        o.id: o
-        for o in session.exec(
-            select(Offer).where(col(Offer.id).in_([ln.offer_id for ln in lines if ln.offer_id]))
-        ).all()
-    }
-    supplier_of = _suppliers_of(session, lines, items, agreements, offers)
     orders: dict[str, dict[str, Any]] = {}
     assert request.id is not None
     for line in lines:
         assert line.id is not None
-        code, name = supplier_of[line.id]
+        source = supplier_of(session, line)
         agreement = agreements.get(line.agreement_id) if line.agreement_id else None
         order = orders.setdefault(
-            code,
+            source.code,
             {
-                "supplier": code,
-                "name": name,
+                "supplier": source.code,
+                "name": source.name,
                 "currency": request.currency,
                 "lines": [],
                 "total": Decimal("0.00"),
@@ -2114,39 +2107,6 @@ def place_order(
         ],
     )
     return {"ref": request.ref, "status": request.status, "purchase_orders": purchase_orders}
-
-
-def _suppliers_of(
-    session: Session,
-    lines: list[RequestLine],
-    items: dict[Any, Item],
-    agreements: dict[int, FrameworkAgreement],
-    offers: dict[Any, Offer],
-) -> dict[int, tuple[str, str]]:
-    """Each line's supplier as (code, name): the recorded quote's it was bought at (the quote
-    names a catalog supplier by its code, or another supplier by name), the agreement's, the
-    lease or DaaS offer's, or the item's. reports.costs() follows the same rule in SQL."""
-    catalog = {  # reference data: answered from the cache
-        s.id: s for s in session.exec(select(Supplier)).all() if s.id is not None
-    }
-    by_code = {s.code: s for s in catalog.values()}
-    found: dict[int, tuple[str, str]] = {}
-    for ln in lines:
-        assert ln.id is not None
-        quote = by_id(session, Quote, ln.quote_id) if ln.quote_id else None
-        if quote is not None:
-            known = by_code.get(quote.supplier)
-            found[ln.id] = (quote.supplier, known.name if known else quote.supplier)
-            continue
-        supplier = catalog[
-            agreements[ln.agreement_id].supplier_id
-            if ln.agreement_id
-            else offers[ln.offer_id].supplier_id
-            if ln.offer_id
-            else items[ln.item_id].supplier_id
-        ]
-        found[ln.id] = (supplier.code, supplier.name)
-    return found
 
 
 def _lock_agreements(session: Session, ids: list[int]) -> dict[int, FrameworkAgreement]:

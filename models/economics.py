@@ -625,20 +625,45 @@ def _line_economics(
     return out
 
 
+_SUPPLIER_BY_CODE = select(Supplier).where(Supplier.code == bindparam("code"))
+
+
+@dataclass(frozen=True)
+class LineSupplier:
+    """Where a line is bought: the supplier its purchase order goes to (code and name) and the
+    lead time its order-by date counts back."""
+
+    code: str
+    name: str
+    lead_time_days: int
+
+
+def supplier_of(session: Session, line: RequestLine) -> LineSupplier:
+    """A line's supplier: the recorded quote's it is bought at (a quote names a catalog supplier
+    by its code, or another supplier by name), else the agreement's, the lease or DaaS offer's,
+    or the item's. A supplier outside the catalog has no lead time on file: its line is planned
+    with the catalog supplier's. reports.costs() follows the same rule in SQL."""
+    source: Any = (
+        by_id(session, FrameworkAgreement, line.agreement_id)
+        if line.agreement_id
+        else by_id(session, Offer, line.offer_id)
+        if line.offer_id
+        else by_id(session, Item, line.item_id)
+    )
+    catalog = by_id(session, Supplier, source.supplier_id)
+    assert catalog is not None  # a foreign key
+    quote = by_id(session, Quote, line.quote_id) if line.quote_id else None
+    if quote is None:
+        return LineSupplier(catalog.code, catalog.name, catalog.lead_time_days)
+    named = session.exec(_SUPPLIER_BY_CODE, params={"code": quote.supplier}).first()
+    if named is None:
+        return LineSupplier(quote.supplier, quote.supplier, catalog.lead_time_days)
+    return LineSupplier(named.code, named.name, named.lead_time_days)
+
+
 def lead_time(session: Session, lines: Sequence[RequestLine]) -> int:
-    """The longest lead time of the suppliers the lines come from (agreement's, offer's, else item's)."""
-    days = 0
-    for ln in lines:
-        source: Any = (
-            by_id(session, FrameworkAgreement, ln.agreement_id)
-            if ln.agreement_id
-            else by_id(session, Offer, ln.offer_id)
-            if ln.offer_id
-            else by_id(session, Item, ln.item_id)
-        )
-        supplier = by_id(session, Supplier, source.supplier_id)
-        days = max(days, supplier.lead_time_days if supplier else 0)
-    return days
+    """The longest lead time of the suppliers the lines are bought from (supplier_of)."""
+    return max((supplier_of(session, ln).lead_time_days for ln in lines), default=0)
 
 
 def facts(lines: Sequence[LineEconomics]) -> list[LineFacts]:

@@ -93,7 +93,7 @@ def costs(
         .group_by(col(CostCentre.code), col(CostCentre.name))
         .order_by(func.sum(RequestLine.total).desc())
     ).all()
-    # A line's supplier as its purchase order had it (models.actions._suppliers_of): the quote
+    # A line's supplier as its purchase order had it (models.economics.supplier_of): the quote
     # it was bought at (a catalog supplier's code or another's name), else the agreement's,
     # the offer's or the item's.
     quoted = aliased(Supplier)

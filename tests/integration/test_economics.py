@@ -636,6 +636,38 @@ def test_the_order_by_date_counts_back_the_longest_supplier_lead_time_and_prepar
     assert audit_rows(shared, ref, "submit")[0].details["late"] is False
 
 
+def test_a_line_bought_at_a_quote_is_planned_with_the_quoted_suppliers_lead_time(
+    shared: Engine,
+) -> None:
+    # needed 2026-12-23; NORDIC-IT 10 days, OEM-DIRECT 21 days; 5 days preparation
+    ref = submit(
+        shared,
+        justification="quoted lead time",
+        needed_by=in_days(28),
+        lines=[{"sku": "LAPTOP-STD-14", "quantity": 1}],
+    )
+    assert show(shared, ref)["delivery"]["order_by"] == "2026-12-08"  # 23 - 10 - 5
+
+    def buy_at(supplier: str) -> dict[str, Any]:
+        with transaction(shared) as session:
+            quote = actions.record_quote(
+                session, ref=ref, line_no=1, supplier=supplier, unit_price=d("900.00"),
+                actor_email=PAUL, now=NOW,
+            )  # fmt: skip
+            actions.set_sourcing(
+                session, ref=ref, line_no=1, actor_email=PAUL, quote_id=quote.id,
+                justification="Cheaper this week.", now=NOW,
+            )  # fmt: skip
+        return dict(show(shared, ref)["delivery"])
+
+    # A catalog supplier named by its code: its own lead time.
+    direct = buy_at("OEM-DIRECT")
+    assert (direct["lead_time_days"], direct["order_by"]) == (21, "2026-11-27")  # 23 - 21 - 5
+    # A supplier outside the catalog has no lead time on file: the catalog supplier's counts.
+    dealer = buy_at("Dealer Z")
+    assert (dealer["lead_time_days"], dealer["order_by"]) == (10, "2026-12-08")
+
+
 # ------------------------------------------------------------------ the article's two requests
 
 LATE = {
