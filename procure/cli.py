@@ -1172,6 +1172,11 @@ def report(
         from models.pipeline import active
 
         _, spec = active(session)
+        today = spec.calendar.today(st.now())
+        if start and start > today:
+            raise InputError(
+                Problem(f"{start} is after today ({today}): nothing to report yet", field="--from")
+            )
         data = reports.run(
             name, session, start=start, end=end, now=st.now(), zone=spec.calendar.zone
         ).as_dict()

@@ -374,6 +374,10 @@ BAD_ARGUMENTS = {
         ["report", "costs", "--from", "2026-12-01", "--to", "2026-11-01"],
         "--to (2026-11-01) is before --from (2026-12-01)",
     ),
+    "--from after today": (
+        ["report", "risk", "--from", "2026-11-26"],
+        "--from: 2026-11-26 is after today (2026-11-25): nothing to report yet",
+    ),
     "a chart that is not a .png": (
         ["report", "risk", "--chart", "{tmp}/risk.jpg"],
         "--chart: a chart is written as PNG: name the file .png",
