@@ -325,9 +325,9 @@ def test_report_risk_as_json_csv_and_chart_after_the_articles_two_requests(
     ]  # fmt: skip
     assert report["totals"] == {"incurred": "24000.00", "avoided": "24000.00", "requests": 2}
     # both were ordered on 2026-11-25
-    after = cli.json("report", "risk", "--from", "2026-11-26")
-    assert after["totals"] == {"incurred": "0.00", "avoided": "0.00", "requests": 0}
-    assert after["period"] == {"from": "2026-11-26", "to": None}
+    before = cli.json("report", "risk", "--to", "2026-11-24")
+    assert before["totals"] == {"incurred": "0.00", "avoided": "0.00", "requests": 0}
+    assert before["period"] == {"from": None, "to": "2026-11-24"}
 
     table = tmp_path / "risk.csv"
     chart = tmp_path / "risk.png"
