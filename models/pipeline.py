@@ -105,7 +105,29 @@ MAX_EXPONENT = 64
 def _sandbox() -> Any:
     from jinja2 import StrictUndefined
     from jinja2.exceptions import SecurityError
+    from jinja2.ext import Extension
+    from jinja2.lexer import Token, TokenStream
     from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class ExactNumbers(Extension):
+        """A number written with a decimal point is a Decimal, as the amounts it is compared
+        with are: `total >= 258.10` holds for a total of 258.10 (a float 258.1 is a little more
+        than that, so an exact comparison with the float would skip the stage). The lexer's
+        float becomes ("258.1"|exact): its repr is the shortest text of the same value."""
+
+        def filter_stream(self, stream: TokenStream) -> Any:
+            for token in stream:
+                if token.type != "float":
+                    yield token
+                    continue
+                for kind, value in (
+                    ("lparen", "("),
+                    ("string", repr(token.value)),
+                    ("pipe", "|"),
+                    ("name", "exact"),
+                    ("rparen", ")"),
+                ):
+                    yield Token(token.lineno, kind, value)
 
     class ConditionSandbox(ImmutableSandboxedEnvironment):
         """Jinja's immutable sandbox, also bounded in time and memory: no globals, few filters,
@@ -130,9 +152,10 @@ def _sandbox() -> Any:
                     raise SecurityError("a condition may not build strings or lists that long")
             return left * right
 
-    env = ConditionSandbox(undefined=StrictUndefined)
+    env = ConditionSandbox(undefined=StrictUndefined, extensions=[ExactNumbers])
     env.globals.clear()
     env.filters = {name: f for name, f in env.filters.items() if name in SAFE_FILTERS}
+    env.filters["exact"] = Decimal
     return env
 
 

@@ -176,6 +176,28 @@ def test_stages_apply_from_their_thresholds(
 
 
 @pytest.mark.parametrize(
+    ("expression", "amount", "holds"),
+    [
+        # A threshold with decimals compares exactly with the amount: a float 258.1 is a
+        # little more than 258.10, and finance would be skipped at the threshold itself.
+        ("total >= 258.1", "258.10", True),
+        ("total >= 258.10", "258.09", False),
+        ("total >= 10000.01", "10000.01", True),
+        ("total > 10000.01", "10000.01", False),
+        ("max_unit_price >= 999.99", "999.99", True),
+        ("total >= 1.5e3", "1500.00", True),
+        ("total * 0.1 >= 100.01", "1000.10", True),
+        ("total == 0.3 - 0.1 - 0.2 + 258.1", "258.10", True),
+    ],
+)
+def test_numbers_with_decimals_in_conditions_compare_exactly_with_amounts(
+    expression: str, amount: str, holds: bool
+) -> None:
+    ctx = context(total=Decimal(amount), max_unit_price=Decimal(amount))
+    assert evaluate(expression, ctx) is holds
+
+
+@pytest.mark.parametrize(
     ("kind", "hr_informed"),
     [("onboarding", True), ("refresh", False), ("rollout", False), ("replacement", False)],
 )
