@@ -2229,25 +2229,83 @@ def check_shipments(session: Session, shipments: dict[str, list[SerialIn]], sour
         raise InputError(problems)
 
 
+# The devices an erasure file may name: asked back (the provider collected it: it is received
+# first) or back in IT's hands; an erased one again under the same certificate is done already.
+ERASABLE = (AssetStatus.RETURN_REQUESTED, AssetStatus.RETURNED)
+
+
 def check_certificates(session: Session, certificates: list[dict[str, str]], source: str) -> None:
-    """Every device an erasure file names exists: the unknown ones all at once, by file and
-    line, before any is received or erased."""
+    """An erasure file as a whole, before any device is received or erased; every problem at
+    once, by file and line: an unknown device, one named twice, a certificate used twice (in
+    the file or for another device already), a device nobody asked back (still deployed, or
+    not yet delivered), and one erased before under another certificate. A device erased under
+    the same certificate is done and skipped (the file can be sent again)."""
     serials = [c["serial"] for c in certificates]
-    known = (
-        set(session.exec(select(Asset.serial).where(col(Asset.serial).in_(serials))).all())
+    assets = (
+        {a.serial: a for a in session.exec(select(Asset).where(col(Asset.serial).in_(serials)))}
         if serials
-        else set()
+        else {}
     )
-    problems = [
-        Problem(
-            f"no asset with serial {c['serial']}",
-            source,
-            int(c["line"]) if c.get("line") else None,
-            "serial",
+    recorded = {
+        r.asset_id: r
+        for r in session.exec(
+            select(ErasureRecord).where(
+                col(ErasureRecord.certificate_id).in_([c["certificate"] for c in certificates])
+                | col(ErasureRecord.asset_id).in_([a.id for a in assets.values()])
+            )
         )
-        for c in certificates
-        if c["serial"] not in known
-    ]
+    }
+    problems = []
+    first_serial: dict[str, str] = {}
+    first_certificate: dict[tuple[str, str], str] = {}
+    for c in certificates:
+        line = int(c["line"]) if c.get("line") else None
+
+        def problem(message: str, field: str = "serial", line: int | None = line) -> None:
+            problems.append(Problem(message, source, line, field))
+
+        serial, key = c["serial"], (c["certificate"], c["provider"])
+        name = f"certificate {key[0]} of {key[1]}"
+        if serial in first_serial:
+            problem(f"{serial} is named twice (first on line {first_serial[serial]})")
+            continue
+        first_serial[serial] = c.get("line", "?")
+        if key in first_certificate:
+            problem(
+                f"{name} is given twice (first on line {first_certificate[key]})", "certificate"
+            )
+            continue
+        first_certificate[key] = c.get("line", "?")
+        asset = assets.get(serial)
+        if asset is None:
+            problem(f"no asset with serial {serial}")
+            continue
+        assert asset.id is not None
+        own = recorded.get(asset.id)
+        other = next(
+            (
+                r
+                for r in recorded.values()
+                if (r.certificate_id, r.provider) == key and r.asset_id != asset.id
+            ),
+            None,
+        )
+        if other is not None:
+            problem(f"{name} is already recorded for another device", "certificate")
+        elif own is not None:
+            if (own.certificate_id, own.provider) != key:
+                problem(
+                    f"{serial} was erased already, under certificate {own.certificate_id} "
+                    f"of {own.provider}",
+                    "certificate",
+                )
+        elif asset.status not in ERASABLE:
+            problem(
+                f"{serial} is {asset.status}: only a device asked back or returned can be "
+                "erased (procure asset request-return first)"
+                if asset.status == AssetStatus.DEPLOYED
+                else f"{serial} is {asset.status}: only a device asked back or returned can be erased"
+            )
     if problems:
         raise InputError(problems)
 
@@ -2614,6 +2672,8 @@ def erase(
             ErasureRecord.provider == values["provider"],
         )
     ).first()
+    if duplicate is not None and duplicate.asset_id == asset.id:
+        return asset  # recorded already: the same command again changes nothing
     if duplicate is not None:
         raise InputError(
             Problem(

@@ -1339,7 +1339,8 @@ def run_returns(
     ] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Ask devices back and record the erasure certificates of returned ones."""
+    """Ask devices back and record the erasure certificates of devices asked back or returned
+    (the file is checked whole first: a bad one changes nothing)."""
     from models.actions import check_certificates
     from models.assets import read_certificates_file
 

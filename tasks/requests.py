@@ -279,13 +279,15 @@ def ask_returns(serials: list[str], reason: str) -> list[str]:
 
 @task(name="record-erasures", **RETRIES)
 def record_erasures(certificates: list[dict[str, str]]) -> list[str]:
-    """Receive returned devices and record their erasure certificates; done ones are skipped."""
+    """Record the erasure certificates of devices asked back or returned (check_certificates has
+    checked the file whole): one asked back is received first; one erased already under the
+    same certificate is skipped."""
     erased = []
     log = get_run_logger()
     for cert in certificates:
         with write() as session:
             asset = actions.find_asset(session, cert["serial"])
-            if asset.status in (AssetStatus.DEPLOYED, AssetStatus.RETURN_REQUESTED):
+            if asset.status == AssetStatus.RETURN_REQUESTED:
                 actions.receive_return(session, serial=cert["serial"], now=now())
             if asset.status != AssetStatus.RETURNED:
                 continue

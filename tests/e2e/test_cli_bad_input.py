@@ -8,6 +8,7 @@ run once.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -842,3 +843,53 @@ def test_an_erasure_file_naming_unknown_devices_is_refused_before_prefect_starts
     result = cli.refused("run", "returns", "--certificates", str(path))
     assert where(path, 3, "serial") + "no asset with serial SN-NOPE" in result.err
     assert "SN-R-2" not in result.err and "Traceback" not in result.err
+
+
+def test_an_erasure_file_is_checked_whole_against_the_devices_and_their_certificates(
+    cli: Cli, tmp_path: Path
+) -> None:
+    rows = [
+        "SN-R-2,C-77,NIST 800-88,DaaS Company",  # 2: returned: fine on its own
+        "SN-P-1,C-78,NIST 800-88,DaaS Company",  # 3: still deployed to Nina
+        "SN-D-1,C-1,NIST 800-88,DaaS Company",  # 4: C-1 is SN-R-1's
+        "SN-R-2,C-80,NIST 800-88,DaaS Company",  # 5: SN-R-2 again
+        "SN-R-1,C-99,NIST 800-88,DaaS Company",  # 6: erased under C-1 before
+        "SN-NOPE,C-77,NIST 800-88,DaaS Company",  # 7: C-77 again
+    ]
+    path = write(tmp_path / "certs.csv", "serial,certificate,method,provider\n" + "\n".join(rows))
+    result = cli.refused("run", "returns", "--certificates", str(path))
+    for line, field, message in [
+        (3, "serial", "SN-P-1 is deployed: only a device asked back or returned can be erased"),
+        (
+            4,
+            "certificate",
+            "certificate C-1 of DaaS Company is already recorded for another device",
+        ),
+        (5, "serial", "SN-R-2 is named twice (first on line 2)"),
+        (6, "certificate", "SN-R-1 was erased already, under certificate C-1 of DaaS Company"),
+        (7, "certificate", "certificate C-77 of DaaS Company is given twice (first on line 2)"),
+    ]:
+        assert where(path, line, field) + message in result.err
+    # The good row is not erased either (refused() checks that nothing was written).
+    assert where(path, 2, None) not in result.err and "Traceback" not in result.err
+
+
+def test_erasing_a_device_again_under_its_own_certificate_changes_nothing(cli: Cli) -> None:
+    with writes_nothing(cli.world.engine):
+        result = cli(
+            "asset", "erase", "SN-R-1", "--certificate", "C-1", "--method", "NIST 800-88 purge",
+            "--provider", "DaaS Company", "--as", IDA, "--json",
+        )  # fmt: skip
+    assert result.code == 0, result.err
+    again = json.loads(result.out)
+    assert (again["status"], again["erasure"]["certificate"]) == ("erased", "C-1")
+    with writes_nothing(cli.world.engine):
+        other = cli(
+            "asset", "erase", "SN-R-1", "--certificate", "C-2", "--method", "NIST 800-88 purge",
+            "--provider", "DaaS Company", "--as", IDA,
+        )  # fmt: skip
+    assert (other.code, other.err) == (
+        1,
+        "procure: refused: asset SN-R-1 is erased: cannot erase; "
+        "possible now: deploy, dispose, return_to_provider\n",
+    )
