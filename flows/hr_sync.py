@@ -16,7 +16,13 @@ async def hr_sync(export: str, batch_size: int = 200) -> dict[str, Any]:
     """Read the HR export (checked whole first), apply it in batches (each safe to repeat)."""
     rows = read_hr_export(export)
     progress = start_progress("hr-sync", len(rows), "people synced")
-    totals: dict[str, Any] = {"joiners": [], "returns": [], "deactivated": [], "unchanged": 0}
+    totals: dict[str, Any] = {
+        "joiners": [],
+        "moved": [],
+        "returns": [],
+        "deactivated": [],
+        "unchanged": 0,
+    }
     done = 0
     for batch in chunks(rows, batch_size):
         for key, value in hr_batch(batch).items():
@@ -26,9 +32,11 @@ async def hr_sync(export: str, batch_size: int = 200) -> dict[str, Any]:
     publish_table(
         "hr-sync",
         [{"onboarding request": ref} for ref in totals["joiners"]]
+        + [{"start date moved": ref} for ref in totals["moved"]]
         + [{"asked back": serial} for serial in totals["returns"]]
         + [{"left": email} for email in totals["deactivated"]],
-        f"{len(totals['joiners'])} joiners, {len(totals['returns'])} devices asked back",
+        f"{len(totals['joiners'])} joiners, {len(totals['moved'])} start dates moved, "
+        f"{len(totals['returns'])} devices asked back",
     )
     return totals
 

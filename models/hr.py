@@ -6,6 +6,9 @@ The HR system exports a CSV (one row per person who joins or leaves):
 
 A joiner (a start date from today on) becomes a person if they are new, and gets an onboarding
 request for the bundle named by `role`, needed by the start date, requested by the manager.
+A joiner whose start date moved keeps the onboarding request they have (one kit, not two):
+the move is recorded on it and the manager, IT and purchasing are told once, to plan the
+delivery or cancel the request (the next sync then files one for the new date).
 A leaver (an end date) has every device assigned to them asked back; after the end date they
 can no longer approve. The file is checked whole before anything is written; rows are then
 applied in batches, each idempotent, so a sync can be run again or resumed after a crash.
@@ -23,15 +26,17 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PField
 from sqlmodel import Session, col, select
 
-from models import actions, audit
+from models import actions, audit, outbox
 from models.assets import Asset
+from models.audit import AuditEvent
 from models.catalog import Bundle
 from models.errors import InputError, Problem
 from models.fields import Code, Email, Name
-from models.lifecycle import AssetStatus
+from models.lifecycle import AssetStatus, RequestStatus
 from models.org import CostCentre, Person, PersonRole, Role
+from models.outbox import Notice, person, team
 from models.records import upsert
-from models.requests import Draft, RequestCreate, RequestKind
+from models.requests import Draft, Request, RequestCreate, RequestKind
 from models.sources import Document, load_document, validation_problems
 
 COLUMNS = {
@@ -161,15 +166,66 @@ class SyncResult:
     """What a batch of the sync did."""
 
     joiners: list[str] = field(default_factory=list)  # onboarding requests created
+    moved: list[str] = field(default_factory=list)  # onboarding requests whose start moved
     returns: list[str] = field(default_factory=list)  # serials asked back
     deactivated: list[str] = field(default_factory=list)
     unchanged: int = 0
 
     def add(self, other: SyncResult) -> None:
         self.joiners += other.joiners
+        self.moved += other.moved
         self.returns += other.returns
         self.deactivated += other.deactivated
         self.unchanged += other.unchanged
+
+
+# The requests a joiner's onboarding may already be: any but one that was turned down.
+_ENDED = (RequestStatus.REJECTED, RequestStatus.CANCELLED, RequestStatus.CLOSED)
+
+
+def _onboarding_of(session: Session, email: str) -> Request | None:
+    """The onboarding request an earlier sync filed for this joiner, unless it ended (rejected,
+    cancelled, or closed with its devices back: a new start is a new onboarding)."""
+    return session.exec(
+        select(Request)
+        .where(
+            col(Request.idempotency_key).startswith(f"hr-join:{email}:"),
+            col(Request.status).not_in(_ENDED),
+        )
+        .order_by(col(Request.id).desc())
+    ).first()
+
+
+def _start_moved(session: Session, request: Request, start: date, now: datetime) -> bool:
+    """Record on the joiner's onboarding request that HR moved the start date, and tell the
+    manager, IT and purchasing; once for each move (False: the date is the one last known,
+    the request's own or the last move's)."""
+    told = session.exec(
+        select(AuditEvent.details)
+        .where(AuditEvent.request_id == request.id, AuditEvent.action == "start_moved")
+        .order_by(col(AuditEvent.seq))
+    ).all()
+    known = told[-1]["to"] if told else request.needed_by.isoformat()
+    if start.isoformat() == known:
+        return False
+    key = f"{request.ref}/start/{len(told) + 1}"
+    context = {"needed_by": request.needed_by, "start_date": start}
+    audit.append(
+        session,
+        actor="hr sync",
+        entity="request",
+        entity_id=request.ref,
+        request_id=request.id,
+        action="start_moved",
+        details={"from": known, "to": start, "needed_by": request.needed_by},
+        at=now,
+    )
+    manager = actions.requester_of(session, request)
+    for audience in (person(manager.email), team(Role.IT), team(Role.PURCHASING)):
+        outbox.queue(
+            session, Notice("start_moved", audience, key, context), request_id=request.id, at=now
+        )
+    return True
 
 
 def apply(session: Session, *, rows: Sequence[HrRow], now: datetime, today: date) -> SyncResult:
@@ -197,24 +253,30 @@ def apply(session: Session, *, rows: Sequence[HrRow], now: datetime, today: date
                 and row.cost_centre is not None
                 and row.start_date is not None
             )
-            create = RequestCreate.model_validate(
-                {
-                    "kind": RequestKind.ONBOARDING.value,
-                    "requester": row.manager,
-                    "on_behalf_of": row.email,
-                    "cost_centre": row.cost_centre,
-                    "needed_by": row.start_date.isoformat(),
-                    "justification": f"{row.name} starts on {row.start_date} ({row.role}).",
-                    "bundle": row.role,
-                    "idempotency_key": f"hr-join:{row.email}:{row.start_date}",
-                }
-            )
-            (submitted,) = actions.submit(
-                session, drafts=[Draft(create, Document("hr sync", {}), ())], now=now
-            )
-            if submitted.created:
-                result.joiners.append(submitted.ref)
-                changed = True
+            onboarding = _onboarding_of(session, row.email)
+            if onboarding is not None:
+                if _start_moved(session, onboarding, row.start_date, now):
+                    result.moved.append(onboarding.ref)
+                    changed = True
+            else:
+                create = RequestCreate.model_validate(
+                    {
+                        "kind": RequestKind.ONBOARDING.value,
+                        "requester": row.manager,
+                        "on_behalf_of": row.email,
+                        "cost_centre": row.cost_centre,
+                        "needed_by": row.start_date.isoformat(),
+                        "justification": f"{row.name} starts on {row.start_date} ({row.role}).",
+                        "bundle": row.role,
+                        "idempotency_key": f"hr-join:{row.email}:{row.start_date}",
+                    }
+                )
+                (submitted,) = actions.submit(
+                    session, drafts=[Draft(create, Document("hr sync", {}), ())], now=now
+                )
+                if submitted.created:
+                    result.joiners.append(submitted.ref)
+                    changed = True
         if row.end_date is not None:
             for asset in session.exec(
                 select(Asset)

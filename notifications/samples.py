@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, col, select
 
 import sample
-from models import actions, digest, outbox, pipeline, schema, sla, watch
+from models import actions, digest, hr, outbox, pipeline, schema, sla, watch
 from models.assets import Assignment, SerialIn
 from models.db import make_engine, transaction
 from models.outbox import Notice, Notification
@@ -197,6 +197,19 @@ def populate(engine: Engine, now: datetime = NOW) -> None:
             session, ref=late, on=now.date() + timedelta(days=42), actor_email=IVAN, now=now
         )
 
+    with transaction(engine) as session:
+        # HR files a joiner's onboarding, then moves the start date by a week.
+        joiner = {
+            "email": "jan.joiner@example.com",
+            "name": "Jan Joiner",
+            "department": "Engineering",
+            "role": "developer",
+            "cost_centre": "CC-ENG",
+            "manager": BOB,
+        }
+        for start in (date(2027, 1, 11), date(2027, 1, 18)):
+            row = hr.HrRow.model_validate({**joiner, "start_date": start})
+            hr.apply(session, rows=[row], now=now, today=now.date())
     with transaction(engine) as session:
         # Over budget (the default pipeline warns finance): approve the 100-laptop rollout.
         rollout = session.exec(

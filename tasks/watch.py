@@ -114,10 +114,13 @@ def hr_batch(rows: list[hr.HrRow]) -> dict[str, Any]:
     log = get_run_logger()
     for ref in result.joiners:
         log.info("%s: onboarding request for a joiner", ref)
+    for ref in result.moved:
+        log.info("%s: the joiner's start date moved (the request keeps its date)", ref)
     if result.returns:
         log.info("%s devices asked back from leavers", len(result.returns))
     return {
         "joiners": result.joiners,
+        "moved": result.moved,
         "returns": result.returns,
         "deactivated": result.deactivated,
         "unchanged": result.unchanged,

@@ -197,3 +197,53 @@ def test_every_transition_queues_its_notifications_in_the_same_transaction(engin
     assert ("review_needed", "team:purchasing") in rows
     assert ("informed", "team:hr") in rows  # HR is told about onboarding requests
     assert ("approval_needed", f"person:{BOB}") not in rows  # the budget stage is not open yet
+
+
+# ------------------------------------------------------------------ HR joiners
+
+
+def test_a_joiners_moved_start_date_is_flagged_on_their_request_not_filed_twice(
+    engine: Engine,
+) -> None:
+    from models import hr
+    from models.audit import AuditEvent
+
+    joiner = {
+        "email": "jan.joiner@example.com",
+        "name": "Jan Joiner",
+        "department": "Engineering",
+        "role": "developer",
+        "cost_centre": "CC-ENG",
+        "manager": RITA,
+    }
+
+    def sync(start: timedelta) -> hr.SyncResult:
+        row = hr.HrRow.model_validate({**joiner, "start_date": TODAY + start})
+        with transaction(engine) as session:
+            return hr.apply(session, rows=[row], now=NOW, today=TODAY)
+
+    (ref,) = sync(timedelta(days=40)).joiners
+    moved = sync(timedelta(days=47))  # HR moves the start by a week: one kit, not two
+    assert (moved.joiners, moved.moved, moved.unchanged) == ([], [ref], 0)
+    again = sync(timedelta(days=47))  # the same export again: told once
+    assert (again.joiners, again.moved, again.unchanged) == ([], [], 1)
+    assert sync(timedelta(days=40)).moved == [ref]  # and back: that is news again
+    detail = show(engine, ref)
+    assert detail["needed_by"] == str(TODAY + timedelta(days=40))
+    with transaction(engine, readonly=True) as session:
+        moves = session.exec(
+            select(AuditEvent.details).where(AuditEvent.action == "start_moved")
+        ).all()
+        told = session.exec(
+            select(Notification.audience).where(Notification.event == "start_moved")
+        ).all()
+    assert [(m["from"], m["to"]) for m in moves] == [
+        (str(TODAY + timedelta(days=40)), str(TODAY + timedelta(days=47))),
+        (str(TODAY + timedelta(days=47)), str(TODAY + timedelta(days=40))),
+    ]
+    assert sorted(told) == sorted(2 * [f"person:{RITA}", "team:it", "team:purchasing"])
+    # Cancelled by the manager: the next sync files the onboarding for the new date.
+    with transaction(engine) as session:
+        actions.cancel(session, ref=ref, actor_email=RITA, reason="Start moved", now=NOW)
+    (new,) = sync(timedelta(days=47)).joiners
+    assert new != ref and show(engine, new)["needed_by"] == str(TODAY + timedelta(days=47))
