@@ -2738,6 +2738,14 @@ def dispose(
         session, actor_email, {Role.IT.value, Role.PURCHASING.value}, "dispose of devices"
     )
     asset = find_asset(session, serial)
+    bought = asset.ownership == "bought"
+    if bought != (to == "recycler"):
+        raise RuleViolation(
+            f"{asset.serial} was bought: it goes to a recycler (--to recycler), not to a provider"
+            if bought
+            else f"{asset.serial} is {asset.ownership}: it goes back to its provider "
+            "(--to provider), not to a recycler"
+        )
     fire(session, asset, events[to], actor=actor, at=now)
     return asset
 

@@ -893,3 +893,13 @@ def test_erasing_a_device_again_under_its_own_certificate_changes_nothing(cli: C
         "procure: refused: asset SN-R-1 is erased: cannot erase; "
         "possible now: deploy, dispose, return_to_provider\n",
     )
+
+
+def test_a_bought_device_is_not_sent_back_to_a_provider(cli: Cli) -> None:
+    with writes_nothing(cli.world.engine):
+        result = cli("asset", "dispose", "SN-R-1", "--to", "provider", "--as", IDA)
+    assert (result.code, result.err) == (
+        1,
+        "procure: refused: SN-R-1 was bought: it goes to a recycler (--to recycler), "
+        "not to a provider\n",
+    )

@@ -1716,6 +1716,24 @@ def test_purchasing_switches_a_line_to_a_lease_and_the_order_goes_to_the_lessor(
     leased = show(agreed, ref)["assets"]
     # delivered 2026-11-25 on a 36-month lease: the contract ends 2029-11-25
     assert {(a["ownership"], a["contract_end"]) for a in leased} == {("leased", "2029-11-25")}
+    # Back at the end of the lease: erased, then to the lessor, never to a recycler.
+    with transaction(agreed) as session:
+        actions.roll_out(session, ref=ref, now=NOW)
+        actions.request_return(session, serial="L-1", reason="Lease ends", now=NOW)
+        actions.receive_return(session, serial="L-1", now=NOW)
+        actions.erase(
+            session, serial="L-1", certificate="C-L-1", method="NIST 800-88 purge",
+            provider="Nordic", now=NOW,
+        )  # fmt: skip
+    with (
+        pytest.raises(RuleViolation, match=r"L-1 is leased: it goes back to its provider"),
+        transaction(agreed) as session,
+    ):
+        actions.dispose(session, serial="L-1", to="recycler", now=NOW)
+    with transaction(agreed) as session:
+        assert actions.dispose(session, serial="L-1", to="provider", now=NOW).status == (
+            "returned_to_provider"
+        )
 
 
 def test_a_line_cannot_be_both_leased_and_priced_or_sourced_by_hand(shared: Engine) -> None:
