@@ -34,6 +34,7 @@ class Document:
     source: str
     data: Any
     lines: dict[Path_, int] = field(default_factory=dict)
+    table: bool = False  # CSV: a row is named by its line, not by its index as well
 
     def line_of(self, path: Path_) -> int | None:
         """The line of the value at path, or of its nearest enclosing value."""
@@ -45,7 +46,10 @@ class Document:
             path = path[:-1]
 
     def problem(self, path: Path_, message: str) -> Problem:
-        return Problem(message, source=self.source, line=self.line_of(path), field=dotted(path))
+        line = self.line_of(path)
+        if self.table and line is not None and path and isinstance(path[0], int):
+            path = path[1:]  # FILE:21: serial, not FILE:21: [19].serial
+        return Problem(message, source=self.source, line=line, field=dotted(path))
 
 
 def dotted(path: Path_) -> str | None:
@@ -305,7 +309,7 @@ def parse_csv(text: str, source: str, *, required: set[str], known: set[str]) ->
         problems.append(Problem(f"invalid CSV: {exc}", source, reader.line_num))
     if problems:
         raise InputError(problems)
-    return Document(source, rows, lines)
+    return Document(source, rows, lines, table=True)
 
 
 def load_document(path: Path | str, **csv_columns: Any) -> Document:

@@ -433,7 +433,7 @@ BAD_CSV = [
     pytest.param("2026-12-23,Dock", "2026-13-23,Dock", 4, "needed_by", "not a date (YYYY-MM-DD): '2026-13-23'", id="month 13"),
     pytest.param("DOCK-USB4,1,", "DOCK-USB4,1,,surplus", 4, None, "has 11 fields, the header has 10", id="too many fields"),
     pytest.param("DOCK-USB4,1,", "DOCK-USB4", 4, None, "has 8 fields, the header has 10", id="too few fields"),
-    pytest.param("CC-ENG,2026-12-23,New hire,MON-27", "CC-IT,2026-12-23,New hire,MON-27", 3, "[1].cost_centre", "differs from the first row of request 'A'", id="request rows disagree"),
+    pytest.param("CC-ENG,2026-12-23,New hire,MON-27", "CC-IT,2026-12-23,New hire,MON-27", 3, "cost_centre", "differs from the first row of request 'A'", id="request rows disagree"),
     pytest.param(",unit_price\n", ",unit_price,colour\n", 1, None, "unknown column(s): colour", id="unknown column"),
     pytest.param(",unit_price\n", ",sku\n", 1, None, "a column name appears twice", id="duplicate column"),
 ]
