@@ -1242,19 +1242,21 @@ def decide(
         "role": seat.role,
         "comment": comment,
     }
-    outbox.queue(
-        session,
-        Notice(
-            "decision_made",
-            person(requester.email),
-            f"{request.ref}/{stage.key}/r{stage.round}/{seat.slot}",
-            decision_context,
-            stage_id=stage.id,
-        ),
-        request_id=request.id,
-        at=now,
-    )
     if outcome == Outcome.APPROVE:
+        # A rejection or a send-back tells the requester in its own message (rejected,
+        # changes_requested), with the comment: one email for one decision.
+        outbox.queue(
+            session,
+            Notice(
+                "decision_made",
+                person(requester.email),
+                f"{request.ref}/{stage.key}/r{stage.round}/{seat.slot}",
+                decision_context,
+                stage_id=stage.id,
+            ),
+            request_id=request.id,
+            at=now,
+        )
         if not open_slots(stage, decisions):
             fire(
                 session,

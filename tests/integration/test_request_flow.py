@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from models import actions
 from models.assets import Assignment, SerialIn
@@ -197,6 +197,25 @@ def test_every_transition_queues_its_notifications_in_the_same_transaction(engin
     assert ("review_needed", "team:purchasing") in rows
     assert ("informed", "team:hr") in rows  # HR is told about onboarding requests
     assert ("approval_needed", f"person:{BOB}") not in rows  # the budget stage is not open yet
+
+
+@pytest.mark.parametrize(
+    ("outcome", "event"), [("reject", "rejected"), ("send_back", "changes_requested")]
+)
+def test_the_requester_hears_of_a_rejection_or_a_send_back_once(
+    engine: Engine, outcome: str, event: str
+) -> None:
+    ref = submit(engine)
+    decide(engine, ref, IDA, "approve")
+    decide(engine, ref, PAUL, outcome)
+    with transaction(engine, readonly=True) as session:
+        told = session.exec(
+            select(Notification.event)
+            .where(Notification.audience == f"person:{RITA}")
+            .order_by(col(Notification.id))
+        ).all()
+    # IT's approval, then one message for purchasing's decision, with its own wording.
+    assert told == ["request_submitted", "decision_made", event]
 
 
 # ------------------------------------------------------------------ HR joiners

@@ -1041,3 +1041,15 @@ def test_notify_preview_bad_arguments(cli: Any, args: tuple[str, ...], says: str
     code, _, err = cli("notify", "preview", "approved", *args)
     assert code == 2
     assert says in err
+
+
+@pytest.mark.parametrize(
+    ("outcome", "words"),
+    [("approve", "approved by"), ("reject", "rejected by"), ("send_back", "sent back by")],
+)
+def test_a_decisions_subject_says_what_was_decided_in_plain_words(
+    session: Session, renderer: Renderer, outcome: str, words: str
+) -> None:
+    context = context_of(session, "decision_made")
+    context["notice"]["outcome"] = outcome
+    assert f"{words} " in renderer.render("decision_made", context).subject
