@@ -11,7 +11,7 @@ from prefect.runtime import flow_run
 
 from models.assets import by_request
 from tasks.artifacts import publish_request, publish_table, start_progress, update_progress
-from tasks.batching import chunks
+from tasks.batching import BatchSize, chunks
 from tasks.requests import (
     check_shipments,
     load_detail,
@@ -37,7 +37,7 @@ async def delivery(
     request: str | None = None,
     assignments_file: str | None = None,
     hand_out: bool = True,
-    batch_size: int = 50,
+    batch_size: BatchSize = 50,
 ) -> list[dict[str, Any]]:
     """Record the delivered serials (a `request` column, or the one request given); requests
     whose last unit arrived have their devices handed out (by the assignments file, or each to

@@ -7,12 +7,12 @@ from typing import Any
 from prefect import flow
 
 from tasks.artifacts import publish_table
-from tasks.batching import chunks
+from tasks.batching import BatchSize, chunks
 from tasks.watch import requests_to_check, slip_batch
 
 
 @flow(name="delivery-slip-check", flow_run_name="delivery-slip-check")
-async def delivery_slip_check(batch_size: int = 500) -> dict[str, Any]:
+async def delivery_slip_check(batch_size: BatchSize = 500) -> dict[str, Any]:
     totals: dict[str, Any] = {"checked": 0, "late_orders": [], "late_deliveries": []}
     for batch in chunks(requests_to_check(), batch_size):
         for key, value in slip_batch(batch).items():

@@ -7,12 +7,12 @@ from typing import Any
 from prefect import flow
 
 from tasks.artifacts import publish_table, start_progress, update_progress
-from tasks.batching import chunks
+from tasks.batching import BatchSize, chunks
 from tasks.watch import hr_batch, read_hr_export
 
 
 @flow(name="hr-sync", flow_run_name="hr-sync")
-async def hr_sync(export: str, batch_size: int = 200) -> dict[str, Any]:
+async def hr_sync(export: str, batch_size: BatchSize = 200) -> dict[str, Any]:
     """Read the HR export (checked whole first), apply it in batches (each safe to repeat)."""
     rows = read_hr_export(export)
     progress = start_progress("hr-sync", len(rows), "people synced")

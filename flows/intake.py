@@ -8,7 +8,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from tasks.artifacts import publish_table, start_progress, update_progress
-from tasks.batching import chunks
+from tasks.batching import BatchSize, chunks
 from tasks.requests import read_requests, submit_batch
 
 
@@ -17,7 +17,7 @@ def _name() -> str:
 
 
 @flow(name="intake", flow_run_name=_name)
-async def intake(source: str, batch_size: int = 200) -> list[str]:
+async def intake(source: str, batch_size: BatchSize = 200) -> list[str]:
     """Check every request of the file (nothing is written if one is wrong), submit them in
     batches of `batch_size` (each batch one transaction, safe to retry), return their ids."""
     drafts = read_requests(source)

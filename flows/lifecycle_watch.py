@@ -7,12 +7,12 @@ from typing import Any
 from prefect import flow
 
 from tasks.artifacts import publish_table
-from tasks.batching import chunks
+from tasks.batching import BatchSize, chunks
 from tasks.watch import assets_to_watch, lifecycle_batch
 
 
 @flow(name="lifecycle-watch", flow_run_name="lifecycle-watch")
-async def lifecycle_watch(batch_size: int = 500) -> dict[str, Any]:
+async def lifecycle_watch(batch_size: BatchSize = 500) -> dict[str, Any]:
     """Alert IT and purchasing, draft refreshes for the holders, ask leased devices back."""
     totals: dict[str, Any] = {"checked": 0, "alerts": 0, "drafts": [], "returns": []}
     for batch in chunks(assets_to_watch(), batch_size):

@@ -7,12 +7,14 @@ from typing import Any
 from prefect import flow
 
 from tasks.artifacts import publish_table, start_progress, update_progress
-from tasks.batching import chunks
+from tasks.batching import BatchSize, chunks
 from tasks.requests import approved_requests, place_orders
 
 
 @flow(name="order", flow_run_name="order")
-async def order(requests: list[str] | None = None, batch_size: int = 50) -> list[dict[str, Any]]:
+async def order(
+    requests: list[str] | None = None, batch_size: BatchSize = 50
+) -> list[dict[str, Any]]:
     """Order the given requests, or every approved one whose pipeline orders automatically."""
     refs = requests if requests is not None else approved_requests()
     progress = start_progress("order", len(refs), "requests ordered")

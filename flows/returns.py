@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow
 
 from tasks.artifacts import publish_table
-from tasks.batching import chunks
+from tasks.batching import BatchSize, chunks
 from tasks.requests import ask_returns, read_certificates, record_erasures
 
 
@@ -16,7 +16,7 @@ async def returns(
     serials: list[str] | None = None,
     reason: str = "",
     certificates_file: str | None = None,
-    batch_size: int = 200,
+    batch_size: BatchSize = 200,
 ) -> dict[str, Any]:
     """Ask these devices back; record the erasure certificates in the file (CSV: serial,
     certificate, method, provider), which receives the devices first if need be."""

@@ -5,12 +5,12 @@ from __future__ import annotations
 from prefect import flow
 
 from tasks.artifacts import publish_table
-from tasks.batching import chunks
+from tasks.batching import BatchSize, chunks
 from tasks.watch import sla_sweep, stages_to_watch
 
 
 @flow(name="sla-watchdog", flow_run_name="sla-watchdog")
-async def sla_watchdog(batch_size: int = 500) -> dict[str, int]:
+async def sla_watchdog(batch_size: BatchSize = 500) -> dict[str, int]:
     """Check every open stage with an SLA, in batches; nobody hears twice about one deadline."""
     totals = {"checked": 0, "reminders": 0, "escalations": 0}
     for batch in chunks(stages_to_watch(), batch_size):

@@ -34,3 +34,19 @@ def test_every_entrypoint_names_a_flow_in_a_file_of_its_name() -> None:
         assert Path(path).stem == function, spec.entrypoint  # one flow per file, named after it
         flow = load_flow(spec)
         assert flow.name == function.replace("_", "-"), spec.entrypoint
+
+
+def test_a_batch_size_below_one_is_refused_by_the_parameter_schema_runs_are_created_with() -> None:
+    from prefect.utilities.callables import parameter_schema
+
+    schemas = {spec.name: parameter_schema(load_flow(spec)).model_dump() for spec in DEPLOYMENTS}
+    batched = {
+        name: schema["properties"]["batch_size"]
+        for name, schema in schemas.items()
+        if "batch_size" in schema["properties"]
+    }
+    assert len(batched) >= 8
+    # The Prefect UI's form and `prefect deployment run --param` check runs against it.
+    assert {name: field.get("minimum") for name, field in batched.items()} == dict.fromkeys(
+        batched, 1
+    )
