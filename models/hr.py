@@ -85,6 +85,15 @@ class HrFile:
 
 def read_hr_file(path: Path | str) -> HrFile:
     """Parse and check an HR export (CSV); every problem names file, line and column."""
+    if not str(path).strip():
+        # A deployment made without PROCURE_HR_EXPORT (prefect.yaml fills `export` from it).
+        raise InputError(
+            Problem(
+                "no HR export file named: deploy hr-sync with PROCURE_HR_EXPORT set to the "
+                "export's path, or pass the path",
+                field="export",
+            )
+        )
     doc: Document = load_document(path, required=REQUIRED, known=COLUMNS)
     if not isinstance(doc.data, list):
         raise InputError(doc.problem((), "an HR export is a CSV file with a header row"))

@@ -321,6 +321,15 @@ def test_hr_sync_onboards_joiners_with_their_kit_and_takes_devices_back_from_lea
     assert again["joiners"] == [] and again["returns"] == [] and again["unchanged"] == 2
 
 
+def test_hr_sync_deployed_without_an_export_names_the_setting(flow_db: Engine) -> None:
+    from flows.hr_sync import hr_sync
+    from models.errors import InputError
+
+    # prefect.yaml fills `export` from PROCURE_HR_EXPORT: unset, the parameter is empty.
+    with pytest.raises(InputError, match=r"export: no HR export file named: .*PROCURE_HR_EXPORT"):
+        run(hr_sync(""))
+
+
 def test_the_delivery_slip_check_and_the_digest_tell_each_team_once(
     flow_db: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
