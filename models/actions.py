@@ -2218,9 +2218,25 @@ class Progress:
 
 
 def check_shipments(session: Session, shipments: dict[str, list[SerialIn]], source: str) -> None:
-    """Every request a shipping notice names exists: the unknown ones all at once, by the file
-    and line of their first serial, before anything is recorded."""
+    """Every request a shipping notice names exists, and no serial is in it twice: every
+    problem at once, by file and line (an unknown request at its first serial's), before
+    anything is recorded."""
     problems = []
+    first: dict[str, int | None] = {}
+    for unit in sorted(
+        (u for units in shipments.values() for u in units), key=lambda u: u.line or 0
+    ):
+        if unit.serial in first:
+            problems.append(
+                Problem(
+                    f"serial {unit.serial} appears twice (first on line {first[unit.serial]})",
+                    source,
+                    unit.line,
+                    "serial",
+                )
+            )
+        else:
+            first[unit.serial] = unit.line
     for ref, units in shipments.items():
         try:
             get_request(session, ref)

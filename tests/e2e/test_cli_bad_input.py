@@ -818,6 +818,20 @@ def test_a_shipping_notice_naming_unknown_requests_is_refused_before_prefect_sta
     assert "Traceback" not in result.err and "Retry" not in result.err
 
 
+def test_a_shipping_notice_naming_a_serial_twice_is_refused_with_both_lines(
+    cli: Cli, tmp_path: Path
+) -> None:
+    path = write(
+        tmp_path / "notice.csv",
+        "request,serial,sku\n{ordered},SN-T-1,MON-27\n{ordered},SN-T-1,MON-27\n".format(
+            **cli.world.refs
+        ),
+    )
+    result = cli.refused("run", "delivery", "--serials", str(path))
+    assert where(path, 3, "serial") + "serial SN-T-1 appears twice (first on line 2)" in result.err
+    assert "Traceback" not in result.err
+
+
 def test_an_hr_export_naming_unknown_things_is_refused_before_prefect_starts(
     cli: Cli, tmp_path: Path
 ) -> None:
