@@ -199,6 +199,7 @@ class Dispatcher:
                     request_id=format_ref(row.request_id) if row.request_id else None,
                     recipient_name=name,
                     at=now,
+                    queued_at=row.created_at,
                 )
                 jobs += [_Job(row, t, message, envelope) for t in todo]
         results = list(executor.map(lambda job: self._send(job, pool), jobs))

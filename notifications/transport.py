@@ -50,6 +50,7 @@ class Envelope:
     request_id: str | None  # "PR-0042"
     recipient_name: str | None
     at: datetime
+    queued_at: datetime | None = None  # when the notification was queued (stable on retries)
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,12 @@ def smtp_server(plugin: Any) -> SmtpServer:
 
 
 def message_id(envelope: Envelope, target: Target, domain: str) -> str:
-    """The same on every retry, so a receiving system can drop a duplicate."""
-    digest = hashlib.sha256(target.key.encode()).hexdigest()[:16]
+    """The same on every retry, so a receiving system can drop a duplicate; and another for
+    another installation's notification of the same number (a staging and a production
+    database, or one made anew), which mail stores would otherwise drop as a duplicate: the
+    time it was queued goes into the digest."""
+    queued = envelope.queued_at.isoformat() if envelope.queued_at else ""
+    digest = hashlib.sha256(f"{target.key}|{queued}".encode()).hexdigest()[:16]
     return f"<procure.{envelope.notification_id}.{digest}@{domain}>"
 
 

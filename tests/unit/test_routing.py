@@ -621,3 +621,24 @@ def test_load_routes_accepts_a_path_as_text(tmp_path: Path) -> None:
     path.write_text("urls:\n  - json://127.0.0.1:9/a: {tag: operators}\n", encoding="utf-8")
     routes = load_routes(os.fspath(path), secrets=secrets)
     assert routes.missing() == ["it", "purchasing", "hr", "finance", "management"]
+
+
+def test_a_message_id_holds_across_retries_and_differs_between_installations(
+    routes: Routes,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from notifications.transport import Envelope, message_id
+
+    target = routes.targets("team:it")[0]
+    queued = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+    def envelope(queued_at: datetime, at: datetime) -> Envelope:
+        return Envelope(1, "PR-0001", None, at, queued_at)
+
+    first = message_id(envelope(queued, queued), target, "example.com")
+    retried = message_id(envelope(queued, queued + timedelta(minutes=4)), target, "example.com")
+    # Notification 1 of another database (staging, or one made anew) queued at another time.
+    other = message_id(envelope(queued + timedelta(days=3), queued), target, "example.com")
+    assert first == retried and first != other
+    assert first.startswith("<procure.1.") and other.startswith("<procure.1.")
