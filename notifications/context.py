@@ -32,7 +32,7 @@ from models.outbox import Notification
 from models.requests import Request, Stage, format_ref
 from models.types import as_utc
 from models.views import asset_detail, request_detail
-from notifications.render import Attachment
+from notifications.render import Attachment, label
 
 # Events whose addressee decides a stage: their links carry an approval token.
 APPROVAL_EVENTS = frozenset({"approval_needed", "reminder", "overdue"})
@@ -149,6 +149,8 @@ class ContextBuilder:
         reader = self.person(address) if kind == "person" else None
         if reader is not None:
             recipient["name"] = reader.name
+        elif kind == "team":
+            recipient["name"] = label(address)  # "Hello IT team", not "Hello it team"
         notice = dict(row.context or {})
         if row.event in APPROVAL_EVENTS:
             notice.setdefault("on_behalf_of", None)  # set when a delegate is addressed

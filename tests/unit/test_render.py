@@ -136,6 +136,12 @@ def context_of(session: Session, event: str) -> dict[str, Any]:
     return sample(session, event)[1]
 
 
+def addressed(context: dict[str, Any]) -> str:
+    """Who a message's footer says it is for: a person by name, a team as 'the IT team'."""
+    recipient = context["recipient"]
+    return f"the {recipient['name']} team" if recipient["kind"] == "team" else recipient["name"]
+
+
 class Tree(HTMLParser):
     """Every element and every text node of an HTML document, with the elements it sits in."""
 
@@ -220,7 +226,7 @@ def test_every_event_renders_all_four_parts(
     assert message.text.strip() and message.text.endswith("\n")
     assert not message.text.endswith("\n\n")
     assert message.text.startswith(f"Hello {context['recipient']['name']}")
-    assert f"procure sends this to {context['recipient']['name']}" in message.text
+    assert f"procure sends this to {addressed(context)}." in message.text
     assert "\n\n\n\n" not in message.text
     # A request's summary rows line up: none loses its indent to the blank lines above it.
     rows = [ln for ln in message.text.splitlines() if ln.strip().startswith("Request     ")]
@@ -313,7 +319,7 @@ def test_a_team_copy_has_no_approval_links(session: Session, renderer: Renderer)
     assert [(b.label, b.url) for b in message.buttons] == [
         ("Open request", context["links"]["request"])
     ]
-    assert "(the purchasing team)" in message.text
+    assert "procure sends this to the purchasing team." in message.text
 
 
 def test_approval_links_only_while_the_stage_is_open(session: Session, renderer: Renderer) -> None:
@@ -577,7 +583,7 @@ def test_an_overridden_partial_changes_every_event(
         context = context_of(session, event)
         message = custom.render(event, context)
         assert message.warnings == ()
-        assert f"ACME procure mails {context['recipient']['name']}" in message.text
+        assert f"ACME procure mails {addressed(context)}." in message.text
         assert "ACME procure mails" in message.html
         assert message.subject == renderer.render(event, context).subject
 
@@ -1053,3 +1059,13 @@ def test_a_decisions_subject_says_what_was_decided_in_plain_words(
     context = context_of(session, "decision_made")
     context["notice"]["outcome"] = outcome
     assert f"{words} " in renderer.render("decision_made", context).subject
+
+
+def test_a_teams_copy_greets_and_names_the_team_as_people_write_it(
+    session: Session, renderer: Renderer
+) -> None:
+    (row,) = [r for r in sample_copies(session)["ordered"] if r.audience == "team:it"]
+    message = renderer.render("ordered", builder(session).build(row))
+    assert message.text.startswith("Hello IT team,")
+    assert "procure sends this to the IT team." in message.text
+    assert "procure sends this to the IT team." in message.html
