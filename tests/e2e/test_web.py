@@ -104,6 +104,7 @@ def test_a_refused_approval_comes_back_with_the_form_to_send_back_instead(site: 
     assert 'value="approve" required checked' in refused.text and "Fine by me" in refused.text
     back = site.form(link, "send_back", comment="Purchasing: please confirm the terms.")
     assert back.status_code == 200 and "Thank you: send back" in back.text, back.text[-2000:]
+    assert "The request's status is now <strong>changes requested</strong>." in back.text
 
 
 def test_sending_back_from_the_page_reaches_the_requester_with_the_comment(site: Site) -> None:
