@@ -2264,66 +2264,55 @@ def check_certificates(session: Session, certificates: list[dict[str, str]], sou
         if serials
         else {}
     )
-    recorded = {
-        r.asset_id: r
-        for r in session.exec(
-            select(ErasureRecord).where(
-                col(ErasureRecord.certificate_id).in_([c["certificate"] for c in certificates])
-                | col(ErasureRecord.asset_id).in_([a.id for a in assets.values()])
-            )
+    found = session.exec(
+        select(ErasureRecord).where(
+            col(ErasureRecord.certificate_id).in_([c["certificate"] for c in certificates])
+            | col(ErasureRecord.asset_id).in_([a.id for a in assets.values()])
         )
-    }
+    ).all()
+    by_asset = {r.asset_id: r for r in found}
+    by_certificate = {(r.certificate_id, r.provider): r.asset_id for r in found}
     problems = []
     first_serial: dict[str, str] = {}
     first_certificate: dict[tuple[str, str], str] = {}
     for c in certificates:
         line = int(c["line"]) if c.get("line") else None
-
-        def problem(message: str, field: str = "serial", line: int | None = line) -> None:
-            problems.append(Problem(message, source, line, field))
-
         serial, key = c["serial"], (c["certificate"], c["provider"])
         name = f"certificate {key[0]} of {key[1]}"
-        if serial in first_serial:
-            problem(f"{serial} is named twice (first on line {first_serial[serial]})")
-            continue
-        first_serial[serial] = c.get("line", "?")
-        if key in first_certificate:
-            problem(
-                f"{name} is given twice (first on line {first_certificate[key]})", "certificate"
-            )
-            continue
-        first_certificate[key] = c.get("line", "?")
+        message, field = None, "certificate"
         asset = assets.get(serial)
-        if asset is None:
-            problem(f"no asset with serial {serial}")
-            continue
-        assert asset.id is not None
-        own = recorded.get(asset.id)
-        other = next(
-            (
-                r
-                for r in recorded.values()
-                if (r.certificate_id, r.provider) == key and r.asset_id != asset.id
-            ),
-            None,
-        )
-        if other is not None:
-            problem(f"{name} is already recorded for another device", "certificate")
-        elif own is not None:
-            if (own.certificate_id, own.provider) != key:
-                problem(
-                    f"{serial} was erased already, under certificate {own.certificate_id} "
-                    f"of {own.provider}",
-                    "certificate",
-                )
-        elif asset.status not in ERASABLE:
-            problem(
-                f"{serial} is {asset.status}: only a device asked back or returned can be "
-                "erased (procure asset request-return first)"
-                if asset.status == AssetStatus.DEPLOYED
-                else f"{serial} is {asset.status}: only a device asked back or returned can be erased"
+        own = by_asset.get(asset.id) if asset is not None and asset.id is not None else None
+        if serial in first_serial:
+            message, field = (
+                f"{serial} is named twice (first on line {first_serial[serial]})",
+                "serial",
             )
+        elif key in first_certificate:
+            message = f"{name} is given twice (first on line {first_certificate[key]})"
+        elif asset is None:
+            message, field = f"no asset with serial {serial}", "serial"
+        elif by_certificate.get(key, asset.id) != asset.id:
+            message = f"{name} is already recorded for another device"
+        elif own is not None and (own.certificate_id, own.provider) != key:
+            message = (
+                f"{serial} was erased already, under certificate {own.certificate_id} "
+                f"of {own.provider}"
+            )
+        elif own is None and asset.status not in ERASABLE:
+            hint = (
+                " (procure asset request-return first)"
+                if asset.status == AssetStatus.DEPLOYED
+                else ""
+            )
+            message, field = (
+                f"{serial} is {asset.status}: only a device asked back or returned can be "
+                f"erased{hint}",
+                "serial",
+            )
+        first_serial.setdefault(serial, c.get("line", "?"))
+        first_certificate.setdefault(key, c.get("line", "?"))
+        if message is not None:
+            problems.append(Problem(message, source, line, field))
     if problems:
         raise InputError(problems)
 
