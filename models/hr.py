@@ -192,13 +192,19 @@ class SyncResult:
 _ENDED = (RequestStatus.REJECTED, RequestStatus.CANCELLED, RequestStatus.CLOSED)
 
 
+def _join_key(email: str, start: date | str = "") -> str:
+    """The idempotency key of a joiner's onboarding request (with no start: its prefix)."""
+    return f"hr-join:{email}:{start}"
+
+
 def _onboarding_of(session: Session, email: str) -> Request | None:
     """The onboarding request an earlier sync filed for this joiner, unless it ended (rejected,
     cancelled, or closed with its devices back: a new start is a new onboarding)."""
     return session.exec(
         select(Request)
         .where(
-            col(Request.idempotency_key).startswith(f"hr-join:{email}:"),
+            # autoescape: an email's _ is a letter here, not LIKE's any-character
+            col(Request.idempotency_key).startswith(_join_key(email), autoescape=True),
             col(Request.status).not_in(_ENDED),
         )
         .order_by(col(Request.id).desc())
@@ -218,7 +224,7 @@ def _start_moved(session: Session, request: Request, start: date, now: datetime)
     if start.isoformat() == known:
         return False
     key = f"{request.ref}/start/{len(told) + 1}"
-    context = {"needed_by": request.needed_by, "start_date": start}
+    context = {"start_date": start}
     audit.append(
         session,
         actor="hr sync",
@@ -277,7 +283,7 @@ def apply(session: Session, *, rows: Sequence[HrRow], now: datetime, today: date
                         "needed_by": row.start_date.isoformat(),
                         "justification": f"{row.name} starts on {row.start_date} ({row.role}).",
                         "bundle": row.role,
-                        "idempotency_key": f"hr-join:{row.email}:{row.start_date}",
+                        "idempotency_key": _join_key(row.email, row.start_date),
                     }
                 )
                 (submitted,) = actions.submit(

@@ -266,3 +266,28 @@ def test_a_joiners_moved_start_date_is_flagged_on_their_request_not_filed_twice(
         actions.cancel(session, ref=ref, actor_email=RITA, reason="Start moved", now=NOW)
     (new,) = sync(timedelta(days=47)).joiners
     assert new != ref and show(engine, new)["needed_by"] == str(TODAY + timedelta(days=47))
+
+
+def test_a_joiner_whose_email_holds_an_underscore_is_not_taken_for_another(
+    engine: Engine,
+) -> None:
+    from models import hr
+
+    def sync(email: str) -> hr.SyncResult:
+        row = hr.HrRow.model_validate(
+            {
+                "email": email,
+                "name": "A Joiner",
+                "role": "office",
+                "cost_centre": "CC-ENG",
+                "manager": RITA,
+                "start_date": TODAY + timedelta(days=40),
+            }
+        )
+        with transaction(engine) as session:
+            return hr.apply(session, rows=[row], now=NOW, today=TODAY)
+
+    (first,) = sync("annxlee@example.com").joiners
+    # In a LIKE pattern _ matches any character: ann_lee's would find annxlee's request.
+    (second,) = sync("ann_lee@example.com").joiners
+    assert first != second
