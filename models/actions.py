@@ -20,7 +20,7 @@ from sqlalchemy import bindparam, delete
 from sqlmodel import Session, col, select
 
 from models import audit, outbox, pipeline
-from models.assets import Asset, Assignment, ErasureRecord, SerialIn
+from models.assets import Asset, Assignment, ErasureRecord, Ownership, SerialIn
 from models.calendar import add_months
 from models.catalog import (
     Bundle,
@@ -2745,7 +2745,7 @@ def dispose(
         session, actor_email, {Role.IT.value, Role.PURCHASING.value}, "dispose of devices"
     )
     asset = find_asset(session, serial)
-    bought = asset.ownership == "bought"
+    bought = asset.ownership == Ownership.BOUGHT
     if bought != (to == "recycler"):
         raise RuleViolation(
             f"{asset.serial} was bought: it goes to a recycler (--to recycler), not to a provider"
