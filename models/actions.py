@@ -31,7 +31,7 @@ from models.catalog import (
     Offer,
     Supplier,
 )
-from models.db import add_unless_taken, by_id
+from models.db import add_unless_taken, by_id, insert_all
 from models.economics import (
     TERMS,
     agreement_options,
@@ -530,9 +530,8 @@ def _write_lines(session: Session, request: Request, resolved: Resolved) -> list
             framework_available=rl.framework_available,
             sourcing_note=rl.note,
         )
-        session.add(row)
         rows.append(row)
-    session.flush()
+    insert_all(session, rows, key=["line_no"])
     return rows
 
 
@@ -866,9 +865,8 @@ def _plan_stages(
             escalate_to=stage_spec.escalate_to,
             inputs_hash=inputs_hash(stage_spec, request, lines),
         )
-        session.add(stage)
         created.append((stage, stage_spec))
-    session.flush()
+    insert_all(session, [stage for stage, _ in created], key=["key"])
     for stage, stage_spec in created:
         if not _applies(stage_spec, context):
             _skip(session, stage, stage_spec, now)
@@ -2037,6 +2035,8 @@ def place_order(
     agreements = _lock_agreements(session, [ln.agreement_id for ln in lines if ln.agreement_id])
     _check_call_offs(session, request, lines, agreements, today)
     orders: dict[str, dict[str, Any]] = {}
+    call_offs: list[CallOff] = []
+    assets: list[Asset] = []
     assert request.id is not None
     for line in lines:
         assert line.id is not None
@@ -2064,7 +2064,7 @@ def place_order(
         order["total"] = money(order["total"] + line.total)
         if agreement is not None:
             assert agreement.id is not None
-            session.add(
+            call_offs.append(
                 CallOff(
                     agreement_id=agreement.id,
                     request_id=request.id,
@@ -2074,18 +2074,20 @@ def place_order(
                     at=now,
                 )
             )
-        for _ in range(line.quantity):
-            session.add(
-                Asset(
-                    request_id=request.id,
-                    line_id=line.id,
-                    item_id=line.item_id,
-                    sku=line.sku,
-                    ownership=line.ownership,
-                    ordered_at=now,
-                )
+        assets += (
+            Asset(
+                request_id=request.id,
+                line_id=line.id,
+                item_id=line.item_id,
+                sku=line.sku,
+                ownership=line.ownership,
+                ordered_at=now,
             )
-    session.flush()
+            for _ in range(line.quantity)
+        )
+    # Read again by the steps that come next (delivery), not by this one.
+    insert_all(session, call_offs, key=None)
+    insert_all(session, assets, key=None)
     requester = requester_of(session, request)
     purchase_orders = [
         {**o, "number": f"PO-{request.ref[3:]}-{n}"} for n, o in enumerate(orders.values(), start=1)

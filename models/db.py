@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, bindparam, event, select
+from sqlalchemy import Table, bindparam, event, insert, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -59,11 +59,7 @@ def add_unless_taken(session: Session, row: Any, key: Sequence[str]) -> bool:
     if statements is None:
         statements = _ADDS[(table, tuple(key))] = insert_unless_taken(table, list(key), table.c.id)
     reference.writing(session, table.name)
-    values = {}
-    for column in table.columns:
-        value = getattr(row, column.key)
-        if column.key != "id" and not (value is None and column.default is not None):
-            values[column.key] = value
+    values = _values(row, table)
     row.id = (
         session.connection().execute(statements[session.get_bind().dialect.name], values).scalar()
     )
@@ -72,6 +68,62 @@ def add_unless_taken(session: Session, row: Any, key: Sequence[str]) -> bool:
     make_transient_to_detached(row)
     session.add(row)
     return True
+
+
+def _values(row: Any, table: Table) -> dict[str, Any]:
+    """A new row's column values for an INSERT: all but the id, a column default where the
+    row leaves a value unset."""
+    values = {}
+    for column in table.columns:
+        if column.key == "id":
+            continue
+        value = getattr(row, column.key)
+        default: Any = column.default
+        if value is None and default is not None:
+            if default.is_callable:
+                value = default.arg(None)  # the ORM's wrapper: a context it does not use here
+            elif default.is_scalar:
+                value = default.arg
+            else:
+                raise TypeError(f"{table.name}.{column.key}: a default insert_all cannot compute")
+        values[column.key] = value
+    return values
+
+
+_INSERTS: dict[tuple[Table, tuple[str, ...] | None], Any] = {}
+
+
+def insert_all(session: Session, rows: Sequence[Any], key: Sequence[str] | None) -> None:
+    """Write new rows of one model (each with an integer `id`) in one INSERT: the ORM's flush
+    sends one per row.
+
+    `key` names columns that tell the rows apart (a unique key with the parent's id): the ids
+    come back with them, so each row gets its own whatever order the database returns them in,
+    and the rows join the session as ones it has read. With no key the rows are only written
+    (the transaction does not use them again): no ids, not in the session."""
+    if not rows:
+        return
+    table = rows[0].__table__
+    names = tuple(key) if key is not None else None
+    statement = _INSERTS.get((table, names))
+    if statement is None:
+        statement = insert(table)
+        if names is not None:
+            statement = statement.returning(table.c.id, *(table.c[name] for name in names))
+        _INSERTS[(table, names)] = statement
+    reference.writing(session, table.name)
+    values = [_values(row, table) for row in rows]
+    if names is None:
+        session.connection().execute(statement, values)
+        return
+    by_key = {tuple(getattr(row, name) for name in names): row for row in rows}
+    if len(by_key) != len(rows):
+        raise ValueError(f"{table.name}: rows to insert share a key {names}")
+    for found in session.connection().execute(statement, values):
+        by_key[tuple(found[1:])].id = found[0]
+    for row in rows:
+        make_transient_to_detached(row)
+    session.add_all(rows)
 
 
 def normalize_url(url: str) -> str:
