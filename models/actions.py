@@ -1226,9 +1226,9 @@ def decide(
             details=budget_warning,
             at=now,
         )
-        outbox.queue(
+        outbox.defer(
             session,
-            Notice("budget_exceeded", team(Role.FINANCE), request.ref, budget_warning),
+            [Notice("budget_exceeded", team(Role.FINANCE), request.ref, budget_warning)],
             request_id=request.id,
             at=now,
         )
@@ -1243,15 +1243,17 @@ def decide(
     if outcome == Outcome.APPROVE:
         # A rejection or a send-back tells the requester in its own message (rejected,
         # changes_requested), with the comment: one email for one decision.
-        outbox.queue(
+        outbox.defer(
             session,
-            Notice(
-                "decision_made",
-                person(requester.email),
-                f"{request.ref}/{stage.key}/r{stage.round}/{seat.slot}",
-                decision_context,
-                stage_id=stage.id,
-            ),
+            [
+                Notice(
+                    "decision_made",
+                    person(requester.email),
+                    f"{request.ref}/{stage.key}/r{stage.round}/{seat.slot}",
+                    decision_context,
+                    stage_id=stage.id,
+                )
+            ],
             request_id=request.id,
             at=now,
         )

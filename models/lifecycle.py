@@ -368,7 +368,7 @@ def fire_many(
         notices.setdefault(plan.request_id, []).extend(plan.move.notices)
     audit.append_many(session, events)
     for request_id, queued in notices.items():
-        outbox.queue_many(session, queued, request_id=request_id, at=at)
+        outbox.defer(session, queued, request_id=request_id, at=at)
     return [plan.values["status"] for plan in planned]
 
 

@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Index
+from sqlalchemy import event as sa_event
+from sqlalchemy import inspect as sa_inspect
 from sqlmodel import Field, Session, SQLModel
 
 from models.audit import plain_json
@@ -106,10 +108,27 @@ def queue_many(
     keep one row (the second waits for the first, then skips it)."""
     if not notices:
         return []
+    _write_waiting(session)  # deferred earlier in this transaction: those keys come first
+    rows = _rows(notices, request_id, at)
+    statement = _STATEMENTS[session.get_bind().dialect.name]
+    # One multi-row statement per call (SQLAlchemy's "insertmanyvalues" batches the rows
+    # behind one cached compiled statement); the keys that come back are the new rows.
+    new = {key: id_ for key, id_ in session.connection().execute(statement, list(rows.values()))}
+    # A key given twice in one call is new once: the first time.
+    answer: list[int | None] = []
+    for notice in notices:
+        answer.append(new.pop(dedup_key(notice), None))
+    return answer
+
+
+def _rows(
+    notices: Sequence[Notice], request_id: int | None, at: datetime | None
+) -> dict[str, dict[str, Any]]:
+    """The notification rows for these notices, by dedup key (a key given twice: the first)."""
     moment = at or utcnow()
-    keys = [dedup_key(n) for n in notices]
     rows: dict[str, dict[str, Any]] = {}
-    for notice, key in zip(notices, keys, strict=True):
+    for notice in notices:
+        key = dedup_key(notice)
         if key not in rows:
             rows[key] = {
                 "event": notice.event,
@@ -126,16 +145,99 @@ def queue_many(
                 "created_at": moment,
                 "sent_at": None,
             }
-    statement = _STATEMENTS[session.get_bind().dialect.name]
-    # One multi-row statement per call (SQLAlchemy's "insertmanyvalues" batches the rows
-    # behind one cached compiled statement); the keys that come back are the new rows.
-    new = {key: id_ for key, id_ in session.connection().execute(statement, list(rows.values()))}
-    # A key given twice in one call is new once: the first time.
-    answer: list[int | None] = []
-    for key in keys:
-        answer.append(new.pop(key, None))
-    return answer
+    return rows
+
+
+# ------------------------------------------------------------------ deferred notices
+# A step queues notices with each change it makes (a stage closes, the request moves on):
+# two or three INSERTs a step. defer() keeps them and writes the transaction's notices in one
+# INSERT, before it commits or before a statement that may read them. Nothing outside the
+# transaction sees the difference: it sees the rows at commit either way.
+
+
+@dataclass
+class _Waiting:
+    """One transaction's deferred notification rows, by dedup key (first wins), and the rows
+    written while savepoints were open, by savepoint: deferred before it (defer() in a
+    savepoint writes at once), so they wait to be written again if it rolls back."""
+
+    transaction: Any
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    inside: dict[Any, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def defer(
+    session: Session,
+    notices: Sequence[Notice],
+    *,
+    request_id: int | None,
+    at: datetime | None = None,
+) -> None:
+    """Queue notices as queue_many() does, written with the transaction's other deferred
+    notices in one INSERT (before commit, or before a query that may read the outbox). For
+    callers that need not know which notices were new. In a savepoint: written at once."""
+    if not notices:
+        return
+    if session.in_nested_transaction():
+        queue_many(session, notices, request_id=request_id, at=at)
+        return
+    waiting: _Waiting | None = session.info.get("outbox_waiting")
+    transaction = session.get_transaction() or session.begin()  # the one the notices belong to
+    if waiting is None or waiting.transaction is not transaction:
+        waiting = session.info["outbox_waiting"] = _Waiting(transaction)
+    for key, row in _rows(notices, request_id, at).items():
+        waiting.rows.setdefault(key, row)
+
+
+def _write_waiting(session: Session) -> None:
+    waiting: _Waiting | None = session.info.get("outbox_waiting")
+    if waiting is None or not waiting.rows:
+        return
+    if waiting.transaction is not session.get_transaction():  # left by a transaction that ended
+        session.info.pop("outbox_waiting", None)
+        return
+    rows = list(waiting.rows.values())
+    waiting.rows = {}
+    savepoint = session.get_nested_transaction()
+    while savepoint is not None and savepoint.nested:  # each open savepoint, innermost first
+        waiting.inside.setdefault(savepoint, []).extend(rows)
+        savepoint = savepoint.parent
+    session.connection().execute(_STATEMENTS[session.get_bind().dialect.name], rows)
+
+
+@sa_event.listens_for(Session, "do_orm_execute")
+def _before_reading(state: Any) -> None:
+    """Write the waiting notices before a statement on the outbox, or one the ORM cannot see
+    into (text, a table)."""
+    waiting: _Waiting | None = state.session.info.get("outbox_waiting")
+    if waiting is None or not waiting.rows:
+        return
+    mappers = state.all_mappers
+    if not mappers or _MAPPER in mappers:
+        _write_waiting(state.session)
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _before_commit(session: Session) -> None:
+    _write_waiting(session)
+    session.info.pop("outbox_waiting", None)
+
+
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _rolled_back(session: Session, previous_transaction: Any) -> None:
+    """A transaction rolled back forgets its notices. A savepoint rolled back took with it the
+    notices written inside it that were deferred before it: they wait to be written again."""
+    waiting: _Waiting | None = session.info.get("outbox_waiting")
+    if waiting is None:
+        return
+    if not previous_transaction.nested:
+        if previous_transaction.parent is None:
+            session.info.pop("outbox_waiting", None)
+        return
+    for row in waiting.inside.pop(previous_transaction, []):
+        waiting.rows.setdefault(row["dedup_key"], row)
 
 
 _TABLE = Notification.__table__  # type: ignore[attr-defined]
+_MAPPER = sa_inspect(Notification)
 _STATEMENTS = insert_unless_taken(_TABLE, ["dedup_key"], _TABLE.c.dedup_key, _TABLE.c.id)

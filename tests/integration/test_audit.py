@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, delete, func, text, update
+from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, col, select
@@ -646,6 +647,64 @@ def test_queueing_the_same_notice_twice_keeps_one_row(
         (f"person:{IDA}", {"n": 1}),
         ("team:it", {}),
     ]
+
+
+def _keys(session: Session) -> list[str]:
+    rows = session.exec(select(Notification).where(Notification.event == "reminder")).all()
+    return sorted(r.dedup_key.split("|")[1] for r in rows)
+
+
+def test_deferred_notices_go_in_one_insert_at_commit_and_a_query_on_the_outbox_sees_them(
+    engine: Engine,
+) -> None:
+    inserts: list[str] = []
+    sa_event.listen(
+        engine,
+        "before_cursor_execute",
+        lambda _c, _cu, statement, *_a: (
+            inserts.append(statement) if statement.startswith("INSERT INTO notification") else None
+        ),
+    )
+    notice = Notice("reminder", outbox.person(IDA), "D-1")
+    with transaction(engine) as session:
+        outbox.defer(session, [notice], request_id=None, at=NOW)
+        outbox.defer(session, [Notice("reminder", outbox.person(IDA), "D-2")], request_id=None)
+        outbox.defer(session, [notice], request_id=None, at=NOW)  # the same key: one row
+        assert inserts == []
+    assert len(inserts) == 1
+    with transaction(engine) as session:
+        assert _keys(session) == ["D-1", "D-2"]
+        outbox.defer(session, [Notice("reminder", outbox.person(IDA), "D-3")], request_id=None)
+        assert _keys(session) == ["D-1", "D-2", "D-3"]  # an ORM query on the outbox
+        outbox.defer(session, [Notice("reminder", outbox.person(IDA), "D-4")], request_id=None)
+        raw = session.execute(text("SELECT count(*) FROM notification WHERE event = 'reminder'"))
+        assert raw.scalar_one() == 4  # a text() query is a read the ORM cannot see into
+        outbox.defer(session, [Notice("reminder", outbox.person(IDA), "D-5")], request_id=None)
+        # queue_many after defer(): the deferred keys are written first, so they win.
+        assert outbox.queue(session, notice, request_id=None) is None
+        d5 = Notice("reminder", outbox.person(IDA), "D-5")
+        assert outbox.queue(session, d5, request_id=None) is None
+    with transaction(engine, readonly=True) as session:
+        assert _keys(session) == ["D-1", "D-2", "D-3", "D-4", "D-5"]
+
+
+def test_deferred_notices_are_undone_with_their_transaction_and_kept_past_a_savepoint(
+    engine: Engine,
+) -> None:
+    with pytest.raises(RuntimeError), transaction(engine) as session:
+        outbox.defer(session, [Notice("reminder", outbox.person(IDA), "R-1")], request_id=None)
+        raise RuntimeError("fails after deferring")
+    with transaction(engine) as session:
+        outbox.defer(session, [Notice("reminder", outbox.person(IDA), "S-before")], request_id=None)
+        savepoint = session.begin_nested()
+        outbox.defer(session, [Notice("reminder", outbox.person(IDA), "S-inside")], request_id=None)
+        # A read inside the savepoint writes the waiting notice, inside the savepoint.
+        assert _keys(session) == ["S-before", "S-inside"]
+        savepoint.rollback()
+        # Deferred before the savepoint, so it outlives the savepoint's rollback.
+        assert _keys(session) == ["S-before"]
+    with transaction(engine, readonly=True) as session:
+        assert _keys(session) == ["S-before"]
 
 
 def test_the_database_itself_refuses_a_second_row_with_the_same_dedup_key(engine: Engine) -> None:
