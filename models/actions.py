@@ -169,8 +169,9 @@ def lock_request(session: Session, ref: str | int) -> Request:
 
 
 def requester_of(session: Session, request: Request) -> Person:
-    """The person who asked for the request (the foreign key guarantees the row)."""
-    found = by_id(session, Person, request.requester_id)
+    """The person who asked for the request (the foreign key guarantees the row): a shared,
+    read-only row (to address them, not to change them)."""
+    found = by_id(session, Person, request.requester_id, read_only=True)
     assert found is not None
     return found
 
@@ -237,7 +238,7 @@ def assets_of(session: Session, request: Request) -> list[Asset]:
 def spec_for(session: Session, request: Request) -> PipelineSpec:
     """The pipeline the request was submitted under."""
     row = (
-        by_id(session, pipeline.PipelineVersion, request.pipeline_id)
+        by_id(session, pipeline.PipelineVersion, request.pipeline_id, read_only=True)
         if request.pipeline_id
         else None
     )

@@ -6,14 +6,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, bindparam, event, insert, select
+from sqlalchemy import Table, bindparam, event, insert
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.pool import NullPool
-from sqlmodel import Session, create_engine
+from sqlmodel import Session, create_engine, select
 
 from models import reference  # its session hooks: reference data cached across transactions
 
@@ -32,11 +32,14 @@ T = TypeVar("T")
 _BY_ID: dict[Any, Any] = {}
 
 
-def by_id(session: Session, model: type[T], id_: int) -> T | None:
+def by_id(session: Session, model: type[T], id_: int, *, read_only: bool = False) -> T | None:
     """session.get() for the steps' lookups: the session's own object when it has one (and it is
     not expired), else one SELECT built once per model, which also refreshes an expired one or
     finds its row gone. (session.get builds its SELECT anew on every call, which costs more than
-    the reference cache's answer to it.)"""
+    the reference cache's answer to it.)
+
+    read_only: a reference row the caller only reads (a requester's address, a cost centre's
+    owner), shared across transactions as reference.shared() hands them out."""
     mapper = sa_inspect(model)
     found = session.identity_map.get(mapper.identity_key_from_primary_key((id_,)))
     if found is not None and not sa_inspect(found).expired:
@@ -44,6 +47,9 @@ def by_id(session: Session, model: type[T], id_: int) -> T | None:
     statement = _BY_ID.get(model)
     if statement is None:
         statement = _BY_ID[model] = select(model).where(mapper.primary_key[0] == bindparam("id"))
+    if read_only:
+        rows = reference.shared(session, statement, {"id": id_})
+        return cast(T | None, rows[0] if rows else None)
     return cast(T | None, session.execute(statement, {"id": id_}).scalars().first())
 
 

@@ -13,7 +13,7 @@ from pydantic import Field as PField
 from sqlalchemy import UniqueConstraint, bindparam, insert
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from models import audit
+from models import audit, reference
 from models.errors import InputError
 from models.fields import Amount, Code, Email, Name, Text, roles_list
 from models.records import tally, upsert
@@ -367,4 +367,4 @@ def person_by_email(session: Session, email: str) -> Person | None:
 
 
 def roles_of(session: Session, person_id: int) -> set[str]:
-    return set(session.exec(ROLES_OF, params={"person_id": person_id}).all())
+    return set(reference.shared(session, ROLES_OF, {"person_id": person_id}))

@@ -31,6 +31,7 @@ from typing import Any, cast
 from sqlalchemy import TextClause, select
 from sqlalchemy import event as sa_event
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.engine import Row
 from sqlalchemy.engine.result import FrozenResult, result_tuple
 from sqlalchemy.orm import ORMExecuteState, make_transient_to_detached
 from sqlalchemy.orm import Session as OrmSession
@@ -79,6 +80,7 @@ class _Cache:
 
     answers: dict[Any, _Answer] = field(default_factory=dict)
     shapes: dict[Any, bool] = field(default_factory=dict)
+    shared: dict[Any, tuple[str, list[Any]]] = field(default_factory=dict)
     hits: int = 0
     misses: int = 0
 
@@ -179,6 +181,18 @@ def _reads_reference_only(cache: _Cache, state: ORMExecuteState, structure: Any)
     return known
 
 
+def _stamp(session: OrmSession, transaction: _Transaction) -> str | None:
+    """The stamp this transaction's answers come from: read once, at its first cacheable query.
+    None on a schema made without the migrations (no triggers): then nothing is cached."""
+    if transaction.stamp is None:
+        stamp = session.connection().execute(_STAMP).scalar_one_or_none()
+        if stamp is None:
+            transaction.wrote = True
+            return None
+        transaction.stamp = stamp
+    return transaction.stamp
+
+
 @sa_event.listens_for(Session, "do_orm_execute")
 def _answer(state: ORMExecuteState) -> Any:
     """Answer a read of reference tables from the cache, or run it and keep a copy."""
@@ -219,21 +233,18 @@ def _answer(state: ORMExecuteState) -> Any:
         )
     except TypeError:
         return None
-    if transaction.stamp is None:
-        stamp = session.connection().execute(_STAMP).scalar_one_or_none()
-        if stamp is None:  # a schema made without the migrations: no triggers, no cache
-            transaction.wrote = True
-            return None
-        transaction.stamp = stamp
+    stamp = _stamp(session, transaction)
+    if stamp is None:
+        return None
     found = cache.answers.get(answer_key)
-    if found is not None and found.stamp == transaction.stamp:
+    if found is not None and found.stamp == stamp:
         cache.hits += 1
         return found.result_in(session)
     cache.misses += 1
     frozen = state.invoke_statement().freeze()
     if len(cache.answers) >= MAX_ANSWERS:
         cache.answers.clear()
-    cache.answers[answer_key] = _Answer.keep(transaction.stamp, statement, frozen)
+    cache.answers[answer_key] = _Answer.keep(stamp, statement, frozen)
     return frozen()
 
 
@@ -305,3 +316,46 @@ def _attach(session: OrmSession, cached: Any) -> Any:
     duplicate = _copy(cached)
     session.add(duplicate)
     return duplicate
+
+
+def shared(session: Session, statement: Any, params: Mapping[str, Any]) -> list[Any]:
+    """The rows of a read of reference tables (a statement built once, as the module-level
+    ones are) for a caller that only reads them: who holds a role, whom a delegate acts for.
+
+    Kept across transactions while the stamp is the one they were read under, and handed out as
+    they are: detached rows shared by every transaction under that stamp, not copies attached
+    to the caller's session, so a hit costs a dictionary lookup instead of a query's way
+    through the ORM. Never change them or add them to a session (read them with a query of
+    your own to change them). A transaction that writes reference data, or has such a change
+    waiting, reads them from the database, as the cache's other answers do."""
+    cache = _cache_of(session)
+    transaction = _state(session)
+    if cache is None or transaction.wrote or _changes_waiting(session):
+        if cache is not None:
+            transaction.wrote = True
+        return list(session.exec(statement, params=params).all())
+    try:
+        key = (statement, tuple(sorted((k, _hashable(v)) for k, v in params.items())))
+    except TypeError:
+        return list(session.exec(statement, params=params).all())
+    stamp = _stamp(session, transaction)
+    found = cache.shared.get(key)
+    if stamp is not None and found is not None and found[0] == stamp:
+        cache.hits += 1
+        return found[1]
+    rows = list(session.exec(statement, params=params).all())
+    if stamp is not None and not transaction.wrote:
+        cache.misses += 1
+        if len(cache.shared) >= MAX_ANSWERS:
+            cache.shared.clear()
+        cache.shared[key] = (stamp, [_detached(row) for row in rows])
+    return rows
+
+
+def _detached(value: Any) -> Any:
+    """A row (an ORM object, or a tuple of them and plain values) as a detached copy."""
+    if hasattr(value, "_sa_instance_state"):
+        return _copy(value)
+    if isinstance(value, Row):  # several columns: a plain tuple (unpacked as the row would be)
+        return tuple(_detached(v) for v in value)
+    return value

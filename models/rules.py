@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 from models.db import by_id
 from models.lifecycle import StageStatus
 from models.org import BUDGET_OWNER, ROLES_OF, CostCentre, Delegation, Person, PersonRole
+from models.reference import shared
 from models.requests import Decision, Request, Stage, StageMode
 
 ANY_SLOT = "any"
@@ -80,7 +81,8 @@ _DELEGATES = (
 
 
 class Directory:
-    """Role membership, budget owners and delegations, loaded once per action."""
+    """Role membership, budget owners and delegations, loaded once per action. The people it
+    hands out are shared, read-only rows (reference.shared): read them, never change them."""
 
     def __init__(self, session: Session, request: Request, today: date):
         self.session = session
@@ -93,16 +95,16 @@ class Directory:
     def roles(self, person: Person) -> set[str]:
         assert person.id is not None
         if person.id not in self._roles:
-            self._roles[person.id] = set(
-                self.session.exec(ROLES_OF, params={"person_id": person.id}).all()
-            )
+            self._roles[person.id] = set(shared(self.session, ROLES_OF, {"person_id": person.id}))
         return self._roles[person.id]
 
     def budget_owner(self) -> Person | None:
         if self._budget_owner is None:
-            centre = by_id(self.session, CostCentre, self.request.cost_centre_id)
+            centre = by_id(self.session, CostCentre, self.request.cost_centre_id, read_only=True)
             if centre is not None:
-                self._budget_owner = by_id(self.session, Person, centre.budget_owner_id)
+                self._budget_owner = by_id(
+                    self.session, Person, centre.budget_owner_id, read_only=True
+                )
         return self._budget_owner
 
     def holds(self, person: Person, role: str) -> bool:
@@ -118,16 +120,13 @@ class Directory:
                 owner = self.budget_owner()
                 people = [owner] if owner is not None and owner.active else []
             else:
-                people = list(self.session.exec(_HOLDERS, params={"role": role}).all())
+                people = shared(self.session, _HOLDERS, {"role": role})
             self._holders[role] = people
         return self._holders[role]
 
     def delegators_of(self, delegate: Person) -> list[Person]:
         """The people on whose behalf `delegate` may act today."""
-        rows = self.session.exec(
-            _DELEGATORS, params={"delegate_id": delegate.id, "today": self.today}
-        ).all()
-        return list(rows)
+        return shared(self.session, _DELEGATORS, {"delegate_id": delegate.id, "today": self.today})
 
     def delegates_of(self, principals: Sequence[Person]) -> dict[int, list[Person]]:
         """Who may act today on behalf of each principal."""
@@ -135,8 +134,9 @@ class Directory:
         out: dict[int, list[Person]] = {}
         if not ids:
             return out
-        rows = self.session.exec(_DELEGATES, params={"ids": ids, "today": self.today}).all()
-        for delegation, person in rows:
+        for delegation, person in shared(
+            self.session, _DELEGATES, {"ids": ids, "today": self.today}
+        ):
             out.setdefault(delegation.delegator_id, []).append(person)
         return out
 

@@ -13,15 +13,16 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, text
+from sqlalchemy import bindparam, event, insert, text
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from models import actions, reference
 from models.catalog import Item
-from models.db import add_unless_taken, transaction
+from models.db import add_unless_taken, by_id, transaction
 from models.errors import InputError
-from models.org import PERSON_BY_EMAIL, Person
+from models.org import PERSON_BY_EMAIL, ROLES_OF, Person
 from models.reference import REFERENCE_TABLES
 from models.requests import Decision
 from tests.factories import IDA, PAUL, RITA, decide, show, submit
@@ -166,6 +167,60 @@ def test_changing_an_object_from_the_cache_changes_only_that_sessions_copy(engin
         item = three.exec(select(Item).where(Item.sku == "LAPTOP-STD-14")).one()
         assert person.name == original and "scribbled" not in item.specs
         assert reference.stats(three)[0] >= 4  # the second and third answered from the cache
+
+
+def test_shared_rows_are_read_once_and_handed_out_as_they_are(engine: Engine) -> None:
+    """reference.shared(): for callers that only read (who holds a role, a requester's address),
+    the same detached rows for every transaction under one stamp, no query on a hit."""
+    with transaction(engine, readonly=True) as session:
+        (first,) = reference.shared(session, PERSON_BY_EMAIL, {"email": IDA})
+        assert first in session  # the reading transaction keeps its own row
+    with transaction(engine, readonly=True) as session, reads(engine) as seen:
+        (second,) = reference.shared(session, PERSON_BY_EMAIL, {"email": IDA})
+        (third,) = reference.shared(session, PERSON_BY_EMAIL, {"email": IDA})
+        assert by_id(session, Person, second.id or 0, read_only=True) is not None
+    with transaction(engine, readonly=True) as session:
+        (fourth,) = reference.shared(session, PERSON_BY_EMAIL, {"email": IDA})
+    assert second is third is fourth  # one row, shared
+    assert second not in session and second.email == IDA and second.name == first.name
+    assert seen["reference_version"] == 1 and seen["person"] == 1  # by_id's first read
+    # A column's values come back as they are; several columns as tuples, unpacked as rows.
+    with transaction(engine, readonly=True) as session:
+        reference.shared(session, ROLES_OF, {"person_id": second.id})  # read: kept
+    with transaction(engine, readonly=True) as session:
+        roles = reference.shared(session, ROLES_OF, {"person_id": second.id})
+        assert reference.shared(session, ROLES_OF, {"person_id": second.id}) is roles
+        ((email, name),) = reference.shared(session, _NAME_OF, {"email": IDA})
+        ((again, _),) = reference.shared(session, _NAME_OF, {"email": IDA})
+    assert roles and all(isinstance(role, str) for role in roles)
+    assert (email, name, again) == (IDA, first.name, IDA)
+
+
+_NAME_OF = sa_select(col(Person.email), col(Person.name)).where(
+    col(Person.email) == bindparam("email")
+)
+
+
+def test_shared_rows_follow_every_change_and_a_writing_transaction_reads_its_own(
+    engine: Engine,
+) -> None:
+    def shared_name() -> str:
+        with transaction(engine, readonly=True) as session:
+            return str(reference.shared(session, PERSON_BY_EMAIL, {"email": IDA})[0].name)
+
+    before = shared_name()
+    with engine.begin() as connection:  # another program, straight SQL: a new stamp
+        connection.execute(
+            text("UPDATE person SET name = 'Ida Outside' WHERE email = :e"), {"e": IDA}
+        )
+    assert shared_name() == "Ida Outside" != before
+    with transaction(engine) as session:
+        ida = session.exec(PERSON_BY_EMAIL, params={"email": IDA}).one()
+        ida.name = "Ida Waiting"  # not flushed yet: shared() must not answer past it
+        (seen,) = reference.shared(session, PERSON_BY_EMAIL, {"email": IDA})
+        assert seen is ida and seen.name == "Ida Waiting"
+        session.rollback()
+    assert shared_name() == "Ida Outside"
 
 
 def test_locking_reads_and_mixed_queries_go_to_the_database(engine: Engine) -> None:
