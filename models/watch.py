@@ -70,13 +70,31 @@ def _end_of(asset: Asset) -> tuple[date | None, str]:
     return asset.warranty_end, "warranty"
 
 
+@dataclass
+class _Group:
+    """The devices of one request that end on the same date for the same reason: one alert to
+    each team for them all."""
+
+    request: Request
+    ends: str
+    end: date
+    devices: list[Asset]
+    holders: dict[int, Person]
+
+    def holder(self, asset: Asset) -> Person | None:
+        return self.holders.get(asset.assigned_to_id) if asset.assigned_to_id else None
+
+
 def lifecycle_watch(
     session: Session, *, asset_ids: Sequence[int], spec: PipelineSpec, now: datetime
 ) -> WatchResult:
-    """For each device: alert IT and purchasing at 90/60/30 days before its end; from 60 days
-    draft a refresh for its holder; from 30 days ask a leased or DaaS device back."""
+    """For each device: alert IT and purchasing at 90/60/30 days before its end, once per group of
+    devices of one request ending together; from 60 days draft a refresh for its holder; from 30
+    days ask a leased or DaaS device back."""
     today = spec.calendar.today(now)
     result = WatchResult()
+    groups: dict[tuple[int, str, date], _Group] = {}
+    deployed: dict[int, list[Asset]] = {}
     for asset_id in asset_ids:
         asset = session.get(Asset, asset_id)
         if asset is None or asset.status != AssetStatus.DEPLOYED:
@@ -90,26 +108,14 @@ def lifecycle_watch(
         if not reached:
             continue
         threshold = min(reached)  # a late first run alerts once, at the tightest threshold
-        holder = session.get(Person, asset.assigned_to_id) if asset.assigned_to_id else None
-        context = {
-            "serial": asset.serial,
-            "sku": asset.sku,
-            "holder": holder.email if holder else None,
-            "ends": what,
-            "end": end,
-            "days_left": left,
-        }
-        key = f"{asset.serial}/{what}/{end}/{threshold}"
-        queued = [
-            outbox.queue(
-                session,
-                Notice("lifecycle_alert", team(role), key, context, asset_id=asset.id),
-                request_id=asset.request_id,
-                at=now,
-            )
-            for role in (Role.IT, Role.PURCHASING)
-        ]
-        result.alerts += sum(1 for q in queued if q is not None)
+        key = (asset.request_id, what, end)
+        group = groups.get(key)
+        if group is None:
+            # The whole group, whichever batch its devices come in: the alert lists them all
+            # and its dedup key makes a later batch (or run) queue nothing.
+            group = groups[key] = _group_of(session, asset, what, end, deployed)
+            result.alerts += _alert(session, group, threshold, left, now)
+        holder = group.holder(asset)
         if left <= DRAFT_AT and holder is not None and holder.active:
             draft = _draft_refresh(session, asset, holder, end, what, now)
             if draft is not None:
@@ -120,6 +126,58 @@ def lifecycle_watch(
             )
             result.returns.append(asset.serial or "")
     return result
+
+
+def _group_of(
+    session: Session, asset: Asset, what: str, end: date, deployed: dict[int, list[Asset]]
+) -> _Group:
+    """The devices in use of the asset's request that end when and as it does, with holders."""
+    if asset.request_id not in deployed:
+        deployed[asset.request_id] = list(
+            session.exec(
+                select(Asset)
+                .where(Asset.request_id == asset.request_id, Asset.status == AssetStatus.DEPLOYED)
+                .order_by(col(Asset.id))
+            ).all()
+        )
+    devices = [a for a in deployed[asset.request_id] if _end_of(a) == (end, what)]
+    ids = {a.assigned_to_id for a in devices if a.assigned_to_id is not None}
+    people = session.exec(select(Person).where(col(Person.id).in_(ids))).all() if ids else []
+    request = session.get(Request, asset.request_id)
+    assert request is not None
+    return _Group(request, what, end, devices, {p.id: p for p in people if p.id is not None})
+
+
+def _alert(session: Session, group: _Group, threshold: int, left: int, now: datetime) -> int:
+    """One lifecycle alert to IT and one to purchasing listing the group; how many were queued."""
+    devices = [
+        {
+            "serial": a.serial,
+            "sku": a.sku,
+            "holder": holder.email if (holder := group.holder(a)) else None,
+        }
+        for a in group.devices
+    ]
+    context = {
+        "ref": group.request.ref,
+        "ends": group.ends,
+        "end": group.end,
+        "days_left": left,
+        "count": len(devices),
+        "devices": devices,
+    }
+    key = f"{group.request.ref}/{group.ends}/{group.end}/{threshold}"
+    only = group.devices[0].id if len(group.devices) == 1 else None
+    queued = outbox.queue_many(
+        session,
+        [
+            Notice("lifecycle_alert", team(role), key, context, asset_id=only)
+            for role in (Role.IT, Role.PURCHASING)
+        ],
+        request_id=group.request.id,
+        at=now,
+    )
+    return sum(1 for q in queued if q is not None)
 
 
 def _draft_refresh(

@@ -126,7 +126,34 @@ def populate(engine: Engine, now: datetime = NOW) -> None:
             now=later,
         )
     with transaction(engine) as session:
-        # A device nearing its warranty end: lifecycle alert and a drafted refresh.
+        # Three laptops for the platform team's desks, handed out the same day as Nina's.
+        desks = _submit(
+            session,
+            now,
+            "desks",
+            kind="rollout",
+            on_behalf_of=None,
+            justification="Laptops for the platform team's hot desks.",
+            lines=[{"sku": "LAPTOP-STD-14", "quantity": 3}],
+        )
+        _approve_all(session, desks, now)
+        actions.place_order(session, ref=desks, actor_email=PAUL, now=now)
+        serials = [f"SN-SAMPLE-010{n}" for n in range(1, 4)]
+        actions.deliver(
+            session, ref=desks, units=[SerialIn(s) for s in serials], actor_email=IVAN, now=later
+        )
+        actions.roll_out(
+            session,
+            ref=desks,
+            assignments=[
+                Assignment(s, who) for s, who in zip(serials, (NINA, BOB, SARA), strict=True)
+            ],
+            actor_email=IVAN,
+            now=later,
+        )
+    with transaction(engine) as session:
+        # Devices nearing their warranty end: Nina's laptop alone (an alert and a refresh for
+        # her), then the three desk laptops in two batches (one alert listing all three).
         assets = watch.ending_assets(session, today=date(2030, 1, 1))
         spec = actions.spec_for(session, actions.get_request(session, ref))
         from models.assets import Asset
@@ -136,6 +163,11 @@ def populate(engine: Engine, now: datetime = NOW) -> None:
         at = datetime.combine(laptop.warranty_end - timedelta(days=45), datetime.min.time(), UTC)
         assert laptop.id in assets
         watch.lifecycle_watch(session, asset_ids=[laptop.id], spec=spec, now=at)
+        ids = session.exec(
+            select(Asset.id).where(col(Asset.serial).in_(serials)).order_by(col(Asset.id))
+        ).all()
+        for batch in (ids[:1], ids[1:]):
+            watch.lifecycle_watch(session, asset_ids=[i for i in batch if i], spec=spec, now=at)
     with transaction(engine) as session:
         for serial in ("SN-SAMPLE-0001", "SN-SAMPLE-0002"):
             actions.request_return(

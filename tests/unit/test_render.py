@@ -49,7 +49,16 @@ from notifications.render import (
     money,
     plural,
 )
-from notifications.samples import NOW, RITA, sample_copies, sample_database, sample_rows
+from notifications.samples import (
+    BOB,
+    NINA,
+    NOW,
+    RITA,
+    SARA,
+    sample_copies,
+    sample_database,
+    sample_rows,
+)
 from procure.cli import main
 
 EVENTS = Renderer.events()
@@ -469,9 +478,10 @@ def _source_line(template: str, line: int) -> str:
         ),
         ("cancelled", lambda c: c.pop("request"), "cancelled.j2", "request.id"),
         ("digest", lambda c: c["notice"].pop("sections"), "digest.j2", "s.waiting_for_you"),
-        ("lifecycle_alert", lambda c: c["notice"].pop("serial"), "lifecycle_alert.j2", "serial"),
+        # Without its list, an alert reads as a row from before grouping: one device's fields.
+        ("lifecycle_alert", lambda c: c["notice"].pop("devices"), "lifecycle_alert.j2", "serial"),
     ],
-    ids=["notice-key", "no-request", "digest-sections", "lifecycle-serial"],
+    ids=["notice-key", "no-request", "digest-sections", "lifecycle-devices"],
 )
 def test_a_missing_context_value_names_the_template_and_line(
     session: Session,
@@ -855,6 +865,61 @@ def test_filters_are_the_same_in_every_output(renderer: Renderer) -> None:
     expected = "2 devices $1,500.00 to order Mon 7 Dec 2026"
     for env in renderer.envs.values():
         assert env.from_string(source).render(values) == expected
+
+
+# ------------------------------------------------------------------ lifecycle alerts
+
+
+def _lifecycle_alerts(session: Session) -> dict[int, dict[str, Any]]:
+    """The sample run's lifecycle alerts to IT by the number of devices they list: Nina's laptop
+    alone, and the three desk laptops of one request ending the same day."""
+    rows = session.exec(
+        select(Notification).where(
+            Notification.event == "lifecycle_alert", Notification.audience == "team:it"
+        )
+    ).all()
+    contexts = [builder(session).build(row) for row in rows]
+    return {c["notice"]["count"]: c for c in contexts}
+
+
+def test_a_lifecycle_alert_lists_every_device_of_its_group(
+    session: Session, renderer: Renderer
+) -> None:
+    context = _lifecycle_alerts(session)[3]
+    assert sample_rows(session)["lifecycle_alert"].context == context["notice"]  # the preview
+    notice = context["notice"]
+    message = renderer.render("lifecycle_alert", context)
+    assert message.subject.startswith(f"Warranty of 3 devices of {notice['ref']} ends ")
+    assert f"The warranty of the 3 devices of {notice['ref']} listed below" in message.text
+    for device in notice["devices"]:
+        holder = context["people"][device["holder"]]
+        assert f"  {device['serial']} · {device['sku']} · {holder}\n" in message.text
+        assert f">{device['serial']}</td>" in message.html
+        assert f"<bdi>{html.escape(holder)}</bdi>" in message.html
+    assert [d["holder"] for d in notice["devices"]] == [NINA, BOB, SARA]
+    assert "Status</th>" not in message.html  # the devices are in use: no status column
+
+
+def test_a_lifecycle_alert_for_one_device_reads_as_before_grouping(
+    session: Session, renderer: Renderer
+) -> None:
+    context = _lifecycle_alerts(session)[1]
+    (device,) = context["notice"]["devices"]
+    message = renderer.render("lifecycle_alert", context)
+    assert message.subject.startswith(f"Warranty of {device['serial']} ends ")
+    assert (
+        f"The warranty of {device['sku']} {device['serial']}, used by Nina Newhire, ends on"
+        in message.text
+    )
+    assert "Devices" not in message.text
+    # A row queued before alerts were grouped (one device's fields, no list) reads the same.
+    legacy = copy.deepcopy(context)
+    notice = legacy["notice"]
+    legacy["notice"] = {
+        **{k: notice[k] for k in ("ends", "end", "days_left")},
+        **device,
+    }
+    assert renderer.render("lifecycle_alert", legacy) == message
 
 
 # ------------------------------------------------------------------ the calendar attachment

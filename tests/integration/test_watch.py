@@ -1,0 +1,201 @@
+"""The lifecycle watch on a rollout: the devices of one request that end together are alerted
+and refreshed as one group, whichever batches the watch meets them in (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import col, select
+
+from models import actions, pipeline, watch
+from models.assets import Asset, Assignment, SerialIn
+from models.db import transaction
+from models.outbox import Notification
+from tests.factories import (
+    BOB,
+    CARL,
+    NINA,
+    NOW,
+    PAUL,
+    SARA,
+    approve_all,
+    load_catalog_path,
+    row_counts,
+    show,
+    submit,
+)
+
+# Delivered on NOW (Wednesday 25 Nov 2026): the standard laptop's 36-month warranty ends on
+# 25 Nov 2029. 66 days before it the 90-day alert is due; 55 days before, the 60-day alert
+# and the refresh.
+END = "2029-11-25"
+AT_90 = datetime(2029, 9, 20, 7, 0, tzinfo=UTC)
+AT_60 = datetime(2029, 10, 1, 7, 0, tzinfo=UTC)
+HOLDERS = (NINA, BOB, CARL, SARA)
+
+# An agreement valid when the refreshes are drafted, whose price falls from ten units on.
+AGREEMENT_2029 = """\
+agreements:
+  - code: FA-2029-NORDIC
+    name: Workplace hardware 2029-2030
+    supplier: NORDIC-IT
+    valid_from: 2029-01-01
+    valid_to: 2030-12-31
+    terms:
+      sla: Next business day on site
+      warranty_months: 36
+      returns: 30 days, collected free of charge
+      erasure: NIST 800-88 purge with a certificate per device
+    prices:
+      - sku: LAPTOP-STD-14
+        tiers:
+          - {from: 1, to: 9, unit_price: 905.00}
+          - {from: 10, unit_price: 869.00}
+"""
+
+
+def rolled_out(
+    engine: Engine, prefix: str, *, days: tuple[int, ...] = (0,) * 12, **overrides: Any
+) -> tuple[str, list[str]]:
+    """A rollout of standard laptops, one delivered `days[n]` days after NOW for each n, handed
+    out to four people in turn; its reference and serials."""
+    ref = submit(
+        engine,
+        kind="rollout",
+        on_behalf_of=None,
+        justification=f"Watch: the team's laptops ({prefix}).",
+        lines=[{"sku": "LAPTOP-STD-14", "quantity": len(days)}],
+        **overrides,
+    )
+    approve_all(engine, ref)
+    serials = [f"{prefix}-{n:02d}" for n in range(1, len(days) + 1)]
+    with transaction(engine) as session:
+        actions.place_order(session, ref=ref, actor_email=PAUL, now=NOW)
+    for day in sorted(set(days)):
+        with transaction(engine) as session:
+            units = [SerialIn(s) for s, d in zip(serials, days, strict=True) if d == day]
+            actions.deliver(session, ref=ref, units=units, now=NOW + timedelta(days=day))
+    with transaction(engine) as session:
+        assignments = [Assignment(s, HOLDERS[n % len(HOLDERS)]) for n, s in enumerate(serials)]
+        actions.roll_out(
+            session, ref=ref, assignments=assignments, now=NOW + timedelta(days=max(days))
+        )
+    return ref, serials
+
+
+def run_watch(engine: Engine, at: datetime, ids: list[int] | None = None) -> watch.WatchResult:
+    """One call of the watch in its own transaction, as one batch of the flow runs it."""
+    with transaction(engine) as session:
+        _, spec = pipeline.active(session)
+        if ids is None:
+            ids = watch.ending_assets(session, today=spec.calendar.today(at))
+        return watch.lifecycle_watch(session, asset_ids=ids, spec=spec, now=at)
+
+
+def ending(engine: Engine, at: datetime) -> list[int]:
+    with transaction(engine, readonly=True) as session:
+        _, spec = pipeline.active(session)
+        return watch.ending_assets(session, today=spec.calendar.today(at))
+
+
+def alerts(engine: Engine) -> list[tuple[str, dict[str, Any], int | None, int | None]]:
+    """Every lifecycle alert queued: audience, context, request id, device id."""
+    with transaction(engine, readonly=True) as session:
+        rows = session.exec(
+            select(Notification)
+            .where(Notification.event == "lifecycle_alert")
+            .order_by(col(Notification.id))
+        ).all()
+        return [(r.audience, r.context, r.request_id, r.asset_id) for r in rows]
+
+
+def request_id(engine: Engine, ref: str) -> int | None:
+    with transaction(engine, readonly=True) as session:
+        return actions.get_request(session, ref).id
+
+
+def listed(context: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [(d["serial"], d["sku"], d["holder"]) for d in context["devices"]]
+
+
+def expected_devices(serials: list[str]) -> list[tuple[str, str, str]]:
+    return [(s, "LAPTOP-STD-14", HOLDERS[n % len(HOLDERS)]) for n, s in enumerate(serials)]
+
+
+def test_a_rollout_ending_together_gets_one_alert_per_team_listing_every_device(
+    engine: Engine,
+) -> None:
+    ref, serials = rolled_out(engine, "R")
+    result = run_watch(engine, AT_90)
+    assert (result.checked, result.alerts, result.drafts, result.returns) == (12, 2, [], [])
+    queued = alerts(engine)
+    assert [audience for audience, *_ in queued] == ["team:it", "team:purchasing"]
+    for _, context, request, asset in queued:
+        assert (request, asset) == (request_id(engine, ref), None)
+        assert (context["ref"], context["ends"], context["end"]) == (ref, "warranty", END)
+        assert (context["days_left"], context["count"]) == (66, 12)
+        assert listed(context) == expected_devices(serials)
+
+
+def test_a_group_split_over_batches_is_alerted_once_and_a_rerun_adds_nothing(
+    engine: Engine,
+) -> None:
+    ref, serials = rolled_out(engine, "B")
+    ids = ending(engine, AT_90)
+    first = run_watch(engine, AT_90, ids[:5])
+    second = run_watch(engine, AT_90, ids[5:])
+    assert (first.checked, first.alerts) == (5, 2)
+    assert (second.checked, second.alerts) == (7, 0)
+    (_, it, *_), (_, purchasing, *_) = alerts(engine)
+    assert listed(it) == listed(purchasing) == expected_devices(serials)
+    assert (it["ref"], it["count"]) == (ref, 12)
+    before = row_counts(engine)
+    again = run_watch(engine, AT_90)
+    assert (again.checked, again.alerts, again.drafts, again.returns) == (12, 0, [], [])
+    assert row_counts(engine) == before
+
+
+def test_devices_of_one_request_ending_on_different_days_form_separate_groups(
+    engine: Engine,
+) -> None:
+    rolled_out(engine, "D", days=(0,) * 8 + (1,) * 4)
+    result = run_watch(engine, AT_90)
+    assert (result.checked, result.alerts) == (12, 4)
+    queued = [
+        (audience, context["end"], context["count"]) for audience, context, *_ in alerts(engine)
+    ]
+    assert queued == [
+        ("team:it", END, 8),
+        ("team:purchasing", END, 8),
+        ("team:it", "2029-11-26", 4),
+        ("team:purchasing", "2029-11-26", 4),
+    ]
+
+
+def test_a_device_alone_is_alerted_and_refreshed_for_its_holder_as_before(
+    engine: Engine, tmp_path: Path
+) -> None:
+    agreement = tmp_path / "agreement-2029.yaml"
+    agreement.write_text(AGREEMENT_2029, encoding="utf-8")
+    load_catalog_path(engine, agreement)
+    ref = submit(engine, justification="Watch: Nina's laptop.")
+    approve_all(engine, ref)
+    with transaction(engine) as session:
+        actions.place_order(session, ref=ref, actor_email=PAUL, now=NOW)
+        actions.deliver(session, ref=ref, units=[SerialIn("ONE-1")], now=NOW)
+        actions.roll_out(session, ref=ref, now=NOW)
+        asset = session.exec(select(Asset).where(Asset.serial == "ONE-1")).one()
+    result = run_watch(engine, AT_60)
+    assert (result.checked, result.alerts, len(result.drafts)) == (1, 2, 1)
+    for _, context, _, asset_id in alerts(engine):
+        assert asset_id == asset.id
+        assert context["count"] == 1 and listed(context) == [("ONE-1", "LAPTOP-STD-14", NINA)]
+    detail = show(engine, result.drafts[0], AT_60)
+    assert (detail["requester"], detail["on_behalf_of"]) == (NINA, NINA)
+    assert detail["idempotency_key"] == f"lifecycle:ONE-1:{END}"
+    (line,) = detail["lines"]
+    assert (line["quantity"], line["unit_price"]) == (1, "905.00")  # a single unit's price
+    assert run_watch(engine, AT_60) == watch.WatchResult(checked=1)
