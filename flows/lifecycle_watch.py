@@ -13,7 +13,8 @@ from tasks.watch import assets_to_watch, lifecycle_batch
 
 @flow(name="lifecycle-watch", flow_run_name="lifecycle-watch")
 async def lifecycle_watch(batch_size: BatchSize = 500) -> dict[str, Any]:
-    """Alert IT and purchasing, draft refreshes for the holders, ask leased devices back."""
+    """Alert IT and purchasing once per group of devices ending together, draft refreshes (one
+    per group), ask leased and DaaS devices back."""
     totals: dict[str, Any] = {"checked": 0, "alerts": 0, "drafts": [], "returns": []}
     for batch in chunks(assets_to_watch(), batch_size):
         for key, value in lifecycle_batch(batch).items():

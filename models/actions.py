@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -780,9 +781,16 @@ def _submit_created(
 
 
 def draft_request(
-    session: Session, *, create: RequestCreate, key: str, actor: str, now: datetime | None = None
+    session: Session,
+    *,
+    create: RequestCreate,
+    key: str,
+    actor: str,
+    now: datetime | None = None,
+    context: Mapping[str, Any] | None = None,
 ) -> Submitted:
-    """Prepare a request for its requester to check and send (refreshes the lifecycle watch finds)."""
+    """Prepare a request for its requester to check and send (refreshes the lifecycle watch finds);
+    `context` adds to what the draft_ready notice tells them (the devices a refresh replaces)."""
     now = now or utcnow()
     row, spec = pipeline.active(session)
     created = _create(
@@ -812,7 +820,7 @@ def draft_request(
             "draft_ready",
             person(create.requester),
             request.ref,
-            {"kind": request.kind, "needed_by": request.needed_by},
+            {"kind": request.kind, "needed_by": request.needed_by, **(context or {})},
         ),
         request_id=request.id,
         at=now,

@@ -7,6 +7,7 @@ keys, and a return is only asked once.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -31,6 +32,11 @@ THRESHOLDS = (
 )  # days before an end date: alert; at 60 draft a refresh; at 30 ask it back
 DRAFT_AT = 60
 RETURN_AT = 30
+JUSTIFICATION_MAX: int = next(
+    m.max_length
+    for m in RequestCreate.model_fields["justification"].metadata
+    if hasattr(m, "max_length")
+)
 
 
 @dataclass
@@ -73,13 +79,14 @@ def _end_of(asset: Asset) -> tuple[date | None, str]:
 @dataclass
 class _Group:
     """The devices of one request that end on the same date for the same reason: one alert to
-    each team for them all."""
+    each team, and one refresh for them all where that is decided (see _drafts_together)."""
 
     request: Request
     ends: str
     end: date
     devices: list[Asset]
     holders: dict[int, Person]
+    together: bool = False  # one refresh for the group (else one per holder)
 
     def holder(self, asset: Asset) -> Person | None:
         return self.holders.get(asset.assigned_to_id) if asset.assigned_to_id else None
@@ -89,8 +96,8 @@ def lifecycle_watch(
     session: Session, *, asset_ids: Sequence[int], spec: PipelineSpec, now: datetime
 ) -> WatchResult:
     """For each device: alert IT and purchasing at 90/60/30 days before its end, once per group of
-    devices of one request ending together; from 60 days draft a refresh for its holder; from 30
-    days ask a leased or DaaS device back."""
+    devices of one request ending together; from 60 days draft one refresh for a group (or, for a
+    device alone, for its holder); from 30 days ask a leased or DaaS device back."""
     today = spec.calendar.today(now)
     result = WatchResult()
     groups: dict[tuple[int, str, date], _Group] = {}
@@ -115,8 +122,12 @@ def lifecycle_watch(
             # and its dedup key makes a later batch (or run) queue nothing.
             group = groups[key] = _group_of(session, asset, what, end, deployed)
             result.alerts += _alert(session, group, threshold, left, now)
+            if left <= DRAFT_AT and _drafts_together(session, group):
+                draft = _draft_group_refresh(session, group, now)
+                if draft is not None:
+                    result.drafts.append(draft)
         holder = group.holder(asset)
-        if left <= DRAFT_AT and holder is not None and holder.active:
+        if left <= DRAFT_AT and not group.together and holder is not None and holder.active:
             draft = _draft_refresh(session, asset, holder, end, what, now)
             if draft is not None:
                 result.drafts.append(draft)
@@ -158,6 +169,7 @@ def _alert(session: Session, group: _Group, threshold: int, left: int, now: date
         }
         for a in group.devices
     ]
+    requester = session.get(Person, group.request.requester_id)
     context = {
         "ref": group.request.ref,
         "ends": group.ends,
@@ -165,6 +177,8 @@ def _alert(session: Session, group: _Group, threshold: int, left: int, now: date
         "days_left": left,
         "count": len(devices),
         "devices": devices,
+        # Who a group's refresh goes to; none: the requester left, each holder gets one.
+        "requester": requester.email if requester is not None and requester.active else None,
     }
     key = f"{group.request.ref}/{group.ends}/{group.end}/{threshold}"
     only = group.devices[0].id if len(group.devices) == 1 else None
@@ -178,6 +192,107 @@ def _alert(session: Session, group: _Group, threshold: int, left: int, now: date
         at=now,
     )
     return sum(1 for q in queued if q is not None)
+
+
+def _device_key(serial: str | None, end: date) -> str:
+    """The idempotency key of a refresh drafted for one device's holder."""
+    return f"lifecycle:{serial}:{end}"
+
+
+def _group_key(group: _Group) -> str:
+    """The idempotency key of the one refresh drafted for a group."""
+    return f"lifecycle:{group.request.ref}:{group.ends}:{group.end}"
+
+
+def _drafts_together(session: Session, group: _Group) -> bool:
+    """Decide whether the group gets one refresh (group.together; else one per holder, as a
+    device alone does) and say whether that one is still to draft. The first answer sticks: a
+    group drafted per device before (by an earlier version, or while it was one device) is not
+    drafted again as a whole, nor a whole group again per device (its requester left since)."""
+    keys = [_device_key(a.serial, group.end) for a in group.devices]
+    drafted = set(
+        session.exec(
+            select(Request.idempotency_key).where(
+                col(Request.idempotency_key).in_([_group_key(group), *keys])
+            )
+        ).all()
+    )
+    if _group_key(group) in drafted:
+        group.together = True
+        return False
+    requester = session.get(Person, group.request.requester_id)
+    group.together = (
+        not drafted and len(group.devices) > 1 and requester is not None and requester.active
+    )
+    return group.together
+
+
+def _draft_group_refresh(session: Session, group: _Group, now: datetime) -> str | None:
+    """One refresh for a group's devices, for the original requester to check and send: its
+    SKUs with their counts, priced as one request (so an agreement's volume tier applies)."""
+    items = {
+        i.id: i
+        for i in session.exec(
+            select(Item).where(col(Item.id).in_({a.item_id for a in group.devices}))
+        ).all()
+    }
+    covered = [a for a in group.devices if (item := items.get(a.item_id)) and item.active]
+    if not covered:
+        return None
+    counts = Counter(items[a.item_id].sku for a in covered)
+    requester = session.get(Person, group.request.requester_id)
+    centre = session.get(CostCentre, group.request.cost_centre_id)
+    assert requester is not None and centre is not None
+    # For the one person who holds them all (an onboarding's kit), else for the requester.
+    holders = {a.assigned_to_id for a in covered}
+    only = group.holder(covered[0]) if len(holders) == 1 else None
+    create = RequestCreate.model_validate(
+        {
+            "kind": RequestKind.REFRESH.value,
+            "requester": requester.email,
+            "on_behalf_of": only.email if only is not None and only.active else None,
+            "cost_centre": centre.code,
+            "needed_by": group.end.isoformat(),
+            "justification": _naming(group, covered),
+            "lines": [{"sku": sku, "quantity": n} for sku, n in counts.items()],
+        }
+    )
+    try:
+        submitted = actions.draft_request(
+            session,
+            create=create,
+            key=_group_key(group),
+            actor=actions.SYSTEM,
+            now=now,
+            context={
+                "devices": len(covered),
+                "ref": group.request.ref,
+                "ends": group.ends,
+                "end": group.end,
+            },
+        )
+    except InputError:
+        return None  # e.g. the end date has passed: the alert still went out
+    return submitted.ref if submitted.created else None
+
+
+def _naming(group: _Group, devices: list[Asset]) -> str:
+    """A group refresh's justification: what ends when, and the devices (as many as fit)."""
+    head = (
+        f"The {group.ends} of {len(devices)} devices of {group.request.ref} ends on {group.end}: "
+    )
+    names = [f"{a.serial} ({a.sku})" for a in devices]
+    text = head + ", ".join(names) + "."
+    if len(text) <= JUSTIFICATION_MAX:
+        return text
+    room = JUSTIFICATION_MAX - len(head) - len(f" and {len(names)} more.")
+    shown: list[str] = []
+    for name in names:
+        room -= len(name) + len(", ")
+        if room < 0:
+            break
+        shown.append(name)
+    return head + ", ".join(shown) + f" and {len(names) - len(shown)} more."
 
 
 def _draft_refresh(
@@ -205,7 +320,7 @@ def _draft_refresh(
         submitted = actions.draft_request(
             session,
             create=create,
-            key=f"lifecycle:{asset.serial}:{end}",
+            key=_device_key(asset.serial, end),
             actor=actions.SYSTEM,
             now=now,
         )

@@ -153,7 +153,8 @@ def populate(engine: Engine, now: datetime = NOW) -> None:
         )
     with transaction(engine) as session:
         # Devices nearing their warranty end: Nina's laptop alone (an alert and a refresh for
-        # her), then the three desk laptops in two batches (one alert listing all three).
+        # her), then the three desk laptops in two batches (one alert listing all three and one
+        # refresh for Rita, who requested them).
         assets = watch.ending_assets(session, today=date(2030, 1, 1))
         spec = actions.spec_for(session, actions.get_request(session, ref))
         from models.assets import Asset

@@ -52,7 +52,7 @@ def lifecycle_batch(asset_ids: list[int]) -> dict[str, Any]:
         result = watch.lifecycle_watch(session, asset_ids=asset_ids, spec=spec, now=now())
     log = get_run_logger()
     for ref in result.drafts:
-        log.info("%s drafted: a refresh for its holder to check and send", ref)
+        log.info("%s drafted: a refresh to check and send", ref)
     for serial in result.returns:
         log.info("%s asked back: its lease or DaaS term ends", serial)
     return {

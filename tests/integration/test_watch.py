@@ -4,6 +4,7 @@ and refreshed as one group, whichever batches the watch meets them in (SQLite an
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ from sqlmodel import col, select
 
 from models import actions, pipeline, watch
 from models.assets import Asset, Assignment, SerialIn
+from models.catalog import Item
 from models.db import transaction
+from models.economics import agreement_options
 from models.outbox import Notification
 from tests.factories import (
     BOB,
@@ -20,9 +23,11 @@ from tests.factories import (
     NINA,
     NOW,
     PAUL,
+    RITA,
     SARA,
     approve_all,
     load_catalog_path,
+    load_org_data,
     row_counts,
     show,
     submit,
@@ -136,7 +141,7 @@ def test_a_rollout_ending_together_gets_one_alert_per_team_listing_every_device(
     for _, context, request, asset in queued:
         assert (request, asset) == (request_id(engine, ref), None)
         assert (context["ref"], context["ends"], context["end"]) == (ref, "warranty", END)
-        assert (context["days_left"], context["count"]) == (66, 12)
+        assert (context["days_left"], context["count"], context["requester"]) == (66, 12, RITA)
         assert listed(context) == expected_devices(serials)
 
 
@@ -158,12 +163,29 @@ def test_a_group_split_over_batches_is_alerted_once_and_a_rerun_adds_nothing(
     assert row_counts(engine) == before
 
 
+def test_a_group_split_over_batches_gets_one_refresh_and_a_rerun_drafts_nothing(
+    engine: Engine,
+) -> None:
+    rolled_out(engine, "S")
+    ids = ending(engine, AT_60)
+    first = run_watch(engine, AT_60, ids[:5])
+    second = run_watch(engine, AT_60, ids[5:])
+    assert (first.alerts, len(first.drafts)) == (2, 1)
+    assert (second.alerts, second.drafts) == (0, [])
+    (line,) = show(engine, first.drafts[0], AT_60)["lines"]
+    assert line["quantity"] == 12
+    before = row_counts(engine)
+    again = run_watch(engine, AT_60)
+    assert (again.checked, again.alerts, again.drafts, again.returns) == (12, 0, [], [])
+    assert row_counts(engine) == before
+
+
 def test_devices_of_one_request_ending_on_different_days_form_separate_groups(
     engine: Engine,
 ) -> None:
     rolled_out(engine, "D", days=(0,) * 8 + (1,) * 4)
-    result = run_watch(engine, AT_90)
-    assert (result.checked, result.alerts) == (12, 4)
+    result = run_watch(engine, AT_60)
+    assert (result.checked, result.alerts, len(result.drafts)) == (12, 4, 2)
     queued = [
         (audience, context["end"], context["count"]) for audience, context, *_ in alerts(engine)
     ]
@@ -173,6 +195,77 @@ def test_devices_of_one_request_ending_on_different_days_form_separate_groups(
         ("team:it", "2029-11-26", 4),
         ("team:purchasing", "2029-11-26", 4),
     ]
+    drafts = [show(engine, draft) for draft in result.drafts]
+    assert [(d["needed_by"], d["lines"][0]["quantity"]) for d in drafts] == [
+        (END, 8),
+        ("2029-11-26", 4),
+    ]
+
+
+def test_a_group_gets_one_refresh_for_its_requester_at_the_volume_tier_price(
+    engine: Engine, tmp_path: Path
+) -> None:
+    agreement = tmp_path / "agreement-2029.yaml"
+    agreement.write_text(AGREEMENT_2029, encoding="utf-8")
+    load_catalog_path(engine, agreement)
+    ref, serials = rolled_out(engine, "V")
+    (draft,) = run_watch(engine, AT_60).drafts
+    detail = show(engine, draft, AT_60)
+    assert (detail["status"], detail["kind"]) == ("draft", "refresh")
+    assert (detail["requester"], detail["on_behalf_of"]) == (RITA, RITA)
+    assert (detail["needed_by"], detail["cost_centre"]) == (END, "CC-ENG")
+    assert detail["idempotency_key"] == f"lifecycle:{ref}:warranty:{END}"
+    assert all(serial in detail["justification"] for serial in serials)
+    (line,) = detail["lines"]
+    assert (line["sku"], line["quantity"]) == ("LAPTOP-STD-14", 12)
+    # One request for twelve: the agreement's tier from ten units on, not a single unit's price.
+    with transaction(engine, readonly=True) as session:
+        item = session.exec(select(Item).where(Item.sku == "LAPTOP-STD-14")).one()
+        assert item.id is not None
+        prices = {
+            n: agreement_options(
+                session, item_id=item.id, quantity=n, day=AT_60.date(), currency="EUR"
+            )[0].unit_price
+            for n in (1, 12)
+        }
+    assert prices == {1: Decimal("905.00"), 12: Decimal("869.00")}
+    assert Decimal(line["unit_price"]) == prices[12]
+    assert Decimal(detail["total"]) == 12 * prices[12]
+    # Rita is told what the draft replaces.
+    with transaction(engine, readonly=True) as session:
+        told = session.exec(
+            select(Notification).where(
+                Notification.event == "draft_ready", Notification.audience == f"person:{RITA}"
+            )
+        ).one()
+    assert told.context["devices"] == 12 and told.context["ref"] == ref
+
+
+def test_a_group_whose_requester_left_gets_a_refresh_per_holder(engine: Engine) -> None:
+    _, serials = rolled_out(engine, "L")
+    load_org_data(
+        engine,
+        {
+            "people": [
+                {
+                    "email": RITA,
+                    "name": "Rita Requester",
+                    "department": "Engineering",
+                    "roles": ["requester"],
+                    "active": False,
+                }
+            ]
+        },
+    )
+    result = run_watch(engine, AT_60)
+    assert result.alerts == 2 and len(result.drafts) == 12
+    assert [context["requester"] for _, context, *_ in alerts(engine)] == [None, None]
+    drafts = [show(engine, draft, AT_60) for draft in result.drafts]
+    assert [(d["requester"], d["idempotency_key"]) for d in drafts] == [
+        (HOLDERS[n % len(HOLDERS)], f"lifecycle:{serial}:{END}") for n, serial in enumerate(serials)
+    ]
+    assert {d["lines"][0]["quantity"] for d in drafts} == {1}
+    assert run_watch(engine, AT_60).drafts == []
 
 
 def test_a_device_alone_is_alerted_and_refreshed_for_its_holder_as_before(
@@ -199,3 +292,32 @@ def test_a_device_alone_is_alerted_and_refreshed_for_its_holder_as_before(
     (line,) = detail["lines"]
     assert (line["quantity"], line["unit_price"]) == (1, "905.00")  # a single unit's price
     assert run_watch(engine, AT_60) == watch.WatchResult(checked=1)
+
+
+def test_a_group_drafted_per_device_while_it_was_one_device_is_not_drafted_again_as_a_whole(
+    engine: Engine,
+) -> None:
+    ref = submit(
+        engine,
+        kind="rollout",
+        on_behalf_of=None,
+        justification="Watch: two laptops, handed out apart.",
+        lines=[{"sku": "LAPTOP-STD-14", "quantity": 2}],
+    )
+    approve_all(engine, ref)
+    with transaction(engine) as session:
+        actions.place_order(session, ref=ref, actor_email=PAUL, now=NOW)
+        actions.deliver(session, ref=ref, units=[SerialIn("A-1"), SerialIn("A-2")], now=NOW)
+        actions.roll_out(session, ref=ref, assignments=[Assignment("A-1", NINA)], now=NOW)
+    (alone,) = run_watch(engine, AT_60).drafts
+    assert show(engine, alone, AT_60)["idempotency_key"] == f"lifecycle:A-1:{END}"
+    later = AT_60 + timedelta(days=1)
+    with transaction(engine) as session:
+        actions.roll_out(session, ref=ref, assignments=[Assignment("A-2", BOB)], now=later)
+    result = run_watch(engine, later)
+    # The request's laptops ending on that day were alerted at this threshold already; A-1's
+    # holder has her refresh, so A-2's holder gets his own, and nobody one for both.
+    assert result.alerts == 0
+    (second,) = result.drafts
+    detail = show(engine, second, later)
+    assert (detail["requester"], detail["idempotency_key"]) == (BOB, f"lifecycle:A-2:{END}")

@@ -891,6 +891,7 @@ def test_a_lifecycle_alert_lists_every_device_of_its_group(
     message = renderer.render("lifecycle_alert", context)
     assert message.subject.startswith(f"Warranty of 3 devices of {notice['ref']} ends ")
     assert f"The warranty of the 3 devices of {notice['ref']} listed below" in message.text
+    assert "one refresh request for all of them for Rita Requester to confirm" in message.text
     for device in notice["devices"]:
         holder = context["people"][device["holder"]]
         assert f"  {device['serial']} · {device['sku']} · {holder}\n" in message.text
