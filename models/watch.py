@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from sqlmodel import Session, col, select
 
 from models import actions, outbox
-from models.assets import Asset
+from models.assets import Asset, Ownership
 from models.catalog import Item
 from models.economics import SPENT_STATES
 from models.errors import InputError
@@ -71,8 +71,8 @@ def ending_assets(session: Session, *, today: date) -> list[int]:
 
 def _end_of(asset: Asset) -> tuple[date | None, str]:
     """The date that matters for a device and what ends then: a lease, a DaaS term, a warranty."""
-    if asset.ownership != "bought" and asset.contract_end is not None:
-        return asset.contract_end, "lease" if asset.ownership == "leased" else "daas"
+    if asset.ownership != Ownership.BOUGHT and asset.contract_end is not None:
+        return asset.contract_end, "lease" if asset.ownership == Ownership.LEASED else "daas"
     return asset.warranty_end, "warranty"
 
 
