@@ -74,6 +74,7 @@ from models.lifecycle import (
 from models.org import PERSON_BY_EMAIL, CostCentre, Person, Role, roles_of
 from models.outbox import Notice, person, team
 from models.pipeline import PipelineSpec, StageSpec
+from models.reference import shared
 from models.requests import (
     COMMENT_NEEDED,
     SEAT,
@@ -108,7 +109,8 @@ _ITEM = select(Item).where(Item.sku == bindparam("sku"))
 
 
 class Lookup:
-    """People, cost centres and items by their keys, cached for one action."""
+    """People, cost centres and items by their keys, cached for one action: shared, read-only
+    rows (reference.shared), to name and price a request, not to change."""
 
     def __init__(self, session: Session):
         self.session = session
@@ -116,21 +118,23 @@ class Lookup:
         self._centres: dict[str, CostCentre | None] = {}
         self._items: dict[str, Item | None] = {}
 
+    def _one(self, statement: Any, params: dict[str, Any]) -> Any:
+        rows = shared(self.session, statement, params)
+        return rows[0] if rows else None
+
     def person(self, email: str) -> Person | None:
         if email not in self._people:
-            self._people[email] = self.session.exec(
-                PERSON_BY_EMAIL, params={"email": email}
-            ).first()
+            self._people[email] = self._one(PERSON_BY_EMAIL, {"email": email})
         return self._people[email]
 
     def centre(self, code_: str) -> CostCentre | None:
         if code_ not in self._centres:
-            self._centres[code_] = self.session.exec(_CENTRE, params={"code": code_}).first()
+            self._centres[code_] = self._one(_CENTRE, {"code": code_})
         return self._centres[code_]
 
     def item(self, sku: str) -> Item | None:
         if sku not in self._items:
-            self._items[sku] = self.session.exec(_ITEM, params={"sku": sku}).first()
+            self._items[sku] = self._one(_ITEM, {"sku": sku})
         return self._items[sku]
 
     def bundle(self, code_: str) -> list[tuple[str, int]] | None:
@@ -147,17 +151,29 @@ class Lookup:
         return [(sku, quantity) for sku, quantity in rows]
 
 
-def find_person(session: Session, email: str, *, what: str = "person") -> Person:
-    """The person with this email, or NotFound naming the argument."""
+def find_person(
+    session: Session, email: str, *, what: str = "person", read_only: bool = False
+) -> Person:
+    """The person with this email, or NotFound naming the argument. read_only: a shared row
+    (reference.shared), for a caller that only reads it."""
 
     try:
         address = check_email(email)
     except ValueError as exc:
         raise InputError(Problem(str(exc), field=what)) from None
-    found = session.exec(PERSON_BY_EMAIL, params={"email": address}).first()
+    if read_only:
+        rows = shared(session, PERSON_BY_EMAIL, {"email": address})
+        found = rows[0] if rows else None
+    else:
+        found = session.exec(PERSON_BY_EMAIL, params={"email": address}).first()
     if found is None:
         raise NotFound(Problem(f"no person with email {address}", field=what))
     return found
+
+
+def find_actor(session: Session, email: str) -> Person:
+    """The person acting (--as): found as find_person() finds them, a shared, read-only row."""
+    return find_person(session, email, what="as", read_only=True)
 
 
 def lock_request(session: Session, ref: str | int) -> Request:
@@ -478,8 +494,8 @@ def condition_context(
 ) -> dict[str, Any]:
     """The names a pipeline condition can use, for this request."""
     items = {i.id: i for i in items_by_id(session, [ln.item_id for ln in lines])}
-    centre = by_id(session, CostCentre, request.cost_centre_id)
-    beneficiary = by_id(session, Person, request.on_behalf_of_id)
+    centre = by_id(session, CostCentre, request.cost_centre_id, read_only=True)
+    beneficiary = by_id(session, Person, request.on_behalf_of_id, read_only=True)
     return {
         "total": request.total,
         "currency": request.currency,
@@ -834,7 +850,7 @@ def send_draft(
     """The requester sends a prepared draft into the pipeline."""
     now = now or utcnow()
     request = lock_request(session, ref)
-    actor = find_person(session, actor_email, what="as")
+    actor = find_actor(session, actor_email)
     if actor.id != request.requester_id:
         raise RuleViolation(f"only the requester of {request.ref} can send it")
     REQUEST.target(request.status, RequestEvent.SUBMIT, what=f"request {request.ref}")
@@ -1127,7 +1143,7 @@ def decide(
     if needed and not comment.strip():
         raise InputError(Problem(needed, field="comment"))
     request = lock_request(session, ref)
-    actor = find_person(session, actor_email, what="as")
+    actor = find_actor(session, actor_email)
     stages = stages_of(session, request)
     if stage_key is not None and stage_key not in {s.key for s in stages}:
         raise NotFound(
@@ -1497,7 +1513,7 @@ def resubmit(
     """The requester answers a send-back: apply the changes, submit again; unchanged stages keep approvals."""
     now = now or utcnow()
     request = lock_request(session, ref)
-    actor = find_person(session, actor_email, what="as")
+    actor = find_actor(session, actor_email)
     if actor.id != request.requester_id:
         raise RuleViolation(f"only the requester of {request.ref} can resubmit it")
     if request.status != RequestStatus.CHANGES_REQUESTED:
@@ -1644,7 +1660,7 @@ def cancel(
     except ValueError as exc:
         raise InputError(Problem(str(exc), field="reason")) from None
     request = lock_request(session, ref)
-    actor = find_person(session, actor_email, what="as")
+    actor = find_actor(session, actor_email)
     if actor.id != request.requester_id:
         assert actor.id is not None
         if not roles_of(session, actor.id) & {Role.PURCHASING.value, Role.MANAGEMENT.value}:
@@ -1707,7 +1723,7 @@ def confirm_terms(
         raise InputError(Problem(str(exc), field="note")) from None
     request = lock_request(session, ref)
     _while_open(request, "its terms are no longer open")
-    actor = find_person(session, actor_email, what="as")
+    actor = find_actor(session, actor_email)
     fresh = _confirm_terms(session, request, actor, names, note, now)
     checklist = terms_view(request.terms)
     return {
@@ -1751,7 +1767,7 @@ def record_quote(
         raise InputError(problems)
     request = lock_request(session, ref)
     _while_open(request, "quotes are for requests under review")
-    actor = find_person(session, actor_email, what="as")
+    actor = find_actor(session, actor_email)
     _need_purchasing(session, actor, "record quotes")
     if line_no not in {ln.line_no for ln in lines_of(session, request)}:
         raise NotFound(Problem(f"{request.ref} has no line {line_no}", field="--line"))
@@ -1824,7 +1840,7 @@ def set_sourcing(
         raise TransitionNotAllowed(
             f"request {request.ref} is {request.status}: sourcing is chosen during the review"
         )
-    actor = find_person(session, actor_email, what="as")
+    actor = find_actor(session, actor_email)
     _need_purchasing(session, actor, "choose sourcing")
     lines = lines_of(session, request)
     line = next((ln for ln in lines if ln.line_no == line_no), None)
@@ -2022,7 +2038,7 @@ def _check_actor_role(session: Session, actor_email: str | None, roles: set[str]
     """The actor's email if they hold one of the roles; operators without --as act as 'system'."""
     if actor_email is None:
         return SYSTEM
-    actor = find_person(session, actor_email, what="as")
+    actor = find_actor(session, actor_email)
     assert actor.id is not None
     if not roles_of(session, actor.id) & roles:
         raise RuleViolation(
@@ -2485,7 +2501,7 @@ def roll_out(
     assets = assets_of(session, request)
     delivered = {a.serial: a for a in assets if a.status == AssetStatus.DELIVERED and a.serial}
     if assignments is None:
-        beneficiary = by_id(session, Person, request.on_behalf_of_id)
+        beneficiary = by_id(session, Person, request.on_behalf_of_id, read_only=True)
         assert beneficiary is not None
         assignments = [Assignment(serial, beneficiary.email) for serial in delivered]
     if not assignments:
@@ -2569,7 +2585,7 @@ def acknowledge(
     """The person a device was handed to confirms they have it."""
     now = now or utcnow()
     asset = find_asset(session, serial)
-    actor = find_person(session, actor_email, what="as")
+    actor = find_actor(session, actor_email)
     if asset.status != AssetStatus.DEPLOYED or asset.assigned_to_id != actor.id:
         raise RuleViolation(f"{asset.serial} is not a device handed to {actor.email}")
     if asset.acknowledged_at is not None:

@@ -41,15 +41,15 @@ def by_id(session: Session, model: type[T], id_: int, *, read_only: bool = False
     read_only: a reference row the caller only reads (a requester's address, a cost centre's
     owner), shared across transactions as reference.shared() hands them out."""
     mapper = sa_inspect(model)
-    found = session.identity_map.get(mapper.identity_key_from_primary_key((id_,)))
-    if found is not None and not sa_inspect(found).expired:
-        return cast(T, found)
     statement = _BY_ID.get(model)
     if statement is None:
         statement = _BY_ID[model] = select(model).where(mapper.primary_key[0] == bindparam("id"))
-    if read_only:
+    if read_only:  # the shared row, even where the session has its own: it reads the same
         rows = reference.shared(session, statement, {"id": id_})
         return cast(T | None, rows[0] if rows else None)
+    found = session.identity_map.get(mapper.identity_key_from_primary_key((id_,)))
+    if found is not None and not sa_inspect(found).expired:
+        return cast(T, found)
     return cast(T | None, session.execute(statement, {"id": id_}).scalars().first())
 
 

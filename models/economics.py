@@ -22,6 +22,7 @@ from models.db import by_id
 from models.lifecycle import OPEN_REQUEST_STATES, RequestStatus
 from models.org import Budget, CostCentre
 from models.pipeline import DeviceCosts, Economics, LateCosts
+from models.reference import shared
 from models.requests import Quote, Request, RequestLine, format_ref
 from models.types import Money, UTCDateTime, money, utcnow
 
@@ -62,8 +63,8 @@ class LedgerEntry(SQLModel, table=True):
 
 
 def items_by_id(session: Session, ids: Sequence[int]) -> Sequence[Item]:
-    """The catalog items with these ids (one SELECT built once)."""
-    return session.scalars(_ITEMS, {"ids": list(ids)}).all()
+    """The catalog items with these ids (one SELECT built once): shared, read-only rows."""
+    return shared(session, _ITEMS, {"ids": list(ids)})
 
 
 # The statements a step runs, built once (building and keying a statement costs more than
@@ -169,9 +170,9 @@ def agreement_options(
     session: Session, *, item_id: int, quantity: int, day: date, currency: str
 ) -> list[AgreementOption]:
     """Active agreements that can supply `quantity` of the item on `day`, cheapest first."""
-    rows = session.execute(
-        _AGREEMENT_PRICES, {"item_id": item_id, "day": day, "currency": currency}
-    ).all()
+    rows = shared(
+        session, _AGREEMENT_PRICES, {"item_id": item_id, "day": day, "currency": currency}
+    )
     tiers: dict[int, tuple[FrameworkAgreement, list[Tier]]] = {}
     for agreement, price in rows:
         assert agreement.id is not None
@@ -540,10 +541,10 @@ def _line_economics(
 ) -> list[LineEconomics]:
     items = {i.id: i for i in items_by_id(session, [ln.item_id for ln in lines])}
     agreement_ids = [ln.agreement_id for ln in lines if ln.agreement_id]
-    agreements = {a.id: a for a in session.scalars(_AGREEMENTS, {"ids": agreement_ids}).all()}
-    suppliers: dict[int, str] = {id_: name for id_, name in session.execute(_SUPPLIER_NAMES)}
+    agreements = {a.id: a for a in shared(session, _AGREEMENTS, {"ids": agreement_ids})}
+    suppliers: dict[int, str] = {id_: name for id_, name in shared(session, _SUPPLIER_NAMES, {})}
     item_ids = [i for i in items if i is not None]
-    offers = session.scalars(_OFFERS_OF_ITEMS, {"items": item_ids}).all()
+    offers = shared(session, _OFFERS_OF_ITEMS, {"items": item_ids})
     quotes = session.scalars(_QUOTES, {"id": request.id}).all()
     demand = (
         open_demand(
@@ -644,18 +645,19 @@ def supplier_of(session: Session, line: RequestLine) -> LineSupplier:
     or the item's. A supplier outside the catalog has no lead time on file: its line is planned
     with the catalog supplier's. reports.costs() follows the same rule in SQL."""
     source: Any = (
-        by_id(session, FrameworkAgreement, line.agreement_id)
+        by_id(session, FrameworkAgreement, line.agreement_id, read_only=True)
         if line.agreement_id
-        else by_id(session, Offer, line.offer_id)
+        else by_id(session, Offer, line.offer_id, read_only=True)
         if line.offer_id
-        else by_id(session, Item, line.item_id)
+        else by_id(session, Item, line.item_id, read_only=True)
     )
-    catalog = by_id(session, Supplier, source.supplier_id)
+    catalog = by_id(session, Supplier, source.supplier_id, read_only=True)
     assert catalog is not None  # a foreign key
     quote = by_id(session, Quote, line.quote_id) if line.quote_id else None
     if quote is None:
         return LineSupplier(catalog.code, catalog.name, catalog.lead_time_days)
-    named = session.exec(_SUPPLIER_BY_CODE, params={"code": quote.supplier}).first()
+    found = shared(session, _SUPPLIER_BY_CODE, {"code": quote.supplier})
+    named = found[0] if found else None
     if named is None:
         return LineSupplier(quote.supplier, quote.supplier, catalog.lead_time_days)
     return LineSupplier(named.code, named.name, named.lead_time_days)
