@@ -21,11 +21,13 @@ from models import reference  # its session hooks: reference data cached across 
 def insert_unless_taken(table: Table, key: list[str], *returning: Any) -> dict[str, Any]:
     """INSERT ... ON CONFLICT (key) DO NOTHING RETURNING ..., built once for each database: the
     unique key is the check, one statement and no lookup first; a row that finds its key taken
-    returns nothing. By dialect name."""
-    return {
-        name: insert(table).on_conflict_do_nothing(index_elements=key).returning(*returning)
-        for name, insert in (("sqlite", sqlite_insert), ("postgresql", postgresql_insert))
-    }
+    returns nothing. By dialect name. With nothing to return, no RETURNING: the rows go to the
+    driver's executemany, without a result to read."""
+    statements = {}
+    for name, insert in (("sqlite", sqlite_insert), ("postgresql", postgresql_insert)):
+        statement = insert(table).on_conflict_do_nothing(index_elements=key)
+        statements[name] = statement.returning(*returning) if returning else statement
+    return statements
 
 
 T = TypeVar("T")

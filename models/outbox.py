@@ -202,7 +202,7 @@ def _write_waiting(session: Session) -> None:
     while savepoint is not None and savepoint.nested:  # each open savepoint, innermost first
         waiting.inside.setdefault(savepoint, []).extend(rows)
         savepoint = savepoint.parent
-    session.connection().execute(_STATEMENTS[session.get_bind().dialect.name], rows)
+    session.connection().execute(_DEFERRED[session.get_bind().dialect.name], rows)
 
 
 @sa_event.listens_for(Session, "do_orm_execute")
@@ -241,3 +241,4 @@ def _rolled_back(session: Session, previous_transaction: Any) -> None:
 _TABLE = Notification.__table__  # type: ignore[attr-defined]
 _MAPPER = sa_inspect(Notification)
 _STATEMENTS = insert_unless_taken(_TABLE, ["dedup_key"], _TABLE.c.dedup_key, _TABLE.c.id)
+_DEFERRED = insert_unless_taken(_TABLE, ["dedup_key"])  # nobody asks which were new
