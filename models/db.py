@@ -24,8 +24,8 @@ def insert_unless_taken(table: Table, key: list[str], *returning: Any) -> dict[s
     returns nothing. By dialect name. With nothing to return, no RETURNING: the rows go to the
     driver's executemany, without a result to read."""
     statements = {}
-    for name, insert in (("sqlite", sqlite_insert), ("postgresql", postgresql_insert)):
-        statement = insert(table).on_conflict_do_nothing(index_elements=key)
+    for name, dialect_insert in (("sqlite", sqlite_insert), ("postgresql", postgresql_insert)):
+        statement = dialect_insert(table).on_conflict_do_nothing(index_elements=key)
         statements[name] = statement.returning(*returning) if returning else statement
     return statements
 
