@@ -20,7 +20,7 @@ from sqlalchemy import Text as SAText
 from sqlmodel import Field as SQLField
 from sqlmodel import Session, SQLModel, select
 
-from models import audit
+from models import audit, reference
 from models.calendar import Calendar
 from models.errors import InputError, Problem
 from models.fields import Amount, Currency, Name, Slug
@@ -462,8 +462,10 @@ _ACTIVE = select(PipelineVersion).where(PipelineVersion.active)
 
 
 def active(session: Session) -> tuple[PipelineVersion, PipelineSpec]:
-    """The active pipeline; a clear error if none is installed."""
-    row = active_row(session)
+    """The active pipeline; a clear error if none is installed. Its row is a shared, read-only
+    one (reference.shared): to install another, install() reads its own."""
+    rows = reference.shared(session, _ACTIVE, {})
+    row = rows[0] if rows else None
     if row is None:
         raise InputError(
             Problem("no pipeline is installed: run `procure init` or `procure pipeline load FILE`")
