@@ -444,10 +444,9 @@ def budget_status(
     decided = request.decided_at.date() if request.decided_at else today
     year = fiscal_year(decided, economics.fiscal_year_start_month)
     start, end = fiscal_range(year, economics.fiscal_year_start_month)
-    centre = by_id(session, CostCentre, request.cost_centre_id)
-    budget = session.execute(
-        _BUDGET, {"centre": request.cost_centre_id, "year": year}
-    ).scalar_one_or_none()
+    centre = by_id(session, CostCentre, request.cost_centre_id, read_only=True)
+    budgets = shared(session, _BUDGET, {"centre": request.cost_centre_id, "year": year})
+    budget = budgets[0] if budgets else None
     start_at = datetime(start.year, start.month, start.day, tzinfo=UTC)
     end_at = datetime(end.year, end.month, end.day, tzinfo=UTC)
     sums = dict(
