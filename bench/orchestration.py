@@ -102,9 +102,11 @@ def flow_intake(url: str, source: Path, home: Path) -> float:
         asyncio.run(intake(str(source), batch_size=BATCH))
         return time.perf_counter() - start
     finally:
-        from prefect.logging.handlers import APILogHandler
+        from prefect.logging.handlers import APILogWorker
 
-        APILogHandler.flush()  # the runs' last log lines reach the server before it stops
+        # The runs' last log lines reach the server before it stops. (APILogHandler.flush()
+        # was a class method before Prefect 3.9.1; the worker's drain is the same in both.)
+        APILogWorker.drain_all(timeout=5)
         server.terminate()
         server.wait(timeout=30)
 
