@@ -11,7 +11,7 @@ from prefect.runtime import flow_run
 
 from models.assets import by_request
 from tasks.artifacts import publish_request, publish_table, start_progress, update_progress
-from tasks.batching import BatchSize, chunks
+from tasks.batching import BatchSize, as_is, chunks
 from tasks.requests import (
     check_shipments,
     load_detail,
@@ -43,12 +43,12 @@ async def delivery(
     whose last unit arrived have their devices handed out (by the assignments file, or each to
     the person it was requested for)."""
     shipments = by_request(read_serials(serials_file), request, serials_file)
-    check_shipments(shipments, serials_file)
+    check_shipments(as_is(shipments), serials_file)
     assignments = read_assignments(assignments_file) if assignments_file else None
     progress = start_progress("delivery", len(shipments), "requests delivered")
     results: list[dict[str, Any]] = []
     for refs in chunks(sorted(shipments), batch_size):
-        delivered = record_deliveries({ref: shipments[ref] for ref in refs})
+        delivered = record_deliveries(as_is({ref: shipments[ref] for ref in refs}))
         complete = [d["id"] for d in delivered if d["status"] == "delivered"]
         if hand_out and complete:
             handed = {r["id"]: r for r in roll_out(complete, assignments)}

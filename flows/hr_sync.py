@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow
 
 from tasks.artifacts import publish_table, start_progress, update_progress
-from tasks.batching import BatchSize, chunks
+from tasks.batching import BatchSize, as_is, chunks
 from tasks.watch import hr_batch, read_hr_export
 
 
@@ -25,7 +25,7 @@ async def hr_sync(export: str, batch_size: BatchSize = 200) -> dict[str, Any]:
     }
     done = 0
     for batch in chunks(rows, batch_size):
-        for key, value in hr_batch(batch).items():
+        for key, value in hr_batch(as_is(batch)).items():
             totals[key] += value
         done += len(batch)
         update_progress(progress, done, len(rows), "people synced")

@@ -8,7 +8,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from tasks.artifacts import publish_table, start_progress, update_progress
-from tasks.batching import BatchSize, chunks
+from tasks.batching import BatchSize, as_is, chunks
 from tasks.requests import read_requests, submit_batch
 
 
@@ -24,7 +24,7 @@ async def intake(source: str, batch_size: BatchSize = 200) -> list[str]:
     progress = start_progress("intake", len(drafts), "requests submitted")
     submitted: list[dict[str, object]] = []
     for batch in chunks(drafts, batch_size):
-        submitted += submit_batch(batch)
+        submitted += submit_batch(as_is(batch))
         update_progress(progress, len(submitted), len(drafts), "requests submitted")
     publish_table("intake", submitted, f"{len(submitted)} requests from {Path(source).name}")
     return [str(r["id"]) for r in submitted]
