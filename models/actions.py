@@ -2611,8 +2611,11 @@ def request_return(
     actor_email: str | None = None,
     reason: str = "",
     now: datetime | None = None,
+    tell_it: bool = True,
 ) -> Asset:
-    """Ask for a device back (a leaver, a refresh, the end of a lease)."""
+    """Ask for a device back (a leaver, a refresh, the end of a lease): its holder is told, and
+    IT unless `tell_it` is False (the lifecycle watch, whose alert to IT lists a group's
+    devices being asked back: one message, not one per device)."""
     now = now or utcnow()
     try:
         reason = single_line(reason or "")
@@ -2623,15 +2626,17 @@ def request_return(
     )
     asset = find_asset(session, serial)
     holder = by_id(session, Person, asset.assigned_to_id) if asset.assigned_to_id else None
-    notices = [
-        Notice(
-            "return_requested",
-            team(Role.IT),
-            asset.serial or "",
-            {"serial": asset.serial, "reason": reason},
-            asset_id=asset.id,
+    notices = []
+    if tell_it:
+        notices.append(
+            Notice(
+                "return_requested",
+                team(Role.IT),
+                asset.serial or "",
+                {"serial": asset.serial, "reason": reason},
+                asset_id=asset.id,
+            )
         )
-    ]
     if holder is not None:
         notices.append(
             Notice(

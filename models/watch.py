@@ -133,7 +133,12 @@ def lifecycle_watch(
                 result.drafts.append(draft)
         if left <= RETURN_AT and what in ("lease", "daas"):
             actions.request_return(
-                session, serial=asset.serial or "", reason=f"the {what} ends on {end}", now=now
+                session,
+                serial=asset.serial or "",
+                reason=f"the {what} ends on {end}",
+                now=now,
+                # A group's alert already tells IT its devices are asked back.
+                tell_it=len(group.devices) == 1,
             )
             result.returns.append(asset.serial or "")
     return result

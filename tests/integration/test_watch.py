@@ -321,3 +321,38 @@ def test_a_group_drafted_per_device_while_it_was_one_device_is_not_drafted_again
     (second,) = result.drafts
     detail = show(engine, second, later)
     assert (detail["requester"], detail["idempotency_key"]) == (BOB, f"lifecycle:A-2:{END}")
+
+
+AT_30 = datetime(2029, 10, 30, 8, 0, tzinfo=UTC)  # 26 days before the DaaS term ends
+
+
+def test_a_daas_group_asked_back_tells_each_holder_and_it_once_in_its_alert(
+    engine: Engine,
+) -> None:
+    ref = submit(
+        engine,
+        kind="rollout",
+        on_behalf_of=None,
+        justification="Watch: the team's DaaS laptops.",
+        lines=[{"sku": "LAPTOP-STD-14", "quantity": 8, "ownership": "daas"}],
+    )
+    approve_all(engine, ref)
+    serials = [f"DG-{n}" for n in range(1, 9)]
+    with transaction(engine) as session:
+        actions.place_order(session, ref=ref, actor_email=PAUL, now=NOW)
+        actions.deliver(session, ref=ref, units=[SerialIn(s) for s in serials], now=NOW)
+        assignments = [Assignment(s, HOLDERS[n % len(HOLDERS)]) for n, s in enumerate(serials)]
+        actions.roll_out(session, ref=ref, assignments=assignments, now=NOW)
+    result = run_watch(engine, AT_30)
+    assert sorted(result.returns) == sorted(serials)
+    with transaction(engine, readonly=True) as session:
+        rows = session.exec(
+            select(Notification).where(Notification.event == "return_requested")
+        ).all()
+        asked = sorted((r.audience, r.context["serial"]) for r in rows)
+    # Each holder hears of their own device; IT of none of them one by one...
+    expected = sorted((f"person:{HOLDERS[n % len(HOLDERS)]}", s) for n, s in enumerate(serials))
+    assert asked == expected
+    # ... but from the one alert that lists the group.
+    ((_, it, *_),) = [a for a in alerts(engine) if a[0] == "team:it"]
+    assert (it["ends"], it["count"]) == ("daas", 8)
