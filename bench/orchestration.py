@@ -104,11 +104,13 @@ def flow_intake(url: str, source: Path, home: Path) -> float:
     finally:
         from prefect.logging.handlers import APILogWorker
 
-        # The runs' last log lines reach the server before it stops. (APILogHandler.flush()
-        # was a class method before Prefect 3.9.1; the worker's drain is the same in both.)
-        APILogWorker.drain_all(timeout=5)
-        server.terminate()
-        server.wait(timeout=30)
+        try:
+            # The runs' last log lines reach the server before it stops. (APILogHandler.flush()
+            # was a class method before Prefect 3.9.1; the worker's drain is the same in both.)
+            APILogWorker.drain_all(timeout=5)
+        finally:  # whatever happened, no server is left running after the benchmark
+            server.terminate()
+            server.wait(timeout=30)
 
 
 def decision_latency(home: Path) -> tuple[list[float], list[float]]:
