@@ -2362,12 +2362,13 @@ def deliver(
     )
     request = lock_request(session, ref)
     if request.status == RequestStatus.ORDERED:
-        # Delivered without a planned date: record that it was unplanned, then the delivery.
+        # Delivered without a planned date: record that it was unplanned (by whoever records
+        # the delivery), then the delivery.
         schedule_delivery(
             session,
             ref=request.ref,
             on=spec_for(session, request).calendar.today(now),
-            actor_email=None,
+            actor_email=actor_email,
             now=now,
             unplanned=True,
         )

@@ -11,12 +11,14 @@ from sqlmodel import col, select
 
 from models import actions
 from models.assets import Assignment, SerialIn
+from models.audit import AuditEvent
 from models.db import transaction
 from models.outbox import Notification
 from tests.factories import (
     BOB,
     FIONA,
     IDA,
+    IVAN,
     MAX,
     NINA,
     NOW,
@@ -104,6 +106,31 @@ def test_a_large_request_passes_every_stage_in_order(engine: Engine) -> None:
         "management",
     ]
     assert ("finance", FIONA) in deciders and ("management", MAX) in deciders
+
+
+def test_a_delivery_without_a_planned_date_is_planned_by_whoever_records_it(
+    engine: Engine,
+) -> None:
+    ref = submit(
+        engine, justification="delivered unplanned", lines=[{"sku": "MON-27", "quantity": 2}]
+    )
+    approve_all(engine, ref)
+    with transaction(engine) as session:
+        actions.place_order(session, ref=ref, actor_email=PAUL, now=NOW)
+    with transaction(engine) as session:
+        part = actions.deliver(
+            session, ref=ref, units=[SerialIn("SN-U-1", "MON-27")], actor_email=IVAN, now=NOW
+        )
+    assert (part.remaining, part.status) == (1, "delivery_scheduled")
+    with transaction(engine, readonly=True) as session:
+        planned = session.exec(
+            select(AuditEvent).where(
+                AuditEvent.entity_id == ref, AuditEvent.action == "schedule_delivery"
+            )
+        ).one()
+    # IT recorded the delivery, so IT planned it: not "system".
+    assert (planned.actor, planned.to_status) == (IVAN, "delivery_scheduled")
+    assert planned.details["unplanned"] is True
 
 
 def test_a_request_walks_from_order_to_closure(engine: Engine) -> None:
