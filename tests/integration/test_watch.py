@@ -63,16 +63,21 @@ agreements:
 
 
 def rolled_out(
-    engine: Engine, prefix: str, *, days: tuple[int, ...] = (0,) * 12, **overrides: Any
+    engine: Engine,
+    prefix: str,
+    *,
+    days: tuple[int, ...] = (0,) * 12,
+    ownership: str = "bought",
+    **overrides: Any,
 ) -> tuple[str, list[str]]:
-    """A rollout of standard laptops, one delivered `days[n]` days after NOW for each n, handed
-    out to four people in turn; its reference and serials."""
+    """A rollout of standard laptops (bought, leased or DaaS), one delivered `days[n]` days
+    after NOW for each n, handed out to four people in turn; its reference and serials."""
     ref = submit(
         engine,
         kind="rollout",
         on_behalf_of=None,
         justification=f"Watch: the team's laptops ({prefix}).",
-        lines=[{"sku": "LAPTOP-STD-14", "quantity": len(days)}],
+        lines=[{"sku": "LAPTOP-STD-14", "quantity": len(days), "ownership": ownership}],
         **overrides,
     )
     approve_all(engine, ref)
@@ -117,6 +122,21 @@ def alerts(engine: Engine) -> list[tuple[str, dict[str, Any], int | None, int | 
         return [(r.audience, r.context, r.request_id, r.asset_id) for r in rows]
 
 
+def load_agreement_2029(engine: Engine, folder: Path) -> None:
+    """The agreement valid when the refreshes are drafted (AGREEMENT_2029), loaded."""
+    agreement = folder / "agreement-2029.yaml"
+    agreement.write_text(AGREEMENT_2029, encoding="utf-8")
+    load_catalog_path(engine, agreement)
+
+
+def rerun_adds_nothing(engine: Engine, at: datetime, *, checked: int) -> None:
+    """The watch run again at the same time checks the devices and writes nothing."""
+    before = row_counts(engine)
+    again = run_watch(engine, at)
+    assert (again.checked, again.alerts, again.drafts, again.returns) == (checked, 0, [], [])
+    assert row_counts(engine) == before
+
+
 def request_id(engine: Engine, ref: str) -> int | None:
     with transaction(engine, readonly=True) as session:
         return actions.get_request(session, ref).id
@@ -157,10 +177,7 @@ def test_a_group_split_over_batches_is_alerted_once_and_a_rerun_adds_nothing(
     (_, it, *_), (_, purchasing, *_) = alerts(engine)
     assert listed(it) == listed(purchasing) == expected_devices(serials)
     assert (it["ref"], it["count"]) == (ref, 12)
-    before = row_counts(engine)
-    again = run_watch(engine, AT_90)
-    assert (again.checked, again.alerts, again.drafts, again.returns) == (12, 0, [], [])
-    assert row_counts(engine) == before
+    rerun_adds_nothing(engine, AT_90, checked=12)
 
 
 def test_a_group_split_over_batches_gets_one_refresh_and_a_rerun_drafts_nothing(
@@ -174,10 +191,7 @@ def test_a_group_split_over_batches_gets_one_refresh_and_a_rerun_drafts_nothing(
     assert (second.alerts, second.drafts) == (0, [])
     (line,) = show(engine, first.drafts[0], AT_60)["lines"]
     assert line["quantity"] == 12
-    before = row_counts(engine)
-    again = run_watch(engine, AT_60)
-    assert (again.checked, again.alerts, again.drafts, again.returns) == (12, 0, [], [])
-    assert row_counts(engine) == before
+    rerun_adds_nothing(engine, AT_60, checked=12)
 
 
 def test_devices_of_one_request_ending_on_different_days_form_separate_groups(
@@ -205,9 +219,7 @@ def test_devices_of_one_request_ending_on_different_days_form_separate_groups(
 def test_a_group_gets_one_refresh_for_its_requester_at_the_volume_tier_price(
     engine: Engine, tmp_path: Path
 ) -> None:
-    agreement = tmp_path / "agreement-2029.yaml"
-    agreement.write_text(AGREEMENT_2029, encoding="utf-8")
-    load_catalog_path(engine, agreement)
+    load_agreement_2029(engine, tmp_path)
     ref, serials = rolled_out(engine, "V")
     (draft,) = run_watch(engine, AT_60).drafts
     detail = show(engine, draft, AT_60)
@@ -271,9 +283,7 @@ def test_a_group_whose_requester_left_gets_a_refresh_per_holder(engine: Engine) 
 def test_a_device_alone_is_alerted_and_refreshed_for_its_holder_as_before(
     engine: Engine, tmp_path: Path
 ) -> None:
-    agreement = tmp_path / "agreement-2029.yaml"
-    agreement.write_text(AGREEMENT_2029, encoding="utf-8")
-    load_catalog_path(engine, agreement)
+    load_agreement_2029(engine, tmp_path)
     ref = submit(engine, justification="Watch: Nina's laptop.")
     approve_all(engine, ref)
     with transaction(engine) as session:
@@ -329,20 +339,7 @@ AT_30 = datetime(2029, 10, 30, 8, 0, tzinfo=UTC)  # 26 days before the DaaS term
 def test_a_daas_group_asked_back_tells_each_holder_and_it_once_in_its_alert(
     engine: Engine,
 ) -> None:
-    ref = submit(
-        engine,
-        kind="rollout",
-        on_behalf_of=None,
-        justification="Watch: the team's DaaS laptops.",
-        lines=[{"sku": "LAPTOP-STD-14", "quantity": 8, "ownership": "daas"}],
-    )
-    approve_all(engine, ref)
-    serials = [f"DG-{n}" for n in range(1, 9)]
-    with transaction(engine) as session:
-        actions.place_order(session, ref=ref, actor_email=PAUL, now=NOW)
-        actions.deliver(session, ref=ref, units=[SerialIn(s) for s in serials], now=NOW)
-        assignments = [Assignment(s, HOLDERS[n % len(HOLDERS)]) for n, s in enumerate(serials)]
-        actions.roll_out(session, ref=ref, assignments=assignments, now=NOW)
+    _, serials = rolled_out(engine, "DG", days=(0,) * 8, ownership="daas")
     result = run_watch(engine, AT_30)
     assert sorted(result.returns) == sorted(serials)
     with transaction(engine, readonly=True) as session:
