@@ -14,14 +14,14 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.advance import advance
-from models.requests import DecisionCreate
+from models.requests import DecisionCreate, canonical_ref
 from tasks.requests import apply_decision
 
 
 def _name() -> str:
     decision = flow_run.parameters.get("decision") or {}
     request = decision.get("request", "") if isinstance(decision, dict) else decision.request
-    return f"decide-{str(request).upper()}"
+    return f"decide-{canonical_ref(request)}"
 
 
 @flow(name="record-decision", flow_run_name=_name)

@@ -63,6 +63,15 @@ def parse_ref(ref: str | int) -> int:
     return int(text)
 
 
+def canonical_ref(ref: str | int) -> str:
+    """A reference as procure writes it (PR-0001 for pr-1 or 1), for names and labels that must
+    not fail: text that is not a reference comes back upper-cased, as given."""
+    try:
+        return format_ref(parse_ref(ref))
+    except InputError:
+        return str(ref).strip().upper()
+
+
 # A procurement request: who wants what, for whom, on which budget, by when.
 class Request(SQLModel, table=True):
     __tablename__ = "request"

@@ -104,6 +104,24 @@ def test_a_decision_from_the_prefect_ui_is_applied_advanced_and_published(flow_d
     assert artifact(f"costs-{ref.lower()}").type == "table"
 
 
+def test_runs_are_named_by_the_request_as_procure_writes_it(flow_db: Engine) -> None:
+    """A decision given for "pr-1" runs as decide-PR-0001 and advance-PR-0001, the names
+    people search the Prefect UI for."""
+    from prefect.client.orchestration import get_client
+
+    from flows.record_decision import record_decision
+
+    ref = submit(flow_db)
+    short = f"pr-{int(ref[3:])}"
+    run(record_decision(DecisionCreate(request=short, approver=IDA, decision="approve")))
+
+    async def names() -> set[str]:
+        async with get_client() as client:
+            return {r.name for r in await client.read_flow_runs()}
+
+    assert {f"decide-{ref}", f"advance-{ref}"} <= run(names())
+
+
 def test_a_form_that_skipped_the_schema_check_is_still_refused_by_the_rules(
     flow_db: Engine,
 ) -> None:

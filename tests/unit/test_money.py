@@ -443,3 +443,10 @@ def test_a_request_reference_is_ascii_digits_or_bad_input(ref: str) -> None:
     with pytest.raises(InputError, match="not a request id"):
         parse_ref(ref)
     assert parse_ref("pr-0042") == parse_ref(" 42 ") == 42
+
+
+def test_a_reference_in_a_run_name_reads_as_procure_writes_it_and_never_fails() -> None:
+    from models.requests import canonical_ref
+
+    assert canonical_ref("pr-1") == canonical_ref(" 1 ") == canonical_ref(1) == "PR-0001"
+    assert canonical_ref("pr-x") == "PR-X"  # not a reference: named as given, not refused
