@@ -171,9 +171,10 @@ def find_person(
     return found
 
 
-def find_actor(session: Session, email: str) -> Person:
-    """The person acting (--as): found as find_person() finds them, a shared, read-only row."""
-    return find_person(session, email, what="as", read_only=True)
+def find_actor(session: Session, email: str, *, what: str = "as") -> Person:
+    """The person acting (--as, or `what` where their email came under another name): found as
+    find_person() finds them, a shared, read-only row."""
+    return find_person(session, email, what=what, read_only=True)
 
 
 def lock_request(session: Session, ref: str | int) -> Request:
@@ -1119,12 +1120,15 @@ def decide(
     stage_key: str | None = None,
     now: datetime | None = None,
     confirm_terms: bool = False,
+    actor_field: str = "as",
 ) -> DecisionResult:
     """Record one approver's decision and move the request on; the same decision again is a no-op.
 
     With confirm_terms, a purchasing approver also confirms the contract terms still open on
     the joint-review checklist. The final approval needs that checklist complete, and the
-    budget's remainder (stop policy) or a warning to finance (warn policy).
+    budget's remainder (stop policy) or a warning to finance (warn policy). `actor_field`: what
+    an unknown actor's email is called in the error (--as on the command line, `approver` in
+    the Prefect form).
     """
     now = now or utcnow()
     try:
@@ -1143,7 +1147,7 @@ def decide(
     if needed and not comment.strip():
         raise InputError(Problem(needed, field="comment"))
     request = lock_request(session, ref)
-    actor = find_actor(session, actor_email)
+    actor = find_actor(session, actor_email, what=actor_field)
     stages = stages_of(session, request)
     if stage_key is not None and stage_key not in {s.key for s in stages}:
         raise NotFound(

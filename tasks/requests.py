@@ -118,6 +118,7 @@ def apply_decision(
             stage_key=stage,
             now=now(),
             confirm_terms=confirm_terms,
+            actor_field="approver",
         )
     for_ = f" on behalf of {result.on_behalf_of}" if result.on_behalf_of else ""
     note = " (already recorded)" if result.noop else ""

@@ -137,6 +137,16 @@ def test_a_form_that_skipped_the_schema_check_is_still_refused_by_the_rules(
     assert [d for s in show(flow_db, ref)["stages"] for d in s["decisions"]] == []
 
 
+def test_an_unknown_approver_in_the_form_is_named_as_the_forms_field(flow_db: Engine) -> None:
+    from flows.record_decision import record_decision
+    from models.errors import NotFound
+
+    ref = submit(flow_db)
+    stranger = DecisionCreate(request=ref, approver="nobody@example.com", decision="approve")
+    with pytest.raises(NotFound, match=r"^approver: no person with email nobody@example.com"):
+        run(record_decision(stranger))
+
+
 def test_the_form_refuses_what_is_not_a_decision() -> None:
     from pydantic import ValidationError
 
