@@ -1072,6 +1072,33 @@ def approval_notices(
     return notices, sorted(set(approvers))
 
 
+# The notices that ask someone to decide a stage (or review it): once the stage is decided, or
+# the decisions they asked for are in, sending them would ask for what is done.
+ASKING = frozenset({"approval_needed", "reminder", "overdue", "review_needed"})
+_STAGE_DECISIONS = select(Decision).where(Decision.stage_id == bindparam("id"))
+
+
+def stale_notice(session: Session, notification: outbox.Notification) -> str | None:
+    """Why a queued notice asking for a stage's decision no longer applies, or None: its stage
+    is no longer open, or every decision it asked for (its roles) has been made since."""
+    if notification.event not in ASKING or notification.stage_id is None:
+        return None
+    stage = by_id(session, Stage, notification.stage_id)
+    if stage is None:
+        return "its stage is gone"
+    if stage.status != StageStatus.OPEN:
+        return f"stage {stage.key} is {stage.status} already"
+    asked = set(notification.context.get("roles") or [])
+    kind, _, role = notification.audience.partition(":")
+    if not asked and kind == "team":
+        asked = {role}
+    decisions = list(session.exec(_STAGE_DECISIONS, params={"id": stage.id}).all())
+    still_open = {r for _, roles in open_slots(stage, decisions) for r in roles}
+    if asked and not asked & still_open:
+        return f"stage {stage.key} has its {' and '.join(sorted(asked))} decision already"
+    return None
+
+
 def _approve_request(session: Session, request: Request, now: datetime) -> None:
     requester = requester_of(session, request)
     notices = [

@@ -101,6 +101,8 @@ class NotificationStatus(StrEnum):
     SENDING = "sending"  # claimed by a dispatcher until next_attempt_at (its lease)
     SENT = "sent"
     DEAD = "dead"  # gave up after the last attempt; the operators were told
+    # Not sent: it asked someone to decide a stage that was decided (or closed) before it went.
+    DROPPED = "dropped"
 
 
 class NotificationEvent(StrEnum):
@@ -109,6 +111,7 @@ class NotificationEvent(StrEnum):
     RETRY = "retry"  # some destination failed: try again after a back-off
     GIVE_UP = "give_up"
     REQUEUE = "requeue"  # an operator sends a dead one again
+    DROP = "drop"  # what it asks for is done: not sent
 
 
 R, RE = RequestStatus, RequestEvent
@@ -173,6 +176,7 @@ NOTIFICATION_TRANSITIONS: Mapping[tuple[str, str], str] = {
     (N.SENDING, NE.DELIVER): N.SENT,
     (N.SENDING, NE.RETRY): N.PENDING,
     (N.SENDING, NE.GIVE_UP): N.DEAD,
+    (N.SENDING, NE.DROP): N.DROPPED,
     (N.DEAD, NE.REQUEUE): N.PENDING,
 }
 

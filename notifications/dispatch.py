@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from models import lifecycle, outbox
+from models.actions import stale_notice
 from models.db import transaction
 from models.errors import InputError, Problem
 from models.lifecycle import NotificationEvent
@@ -68,6 +69,7 @@ class DispatchReport:
     sent: int = 0
     retried: int = 0
     dead: int = 0
+    dropped: int = 0  # asked for a decision made before they could go: not sent
     deliveries: int = 0
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -78,6 +80,7 @@ class DispatchReport:
             "sent": self.sent,
             "retried": self.retried,
             "dead": self.dead,
+            "dropped": self.dropped,
             "deliveries": self.deliveries,
             "failures": self.failures,
             "warnings": self.warnings,
@@ -158,6 +161,7 @@ class Dispatcher:
     ) -> None:
         ids = [r.id for r in rows if r.id is not None]
         problems: dict[int, str] = {}
+        dropped: dict[int, str] = {}
         jobs: list[_Job] = []
         wanted: dict[int, set[str]] = {}
         with Session(self.engine) as session:
@@ -172,6 +176,10 @@ class Dispatcher:
             builder = ContextBuilder(session, self.links)
             for row in rows:
                 assert row.id is not None
+                why_not = stale_notice(session, row)
+                if why_not is not None:  # "waits for your decision", after it was made
+                    dropped[row.id] = why_not
+                    continue
                 targets = self.routes.targets(row.audience)
                 if not targets:
                     problems[row.id] = self._no_route(row.audience)
@@ -203,7 +211,7 @@ class Dispatcher:
                 )
                 jobs += [_Job(row, t, message, envelope) for t in todo]
         results = list(executor.map(lambda job: self._send(job, pool), jobs))
-        self._settle(rows, now, jobs, results, problems, wanted, done, report)
+        self._settle(rows, now, jobs, results, problems, wanted, done, report, dropped)
 
     def _no_route(self, audience: str) -> str:
         kind, _, address = audience.partition(":")
@@ -265,6 +273,7 @@ class Dispatcher:
         wanted: dict[int, set[str]],
         done: set[tuple[int, str]],
         report: DispatchReport,
+        dropped: dict[int, str],
     ) -> None:
         errors: dict[int, list[str]] = {}
         delivered = set(done)
@@ -285,6 +294,15 @@ class Dispatcher:
             session.flush()
             for row in rows:
                 assert row.id is not None
+                if row.id in dropped:
+                    settled = lifecycle.settle_notification(
+                        session,
+                        row,
+                        NotificationEvent.DROP,
+                        last_error=f"not sent: {dropped[row.id]}",
+                    )
+                    report.dropped += settled
+                    continue
                 missing = {k for k in wanted.get(row.id, set()) if (row.id, k) not in delivered}
                 if row.id not in problems and not missing:
                     settled = lifecycle.settle_notification(

@@ -279,7 +279,8 @@ def send(
     else:
         typer.echo(
             f"{report.claimed} due: {report.sent} sent, {report.retried} to retry, "
-            f"{report.dead} given up ({report.deliveries} deliveries)"
+            f"{report.dead} given up, {report.dropped} dropped (decided before they went) "
+            f"({report.deliveries} deliveries)"
         )
         for line in report.failures[:50]:
             typer.echo(f"  {line}")
@@ -314,10 +315,14 @@ def status(
             counts_query = counts_query.where(Notification.request_id == rid)
         counts = {s.value: 0 for s in NotificationStatus}
         counts.update({str(s): int(n) for s, n in session.exec(counts_query).all()})
+        # A dropped row is done, not failing: it asked for a decision made before it went.
+        done = [NotificationStatus.SENT, NotificationStatus.DROPPED]
         if failed:
-            query = query.where(col(Notification.last_error) != "")
+            query = query.where(
+                col(Notification.last_error) != "", col(Notification.status).not_in(done[1:])
+            )
         else:
-            query = query.where(col(Notification.status) != NotificationStatus.SENT)
+            query = query.where(col(Notification.status).not_in(done))
         rows = session.exec(query.order_by(col(Notification.id).desc()).limit(limit)).all()
         ids = [r.id for r in rows]
         deliveries: dict[int, list[Delivery]] = {}

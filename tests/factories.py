@@ -155,3 +155,15 @@ def row_counts(engine: Engine) -> dict[str, Any]:
         head = metadata.tables["audit_head"]
         counts["audit_head"] = tuple(session.execute(select(head.c.seq, head.c.hash)).one())
     return counts
+
+
+def stale_notices(engine: Engine) -> set[int]:
+    """The queued notifications the dispatcher will drop, not send: they ask for decisions made
+    since they were queued (actions.stale_notice)."""
+    from sqlmodel import select
+
+    from models.outbox import Notification
+
+    with transaction(engine, readonly=True) as session:
+        rows = session.exec(select(Notification).where(Notification.status != "sent")).all()
+        return {n.id or 0 for n in rows if actions.stale_notice(session, n)}

@@ -10,7 +10,7 @@ import pytest
 from notifications.sink import MailSink, free_port
 from tests.conftest import Databases
 from tests.e2e.test_cli import Cli
-from tests.factories import NOW, PAUL, RITA, submit
+from tests.factories import IDA, NOW, PAUL, RITA, submit
 
 
 def routes_file(path: Path, port: int) -> Path:
@@ -64,6 +64,26 @@ def test_send_delivers_and_status_counts(
     status = cli.json("notify", "status")
     assert status["counts"]["sent"] == 8 and status["counts"]["pending"] == 0
     assert status["items"] == []  # nothing waiting or failing
+
+
+def test_a_request_for_a_decision_already_made_is_dropped_counted_and_not_listed(
+    world: tuple[Cli, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli, ref, tmp = world
+    code, _, err = cli("decide", ref, "--as", IDA, "--approve")
+    assert code == 0, err
+    with MailSink() as sink:
+        monkeypatch.setenv(
+            "PROCURE_APPRISE_CONFIG", str(routes_file(tmp / "apprise.yml", sink.port))
+        )
+        code, out, _ = cli("notify", "send")
+    assert code == 0
+    assert "3 dropped (decided before they went)" in out  # Ida's, Ivan's, the IT team's
+    assert not [m for m in sink.received if IDA in m.recipients]
+    status = cli.json("notify", "status")
+    assert status["counts"]["dropped"] == 3 and status["counts"]["pending"] == 0
+    assert status["items"] == []  # done, not waiting: not listed
+    assert cli.json("notify", "status", "--failed")["items"] == []  # nor failing
 
 
 def test_smtp_down_is_visible_in_status_and_retried(

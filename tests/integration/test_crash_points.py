@@ -32,7 +32,7 @@ from notifications.dispatch import LEASE
 from notifications.sink import MailSink, Received
 from procure.failpoints import VARIABLE
 from tests.conftest import Databases
-from tests.factories import NOW, approve_all, submit
+from tests.factories import NOW, approve_all, stale_notices, submit
 from tests.prefect_server import PrefectServer
 
 PROCURE = str(Path(sys.executable).with_name("procure"))
@@ -143,6 +143,10 @@ def test_the_dispatcher_killed_at_a_failpoint_loses_nothing_and_repeats_at_most_
     url, engine = queued
     rows = outbox(engine)
     assert len(rows) > 30 and set(rows.values()) == {"pending"}
+    # The requests for decisions made before the dispatcher ran are dropped, not sent.
+    stale = stale_notices(engine)
+    assert stale and stale < set(rows)
+    sendable = set(rows) - stale
     point = point.replace("half", str(len(rows) // 2))
     name, _, count = point.partition(":")
     nth = int(count or 1)
@@ -166,7 +170,8 @@ def test_the_dispatcher_killed_at_a_failpoint_loses_nothing_and_repeats_at_most_
             # Sent and not recorded: the copy the point stopped, and the others in flight.
             assert 1 <= len(set(at_crash) - recorded) <= DISPATCH_WORKERS
         else:  # after-settle: everything sent and recorded, the process dead before it ended
-            assert statuses == {"sent": len(rows)} and at_crash.total() == len(rows)
+            assert statuses == {"sent": len(sendable), "dropped": len(stale)}
+            assert at_crash.total() == len(sendable)
 
         # Restarted once the dead dispatcher's lease has lapsed (before, its rows wait: the
         # timing test in test_crashes.py shows that).
@@ -175,9 +180,11 @@ def test_the_dispatcher_killed_at_a_failpoint_loses_nothing_and_repeats_at_most_
         assert again.returncode == 0, again.stdout + again.stderr
         received = notification_ids(list(sink.received))
 
-    # Nothing lost: every row sent, every one of them in the sink.
-    assert set(outbox(engine).values()) == {"sent"}
-    assert set(received) == set(rows)
+    # Nothing lost: every row sent, every one of them in the sink; the stale ones dropped.
+    assert {n: s for n, s in outbox(engine).items() if s != "sent"} == dict.fromkeys(
+        stale, "dropped"
+    )
+    assert set(received) == sendable
     # At most one duplicate per crash: only the copies in flight when the dispatcher died
     # (handed over, not yet recorded; at most one per sending thread) arrive twice, and
     # nothing more than twice.
@@ -185,7 +192,7 @@ def test_the_dispatcher_killed_at_a_failpoint_loses_nothing_and_repeats_at_most_
     duplicated = {n for n, copies in received.items() if copies == 2}
     assert duplicated == (set(at_crash) - recorded if name == "after-send" else set())
     assert len(duplicated) <= DISPATCH_WORKERS
-    assert Counter(delivered(engine)) == Counter(set(rows))  # one recorded delivery per row
+    assert Counter(delivered(engine)) == Counter(sendable)  # one recorded delivery per row sent
     # The requests did not move; the chain verifies.
     assert end_state(engine)["requests"] == before
     assert_chain_verifies(engine)
@@ -290,14 +297,19 @@ def test_a_worker_killed_at_a_failpoint_ends_as_a_run_without_the_crash(
     assert end_state(engines["crashed"]) == end_state(engines["baseline"])
     assert_chain_verifies(engines["crashed"])
 
-    # No notification lost nor doubled: the dispatcher delivers every row once.
+    # No notification lost nor doubled: the dispatcher delivers every row once (those asking for
+    # decisions made since they were queued are dropped, as in the run without the crash).
     rows = outbox(engines["crashed"])
+    stale = stale_notices(engines["crashed"])
+    assert len(stale) == len(stale_notices(engines["baseline"]))
     with MailSink() as sink:
         env = {**envs["crashed"], "PROCURE_APPRISE_CONFIG": str(tmp_path / "apprise.yml")}
         (tmp_path / "apprise.yml").write_text(sink.routes())
         sent = run([PROCURE, "notify", "send"], env)
         assert sent.returncode == 0, sent.stdout + sent.stderr
         received = notification_ids(list(sink.received))
-    assert set(outbox(engines["crashed"]).values()) == {"sent"}
-    assert set(received) == set(rows)
+    assert {n: s for n, s in outbox(engines["crashed"]).items() if s != "sent"} == dict.fromkeys(
+        stale, "dropped"
+    )
+    assert set(received) == set(rows) - stale
     assert max(received.values()) == 1  # a worker's crash duplicates nothing

@@ -21,7 +21,7 @@ from notifications.context import Links
 from notifications.dispatch import LEASE, Dispatcher, backoff
 from notifications.routing import Routes, parse_routes
 from notifications.sink import MailSink, free_port
-from tests.factories import IVAN, NOW, PAUL, RITA, approve_all, submit
+from tests.factories import IDA, IVAN, NOW, PAUL, RITA, approve_all, decide, submit
 from tests.wire import WebhookReceiver
 
 KEY = b"k" * 32
@@ -110,6 +110,52 @@ def test_a_submitted_request_mails_the_requester_the_reviewers_and_the_teams(
     # The demo folder: each message as .eml and .html.
     files = sorted(p.name for p in (sink.folder or Path()).iterdir())
     assert len(files) == 18 and any(f.endswith("paul.purchasing@example.com.eml") for f in files)
+
+
+def test_a_request_for_a_decision_made_before_it_went_is_dropped_not_sent(
+    engine: Engine, sink: MailSink
+) -> None:
+    """Ida approves for IT within the dispatcher's minute: IT's requests for that decision
+    (hers, Ivan's, the IT team's) would ask for what is done, so they are dropped; purchasing's
+    still go, as does the requester's news."""
+    ref = submit(engine)
+    decide(engine, ref, IDA)
+    report = dispatcher(engine, routes_for(sink.port)).run(now=NOW)
+
+    dropped = {(r.event, r.audience) for r in rows(engine) if r.status == "dropped"}
+    assert dropped == {
+        ("approval_needed", f"person:{IDA}"),
+        ("approval_needed", f"person:{IVAN}"),
+        ("review_needed", "team:it"),
+    }
+    assert report.dropped == 3 and report.sent == report.claimed - 3 and not report.failures
+    assert not sink.to(IDA) and not sink.to(IVAN) and not sink.to("it-team@example.com")
+    assert sink.to(PAUL) and sink.to("purchasing@example.com") and sink.to(RITA)
+    for row in rows(engine):
+        if row.status == "dropped":
+            assert row.last_error == "not sent: stage joint_review has its it decision already"
+            assert row.sent_at is None
+
+
+def test_requests_for_a_stage_decided_before_they_went_are_dropped_and_the_next_go(
+    engine: Engine, sink: MailSink
+) -> None:
+    ref = submit(engine)
+    decide(engine, ref, IDA)
+    decide(engine, ref, PAUL, confirm_terms=True)  # the joint review is approved
+    report = dispatcher(engine, routes_for(sink.port)).run(now=NOW)
+
+    joint = [r for r in rows(engine) if r.event in ("approval_needed", "review_needed")]
+    dropped = [r for r in joint if r.status == "dropped"]
+    assert len(dropped) == 6 and report.dropped == 6  # four people and two teams
+    assert {r.last_error for r in dropped} == {"not sent: stage joint_review is approved already"}
+    # The budget owner's stage opened with the approval: its request goes out.
+    (budget,) = [r for r in joint if r.status == "sent"]
+    assert budget.event == "approval_needed" and budget.audience.startswith("person:")
+    assert sink.to(budget.audience.removeprefix("person:"))
+    # Nobody of the joint review is asked for the decision they made.
+    for who in (IDA, PAUL):
+        assert all(not m.message["Subject"].startswith("Your decision") for m in sink.to(who))
 
 
 def test_a_sent_row_is_never_sent_again(engine: Engine, sink: MailSink) -> None:
