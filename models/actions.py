@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -1075,28 +1075,40 @@ def approval_notices(
 # The notices that ask someone to decide a stage (or review it): once the stage is decided, or
 # the decisions they asked for are in, sending them would ask for what is done.
 ASKING = frozenset({"approval_needed", "reminder", "overdue", "review_needed"})
-_STAGE_DECISIONS = select(Decision).where(Decision.stage_id == bindparam("id"))
 
 
-def stale_notice(session: Session, notification: outbox.Notification) -> str | None:
-    """Why a queued notice asking for a stage's decision no longer applies, or None: its stage
-    is no longer open, or every decision it asked for (its roles) has been made since."""
-    if notification.event not in ASKING or notification.stage_id is None:
-        return None
-    stage = by_id(session, Stage, notification.stage_id)
-    if stage is None:
-        return "its stage is gone"
-    if stage.status != StageStatus.OPEN:
-        return f"stage {stage.key} is {stage.status} already"
-    asked = set(notification.context.get("roles") or [])
-    kind, _, role = notification.audience.partition(":")
-    if not asked and kind == "team":
-        asked = {role}
-    decisions = list(session.exec(_STAGE_DECISIONS, params={"id": stage.id}).all())
-    still_open = {r for _, roles in open_slots(stage, decisions) for r in roles}
-    if asked and not asked & still_open:
-        return f"stage {stage.key} has its {' and '.join(sorted(asked))} decision already"
-    return None
+def stale_notices(session: Session, notifications: Sequence[outbox.Notification]) -> dict[int, str]:
+    """The notices (by id) asking for a stage's decision that no longer apply, with why: the
+    stage is no longer open, or every decision a notice asked for (its roles) has been made
+    since. Each stage and its request's decisions are read once, however many notices ask."""
+    why: dict[int, str] = {}
+    stages: dict[int, tuple[Stage | None, list[Decision]]] = {}
+    for n in notifications:
+        if n.event not in ASKING or n.stage_id is None or n.id is None:
+            continue
+        if n.stage_id not in stages:
+            stage = by_id(session, Stage, n.stage_id)
+            decisions = (
+                list(session.exec(_DECISIONS, params={"id": stage.request_id}).all())
+                if stage is not None and stage.status == StageStatus.OPEN
+                else []
+            )
+            stages[n.stage_id] = (stage, decisions)
+        stage, decisions = stages[n.stage_id]
+        if stage is None:
+            why[n.id] = "its stage is gone"
+            continue
+        if stage.status != StageStatus.OPEN:
+            why[n.id] = f"stage {stage.key} is {stage.status} already"
+            continue
+        asked = set(n.context.get("roles") or [])
+        kind, _, role = n.audience.partition(":")
+        if not asked and kind == "team":
+            asked = {role}
+        still_open = {r for _, roles in open_slots(stage, decisions) for r in roles}
+        if asked and not asked & still_open:
+            why[n.id] = f"stage {stage.key} has its {' and '.join(sorted(asked))} decision already"
+    return why
 
 
 def _approve_request(session: Session, request: Request, now: datetime) -> None:

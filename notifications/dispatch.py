@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from models import lifecycle, outbox
-from models.actions import stale_notice
+from models.actions import stale_notices
 from models.db import transaction
 from models.errors import InputError, Problem
 from models.lifecycle import NotificationEvent
@@ -161,7 +161,6 @@ class Dispatcher:
     ) -> None:
         ids = [r.id for r in rows if r.id is not None]
         problems: dict[int, str] = {}
-        dropped: dict[int, str] = {}
         jobs: list[_Job] = []
         wanted: dict[int, set[str]] = {}
         with Session(self.engine) as session:
@@ -174,11 +173,11 @@ class Dispatcher:
                 ).all()
             }
             builder = ContextBuilder(session, self.links)
+            # "Waits for your decision", after it was made: dropped, not sent.
+            dropped = stale_notices(session, rows)
             for row in rows:
                 assert row.id is not None
-                why_not = stale_notice(session, row)
-                if why_not is not None:  # "waits for your decision", after it was made
-                    dropped[row.id] = why_not
+                if row.id in dropped:
                     continue
                 targets = self.routes.targets(row.audience)
                 if not targets:

@@ -159,11 +159,11 @@ def row_counts(engine: Engine) -> dict[str, Any]:
 
 def stale_notices(engine: Engine) -> set[int]:
     """The queued notifications the dispatcher will drop, not send: they ask for decisions made
-    since they were queued (actions.stale_notice)."""
+    since they were queued (actions.stale_notices)."""
     from sqlmodel import select
 
     from models.outbox import Notification
 
     with transaction(engine, readonly=True) as session:
         rows = session.exec(select(Notification).where(Notification.status != "sent")).all()
-        return {n.id or 0 for n in rows if actions.stale_notice(session, n)}
+        return set(actions.stale_notices(session, rows))
