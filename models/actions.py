@@ -2670,27 +2670,17 @@ def request_return(
     )
     asset = find_asset(session, serial)
     holder = by_id(session, Person, asset.assigned_to_id) if asset.assigned_to_id else None
-    notices = []
-    if tell_it:
-        notices.append(
-            Notice(
-                "return_requested",
-                team(Role.IT),
-                asset.serial or "",
-                {"serial": asset.serial, "reason": reason},
-                asset_id=asset.id,
-            )
+    audiences = ([team(Role.IT)] if tell_it else []) + ([person(holder.email)] if holder else [])
+    notices = [
+        Notice(
+            "return_requested",
+            audience,
+            asset.serial or "",
+            {"serial": asset.serial, "reason": reason},
+            asset_id=asset.id,
         )
-    if holder is not None:
-        notices.append(
-            Notice(
-                "return_requested",
-                person(holder.email),
-                asset.serial or "",
-                {"serial": asset.serial, "reason": reason},
-                asset_id=asset.id,
-            )
-        )
+        for audience in audiences
+    ]
     fire(
         session,
         asset,
