@@ -86,6 +86,7 @@ class _Group:
     end: date
     devices: list[Asset]
     holders: dict[int, Person]
+    requester: Person | None  # who a group's refresh is for; None: they left (one per holder)
     together: bool = False  # one refresh for the group (else one per holder)
 
     def holder(self, asset: Asset) -> Person | None:
@@ -161,7 +162,9 @@ def _group_of(
     people = session.exec(select(Person).where(col(Person.id).in_(ids))).all() if ids else []
     request = session.get(Request, asset.request_id)
     assert request is not None
-    return _Group(request, what, end, devices, {p.id: p for p in people if p.id is not None})
+    requester = actions.requester_of(session, request)
+    holders = {p.id: p for p in people if p.id is not None}
+    return _Group(request, what, end, devices, holders, requester if requester.active else None)
 
 
 def _alert(session: Session, group: _Group, threshold: int, left: int, now: datetime) -> int:
@@ -174,7 +177,6 @@ def _alert(session: Session, group: _Group, threshold: int, left: int, now: date
         }
         for a in group.devices
     ]
-    requester = session.get(Person, group.request.requester_id)
     context = {
         "ref": group.request.ref,
         "ends": group.ends,
@@ -183,7 +185,7 @@ def _alert(session: Session, group: _Group, threshold: int, left: int, now: date
         "count": len(devices),
         "devices": devices,
         # Who a group's refresh goes to; none: the requester left, each holder gets one.
-        "requester": requester.email if requester is not None and requester.active else None,
+        "requester": group.requester.email if group.requester else None,
     }
     key = f"{group.request.ref}/{group.ends}/{group.end}/{threshold}"
     only = group.devices[0].id if len(group.devices) == 1 else None
@@ -225,10 +227,7 @@ def _drafts_together(session: Session, group: _Group) -> bool:
     if _group_key(group) in drafted:
         group.together = True
         return False
-    requester = session.get(Person, group.request.requester_id)
-    group.together = (
-        not drafted and len(group.devices) > 1 and requester is not None and requester.active
-    )
+    group.together = not drafted and len(group.devices) > 1 and group.requester is not None
     return group.together
 
 
@@ -245,7 +244,7 @@ def _draft_group_refresh(session: Session, group: _Group, now: datetime) -> str 
     if not covered:
         return None
     counts = Counter(items[a.item_id].sku for a in covered)
-    requester = session.get(Person, group.request.requester_id)
+    requester = group.requester
     centre = session.get(CostCentre, group.request.cost_centre_id)
     assert requester is not None and centre is not None
     # For the one person who holds them all (an onboarding's kit), else for the requester.
