@@ -80,7 +80,7 @@ class _Cache:
 
     answers: dict[Any, _Answer] = field(default_factory=dict)
     shapes: dict[Any, bool] = field(default_factory=dict)
-    shared: dict[Any, tuple[str, list[Any]]] = field(default_factory=dict)
+    shared: dict[Any, tuple[str, tuple[Any, ...]]] = field(default_factory=dict)
     hits: int = 0
     misses: int = 0
 
@@ -342,13 +342,13 @@ def shared(session: Session, statement: Any, params: Mapping[str, Any]) -> list[
     found = cache.shared.get(key)
     if stamp is not None and found is not None and found[0] == stamp:
         cache.hits += 1
-        return found[1]
+        return list(found[1])  # the rows are shared, the list is the caller's
     rows = list(session.exec(statement, params=params).all())
     if stamp is not None and not transaction.wrote:
         cache.misses += 1
         if len(cache.shared) >= MAX_ANSWERS:
             cache.shared.clear()
-        cache.shared[key] = (stamp, [_detached(row) for row in rows])
+        cache.shared[key] = (stamp, tuple(_detached(row) for row in rows))
     return rows
 
 
