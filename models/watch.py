@@ -16,14 +16,14 @@ from sqlmodel import Session, col, select
 
 from models import actions, outbox
 from models.assets import Asset, Ownership
-from models.catalog import Item
+from models.catalog import Item, Offer
 from models.economics import SPENT_STATES
 from models.errors import InputError
 from models.lifecycle import AssetStatus, RequestStatus
 from models.org import CostCentre, Person, Role
 from models.outbox import Notice, person, team
 from models.pipeline import PipelineSpec
-from models.requests import Request, RequestCreate, RequestKind
+from models.requests import Request, RequestCreate, RequestKind, RequestLine
 
 THRESHOLDS = (
     90,
@@ -243,7 +243,7 @@ def _draft_group_refresh(session: Session, group: _Group, now: datetime) -> str 
     covered = [a for a in group.devices if (item := items.get(a.item_id)) and item.active]
     if not covered:
         return None
-    counts = Counter(items[a.item_id].sku for a in covered)
+    counts = Counter((items[a.item_id].sku, _sourced_as(session, a)) for a in covered)
     requester = group.requester
     centre = session.get(CostCentre, group.request.cost_centre_id)
     assert requester is not None and centre is not None
@@ -258,7 +258,7 @@ def _draft_group_refresh(session: Session, group: _Group, now: datetime) -> str 
             "cost_centre": centre.code,
             "needed_by": group.end.isoformat(),
             "justification": _naming(group, covered),
-            "lines": [{"sku": sku, "quantity": n} for sku, n in counts.items()],
+            "lines": [_line(sku, n, sourced) for (sku, sourced), n in counts.items()],
         }
     )
     try:
@@ -278,6 +278,24 @@ def _draft_group_refresh(session: Session, group: _Group, now: datetime) -> str 
     except InputError:
         return None  # e.g. the end date has passed: the alert still went out
     return submitted.ref if submitted.created else None
+
+
+def _sourced_as(session: Session, asset: Asset) -> tuple[str, int | None]:
+    """How a device's refresh is sourced: as the device was, bought, or leased / DaaS over the
+    term of the offer it came by (offers are kept, so the same offer prices the renewal)."""
+    if asset.ownership == Ownership.BOUGHT:
+        return Ownership.BOUGHT.value, None
+    line = session.get(RequestLine, asset.line_id)
+    offer = session.get(Offer, line.offer_id) if line is not None and line.offer_id else None
+    return asset.ownership, offer.term_months if offer is not None else None
+
+
+def _line(sku: str, quantity: int, sourced: tuple[str, int | None]) -> dict[str, object]:
+    """A refresh's line for `quantity` of `sku`, sourced as the devices it replaces."""
+    ownership, term = sourced
+    if ownership == Ownership.BOUGHT:
+        return {"sku": sku, "quantity": quantity}
+    return {"sku": sku, "quantity": quantity, "ownership": ownership, "term_months": term}
 
 
 def _naming(group: _Group, devices: list[Asset]) -> str:
@@ -317,7 +335,7 @@ def _draft_refresh(
             "cost_centre": centre.code,
             "needed_by": end.isoformat(),
             "justification": f"The {what} of {asset.serial} ({asset.sku}) ends on {end}.",
-            "lines": [{"sku": item.sku, "quantity": 1}],
+            "lines": [_line(item.sku, 1, _sourced_as(session, asset))],
         }
     )
     try:

@@ -353,3 +353,54 @@ def test_a_daas_group_asked_back_tells_each_holder_and_it_once_in_its_alert(
     # ... but from the one alert that lists the group.
     ((_, it, *_),) = [a for a in alerts(engine) if a[0] == "team:it"]
     assert (it["ends"], it["count"]) == ("daas", 8)
+
+
+def test_a_leased_group_is_renewed_by_a_lease_over_the_same_term(engine: Engine) -> None:
+    ref, _ = rolled_out(engine, "LG", ownership="leased")
+    (draft,) = run_watch(engine, AT_60).drafts
+    detail = show(engine, draft, AT_60)
+    assert detail["idempotency_key"] == f"lifecycle:{ref}:lease:{END}"
+    (line,) = detail["lines"]
+    # The sample's lease: 27.90 a month over 36 months, not the laptop's price to buy.
+    assert (line["sku"], line["quantity"], line["ownership"], line["term_months"]) == (
+        "LAPTOP-STD-14",
+        12,
+        "leased",
+        36,
+    )
+    assert Decimal(line["unit_price"]) == Decimal("27.90") * 36
+    assert Decimal(detail["total"]) == 12 * Decimal("27.90") * 36
+
+
+def test_a_daas_device_refreshed_for_its_holder_is_renewed_as_a_service(engine: Engine) -> None:
+    # Rita has left: each holder gets a refresh of their own, sourced as their device was.
+    _, serials = rolled_out(engine, "DS", days=(0,) * 2, ownership="daas")
+    load_org_data(
+        engine,
+        {
+            "people": [
+                {
+                    "email": RITA,
+                    "name": "Rita Requester",
+                    "department": "Engineering",
+                    "roles": ["requester"],
+                    "active": False,
+                }
+            ]
+        },
+    )
+    drafts = [show(engine, ref, AT_60) for ref in run_watch(engine, AT_60).drafts]
+    assert [(d["requester"], d["idempotency_key"]) for d in drafts] == [
+        (HOLDERS[n], f"lifecycle:{serial}:{END}") for n, serial in enumerate(serials)
+    ]
+    for d in drafts:
+        (line,) = d["lines"]
+        assert (line["ownership"], line["term_months"], line["quantity"]) == ("daas", 36, 1)
+        assert Decimal(line["unit_price"]) == Decimal("33.50") * 36
+
+
+def test_a_bought_group_is_still_renewed_by_buying(engine: Engine) -> None:
+    rolled_out(engine, "BG", days=(0,) * 3)
+    (draft,) = run_watch(engine, AT_60).drafts
+    (line,) = show(engine, draft, AT_60)["lines"]
+    assert (line["ownership"], line["term_months"], line["quantity"]) == ("bought", None, 3)
