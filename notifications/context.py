@@ -121,6 +121,11 @@ class ContextBuilder:
             self._requests[request_id] = (request, detail, tz)
         return self._requests[request_id]
 
+    def request_created(self, request_id: int) -> datetime:
+        """When a request was created: what tells its email thread from another installation's
+        request of the same number."""
+        return self._request(request_id)[0].created_at
+
     def _names(self, emails: set[str]) -> dict[str, str]:
         missing = [e for e in emails if e not in self._people]
         if missing:

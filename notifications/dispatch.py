@@ -207,6 +207,9 @@ class Dispatcher:
                     recipient_name=name,
                     at=now,
                     queued_at=row.created_at,
+                    request_created=(
+                        builder.request_created(row.request_id) if row.request_id else None
+                    ),
                 )
                 jobs += [_Job(row, t, message, envelope) for t in todo]
         results = list(executor.map(lambda job: self._send(job, pool), jobs))

@@ -51,6 +51,7 @@ class Envelope:
     recipient_name: str | None
     at: datetime
     queued_at: datetime | None = None  # when the notification was queued (stable on retries)
+    request_created: datetime | None = None  # when the request was created (its thread's mark)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,18 @@ def message_id(envelope: Envelope, target: Target, domain: str) -> str:
     return f"<procure.{envelope.notification_id}.{digest}@{domain}>"
 
 
+def thread_id(envelope: Envelope, domain: str) -> str | None:
+    """The thread every message about one request joins (In-Reply-To, References): the same
+    for all of them, and another for another installation's request of the same number (a
+    staging and a production database, or one made anew), whose messages mail clients would
+    otherwise thread together: the time the request was created goes into the digest."""
+    if not envelope.request_id:
+        return None
+    created = envelope.request_created.isoformat() if envelope.request_created else ""
+    digest = hashlib.sha256(f"{envelope.request_id}|{created}".encode()).hexdigest()[:12]
+    return f"<procure.{envelope.request_id.lower()}.{digest}@{domain}>"
+
+
 def build_email(
     message: Message, *, sender: tuple[str, str], to: str, envelope: Envelope, target: Target
 ) -> EmailMessage:
@@ -109,9 +122,9 @@ def build_email(
     mail["Subject"] = message.subject
     mail["Date"] = format_datetime(envelope.at)
     mail["Message-ID"] = message_id(envelope, target, domain)
-    if envelope.request_id:
+    thread = thread_id(envelope, domain)
+    if thread is not None:
         # Every message about one request threads together in a mail client.
-        thread = f"<procure.{envelope.request_id.lower()}@{domain}>"
         mail["In-Reply-To"] = thread
         mail["References"] = thread
     mail["Auto-Submitted"] = "auto-generated"

@@ -91,7 +91,11 @@ def test_a_submitted_request_mails_the_requester_the_reviewers_and_the_teams(
     assert message["To"] == "Paul Purchasing <paul.purchasing@example.com>"
     assert message["From"] == "procure <procure@example.com>"
     assert message["Auto-Submitted"] == "auto-generated"
-    assert message["References"] == f"<procure.{ref.lower()}@example.com>"
+    # Every message about the request is in one thread, marked by when the request was created.
+    thread = message["References"]
+    assert re.fullmatch(rf"<procure\.{ref.lower()}\.[0-9a-f]{{12}}@example\.com>", thread)
+    assert {m.message["In-Reply-To"] for m in sink.received} == {thread}
+    assert {m.message["References"] for m in sink.received} == {thread}
     assert message.get_content_type() == "multipart/alternative"
     text, html = mail.part("plain"), mail.part("html")
     # The links survive in the plain part as working URLs, and are buttons in the HTML.

@@ -642,3 +642,24 @@ def test_a_message_id_holds_across_retries_and_differs_between_installations(
     other = message_id(envelope(queued + timedelta(days=3), queued), target, "example.com")
     assert first == retried and first != other
     assert first.startswith("<procure.1.") and other.startswith("<procure.1.")
+
+
+def test_a_request_s_thread_holds_for_all_its_messages_and_differs_between_installations() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from notifications.transport import Envelope, thread_id
+
+    created = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+    def envelope(notification: int, at: datetime, request_created: datetime) -> Envelope:
+        return Envelope(notification, "PR-0001", None, at, at, request_created)
+
+    first = thread_id(envelope(1, created, created), "example.com")
+    later = thread_id(envelope(7, created + timedelta(days=9), created), "example.com")
+    # PR-0001 of another database (staging, or one made anew), created at another time.
+    other = thread_id(envelope(1, created, created + timedelta(days=3)), "example.com")
+    assert first == later and first != other
+    assert first is not None and first.startswith("<procure.pr-0001.")
+    assert first.endswith("@example.com>")
+    # A notification about no request joins no thread.
+    assert thread_id(Envelope(1, None, None, created, created), "example.com") is None
