@@ -1135,3 +1135,26 @@ def test_a_teams_copy_greets_and_names_the_team_as_people_write_it(
     assert message.text.startswith("Hello IT team,")
     assert "procure sends this to the IT team." in message.text
     assert "procure sends this to the IT team." in message.html
+
+
+def test_a_line_s_open_terms_leave_out_what_purchasing_confirmed(
+    session: Session, renderer: Renderer
+) -> None:
+    """After purchasing confirmed the terms at the joint review, a line no longer says 'Terms not
+    covered' beside the request's 'Confirmed' (it said both, for the same terms)."""
+    context = context_of(session, "approval_needed")
+    request = context["request"]
+    assert request["sourcing"], "the sample request has sourced lines"
+    for line in request["sourcing"]:
+        line["missing_terms"] = ["warranty", "sla", "returns", "erasure"]
+    by = {"by": "person", "person": "paul.purchasing@example.com"}
+    request["terms"] = {"confirmed": {"warranty": by, "sla": by}, "missing": ["returns", "erasure"]}
+    message = renderer.render("approval_needed", context)
+    assert "terms not covered: returns, erasure" in message.text
+    assert "Terms not covered: returns, erasure" in message.html
+    request["terms"] = {
+        "confirmed": {t: by for t in ("warranty", "sla", "returns", "erasure")},
+        "missing": [],
+    }
+    message = renderer.render("approval_needed", context)
+    assert "not covered" not in message.text.lower() + message.html.lower()
