@@ -11,10 +11,11 @@ from tasks.notify import send_notifications
 
 
 @flow(name="dispatch-notifications", flow_run_name="dispatch-notifications")
-async def dispatch_notifications(request_ids: list[int] | None = None) -> dict[str, Any]:
-    """Send every due notification (or only those of some requests); failures are retried
-    with back-off and, after the last attempt, reported to the operators' team."""
-    report = send_notifications(request_ids)
+async def dispatch_notifications(requests: list[str] | None = None) -> dict[str, Any]:
+    """Send every due notification (or only those of some requests, as procure writes them:
+    PR-0042); failures are retried with back-off and, after the last attempt, reported to the
+    operators' team. An unknown request fails the run, naming it, and sends nothing."""
+    report = send_notifications(requests)
     if report.get("failures"):
         publish_table(
             "notification-failures",

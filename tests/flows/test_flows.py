@@ -456,6 +456,39 @@ def test_a_notice_naming_an_unknown_request_fails_at_once_by_file_and_line_deliv
     assert all(r.exc_info is None for r in logs.records)
 
 
+def test_the_dispatcher_flow_sends_the_requests_named_as_procure_writes_them(
+    flow_db: Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The flow's parameter takes requests as people know them (PR-0042), not internal ids;
+    an unknown one fails the run by name, is not retried, and nothing is sent."""
+    from flows.dispatch_notifications import dispatch_notifications
+    from models.errors import NotFound
+    from notifications.sink import MailSink
+
+    monkeypatch.setenv("PROCURE_HOME", str(tmp_path / "home"))
+    mine = submit(flow_db, justification="dispatch by reference: mine")
+    other = submit(flow_db, justification="dispatch by reference: other")
+    with MailSink() as sink:
+        routes = write(
+            tmp_path / "apprise.yml",
+            f"""
+            urls:
+              - "{sink.url}":
+                  - tag: people, it, purchasing, hr
+            """,
+        )
+        monkeypatch.setenv("PROCURE_APPRISE_CONFIG", routes)
+        with RunLogs() as logs, pytest.raises(NotFound, match=r"^no request PR-9999$"):
+            run(dispatch_notifications(requests=[mine, "PR-9999"]))
+        assert not sink.received
+        messages = [r.getMessage() for r in logs.records]
+        assert not any("Retry" in m for m in messages), messages
+        report = run(dispatch_notifications(requests=[mine.lower()]))
+    assert report["sent"] == len(_notifications(flow_db, mine)) == len(sink.received) > 0
+    assert {n.status for n in _notifications(flow_db, mine)} == {"sent"}
+    assert {n.status for n in _notifications(flow_db, other)} == {"pending"}
+
+
 def test_a_refused_task_is_not_retried_but_a_failing_one_is() -> None:
     from prefect.states import Failed
 
