@@ -71,6 +71,19 @@ class Calendar(BaseModel):
     def is_workday(self, day: date) -> bool:
         return WEEKDAYS[day.weekday()] in self.workdays and day not in self.holidays
 
+    def shift_workdays(self, day: date, count: int) -> date:
+        """The working day `count` working days after `day` (before it if negative; `day`
+        itself for 0): Friday shifted by 1 is Monday, by -1 Thursday."""
+        step = timedelta(days=1 if count > 0 else -1)
+        for _ in range(abs(count)):
+            for _ in range(3700):  # ten years of days: a finite bound even for odd calendars
+                day += step
+                if self.is_workday(day):
+                    break
+            else:
+                raise ValueError("the calendar has no working day within ten years")
+        return day
+
     def add_business_hours(self, start: datetime, hours: float | int) -> datetime:
         """The instant `hours` working hours after `start` (UTC out; DST-safe)."""
         remaining = timedelta(hours=hours)

@@ -373,6 +373,39 @@ def test_today_is_the_date_at_the_organisations_location(instant: datetime, expe
     assert OFFICE.today(instant) == expected
 
 
+# ------------------------------------------------------------------ shift_workdays
+
+
+@pytest.mark.parametrize(
+    ("calendar", "day", "count", "expected"),
+    [
+        # Friday 12 March 2027 back ten working days: two whole weeks, Friday 26 February.
+        (OFFICE, date(2027, 3, 12), -10, date(2027, 2, 26)),
+        (OFFICE, date(2026, 11, 27), 1, date(2026, 11, 30)),  # Friday + 1: Monday
+        (OFFICE, date(2026, 11, 30), -1, date(2026, 11, 27)),  # Monday - 1: Friday
+        (OFFICE, date(2026, 11, 28), -1, date(2026, 11, 27)),  # from a Saturday
+        (OFFICE, date(2026, 11, 28), 0, date(2026, 11, 28)),  # 0: the day itself, even off
+        (WITH_HOLIDAY, date(2026, 11, 27), -1, date(2026, 11, 25)),  # skips Thursday's holiday
+        (WITH_HOLIDAY, date(2026, 11, 25), 1, date(2026, 11, 27)),
+        # Christmas Eve and Day (Thu, Fri) and the weekend: Wed 23 Dec + 1 is Mon 28 Dec.
+        (CHRISTMAS, date(2026, 12, 23), 1, date(2026, 12, 28)),
+        (CHRISTMAS, date(2026, 12, 28), -1, date(2026, 12, 23)),
+    ],
+    ids=str,
+)
+def test_shift_workdays_counts_working_days_only(
+    calendar: Calendar, day: date, count: int, expected: date
+) -> None:
+    assert calendar.shift_workdays(day, count) == expected
+
+
+def test_shift_workdays_gives_up_on_a_calendar_without_working_days_for_ten_years() -> None:
+    mondays = tuple(date(2026, 11, 30) + timedelta(weeks=n) for n in range(11 * 53))
+    calendar = Calendar(workdays=("mon",), holidays=mondays)
+    with pytest.raises(ValueError, match="no working day within ten years"):
+        calendar.shift_workdays(date(2026, 11, 25), 1)
+
+
 # ------------------------------------------------------------------ add_months
 
 
