@@ -48,6 +48,9 @@ class PersonBase(SQLModel):
 class Person(PersonBase, table=True):
     __tablename__ = "person"
     id: int | None = Field(default=None, primary_key=True)
+    # A leaver's last day as the HR sync last gave it (a delta export names them once): the
+    # lifecycle watch asks their devices back shortly before it and deactivates them after.
+    leaves_on: date | None = Field(default=None, index=True)
 
 
 # The roles a person holds (one row per role).

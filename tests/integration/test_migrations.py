@@ -183,6 +183,34 @@ def test_an_older_database_is_upgraded_and_gets_the_append_only_triggers(
         connection.execute(text("DELETE FROM audit_event"))
 
 
+def test_a_populated_database_at_0007_gets_leaves_on_and_keeps_its_people(
+    databases: Databases, blank_url: str
+) -> None:
+    upgrade_to(blank_url, "0007")
+    engine = keep(databases, make_engine(blank_url))
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO person (email, name, department, active) VALUES "
+                "('nina.newhire@example.com', 'Nina Newhire', 'Engineering', true), "
+                "('old.leaver@example.com', 'Old Leaver', '', false)"
+            )
+        )
+    again, before, after = migrate(blank_url)
+    keep(databases, again)
+    assert (before, after) == ("0007", migrations.HEAD)
+    assert schema_diff(again) == []
+    assert triggers(again) == TRIGGERS[databases.backend]  # the stamp triggers on person too
+    with again.connect() as connection:
+        rows = connection.execute(
+            text("SELECT email, name, department, active, leaves_on FROM person ORDER BY email")
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("nina.newhire@example.com", "Nina Newhire", "Engineering", True, None),
+        ("old.leaver@example.com", "Old Leaver", "", False, None),
+    ]
+
+
 # ------------------------------------------------------------------ open_database
 
 
