@@ -1,4 +1,5 @@
-"""hr-sync (daily): joiners get their onboarding request, leavers give their devices back."""
+"""hr-sync (daily): joiners get their onboarding request; leavers' last days are recorded, their
+devices asked back now if the day is near (else by the lifecycle watch when it comes)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ async def hr_sync(export: str, batch_size: BatchSize = 200) -> dict[str, Any]:
     totals: dict[str, Any] = {
         "joiners": [],
         "moved": [],
+        "leavers": [],
         "returns": [],
         "deactivated": [],
         "unchanged": 0,
@@ -33,10 +35,11 @@ async def hr_sync(export: str, batch_size: BatchSize = 200) -> dict[str, Any]:
         "hr-sync",
         [{"onboarding request": ref} for ref in totals["joiners"]]
         + [{"start date moved": ref} for ref in totals["moved"]]
+        + [{"leaves (devices asked back later)": email} for email in totals["leavers"]]
         + [{"asked back": serial} for serial in totals["returns"]]
         + [{"left": email} for email in totals["deactivated"]],
         f"{len(totals['joiners'])} joiners, {len(totals['moved'])} start dates moved, "
-        f"{len(totals['returns'])} devices asked back",
+        f"{len(totals['leavers'])} leavers to ask later, {len(totals['returns'])} devices asked back",
     )
     return totals
 

@@ -1,4 +1,5 @@
-"""lifecycle-watch (daily): warranty, lease and DaaS ends at 90/60/30 days."""
+"""lifecycle-watch (daily): warranty, lease and DaaS ends at 90/60/30 days; leavers' devices
+asked back shortly before their last day."""
 
 from __future__ import annotations
 
@@ -8,22 +9,37 @@ from prefect import flow
 
 from tasks.artifacts import publish_table
 from tasks.batching import BatchSize, chunks
-from tasks.watch import assets_to_watch, lifecycle_batch
+from tasks.watch import assets_to_watch, leaver_batch, leavers_to_watch, lifecycle_batch
 
 
 @flow(name="lifecycle-watch", flow_run_name="lifecycle-watch")
 async def lifecycle_watch(batch_size: BatchSize = 500) -> dict[str, Any]:
     """Alert IT and purchasing once per group of devices ending together, draft refreshes (one
-    per group), ask leased and DaaS devices back."""
-    totals: dict[str, Any] = {"checked": 0, "alerts": 0, "drafts": [], "returns": []}
+    per group), ask leased and DaaS devices back; ask leavers whose return day has come for
+    their devices, deactivate those past their last day."""
+    totals: dict[str, Any] = {
+        "checked": 0,
+        "alerts": 0,
+        "drafts": [],
+        "returns": [],
+        "leaver_returns": [],
+        "left": [],
+    }
     for batch in chunks(assets_to_watch(), batch_size):
         for key, value in lifecycle_batch(batch).items():
+            totals[key] += value
+    for batch in chunks(leavers_to_watch(), batch_size):
+        for key, value in leaver_batch(batch).items():
             totals[key] += value
     publish_table(
         "lifecycle-watch",
         [{"drafted": ref} for ref in totals["drafts"]]
-        + [{"asked back": s} for s in totals["returns"]],
-        f"{totals['alerts']} alerts, {len(totals['drafts'])} refreshes drafted, {len(totals['returns'])} devices asked back",
+        + [{"asked back": s} for s in totals["returns"]]
+        + [{"asked back from a leaver": s} for s in totals["leaver_returns"]]
+        + [{"left": email} for email in totals["left"]],
+        f"{totals['alerts']} alerts, {len(totals['drafts'])} refreshes drafted, "
+        f"{len(totals['returns'])} devices asked back at their contract's end, "
+        f"{len(totals['leaver_returns'])} from leavers",
     )
     return totals
 

@@ -9,9 +9,15 @@ request for the bundle named by `role`, needed by the start date, requested by t
 A joiner whose start date moved keeps the onboarding request they have (one kit, not two):
 the move is recorded on it and the manager, IT and purchasing are told once, to plan the
 delivery or cancel the request (the next sync then files one for the new date).
-A leaver (an end date) has every device assigned to them asked back; after the end date they
-can no longer approve. The file is checked whole before anything is written; rows are then
-applied in batches, each idempotent, so a sync can be run again or resumed after a crash.
+A leaver (an end date: their last day) has it recorded on the person (`leaves_on`), as the
+export may name them only once. Their devices are asked back `offboarding.return_lead_workdays`
+working days (pipeline file; 10 unless set) before that day: by this sync when the day is that
+close or past, otherwise by the daily lifecycle watch when it comes (`leaver_watch`), which also
+asks back a device handed to them since and deactivates them after the day (they can no longer
+approve). Until then IT is told once per date, with the devices they hold, to plan. A later row
+with another end date moves the day (IT is told again); a start date after it (a rehire) clears
+it. The file is checked whole before anything is written; rows are then applied in batches, each
+idempotent, so a sync can be run again or resumed after a crash.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PField
+from sqlalchemy import and_, or_
 from sqlmodel import Session, col, select
 
-from models import actions, audit, outbox
+from models import actions, audit, outbox, pipeline
 from models.assets import Asset
 from models.audit import AuditEvent
 from models.catalog import Bundle
@@ -35,6 +42,7 @@ from models.fields import Code, Email, Name
 from models.lifecycle import AssetStatus, RequestStatus
 from models.org import CostCentre, Person, PersonRole, Role
 from models.outbox import Notice, person, team
+from models.pipeline import PipelineSpec
 from models.records import upsert
 from models.requests import Draft, Request, RequestCreate, RequestKind
 from models.sources import Document, load_document, validation_problems
@@ -133,8 +141,6 @@ def read_hr_file(path: Path | str) -> HrFile:
 def read_checked(session: Session, path: Path | str, *, now: datetime) -> HrFile:
     """An HR export parsed and its references checked against the database, whole, before
     anything is written (the day is the active pipeline's calendar's, for who joins soon)."""
-    from models import pipeline
-
     hr = read_hr_file(path)
     _, spec = pipeline.active(session)
     check_references(session, hr, today=spec.calendar.today(now))
@@ -172,10 +178,11 @@ def _joins(row: HrRow, today: date) -> bool:
 
 @dataclass
 class SyncResult:
-    """What a batch of the sync did."""
+    """What a batch of the sync (or of the leaver watch) did."""
 
     joiners: list[str] = field(default_factory=list)  # onboarding requests created
     moved: list[str] = field(default_factory=list)  # onboarding requests whose start moved
+    leavers: list[str] = field(default_factory=list)  # last days recorded or moved, not yet due
     returns: list[str] = field(default_factory=list)  # serials asked back
     deactivated: list[str] = field(default_factory=list)
     unchanged: int = 0
@@ -183,6 +190,7 @@ class SyncResult:
     def add(self, other: SyncResult) -> None:
         self.joiners += other.joiners
         self.moved += other.moved
+        self.leavers += other.leavers
         self.returns += other.returns
         self.deactivated += other.deactivated
         self.unchanged += other.unchanged
@@ -243,20 +251,31 @@ def _start_moved(session: Session, request: Request, start: date, now: datetime)
     return True
 
 
-def apply(session: Session, *, rows: Sequence[HrRow], now: datetime, today: date) -> SyncResult:
+def apply(
+    session: Session, *, rows: Sequence[HrRow], now: datetime, spec: PipelineSpec
+) -> SyncResult:
     """Apply one batch of checked rows (idempotent: a row applied twice changes nothing more)."""
+    today = spec.calendar.today(now)
     result = SyncResult()
     for row in rows:
         changed = False
+        known = session.exec(select(Person).where(Person.email == row.email)).first()
+        before = known.leaves_on if known is not None else None
+        values: dict[str, Any] = {"name": row.name, "department": row.department}
+        if row.end_date is not None:
+            values["leaves_on"] = row.end_date
+        elif before is not None and row.start_date is not None and row.start_date > before:
+            values["leaves_on"] = None  # rehired after their last day: no longer leaving
         person_row, what = upsert(
             session,
             Person,
             match={"email": row.email},
-            values={"name": row.name, "department": row.department},
+            values=values,
             entity="person",
             entity_id=row.email,
             actor="hr sync",
             at=now,
+            existing=known,
         )
         assert person_row.id is not None
         if what == "created":
@@ -292,34 +311,139 @@ def apply(session: Session, *, rows: Sequence[HrRow], now: datetime, today: date
                 if submitted.created:
                     result.joiners.append(submitted.ref)
                     changed = True
-        if row.end_date is not None:
-            for asset in session.exec(
-                select(Asset)
-                .where(Asset.assigned_to_id == person_row.id, Asset.status == AssetStatus.DEPLOYED)
-                .order_by(col(Asset.id))
-            ).all():
-                actions.request_return(
-                    session,
-                    serial=asset.serial or "",
-                    reason=f"{row.name} leaves on {row.end_date}",
-                    now=now,
-                )
-                result.returns.append(asset.serial or "")
-                changed = True
-            if row.end_date < today and person_row.active:
-                person_row.active = False
-                session.add(person_row)
-                audit.append(
-                    session,
-                    actor="hr sync",
-                    entity="person",
-                    entity_id=row.email,
-                    action="left",
-                    details={"end_date": row.end_date},
-                    at=now,
-                )
-                result.deactivated.append(row.email)
-                changed = True
+        if person_row.leaves_on != before:
+            changed = True
+            if person_row.leaves_on is not None and return_day(person_row.leaves_on, spec) > today:
+                # Asked back later (the lifecycle watch); IT plans the collection meanwhile.
+                result.leavers.append(row.email)
+                _announce(session, person_row, before, spec, now)
+        if _offboard(session, person_row, spec=spec, now=now, result=result, actor="hr sync"):
+            changed = True
         if not changed:
             result.unchanged += 1
+    return result
+
+
+def return_day(leaves_on: date, spec: PipelineSpec) -> date:
+    """The day a leaver is asked for their devices: the pipeline's lead in working days before
+    their last day (the last day itself for a lead of 0)."""
+    return spec.calendar.shift_workdays(leaves_on, -spec.offboarding.return_lead_workdays)
+
+
+def _announce(
+    session: Session, person_row: Person, before: date | None, spec: PipelineSpec, now: datetime
+) -> bool:
+    """Tell IT that a person leaves, with the devices they hold and the day those are asked back,
+    once for each last day HR gives; whether it was queued (nothing to plan without devices)."""
+    assert person_row.id is not None and person_row.leaves_on is not None
+    held = session.exec(
+        select(Asset)
+        .where(
+            Asset.assigned_to_id == person_row.id,
+            col(Asset.status).in_([AssetStatus.DEPLOYED, AssetStatus.RETURN_REQUESTED]),
+        )
+        .order_by(col(Asset.id))
+    ).all()
+    if not held:
+        return False
+    context = {
+        "holder": person_row.email,
+        "leaves_on": person_row.leaves_on,
+        "previous": before,
+        "return_on": return_day(person_row.leaves_on, spec),
+        "devices": [
+            {"serial": a.serial, "sku": a.sku, "status": a.status, "holder": person_row.email}
+            for a in held
+        ],
+    }
+    key = f"{person_row.email}/{person_row.leaves_on}"
+    notice = Notice("leaver_announced", team(Role.IT), key, context)
+    return outbox.queue(session, notice, request_id=None, at=now) is not None
+
+
+def _offboard(
+    session: Session,
+    person_row: Person,
+    *,
+    spec: PipelineSpec,
+    now: datetime,
+    result: SyncResult,
+    actor: str,
+) -> bool:
+    """Ask a leaver for every device still in use once their return day has come, and
+    deactivate them after their last day; whether anything changed (each happens once: a
+    device asked back is no longer in use, a deactivated person is no longer active)."""
+    leaves_on = person_row.leaves_on
+    if leaves_on is None:
+        return False
+    today = spec.calendar.today(now)
+    changed = False
+    if return_day(leaves_on, spec) <= today:
+        for asset in session.exec(
+            select(Asset)
+            .where(Asset.assigned_to_id == person_row.id, Asset.status == AssetStatus.DEPLOYED)
+            .order_by(col(Asset.id))
+        ).all():
+            actions.request_return(
+                session,
+                serial=asset.serial or "",
+                reason=f"{person_row.name} leaves on {leaves_on}",
+                now=now,
+            )
+            result.returns.append(asset.serial or "")
+            changed = True
+    if leaves_on < today and person_row.active:
+        person_row.active = False
+        session.add(person_row)
+        audit.append(
+            session,
+            actor=actor,
+            entity="person",
+            entity_id=person_row.email,
+            action="left",
+            details={"end_date": leaves_on},
+            at=now,
+        )
+        result.deactivated.append(person_row.email)
+        changed = True
+    return changed
+
+
+def leavers_to_watch(session: Session, *, spec: PipelineSpec, now: datetime) -> list[int]:
+    """Leavers with something due: a device still in use when their return day has come, or
+    still active after their last day (a superset by date; _offboard decides)."""
+    today = spec.calendar.today(now)
+    # No later last day has its return day today or before.
+    horizon = spec.calendar.shift_workdays(today, spec.offboarding.return_lead_workdays)
+    in_use = (
+        select(Asset.id)
+        .where(Asset.assigned_to_id == Person.id, Asset.status == AssetStatus.DEPLOYED)
+        .exists()
+    )
+    rows = session.exec(
+        select(Person.id)
+        .where(
+            col(Person.leaves_on).is_not(None),
+            or_(
+                and_(col(Person.leaves_on) <= horizon, in_use),
+                and_(col(Person.active), col(Person.leaves_on) < today),
+            ),
+        )
+        .order_by(col(Person.id))
+    ).all()
+    return [i for i in rows if i is not None]
+
+
+def leaver_watch(
+    session: Session, *, person_ids: Sequence[int], spec: PipelineSpec, now: datetime
+) -> SyncResult:
+    """The daily part of offboarding: ask leavers whose return day has come for their devices
+    in use (also one handed to them after the sync), deactivate those past their last day."""
+    result = SyncResult()
+    for person_id in person_ids:
+        person_row = session.get(Person, person_id)
+        if person_row is not None:
+            _offboard(
+                session, person_row, spec=spec, now=now, result=result, actor="lifecycle watch"
+            )
     return result

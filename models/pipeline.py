@@ -299,6 +299,14 @@ class Economics(BaseModel):
     fiscal_year_start_month: int = Field(default=1, ge=1, le=12)
 
 
+# How a leaver gives their devices back (the HR sync records the last day; see models/hr.py).
+class Offboarding(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Working days of the calendar before the last day on which the devices are asked back:
+    # late enough that the leaver works with them until then, early enough to collect them.
+    return_lead_workdays: int = Field(default=10, ge=0, le=60)
+
+
 # A whole pipeline file.
 class PipelineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -308,6 +316,7 @@ class PipelineSpec(BaseModel):
     currency: Currency = "EUR"
     calendar: Calendar = Calendar()
     economics: Economics = Economics()
+    offboarding: Offboarding = Offboarding()
     # Approved requests are ordered by the orchestration (call-offs and purchase orders) without
     # waiting for someone to run `procure order`.
     auto_order: bool = False

@@ -242,7 +242,10 @@ def populate(engine: Engine, now: datetime = NOW) -> None:
         }
         for start in (date(2027, 1, 11), date(2027, 1, 18)):
             row = hr.HrRow.model_validate({**joiner, "start_date": start})
-            hr.apply(session, rows=[row], now=now, today=now.date())
+            hr.apply(session, rows=[row], now=now, spec=spec)
+        # HR reports months ahead that Nina leaves: IT plans to collect her desk laptop.
+        leaver = {"email": NINA, "name": "Nina Newhire", "end_date": date(2027, 3, 31)}
+        hr.apply(session, rows=[hr.HrRow.model_validate(leaver)], now=now, spec=spec)
     with transaction(engine) as session:
         # Over budget (the default pipeline warns finance): approve the 100-laptop rollout.
         rollout = session.exec(

@@ -1358,7 +1358,8 @@ def run_returns(
 
 @run_app.command("hr-sync")
 def run_hr_sync(file: FileArg, json_: JsonOpt = False) -> None:
-    """Apply an HR export: onboarding requests for joiners, devices back from leavers."""
+    """Apply an HR export: onboarding requests for joiners; leavers' last days, their devices
+    asked back now if the day is near (else by lifecycle-watch when it comes)."""
     from models.hr import read_checked
 
     st = state()

@@ -70,7 +70,7 @@ DEPLOYMENTS = (
     DeploymentSpec(
         "lifecycle-watch",
         "flows/lifecycle_watch.py:lifecycle_watch",
-        "Warranty, lease and DaaS ends at 90/60/30 days",
+        "Warranty, lease and DaaS ends at 90/60/30 days; leavers' devices before their last day",
         cron="0 6 * * *",
     ),
     DeploymentSpec(
@@ -91,7 +91,7 @@ DEPLOYMENTS = (
     DeploymentSpec(
         "hr-sync",
         "flows/hr_sync.py:hr_sync",
-        "Joiners get onboarding requests, leavers give devices back",
+        "Joiners get onboarding requests, leavers give devices back before their last day",
         cron="0 5 * * *",
     ),
 )

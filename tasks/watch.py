@@ -63,6 +63,27 @@ def lifecycle_batch(asset_ids: list[int]) -> dict[str, Any]:
     }
 
 
+@task(name="leavers-to-watch", **RETRIES)
+def leavers_to_watch() -> list[int]:
+    with read() as session:
+        _, spec = pipeline.active(session)
+        return hr.leavers_to_watch(session, spec=spec, now=now())
+
+
+@task(name="leaver-batch", **RETRIES)
+def leaver_batch(person_ids: list[int]) -> dict[str, Any]:
+    """Ask leavers whose return day has come for their devices, deactivate those who left."""
+    with write() as session:
+        _, spec = pipeline.active(session)
+        result = hr.leaver_watch(session, person_ids=person_ids, spec=spec, now=now())
+    log = get_run_logger()
+    for serial in result.returns:
+        log.info("%s asked back: its holder leaves soon", serial)
+    for email in result.deactivated:
+        log.info("%s left: deactivated", email)
+    return {"leaver_returns": result.returns, "left": result.deactivated}
+
+
 @task(name="requests-to-check", **RETRIES)
 def requests_to_check() -> list[int]:
     with read() as session:
@@ -110,17 +131,20 @@ def hr_batch(rows: list[hr.HrRow]) -> dict[str, Any]:
     """Apply one batch of joiners and leavers (a row applied twice changes nothing more)."""
     with write() as session:
         _, spec = pipeline.active(session)
-        result = hr.apply(session, rows=rows, now=now(), today=spec.calendar.today(now()))
+        result = hr.apply(session, rows=rows, now=now(), spec=spec)
     log = get_run_logger()
     for ref in result.joiners:
         log.info("%s: onboarding request for a joiner", ref)
     for ref in result.moved:
         log.info("%s: the joiner's start date moved (the request keeps its date)", ref)
+    if result.leavers:
+        log.info("%s leavers recorded: their devices are asked back later", len(result.leavers))
     if result.returns:
         log.info("%s devices asked back from leavers", len(result.returns))
     return {
         "joiners": result.joiners,
         "moved": result.moved,
+        "leavers": result.leavers,
         "returns": result.returns,
         "deactivated": result.deactivated,
         "unchanged": result.unchanged,

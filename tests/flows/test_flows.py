@@ -312,7 +312,14 @@ def test_the_lifecycle_watch_alerts_drafts_a_refresh_and_asks_a_daas_device_back
     monkeypatch.setenv("PROCURE_NOW", "2029-10-30T09:00:00+01:00")  # 26 days: asked back
     third = run(lifecycle_watch())
     assert third["returns"] == ["D-1"] and third["drafts"] == []
-    assert run(lifecycle_watch()) == {"checked": 0, "alerts": 0, "drafts": [], "returns": []}
+    assert run(lifecycle_watch()) == {
+        "checked": 0,
+        "alerts": 0,
+        "drafts": [],
+        "returns": [],
+        "leaver_returns": [],
+        "left": [],
+    }
 
 
 def test_hr_sync_onboards_joiners_with_their_kit_and_takes_devices_back_from_leavers(
@@ -347,6 +354,40 @@ def test_hr_sync_onboards_joiners_with_their_kit_and_takes_devices_back_from_lea
     assert result["returns"] == ["N-1"]
     again = run(hr_sync(export))
     assert again["joiners"] == [] and again["returns"] == [] and again["unchanged"] == 2
+
+
+def test_a_leaver_named_once_months_ahead_is_asked_by_the_lifecycle_watch_when_due(
+    flow_db: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.hr_sync import hr_sync
+    from flows.lifecycle_watch import lifecycle_watch
+
+    ref = submit(flow_db)
+    approve_all(flow_db, ref)
+    with transaction(flow_db) as session:
+        actions.place_order(session, ref=ref, now=NOW)
+        actions.deliver(session, ref=ref, units=[actions.SerialIn("N-1")], now=NOW)
+        actions.roll_out(session, ref=ref, now=NOW)
+    export = write(
+        tmp_path / "hr.csv",
+        f"""
+        email,name,department,role,cost_centre,manager,start_date,end_date
+        {NINA},Nina Newhire,Engineering,,,,,2027-03-12
+        """,
+    )
+    synced = run(hr_sync(export))
+    assert (synced["leavers"], synced["returns"]) == ([NINA], [])
+    assert "leaves (devices asked back later)" in str(artifact("hr-sync").data)
+    assert count(flow_db, Notification, Notification.event == "leaver_announced") == 1
+    assert run(lifecycle_watch())["leaver_returns"] == []
+    # The next exports do not name her; ten working days before her last day the watch asks.
+    monkeypatch.setenv("PROCURE_NOW", "2027-02-26T06:00:00+01:00")
+    due = run(lifecycle_watch())
+    assert (due["leaver_returns"], due["left"]) == (["N-1"], [])
+    assert "asked back from a leaver" in str(artifact("lifecycle-watch").data)
+    assert run(lifecycle_watch())["leaver_returns"] == []
+    monkeypatch.setenv("PROCURE_NOW", "2027-03-13T06:00:00+01:00")
+    assert run(lifecycle_watch())["left"] == [NINA]
 
 
 def test_hr_sync_deployed_without_an_export_names_the_setting(flow_db: Engine) -> None:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from models import actions
-from models.assets import Assignment, SerialIn
+from models import actions, pipeline
+from models.assets import Asset, Assignment, SerialIn
 from models.audit import AuditEvent
 from models.db import transaction
+from models.org import Person
 from models.outbox import Notification
 from tests.factories import (
     BOB,
@@ -27,6 +29,7 @@ from tests.factories import (
     TODAY,
     approve_all,
     decide,
+    load_org_data,
     show,
     submit,
 )
@@ -266,7 +269,7 @@ def test_a_joiners_moved_start_date_is_flagged_on_their_request_not_filed_twice(
     def sync(start: timedelta) -> hr.SyncResult:
         row = hr.HrRow.model_validate({**joiner, "start_date": TODAY + start})
         with transaction(engine) as session:
-            return hr.apply(session, rows=[row], now=NOW, today=TODAY)
+            return hr.apply(session, rows=[row], now=NOW, spec=pipeline.active(session)[1])
 
     (ref,) = sync(timedelta(days=40)).joiners
     moved = sync(timedelta(days=47))  # HR moves the start by a week: one kit, not two
@@ -312,9 +315,193 @@ def test_a_joiner_whose_email_holds_an_underscore_is_not_taken_for_another(
             }
         )
         with transaction(engine) as session:
-            return hr.apply(session, rows=[row], now=NOW, today=TODAY)
+            return hr.apply(session, rows=[row], now=NOW, spec=pipeline.active(session)[1])
 
     (first,) = sync("annxlee@example.com").joiners
     # In a LIKE pattern _ matches any character: ann_lee's would find annxlee's request.
     (second,) = sync("ann_lee@example.com").joiners
     assert first != second
+
+
+# ------------------------------------------------------------------ HR leavers
+
+# Nina's last day is Friday 12 March 2027; ten working days (the default lead) before it is
+# Friday 26 February: the day the lifecycle watch asks her devices back.
+LAST_DAY = date(2027, 3, 12)
+RETURN_DAY = date(2027, 2, 26)
+
+
+def at(day: date) -> datetime:
+    """08:00 UTC (09:00 in Berlin) on a day: the lifecycle watch's run."""
+    return datetime.combine(day, time(8, 0), UTC)
+
+
+def hand_out(engine: Engine, serial: str, on: datetime, why: str) -> None:
+    """A laptop for Nina, ordered now, delivered and handed to her on `on`."""
+    ref = submit(engine, justification=why)
+    approve_all(engine, ref)
+    with transaction(engine) as session:
+        actions.place_order(session, ref=ref, now=NOW)
+    with transaction(engine) as session:
+        actions.deliver(session, ref=ref, units=[SerialIn(serial)], now=on)
+        actions.roll_out(session, ref=ref, now=on)
+
+
+def hr_leaves(engine: Engine, last_day: date, now: datetime = NOW) -> Any:
+    """The HR sync of one export row: Nina leaves on `last_day`."""
+    from models import hr
+
+    row = hr.HrRow.model_validate({"email": NINA, "name": "Nina Newhire", "end_date": last_day})
+    with transaction(engine) as session:
+        return hr.apply(session, rows=[row], now=now, spec=pipeline.active(session)[1])
+
+
+def lifecycle_watch_of_leavers(engine: Engine, now: datetime) -> Any:
+    """What the lifecycle-watch flow's leaver tasks do at `now`."""
+    from models import hr
+
+    with transaction(engine) as session:
+        spec = pipeline.active(session)[1]
+        ids = hr.leavers_to_watch(session, spec=spec, now=now)
+        return hr.leaver_watch(session, person_ids=ids, spec=spec, now=now)
+
+
+def statuses(engine: Engine) -> dict[str, str]:
+    with transaction(engine, readonly=True) as session:
+        return {a.serial or "": a.status for a in session.exec(select(Asset)).all()}
+
+
+def nina(engine: Engine) -> tuple[date | None, bool]:
+    with transaction(engine, readonly=True) as session:
+        person = session.exec(select(Person).where(Person.email == NINA)).one()
+        return person.leaves_on, person.active
+
+
+def notices(engine: Engine, event: str) -> list[tuple[str, dict[str, Any]]]:
+    with transaction(engine, readonly=True) as session:
+        rows = session.exec(
+            select(Notification).where(Notification.event == event).order_by(col(Notification.id))
+        ).all()
+        return [(n.audience, n.context) for n in rows]
+
+
+def test_a_leaver_months_ahead_keeps_their_devices_until_shortly_before_their_last_day(
+    engine: Engine,
+) -> None:
+    hand_out(engine, "N-1", NOW, "Nina's laptop.")
+    first = hr_leaves(engine, LAST_DAY)
+    # Recorded, not asked: IT is told once, to plan; Nina keeps working with her laptop.
+    assert (first.leavers, first.returns, first.deactivated) == ([NINA], [], [])
+    assert nina(engine) == (LAST_DAY, True)
+    assert statuses(engine) == {"N-1": "deployed"}
+    assert notices(engine, "return_requested") == []
+    ((audience, told),) = notices(engine, "leaver_announced")
+    assert audience == "team:it"
+    assert (told["leaves_on"], told["return_on"], told["previous"]) == (
+        "2027-03-12",
+        "2027-02-26",
+        None,
+    )
+    assert [(d["serial"], d["status"]) for d in told["devices"]] == [("N-1", "deployed")]
+    again = hr_leaves(engine, LAST_DAY)  # a full export names her again: nothing new
+    assert (again.leavers, again.returns, again.unchanged) == ([], [], 1)
+    assert len(notices(engine, "leaver_announced")) == 1
+
+    # A laptop handed to her after the sync; the export (a delta) does not name her again.
+    hand_out(engine, "N-2", NOW + timedelta(days=7), "A second laptop for Nina's lab.")
+    before = lifecycle_watch_of_leavers(engine, at(RETURN_DAY - timedelta(days=1)))
+    assert (before.returns, before.deactivated) == ([], [])
+    assert statuses(engine) == {"N-1": "deployed", "N-2": "deployed"}
+
+    due = lifecycle_watch_of_leavers(engine, at(RETURN_DAY))
+    assert (due.returns, due.deactivated) == (["N-1", "N-2"], [])
+    assert statuses(engine) == {"N-1": "return_requested", "N-2": "return_requested"}
+    asked = notices(engine, "return_requested")
+    assert sorted(audience for audience, _ in asked) == sorted(2 * ["team:it", f"person:{NINA}"])
+    assert {c["reason"] for _, c in asked} == {"Nina Newhire leaves on 2027-03-12"}
+    twice = lifecycle_watch_of_leavers(engine, at(RETURN_DAY))  # the same day again: once
+    assert (twice.returns, twice.deactivated) == ([], [])
+    assert len(notices(engine, "return_requested")) == 4
+
+    # One more handed out in her last weeks is asked back at the next run.
+    hand_out(engine, "N-3", at(date(2027, 3, 2)), "A loan laptop while Nina's is away.")
+    late = lifecycle_watch_of_leavers(engine, at(date(2027, 3, 3)))
+    assert (late.returns, late.deactivated) == (["N-3"], [])
+    assert nina(engine) == (LAST_DAY, True)  # she works until her last day
+    gone = lifecycle_watch_of_leavers(engine, at(LAST_DAY + timedelta(days=1)))
+    assert (gone.returns, gone.deactivated) == ([], [NINA])
+    assert nina(engine) == (LAST_DAY, False)
+    assert lifecycle_watch_of_leavers(engine, at(LAST_DAY + timedelta(days=2))).deactivated == []
+
+
+@pytest.mark.parametrize(
+    ("last_day", "deactivated"),
+    [
+        pytest.param(TODAY + timedelta(days=14), [], id="within-the-lead"),
+        pytest.param(TODAY, [], id="today"),
+        pytest.param(TODAY - timedelta(days=3), [NINA], id="past"),
+    ],
+)
+def test_a_leaver_whose_last_day_is_near_or_past_is_asked_at_once(
+    engine: Engine, last_day: date, deactivated: list[str]
+) -> None:
+    hand_out(engine, "N-1", NOW, "Nina's laptop.")
+    result = hr_leaves(engine, last_day)
+    assert (result.leavers, result.returns, result.deactivated) == ([], ["N-1"], deactivated)
+    assert statuses(engine) == {"N-1": "return_requested"}
+    assert notices(engine, "leaver_announced") == []  # IT hears of it through the return
+    assert hr_leaves(engine, last_day).returns == []
+
+
+def test_a_leavers_moved_last_day_moves_the_return_and_is_told_to_it(engine: Engine) -> None:
+    hand_out(engine, "N-1", NOW, "Nina's laptop.")
+    hr_leaves(engine, LAST_DAY)
+    later = date(2027, 4, 30)  # HR extends her contract: asked back on Fri 16 April
+    moved = hr_leaves(engine, later, now=NOW + timedelta(days=1))
+    assert (moved.leavers, moved.returns) == ([NINA], [])
+    assert nina(engine) == (later, True)
+    told = [c for _, c in notices(engine, "leaver_announced")]
+    assert [(c["leaves_on"], c["previous"], c["return_on"]) for c in told] == [
+        ("2027-03-12", None, "2027-02-26"),
+        ("2027-04-30", "2027-03-12", "2027-04-16"),
+    ]
+    assert lifecycle_watch_of_leavers(engine, at(RETURN_DAY)).returns == []  # the old day
+    assert lifecycle_watch_of_leavers(engine, at(date(2027, 4, 15))).returns == []
+    assert lifecycle_watch_of_leavers(engine, at(date(2027, 4, 16))).returns == ["N-1"]
+
+
+def test_a_leavers_last_day_moved_near_asks_at_once(engine: Engine) -> None:
+    hand_out(engine, "N-1", NOW, "Nina's laptop.")
+    hr_leaves(engine, LAST_DAY)
+    sooner = hr_leaves(engine, TODAY + timedelta(days=7))  # she leaves in a week instead
+    assert (sooner.leavers, sooner.returns) == ([], ["N-1"])
+    assert len(notices(engine, "leaver_announced")) == 1
+
+
+def test_the_lead_before_a_leavers_last_day_comes_from_the_pipeline_file(engine: Engine) -> None:
+    text = pipeline.DEFAULT_PIPELINE.read_text(encoding="utf-8").replace("version: 1", "version: 2")
+    text += "\noffboarding:\n  return_lead_workdays: 0\n"
+    with transaction(engine) as session:
+        pipeline.install(session, text=text, source="custom.yaml", actor="tests", at=NOW)
+    hand_out(engine, "N-1", NOW, "Nina's laptop.")
+    assert hr_leaves(engine, LAST_DAY).returns == []
+    assert lifecycle_watch_of_leavers(engine, at(LAST_DAY - timedelta(days=1))).returns == []
+    assert lifecycle_watch_of_leavers(engine, at(LAST_DAY)).returns == ["N-1"]
+
+
+def test_a_leaver_hr_lists_again_with_a_later_start_is_no_longer_leaving(engine: Engine) -> None:
+    from models import hr
+
+    hr_leaves(engine, TODAY - timedelta(days=30))
+    assert nina(engine) == (TODAY - timedelta(days=30), False)
+    # Rehired from next summer (beyond the joiners' horizon: no onboarding request yet).
+    row = hr.HrRow.model_validate(
+        {"email": NINA, "name": "Nina Newhire", "start_date": TODAY + timedelta(days=200)}
+    )
+    with transaction(engine) as session:
+        hr.apply(session, rows=[row], now=NOW, spec=pipeline.active(session)[1])
+    assert nina(engine) == (None, False)
+    # Made active again by the organisation file: the watch leaves her so.
+    load_org_data(engine, {"people": [{"email": NINA, "name": "Nina Newhire"}]})
+    assert lifecycle_watch_of_leavers(engine, NOW + timedelta(days=1)).deactivated == []
+    assert nina(engine) == (None, True)

@@ -736,3 +736,49 @@ def test_requests_keep_the_pipeline_they_were_submitted_under(engine: Engine) ->
         "budget_owner",
         "finance",
     ]
+
+
+# ------------------------------------------------------------------ offboarding
+
+
+@pytest.mark.parametrize(
+    ("offboarding_yaml", "field", "message"),
+    [
+        pytest.param(
+            "  return_lead_workdays: 61\n",
+            "offboarding.return_lead_workdays",
+            "less than or equal to 60",
+            id="too-long",
+        ),
+        pytest.param(
+            "  return_lead_workdays: -1\n",
+            "offboarding.return_lead_workdays",
+            "greater than or equal to 0",
+            id="negative",
+        ),
+        pytest.param(
+            "  lead_days: 14\n", "offboarding.lead_days", "is not a known field", id="unknown"
+        ),
+    ],
+)
+def test_a_bad_offboarding_lead_in_a_pipeline_file_is_named_with_its_line_and_field(
+    offboarding_yaml: str, field: str, message: str
+) -> None:
+    text = (
+        "name: custom\n"
+        "version: 1\n"
+        "offboarding:\n"
+        f"{offboarding_yaml}"
+        "stages:\n"
+        "  - {id: review, name: Review, roles: [it]}\n"
+    )
+    with pytest.raises(InputError) as caught:
+        parse_pipeline(text, "custom.yaml")
+    (problem,) = caught.value.problems
+    assert (problem.source, problem.line, problem.field) == ("custom.yaml", 4, field)
+    assert message in problem.message
+
+
+def test_a_pipeline_without_offboarding_asks_leavers_ten_working_days_ahead() -> None:
+    text = "name: custom\nversion: 1\nstages:\n  - {id: review, name: Review, roles: [it]}\n"
+    assert parse_pipeline(text, "custom.yaml").offboarding.return_lead_workdays == 10
