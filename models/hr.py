@@ -152,6 +152,10 @@ def check_references(session: Session, hr: HrFile, *, today: date) -> None:
     bundles = set(session.exec(select(Bundle.code)).all())
     centres = set(session.exec(select(CostCentre.code)).all())
     people = set(session.exec(select(Person.email)).all()) | {r.email for r in hr.rows}
+    # A manager who left cannot request their joiner's kit (nor approve it): named up front,
+    # not found by the sync halfway through its batches. One the file brings back is active.
+    gone = set(session.exec(select(Person.email).where(col(Person.active).is_(False))).all())
+    gone -= {r.email for r in hr.rows if _joins(r, today)}
     problems = []
     for row, line in zip(hr.rows, hr.lines, strict=True):
         if not _joins(row, today):
@@ -166,6 +170,10 @@ def check_references(session: Session, hr: HrFile, *, today: date) -> None:
             elif value not in known:
                 what = {"role": "bundle", "cost_centre": "cost centre", "manager": "person"}[name]
                 problems.append(Problem(f"unknown {what} {value}", hr.source, line, name))
+            elif name == "manager" and value in gone:
+                problems.append(
+                    Problem(f"{value} is no longer active (left)", hr.source, line, name)
+                )
     if problems:
         raise InputError(problems)
 
@@ -266,6 +274,8 @@ def apply(
             values["leaves_on"] = row.end_date
         elif before is not None and row.start_date is not None and row.start_date > before:
             values["leaves_on"] = None  # rehired after their last day: no longer leaving
+        if known is not None and not known.active and _joins(row, today):
+            values["active"] = True  # a former colleague joins again: onboarded as any joiner
         person_row, what = upsert(
             session,
             Person,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +31,7 @@ from tests.factories import (
     approve_all,
     decide,
     load_org_data,
+    row_counts,
     show,
     submit,
 )
@@ -505,3 +507,81 @@ def test_a_leaver_hr_lists_again_with_a_later_start_is_no_longer_leaving(engine:
     load_org_data(engine, {"people": [{"email": NINA, "name": "Nina Newhire"}]})
     assert lifecycle_watch_of_leavers(engine, NOW + timedelta(days=1)).deactivated == []
     assert nina(engine) == (None, True)
+
+
+def test_a_former_colleague_who_joins_again_is_onboarded_and_active_again(engine: Engine) -> None:
+    """A rehire's joiner row made the sync file an onboarding request on behalf of a person who
+    was no longer active: refused, and with it the whole batch."""
+    from models import hr
+
+    hr_leaves(engine, TODAY - timedelta(days=30))
+    assert nina(engine) == (TODAY - timedelta(days=30), False)
+    start = TODAY + timedelta(days=20)
+    row = hr.HrRow.model_validate(
+        {
+            "email": NINA,
+            "name": "Nina Newhire",
+            "department": "Engineering",
+            "role": "developer",
+            "cost_centre": "CC-ENG",
+            "manager": RITA,
+            "start_date": start,
+        }
+    )
+    with transaction(engine) as session:
+        result = hr.apply(session, rows=[row], now=NOW, spec=pipeline.active(session)[1])
+    (ref,) = result.joiners
+    assert nina(engine) == (None, True)
+    detail = show(engine, ref)
+    assert (detail["kind"], detail["on_behalf_of"], detail["needed_by"]) == (
+        "onboarding",
+        NINA,
+        str(start),
+    )
+    with transaction(engine, readonly=True) as session:
+        changes = session.exec(
+            select(AuditEvent.details)
+            .where(
+                AuditEvent.entity == "person",
+                AuditEvent.entity_id == NINA,
+                AuditEvent.action == "update",
+            )
+            .order_by(col(AuditEvent.seq))
+        ).all()
+    # The audit trail says who made her active again: the HR sync, with her return.
+    assert changes[-1]["changed"]["active"] == [False, True]
+
+
+def test_a_joiner_whose_manager_left_is_refused_by_line_before_anything_is_written(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """The sync filed the joiner's request in the name of a manager who had left: refused
+    halfway through its batches, after the batches before it were written."""
+    from models import hr
+    from models.errors import InputError
+
+    load_org_data(
+        engine,
+        {"people": [{"email": RITA, "name": "Rita Requester", "active": False}]},
+    )
+    start = TODAY + timedelta(days=20)
+    path = tmp_path / "hr.csv"
+    path.write_text(
+        "email,name,department,role,cost_centre,manager,start_date,end_date\n"
+        f"ann.early@example.com,Ann Early,Engineering,developer,CC-ENG,{BOB},{start},\n"
+        f"jan.joiner@example.com,Jan Joiner,Engineering,developer,CC-ENG,{RITA},{start},\n",
+        encoding="utf-8",
+    )
+    before = row_counts(engine)
+    with transaction(engine) as session, pytest.raises(InputError) as refused:
+        hr.read_checked(session, path, now=NOW)
+    assert str(refused.value) == f"{path}:3: manager: {RITA} is no longer active (left)"
+    assert row_counts(engine) == before
+    # Back with the file (a manager rejoining in the same export), the row is fine.
+    path.write_text(
+        path.read_text(encoding="utf-8")
+        + f"{RITA},Rita Requester,Engineering,developer,CC-ENG,{BOB},{start},\n",
+        encoding="utf-8",
+    )
+    with transaction(engine, readonly=True) as session:
+        assert len(hr.read_checked(session, path, now=NOW).rows) == 3
