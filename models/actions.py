@@ -92,7 +92,15 @@ from models.requests import (
     format_ref,
     parse_ref,
 )
-from models.rules import Directory, current, eligible, open_slots, seats, slots_of
+from models.rules import (
+    Directory,
+    Escalation,
+    current,
+    deciders,
+    open_slots,
+    seats,
+    slots_of,
+)
 from models.sources import remap
 from models.types import money, money_text, utcnow
 
@@ -970,7 +978,9 @@ def _advance(
         ):
             continue
         due = spec.calendar.add_business_hours(now, stage.sla_hours) if stage.sla_hours else None
-        notices, approvers = approval_notices(directory, request, stage, decisions, stage_of, due)
+        notices, approvers, escalations = approval_notices(
+            directory, request, stage, decisions, stage_of, due
+        )
         stage_spec = specs.get(stage.key)
         if stage_spec is not None and stage_spec.inform:
             if lines is None:
@@ -997,6 +1007,17 @@ def _advance(
             details={"due_at": due, "approvers": approvers},
             notices=notices,
         )
+        for escalation, asked in escalations:
+            record_escalation(
+                session,
+                request,
+                stage,
+                to=escalation.to,
+                approvers=asked,
+                due_at=due,
+                reason=escalation.text,
+                at=now,
+            )
     if all(s.status in DONE for s in stages):
         _approve_request(session, request, now)
 
@@ -1022,44 +1043,45 @@ def approval_notices(
     due: datetime | None,
     event: str = "approval_needed",
     key_suffix: str = "",
-) -> tuple[list[Notice], list[str]]:
-    """Who must decide an open stage, as notices of `event` (approval needed, a reminder, ...)."""
+) -> tuple[list[Notice], list[str], list[tuple[Escalation, list[str]]]]:
+    """Who must decide an open stage, as notices of `event` (approval needed, a reminder, ...);
+    the approvers; and the slots nobody may decide, escalated, with who is asked in their place.
+
+    A slot whose role nobody may decide (the only holder asked for the devices, or decided
+    another stage, or nobody holds the role) goes to the stage's escalation role at once: its
+    team is told (no_approver) and its members are asked like approvers, with their links."""
     key = f"{request.ref}/{stage.key}/r{stage.round}{key_suffix}"
     context = {"stage": stage.key, "stage_name": stage.name, "due_at": due}
     notices: list[Notice] = []
     approvers: list[str] = []
-    for _slot, roles in open_slots(stage, decisions):
-        people = eligible(directory, request, stage, roles, decisions, stage_of)
-        if not people:
-            escalate = stage.escalate_to or Role.MANAGEMENT.value
+    escalations: list[tuple[Escalation, list[str]]] = []
+    for slot, roles in open_slots(stage, decisions):
+        people, escalation = deciders(directory, request, stage, slot, roles, decisions, stage_of)
+        asked: dict[str, Any] = {**context, "roles": list(roles)}
+        if escalation is not None:
+            emails = [p.email for p in people]
+            escalations.append((escalation, emails))
+            asked["escalation"] = {"to": escalation.to, "reason": escalation.text}
             notices.append(
                 Notice(
                     "no_approver",
-                    team(escalate),
+                    team(escalation.to),
                     f"{key}/{'+'.join(roles)}",
-                    {**context, "roles": list(roles)},
+                    {**asked, "approvers": emails},
                     stage_id=stage.id,
                 )
             )
         delegates = directory.delegates_of(people)
         for p in people:
             approvers.append(p.email)
-            notices.append(
-                Notice(
-                    event,
-                    person(p.email),
-                    key,
-                    {**context, "roles": list(roles)},
-                    stage_id=stage.id,
-                )
-            )
+            notices.append(Notice(event, person(p.email), key, asked, stage_id=stage.id))
             for d in delegates.get(p.id or 0, []):
                 notices.append(
                     Notice(
                         event,
                         person(d.email),
                         key,
-                        {**context, "roles": list(roles), "on_behalf_of": p.email},
+                        {**asked, "on_behalf_of": p.email},
                         stage_id=stage.id,
                     )
                 )
@@ -1069,12 +1091,38 @@ def approval_notices(
                     notices.append(
                         Notice("review_needed", team(role), key, context, stage_id=stage.id)
                     )
-    return notices, sorted(set(approvers))
+    return notices, sorted(set(approvers)), escalations
 
 
-# The notices that ask someone to decide a stage (or review it): once the stage is decided, or
-# the decisions they asked for are in, sending them would ask for what is done.
-ASKING = frozenset({"approval_needed", "reminder", "overdue", "review_needed"})
+def record_escalation(
+    session: Session,
+    request: Request,
+    stage: Stage,
+    *,
+    to: str,
+    approvers: list[str],
+    due_at: datetime | None,
+    reason: str,
+    at: datetime,
+) -> None:
+    """The audit row of a stage escalated to its escalation role (its deadline passed, or
+    nobody else may decide a slot of it), with whom it went to and why."""
+    audit.append(
+        session,
+        actor=SYSTEM,
+        entity="stage",
+        entity_id=f"{request.ref}/{stage.key}",
+        request_id=request.id,
+        action="escalated",
+        details={"due_at": due_at, "approvers": approvers, "escalated_to": to, "reason": reason},
+        at=at,
+    )
+
+
+# The notices that ask someone to decide a stage (or review it, or, to an escalation role, the
+# part nobody else may decide): once the stage is decided, or the decisions they asked for are
+# in, sending them would ask for what is done.
+ASKING = frozenset({"approval_needed", "reminder", "overdue", "review_needed", "no_approver"})
 
 
 def stale_notices(session: Session, notifications: Sequence[outbox.Notification]) -> dict[int, str]:
@@ -1280,7 +1328,14 @@ def decide(
         entity_id=f"{request.ref}/{stage.key}",
         request_id=request.id,
         action=f"decision.{outcome.value}",
-        details={"role": seat.role, "slot": seat.slot, "round": stage.round, "comment": comment},
+        details={
+            "role": seat.role,
+            "slot": seat.slot,
+            "round": stage.round,
+            "comment": comment,
+            # Decided by the stage's escalation role: say why nobody else could.
+            **({"escalated": seat.escalation.text} if seat.escalation else {}),
+        },
         at=now,
     )
     if budget_warning is not None:
@@ -1409,6 +1464,7 @@ def decide(
         False,
         request.status,
         stage.status,
+        f"escalated to {seat.role}: {seat.escalation.text}" if seat.escalation else "",
     )
 
 
@@ -1523,15 +1579,21 @@ def _why_not(
                     f"{request.ref} {stage.key}: the {slot} part was already decided by someone else"
                 )
     lapsed = [d for d in directory.delegations_of(actor) if not d.covers(directory.today)]
-    needs = sorted(
-        {
-            r
-            for s in stages
-            if s.status == StageStatus.OPEN
-            for _, roles in open_slots(s, decisions)
-            for r in roles
-        }
-    )
+    stage_of = {s.id: s for s in stages if s.id is not None}
+    roles_needed: set[str] = set()
+    escalated: list[str] = []
+    for s in stages:
+        if s.status != StageStatus.OPEN:
+            continue
+        for slot, roles in open_slots(s, decisions):
+            _, escalation = deciders(directory, request, s, slot, roles, decisions, stage_of)
+            if escalation is None:
+                roles_needed.update(roles)
+            else:
+                escalated.append(
+                    f"{escalation.to} in place of {'/'.join(roles)}, as {escalation.text}"
+                )
+    needs = sorted(roles_needed) + escalated
     message = f"{request.ref}: {actor.email} is not an approver of any open stage"
     if needs:
         message += f" (open stages need: {', '.join(needs)})"

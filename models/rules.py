@@ -1,4 +1,5 @@
-"""Who may decide what: role holders, separation of duties, delegation within its dates."""
+"""Who may decide what: role holders, separation of duties, delegation within its dates, and
+the escalation of a slot nobody may decide to its stage's escalation role."""
 
 from __future__ import annotations
 
@@ -11,22 +12,44 @@ from sqlmodel import Session, col, select
 
 from models.db import by_id
 from models.lifecycle import StageStatus
-from models.org import BUDGET_OWNER, ROLES_OF, CostCentre, Delegation, Person, PersonRole
+from models.org import BUDGET_OWNER, ROLES_OF, CostCentre, Delegation, Person, PersonRole, Role
 from models.reference import shared
 from models.requests import Decision, Request, Stage, StageMode
 
 ANY_SLOT = "any"
 
 
+def escalation_role(stage: Stage) -> str:
+    """Whom a stage escalates to: its `escalate_to`, management by default."""
+    return stage.escalate_to or Role.MANAGEMENT.value
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """A slot of a stage that nobody holding its roles may decide, handed to the stage's
+    escalation role (who may decide it at once), and why nobody else may."""
+
+    slot: str
+    roles: tuple[str, ...]
+    to: str
+    reason: str  # each holder and why they may not decide, or that nobody holds the role
+
+    @property
+    def text(self) -> str:
+        return f"nobody may decide {' or '.join(self.roles)} ({self.reason})"
+
+
 @dataclass(frozen=True)
 class Seat:
-    """One way the actor can decide a stage: which slot, in which role, on whose authority."""
+    """One way the actor can decide a stage: which slot, in which role, on whose authority
+    (`escalation`: the slot nobody else may decide, filled by the stage's escalation role)."""
 
     stage: Stage
     slot: str
     role: str
     principal: Person
     actor: Person
+    escalation: Escalation | None = None
 
     @property
     def delegated(self) -> bool:
@@ -191,6 +214,32 @@ def eligible(
     return list(seen.values())
 
 
+def deciders(
+    directory: Directory,
+    request: Request,
+    stage: Stage,
+    slot: str,
+    roles: tuple[str, ...],
+    decisions: Sequence[Decision],
+    stages: dict[int, Stage],
+) -> tuple[list[Person], Escalation | None]:
+    """Who may fill a slot (delegates not included): the eligible holders of its roles; when
+    there are none, the eligible holders of the stage's escalation role, with the escalation."""
+    people = eligible(directory, request, stage, roles, decisions, stages)
+    if people:
+        return people, None
+    excluded: dict[str, None] = {}
+    for role in roles:
+        holders = directory.holders(role)
+        if not holders:
+            excluded[f"nobody holds the role {role}"] = None
+        for person in holders:
+            why = conflict(request, stage, person.id, decisions, stages)
+            excluded[f"{person.email} is excluded: {why}"] = None
+    escalation = Escalation(slot, roles, escalation_role(stage), "; ".join(excluded))
+    return eligible(directory, request, stage, (escalation.to,), decisions, stages), escalation
+
+
 def seats(
     directory: Directory,
     actor: Person,
@@ -208,17 +257,32 @@ def seats(
         if stage.status != StageStatus.OPEN or (stage_key and stage.key != stage_key):
             continue
         for slot, roles in open_slots(stage, decisions):
+            escalation: Escalation | None = None
+            looked = False
             for principal in principals:
                 role = next((r for r in roles if directory.holds(principal, r)), None)
                 if role is None:
-                    continue
+                    # The escalation role may fill a slot nobody holding its roles may decide.
+                    if not directory.holds(principal, escalation_role(stage)):
+                        continue
+                    if not looked:
+                        _, escalation = deciders(
+                            directory, request, stage, slot, roles, decisions, stage_of
+                        )
+                        looked = True
+                    if escalation is None:
+                        continue
+                    role = escalation.to
+                escalated = escalation if role not in roles else None
+                via = f" (escalated to {role})" if escalated else ""
                 on_behalf = "" if principal.id == actor.id else f" (on behalf of {principal.email})"
                 why = conflict(request, stage, principal.id, decisions, stage_of)
                 if why is None and principal.id != actor.id:
                     why = conflict(request, stage, actor.id, decisions, stage_of)
                 if why is not None:
-                    reasons.append(f"{stage.key}{on_behalf}: {why}")
+                    reasons.append(f"{stage.key}{via}{on_behalf}: {why}")
                     continue
-                found.append(Seat(stage, slot, role, principal, actor))
-    found.sort(key=lambda s: (s.delegated, s.stage.position))
+                found.append(Seat(stage, slot, role, principal, actor, escalated))
+    # Their own roles before an escalation, in person before on someone's behalf.
+    found.sort(key=lambda s: (s.delegated, s.escalation is not None, s.stage.position))
     return found, reasons

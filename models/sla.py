@@ -16,13 +16,19 @@ from datetime import datetime
 from sqlmodel import Session, col, select
 
 from models import audit, outbox
-from models.actions import SYSTEM, approval_notices, decisions_of, spec_for, stages_of
+from models.actions import (
+    SYSTEM,
+    approval_notices,
+    decisions_of,
+    record_escalation,
+    spec_for,
+    stages_of,
+)
 from models.lifecycle import RequestStatus, StageStatus
-from models.org import Role
 from models.outbox import Notice, team
 from models.pipeline import PipelineSpec
 from models.requests import Request, Stage
-from models.rules import Directory
+from models.rules import Directory, escalation_role
 from models.types import as_utc
 
 
@@ -98,7 +104,7 @@ def _notify(
     decisions = decisions_of(session, request)
     directory = Directory(session, request, spec.calendar.today(now))
     by_id = {s.id: s for s in stages if s.id is not None}
-    notices, approvers = approval_notices(
+    notices, approvers, _ = approval_notices(
         directory,
         request,
         stage,
@@ -106,16 +112,16 @@ def _notify(
         by_id,
         stage.due_at,
         # Past the deadline the approvers are told it is overdue (with their links), and the
-        # escalation role is told below.
+        # escalation role is told below. A slot nobody else may decide was escalated when it
+        # opened: its escalation role is among the approvers, reminded like them.
         event="overdue" if event == "escalation" else event,
         key_suffix=f"/{deadline}",
     )
     if event == "escalation":
-        role = stage.escalate_to or Role.MANAGEMENT.value
         notices.append(
             Notice(
                 "escalation",
-                team(role),
+                team(escalation_role(stage)),
                 f"{request.ref}/{stage.key}/r{stage.round}/{deadline}",
                 {
                     "stage": stage.key,
@@ -131,18 +137,26 @@ def _notify(
     queued = [row for row in rows if row is not None]
     if not queued:
         return False
+    if event == "escalation":
+        record_escalation(
+            session,
+            request,
+            stage,
+            to=escalation_role(stage),
+            approvers=approvers,
+            due_at=stage.due_at,
+            reason="its deadline passed without a decision",
+            at=now,
+        )
+        return True
     audit.append(
         session,
         actor=SYSTEM,
         entity="stage",
         entity_id=f"{request.ref}/{stage.key}",
         request_id=request.id,
-        action="escalated" if event == "escalation" else "reminded",
-        details={
-            "due_at": stage.due_at,
-            "approvers": approvers,
-            "escalated_to": stage.escalate_to if event == "escalation" else None,
-        },
+        action="reminded",
+        details={"due_at": stage.due_at, "approvers": approvers, "escalated_to": None},
         at=now,
     )
     return True

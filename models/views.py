@@ -24,7 +24,7 @@ from models.economics import request_economics
 from models.lifecycle import RequestStatus, StageStatus
 from models.org import CostCentre, Person
 from models.requests import Decision, Request, Stage, format_ref
-from models.rules import Directory, eligible, open_slots, seats
+from models.rules import Directory, deciders, open_slots, seats
 from models.types import utcnow
 
 
@@ -50,7 +50,9 @@ def pending(
     decisions: list[Decision],
     today: date,
 ) -> list[dict[str, Any]]:
-    """Open stages and who can decide them now: [{"stage", "roles", "approvers", "delegates", "due_at"}]."""
+    """Open stages and who can decide them now: [{"stage", "roles", "approvers", "delegates",
+    "escalated", "due_at"}]; `escalated`: the slots nobody may decide, with the role deciding
+    them instead (whose members are among the approvers) and why."""
     if request.status != RequestStatus.IN_REVIEW:
         return []
     directory = Directory(session, request, today)
@@ -61,10 +63,18 @@ def pending(
             continue
         roles: list[str] = []
         approvers: dict[str, Person] = {}
-        for _slot, slot_roles in open_slots(stage, decisions):
+        escalated: list[dict[str, Any]] = []
+        for slot, slot_roles in open_slots(stage, decisions):
             roles.extend(slot_roles)
-            for p in eligible(directory, request, stage, slot_roles, decisions, by_id):
+            people, escalation = deciders(
+                directory, request, stage, slot, slot_roles, decisions, by_id
+            )
+            for p in people:
                 approvers[p.email] = p
+            if escalation is not None:
+                escalated.append(
+                    {"roles": list(slot_roles), "to": escalation.to, "reason": escalation.text}
+                )
         delegates = directory.delegates_of(list(approvers.values()))
         out.append(
             {
@@ -79,6 +89,7 @@ def pending(
                         for d in delegates.get(p.id or 0, [])
                     }
                 ),
+                "escalated": escalated,
                 "due_at": _iso(stage.due_at),
             }
         )
@@ -314,6 +325,7 @@ def inbox(session: Session, person: Person, *, now: datetime | None = None) -> l
                     "stage_name": seat.stage.name,
                     "role": seat.role,
                     "on_behalf_of": seat.principal.email if seat.delegated else None,
+                    "escalated": seat.escalation.text if seat.escalation else None,
                     "kind": request.kind,
                     "total": str(request.total),
                     "currency": request.currency,

@@ -159,6 +159,8 @@ class ContextBuilder:
         notice = dict(row.context or {})
         if row.event in APPROVAL_EVENTS:
             notice.setdefault("on_behalf_of", None)  # set when a delegate is addressed
+        if row.event in APPROVAL_EVENTS or row.event == "no_approver":
+            notice.setdefault("escalation", None)  # set when nobody else may decide the part
         request_view: dict[str, Any] | None = None
         stage_view: dict[str, Any] | None = None
         asset_view: dict[str, Any] | None = None

@@ -17,7 +17,7 @@ from models import tokens
 from models.links import UsedLink
 from models.requests import Stage
 from tests.e2e.conftest import API_TOKEN, Site, wait_for
-from tests.factories import BOB, IDA, IVAN, NOW, PAUL, RITA, decide, submit
+from tests.factories import BOB, FIONA, IDA, IVAN, NOW, PAUL, RITA, SARA, decide, submit
 
 # ------------------------------------------------------------------ pages
 
@@ -77,6 +77,33 @@ def test_approving_from_the_page_decides_once_and_tells_the_next_approver(site: 
     # When, in the organisation's time zone as everywhere else (the site's clock: NOW).
     assert "already used: approve on 25 Nov 2026 at 10:00 CET" in again.text, again.text
     assert site.decisions() == 2
+
+
+def test_finance_decides_from_its_email_a_budget_its_owner_asked_for(site: Site) -> None:
+    """Bob asks from the budget he owns: nobody may give the budget owner's approval, so it is
+    escalated to finance at once. Finance's team hears of it, and Fiona decides it from the
+    link in her own email, as any approver; Sara's API call is refused."""
+    ref = submit(site.engine, requester=BOB)
+    decide(site.engine, ref, IDA)
+    decide(site.engine, ref, PAUL)
+    site.dispatch()
+    (team,) = [m for m in site.sink.to("finance@example.com") if ref in m.subject]
+    assert "Escalated to you" in team.subject
+    assert "nobody approves their own request" in team.part("plain")
+    (mail,) = [m for m in site.sink.to(FIONA) if "Your decision" in m.subject]
+    assert "You are asked as finance, the stage's escalation, because nobody may decide" in (
+        " ".join(mail.part("plain").split())
+    )
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    refused = site.client.post(
+        f"/api/requests/{ref}/decisions",
+        json={"approver": SARA, "decision": "approve"},
+        headers=auth,
+    )
+    assert refused.status_code == 403 and "finance in place of budget_owner" in refused.text
+    answer = site.form(site.approval_link(FIONA), "approve", comment="Checked by finance")
+    assert answer.status_code == 200 and "Thank you: approve" in answer.text, answer.text
+    assert "The request's status is now <strong>approved</strong>." in answer.text
 
 
 def test_a_refused_approval_comes_back_with_the_form_to_send_back_instead(site: Site) -> None:

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import func, select
 
-from models import actions
+from models import actions, hr, sla
 from models.audit import AuditEvent
 from models.db import transaction
 from models.errors import AlreadyDecided, InputError, RuleViolation, TransitionNotAllowed
@@ -44,6 +44,7 @@ from tests.factories import (
     give_roles,
     load_org_data,
     show,
+    stale_notices,
     submit,
 )
 
@@ -184,7 +185,15 @@ def test_budget_owner_cannot_approve_own_request_nor_devices_for_themselves(
         decide(engine, ref, IDA)
         decide(engine, ref, PAUL)
         (pending,) = show(engine, ref)["pending"]
-        assert (pending["stage"], pending["approvers"]) == ("budget_owner", []), overrides
+        # Nobody else may decide the budget: it went to finance, the stage's escalate_to.
+        assert (pending["stage"], pending["approvers"]) == ("budget_owner", [FIONA]), overrides
+        assert pending["escalated"] == [
+            {
+                "roles": ["budget_owner"],
+                "to": "finance",
+                "reason": f"nobody may decide budget_owner ({BOB} is excluded: {message})",
+            }
+        ], overrides
         refused(engine, ref, BOB, RuleViolation, message)
         # Nor can Bob's delegate approve in his place while the delegation is in force.
         refused(engine, ref, CARL, RuleViolation, message, now=at(2026, 12, 22, 9))
@@ -203,7 +212,8 @@ def test_nobody_approves_two_stages_of_the_same_request(engine: Engine) -> None:
         decide(engine, ref, PAUL)
 
     (pending,) = show(engine, decided_by_ida)["pending"]
-    assert (pending["stage"], pending["approvers"]) == ("budget_owner", [])
+    # The budget's only owner decided the joint review: finance decides it in her place.
+    assert (pending["stage"], pending["approvers"]) == ("budget_owner", [FIONA])
     match = "already decided stage joint_review of this request"
     for outcome in ("approve", "reject"):
         refused(
@@ -247,6 +257,284 @@ def test_one_person_cannot_fill_both_roles_of_an_all_of_stage(engine: Engine, ho
 
     decide(engine, ref, PETRA)
     assert decided_by(show(engine, ref), "joint_review") == [(IDA, None), (PETRA, None)]
+
+
+# ------------------------------------------------------------------ escalation: nobody may decide
+
+# An HR joiner whose manager owns the cost centre: the HR sync files the onboarding with the
+# manager as requester, so the budget owner's approval has nobody who may give it.
+JOINER = {
+    "email": "jan.joiner@example.com",
+    "name": "Jan Joiner",
+    "department": "Engineering",
+    "role": "developer",
+    "cost_centre": "CC-ENG",
+    "manager": BOB,
+    "start_date": TODAY + timedelta(days=40),
+}
+
+
+def hr_sync(engine: Engine, **row: Any) -> hr.SyncResult:
+    with transaction(engine) as session:
+        return hr.apply(session, rows=[hr.HrRow.model_validate(row)], now=NOW, today=TODAY)
+
+
+def notices(engine: Engine, ref: str, event: str, stage: str) -> dict[str, dict[str, Any]]:
+    """The notifications of one event about one stage of a request: {audience: context}."""
+    with transaction(engine, readonly=True) as session:
+        rows = session.exec(
+            select(Notification).where(
+                Notification.event == event, Notification.request_id == int(ref[3:])
+            )
+        ).all()
+        return {n.audience: n.context for n in rows if n.context.get("stage") == stage}
+
+
+def trail(engine: Engine, ref: str, stage: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(action, actor, details) of a stage's audit rows, oldest first."""
+    return [
+        (e["action"], e["actor"], e["details"])
+        for e in show(engine, ref)["timeline"]
+        if e["entity_id"] == f"{ref}/{stage}"
+    ]
+
+
+def test_an_hr_joiners_onboarding_whose_manager_owns_the_budget_is_decided_by_finance_at_once(
+    engine: Engine,
+) -> None:
+    (ref,) = hr_sync(engine, **JOINER).joiners
+    decide(engine, ref, IDA)
+    decide(engine, ref, PAUL)
+    reason = (
+        f"nobody may decide budget_owner ({BOB} is excluded: nobody approves their own request)"
+    )
+    escalation = {"to": "finance", "reason": reason}
+
+    # Finance (the stage's escalate_to) is asked at once: the team, and each member in person
+    # with their decision links, as any approver; it waits in Fiona's inbox.
+    (pending,) = show(engine, ref)["pending"]
+    assert (pending["stage"], pending["approvers"]) == ("budget_owner", [FIONA])
+    assert pending["escalated"] == [{"roles": ["budget_owner"], **escalation}]
+    assert list(notices(engine, ref, "no_approver", "budget_owner")) == ["team:finance"]
+    asked = notices(engine, ref, "approval_needed", "budget_owner")
+    assert list(asked) == [f"person:{FIONA}"]
+    assert asked[f"person:{FIONA}"]["escalation"] == escalation
+    assert [
+        (i["id"], i["stage"], i["role"], i["escalated"]) for i in inbox_of(engine, FIONA, NOW)
+    ] == [(ref, "budget_owner", "finance", reason)]
+
+    # Nobody outside finance may decide it, and the refusal says who may and why.
+    needs = re.escape(f"open stages need: finance in place of budget_owner, as {reason}")
+    for outsider in (SARA, MAX, HANNA):
+        refused(engine, ref, outsider, RuleViolation, f"{outsider} is not an approver.*{needs}")
+    refused(engine, ref, BOB, RuleViolation, "nobody approves their own request")
+
+    # Fiona approves at once, without waiting for the stage's SLA to run out.
+    result = decide(engine, ref, FIONA, comment="Bob's own budget, checked by finance")
+    assert (result.stage, result.role, result.stage_status, result.request_status) == (
+        "budget_owner",
+        "finance",
+        "approved",
+        "approved",
+    )
+    assert result.message == f"escalated to finance: {reason}"
+    assert decided_by(show(engine, ref), "budget_owner") == [(FIONA, None)]
+
+    # The audit trail says the stage was escalated when it opened, to whom and why, and that
+    # finance's decision filled the budget owner's part for that reason.
+    rows = trail(engine, ref, "budget_owner")
+    assert [(action, actor) for action, actor, _ in rows] == [
+        ("open", "system"),
+        ("escalated", "system"),
+        ("decision.approve", FIONA),
+        ("approve", FIONA),
+    ]
+    assert {k: rows[1][2][k] for k in ("escalated_to", "approvers", "reason")} == {
+        "escalated_to": "finance",
+        "approvers": [FIONA],
+        "reason": reason,
+    }
+    assert rows[2][2] == {
+        "role": "finance",
+        "slot": "any",
+        "round": 1,
+        "comment": "Bob's own budget, checked by finance",
+        "escalated": reason,
+    }
+
+
+# (case, request, what happens first, its stage, the part's roles, why nobody holding them may
+# decide, the escalation role, who of it decides, someone refused)
+NOBODY_MAY_DECIDE: list[tuple[str, dict[str, Any], list[str], str, str, str, str, str, str]] = [
+    (
+        "the budget owner is to receive the devices",
+        {"on_behalf_of": BOB},
+        [IDA, PAUL],
+        "budget_owner",
+        "budget_owner",
+        f"{BOB} is excluded: nobody approves devices for themselves",
+        "finance",
+        FIONA,
+        SARA,
+    ),
+    (
+        "the requester is the only holder of finance",
+        {**ROLLOUT_11, "requester": FIONA},
+        [IDA, PAUL, BOB],
+        "finance",
+        "finance",
+        f"{FIONA} is excluded: nobody approves their own request",
+        "management",
+        MAX,
+        HANNA,
+    ),
+    (
+        "the requester and the recipient are the only holders of purchasing",
+        {"requester": PAUL, "on_behalf_of": PETRA},
+        [],
+        "joint_review",
+        "purchasing",
+        f"{PAUL} is excluded: nobody approves their own request; "
+        f"{PETRA} is excluded: nobody approves devices for themselves",
+        "management",
+        MAX,
+        FIONA,
+    ),
+    (
+        "nobody holds the role: the cost centre's owner has left",
+        {"cost_centre": "CC-SALES"},
+        [IDA, PAUL],
+        "budget_owner",
+        "budget_owner",
+        "nobody holds the role budget_owner",
+        "finance",
+        FIONA,
+        HANNA,
+    ),
+    (
+        "the budget owner decided another stage",
+        {},
+        [IDA, PAUL],
+        "budget_owner",
+        "budget_owner",
+        f"{IDA} is excluded: already decided stage joint_review of this request "
+        "(one person decides one stage)",
+        "finance",
+        FIONA,
+        HANNA,
+    ),
+]
+
+
+def test_a_part_nobody_may_decide_goes_to_the_stage_s_escalation_role_at_once(
+    engine: Engine,
+) -> None:
+    for n, (case, overrides, first, stage, roles, why, to, decider, outsider) in enumerate(
+        NOBODY_MAY_DECIDE
+    ):
+        if case.startswith("nobody holds"):
+            hr_sync(engine, email=SARA, name="Sara Sales", end_date=TODAY - timedelta(days=1))
+        if case.endswith("decided another stage"):
+            centre = {"code": "CC-ENG", "name": "Engineering", "budget_owner": IDA}
+            load_org_data(engine, {"cost_centres": [centre]})
+        ref = submit(engine, justification=f"case {n}", **overrides)
+        for who in first:
+            decide(engine, ref, who)
+        reason = f"nobody may decide {roles} ({why})"
+        (pending,) = show(engine, ref)["pending"]
+        assert pending["stage"] == stage, case
+        assert decider in pending["approvers"], case
+        assert pending["escalated"] == [{"roles": [roles], "to": to, "reason": reason}], case
+        assert f"team:{to}" in notices(engine, ref, "no_approver", stage), case
+        asked = notices(engine, ref, "approval_needed", stage)[f"person:{decider}"]
+        assert asked["escalation"] == {"to": to, "reason": reason}, case
+
+        needs = re.escape(f"{to} in place of {roles}, as {reason}")
+        refused(engine, ref, outsider, RuleViolation, f"not an approver of any open stage.*{needs}")
+        result = decide(engine, ref, decider, stage_key=stage)
+        assert (result.stage, result.role, result.noop) == (stage, to, False), case
+        escalated = [d for a, _, d in trail(engine, ref, stage) if a == "escalated"]
+        assert [(d["escalated_to"], d["reason"]) for d in escalated] == [(to, reason)], case
+        decided = [d for a, _, d in trail(engine, ref, stage) if a == "decision.approve"]
+        assert (decided[-1]["role"], decided[-1]["escalated"]) == (to, reason), case
+
+
+def test_the_escalation_role_is_held_to_the_separation_of_duties(engine: Engine) -> None:
+    # Bob asks from his own budget and also holds finance: his own request is not his to
+    # approve in finance's name either.
+    give_roles(engine, BOB, "finance")
+    ref = submit(engine, requester=BOB, **ROLLOUT_11)
+    decide(engine, ref, IDA)
+    decide(engine, ref, PAUL)
+    (pending,) = show(engine, ref)["pending"]
+    assert (pending["stage"], pending["approvers"]) == ("budget_owner", [FIONA])
+    for outcome in ("approve", "reject", "send_back"):
+        refused(engine, ref, BOB, RuleViolation, "nobody approves their own request", outcome)
+
+    # Fiona fills the budget owner's part; the finance stage (over 10,000) is then not hers
+    # (one person decides one stage) and, finance having nobody else, goes to management.
+    assert decide(engine, ref, FIONA).role == "finance"
+    (pending,) = show(engine, ref)["pending"]
+    assert (pending["stage"], pending["approvers"]) == ("finance", [MAX])
+    assert pending["escalated"][0]["reason"] == (
+        f"nobody may decide finance ({BOB} is excluded: nobody approves their own request; "
+        f"{FIONA} is excluded: already decided stage budget_owner of this request "
+        "(one person decides one stage))"
+    )
+    refused(
+        engine, ref, FIONA, RuleViolation, "already decided stage budget_owner", stage_key="finance"
+    )
+    result = decide(engine, ref, MAX)
+    assert (result.stage, result.role, result.request_status) == (
+        "finance",
+        "management",
+        "approved",
+    )
+
+
+def test_reminders_and_overdue_notices_ask_the_escalation_role_and_are_dropped_once_decided(
+    engine: Engine,
+) -> None:
+    ref = submit(engine, requester=BOB)
+    decide(engine, ref, IDA)
+    decide(engine, ref, PAUL)
+    due = datetime.fromisoformat(show(engine, ref)["pending"][0]["due_at"])
+    # Half of the budget owner's 16 business hours (Thursday 09:00 in Berlin), then past them:
+    # Fiona, who decides the part nobody else may, is reminded and told it is overdue, with
+    # her links; finance hears of the escalation as for any stage.
+    assert due == at(2026, 11, 26, 16)
+    for when in (at(2026, 11, 26, 8), due + timedelta(minutes=1)):
+        with transaction(engine) as session:
+            sla.sweep(session, stage_ids=sla.watched_stages(session, now=when), now=when)
+    reason = (
+        f"nobody may decide budget_owner ({BOB} is excluded: nobody approves their own request)"
+    )
+    for event in ("reminder", "overdue"):
+        sent = notices(engine, ref, event, "budget_owner")
+        assert list(sent) == [f"person:{FIONA}"], event
+        assert sent[f"person:{FIONA}"]["escalation"] == {"to": "finance", "reason": reason}
+    assert list(notices(engine, ref, "escalation", "budget_owner")) == ["team:finance"]
+
+    with transaction(engine, readonly=True) as session:
+        asking = {
+            n.id: n.event
+            for n in session.exec(
+                select(Notification).where(Notification.request_id == int(ref[3:]))
+            ).all()
+            if n.context.get("stage") == "budget_owner"
+            and n.event in ("no_approver", "approval_needed", "reminder", "overdue")
+        }
+    assert sorted(asking.values()) == [
+        "approval_needed",
+        "no_approver",
+        "no_approver",
+        "overdue",
+        "reminder",
+    ]
+    assert not set(asking) & stale_notices(engine)
+    decide(engine, ref, FIONA, now=due + timedelta(hours=1))
+    # Decided: none of them is sent any more.
+    assert set(asking) <= stale_notices(engine)
 
 
 # ------------------------------------------------------------------ delegation
