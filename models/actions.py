@@ -1391,6 +1391,8 @@ def decide(
                 at=now,
             )
             _advance(session, request, spec, stages, decisions, now)
+        else:
+            _escalate_left(session, request, directory, stage, decisions, stage_of, now)
     elif outcome == Outcome.REJECT:
         fire(
             session,
@@ -1466,6 +1468,46 @@ def decide(
         stage.status,
         f"escalated to {seat.role}: {seat.escalation.text}" if seat.escalation else "",
     )
+
+
+def _escalate_left(
+    session: Session,
+    request: Request,
+    directory: Directory,
+    stage: Stage,
+    decisions: list[Decision],
+    stage_of: dict[Any, Stage],
+    now: datetime,
+) -> None:
+    """After an approval that leaves its stage open: a slot that its decider has made nobody's
+    (they were its only eligible holder, and one person fills one slot of a stage) goes to the
+    stage's escalation role now, as it would have when the stage opened."""
+    before = decisions[:-1]  # without the approval just made
+    new = {
+        slot
+        for slot, roles in open_slots(stage, decisions)
+        if deciders(directory, request, stage, slot, roles, before, stage_of)[1] is None
+        and deciders(directory, request, stage, slot, roles, decisions, stage_of)[1] is not None
+    }
+    if not new:
+        return
+    # The slots asked for before are asked again under the same keys: the outbox keeps the first.
+    notices, _, escalations = approval_notices(
+        directory, request, stage, decisions, stage_of, stage.due_at
+    )
+    outbox.defer(session, notices, request_id=request.id, at=now)
+    for escalation, asked in escalations:
+        if escalation.slot in new:
+            record_escalation(
+                session,
+                request,
+                stage,
+                to=escalation.to,
+                approvers=asked,
+                due_at=stage.due_at,
+                reason=escalation.text,
+                at=now,
+            )
 
 
 def _check_final_approval(

@@ -492,6 +492,36 @@ def test_the_escalation_role_is_held_to_the_separation_of_duties(engine: Engine)
     )
 
 
+def test_a_part_left_to_nobody_by_a_decision_goes_to_the_escalation_role_then(
+    engine: Engine,
+) -> None:
+    # Paul asks for Petra's laptop; Ida is in IT and purchasing, the only one who may decide the
+    # purchasing part. Once she has decided the IT part she may not fill the other.
+    give_roles(engine, IDA, "purchasing")
+    ref = submit(engine, requester=PAUL, on_behalf_of=PETRA)
+    assert notices(engine, ref, "no_approver", "joint_review") == {}
+    assert decide(engine, ref, IDA).role == "it"
+
+    reason = (
+        f"nobody may decide purchasing ({IDA} is excluded: already decided this stage (approve); "
+        f"{PAUL} is excluded: nobody approves their own request; "
+        f"{PETRA} is excluded: nobody approves devices for themselves)"
+    )
+    assert list(notices(engine, ref, "no_approver", "joint_review")) == ["team:management"]
+    asked = notices(engine, ref, "approval_needed", "joint_review")
+    assert asked[f"person:{MAX}"]["escalation"] == {"to": "management", "reason": reason}
+    escalated = [d for a, _, d in trail(engine, ref, "joint_review") if a == "escalated"]
+    assert [(d["escalated_to"], d["approvers"], d["reason"]) for d in escalated] == [
+        ("management", [MAX], reason)
+    ]
+    result = decide(engine, ref, MAX)
+    assert (result.stage, result.role, result.stage_status) == (
+        "joint_review",
+        "management",
+        "approved",
+    )
+
+
 def test_reminders_and_overdue_notices_ask_the_escalation_role_and_are_dropped_once_decided(
     engine: Engine,
 ) -> None:
