@@ -671,7 +671,7 @@ def decide(
         emit(data)
         return
     for_ = f" on behalf of {result.on_behalf_of}" if result.on_behalf_of else ""
-    note = f"  ({result.message})" if result.noop else ""
+    note = f"  ({result.message})" if result.message else ""
     typer.echo(
         f"{result.ref} {result.stage}: {result.outcome} by {result.actor}{for_} as {result.role} → stage {result.stage_status}, request {result.request_status}{note}"
     )
@@ -694,6 +694,8 @@ def inbox(as_: AsOpt = ..., json_: JsonOpt = False) -> None:  # type: ignore[ass
         return
     for i in items:
         for_ = f" (for {i['on_behalf_of']})" if i["on_behalf_of"] else ""
+        if i["escalated"]:  # the escalation role, for a part nobody else may decide
+            for_ += " (escalated)"
         due = f"due {i['due_at'][:16].replace('T', ' ')} UTC" if i["due_at"] else "no deadline"
         late = "  OVERDUE" if i["overdue"] else ""
         typer.echo(

@@ -52,9 +52,10 @@ def print_detail(d: dict[str, Any]) -> None:
                 f"      {dec['at'][:16].replace('T', ' ')}  {dec['outcome']:<9} {dec['by']}{for_} as {dec['role']} (round {dec['round']}){comment}"
             )
     for p in d["pending"]:
-        who = ", ".join(p["approvers"]) or "nobody eligible: escalate"
+        who = ", ".join(p["approvers"]) or "nobody may decide it: assign an approver"
         dele = f"; delegates: {', '.join(p['delegates'])}" if p["delegates"] else ""
-        echo(f"  pending {p['stage']}: {who}{dele}")
+        esc = "".join(f"; escalated to {e['to']}: {e['reason']}" for e in p["escalated"])
+        echo(f"  pending {p['stage']}: {who}{dele}{esc}")
     if d["assets"]:
         echo("  devices")
         for a in d["assets"]:

@@ -45,7 +45,8 @@ def summary_rows(detail: dict[str, Any]) -> list[dict[str, Any]]:
     rows += [
         {
             "field": f"waiting for {p['stage']}",
-            "value": ", ".join(p["approvers"]) or "nobody eligible",
+            "value": (", ".join(p["approvers"]) or "nobody eligible")
+            + "".join(f"; escalated to {e['to']}: {e['reason']}" for e in p["escalated"]),
         }
         for p in detail["pending"]
     ]

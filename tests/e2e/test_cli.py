@@ -13,7 +13,7 @@ import pytest
 
 from procure.cli import main
 from tests.conftest import Databases
-from tests.factories import BOB, CARL, IDA, NINA, NOW, PAUL, RITA
+from tests.factories import BOB, CARL, FIONA, IDA, NINA, NOW, PAUL, RITA, SARA
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -228,6 +228,32 @@ def test_human_output_shows_the_request_and_its_timeline(cli: Cli, tmp_path: Pat
     assert "draft → submitted" in out
     code, out, _ = cli("request", "list")
     assert code == 0 and "waiting for joint_review" in out
+
+
+def test_the_cli_shows_and_decides_a_budget_escalated_to_finance(cli: Cli, tmp_path: Path) -> None:
+    # Bob asks from the budget he owns: nobody may approve it, so finance decides it at once.
+    cli.json("init", "--sample")
+    own = Path(request_file(tmp_path))
+    own.write_text(own.read_text().replace(f"requester: {RITA}", f"requester: {BOB}"))
+    cli.json("request", "submit", str(own))
+    cli.json("decide", "PR-0001", "--as", IDA, "--approve")
+    cli.json("decide", "PR-0001", "--as", PAUL, "--approve")
+    reason = (
+        f"nobody may decide budget_owner ({BOB} is excluded: nobody approves their own request)"
+    )
+    code, out, _ = cli("request", "show", "PR-0001")
+    assert code == 0
+    assert f"pending budget_owner: {FIONA}; escalated to finance: {reason}" in out
+    code, out, _ = cli("inbox", "--as", FIONA)
+    assert code == 0 and "budget_owner   as finance (escalated)" in out
+    code, _, err = cli("decide", "PR-0001", "--as", SARA, "--approve")
+    assert code == 1 and f"finance in place of budget_owner, as {reason}" in err
+    code, out, _ = cli("decide", "PR-0001", "--as", FIONA, "--approve")
+    assert code == 0
+    assert out.strip() == (
+        f"PR-0001 budget_owner: approve by {FIONA} as finance → stage approved, request approved"
+        f"  (escalated to finance: {reason})"
+    )
 
 
 @pytest.mark.parametrize(

@@ -94,6 +94,9 @@ def test_finance_decides_from_its_email_a_budget_its_owner_asked_for(site: Site)
     assert "You are asked as finance, the stage's escalation, because nobody may decide" in (
         " ".join(mail.part("plain").split())
     )
+    (inbox, *_) = site.links_to(FIONA, "inbox")
+    listed = site.client.get(inbox).text
+    assert f"escalated to you as finance: nobody may decide budget_owner ({BOB}" in listed
     auth = {"Authorization": f"Bearer {API_TOKEN}"}
     refused = site.client.post(
         f"/api/requests/{ref}/decisions",
