@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import func, select
 
-from models import actions, hr, sla
+from models import actions, hr, pipeline, sla
 from models.audit import AuditEvent
 from models.db import transaction
 from models.errors import AlreadyDecided, InputError, RuleViolation, TransitionNotAllowed
@@ -276,7 +276,8 @@ JOINER = {
 
 def hr_sync(engine: Engine, **row: Any) -> hr.SyncResult:
     with transaction(engine) as session:
-        return hr.apply(session, rows=[hr.HrRow.model_validate(row)], now=NOW, today=TODAY)
+        spec = pipeline.active(session)[1]
+        return hr.apply(session, rows=[hr.HrRow.model_validate(row)], now=NOW, spec=spec)
 
 
 def notices(engine: Engine, ref: str, event: str, stage: str) -> dict[str, dict[str, Any]]:
