@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,35 @@ class InputError(ProcureError):
             problems = [problems]
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+class FieldErrors(InputError):
+    """Fields of an input that failed validation, with what is left of the input: `partial`
+    is the valid part (each failed value None), or None when nothing is left. A caller that
+    checks references checks the partial input too (with_checks), so one run reports both."""
+
+    def __init__(self, problems: list[Problem], partial: Callable[[], Any] = lambda: None):
+        super().__init__(problems)
+        self._partial = partial  # worked out only for a caller that asks
+
+    @cached_property
+    def partial(self) -> Any:
+        return self._partial()
+
+    def with_checks(self, check: Callable[[Any], list[Problem]]) -> InputError:
+        """This error with the problems check finds in the partial input, all in file order."""
+        if self.partial is None:
+            return self
+        return InputError(in_file_order([*self.problems, *check(self.partial)]))
+
+
+def in_file_order(problems: list[Problem]) -> list[Problem]:
+    """Problems by file (in the order the files first appear) and line; those of one line keep
+    their order, and those without a line (about a whole file) come first."""
+    rank: dict[str | None, int] = {}
+    for problem in problems:
+        rank.setdefault(problem.source, len(rank))
+    return sorted(problems, key=lambda p: (rank[p.source], p.line or 0))
 
 
 class NotFound(InputError):

@@ -22,10 +22,10 @@ from sqlmodel import Session, SQLModel, select
 
 from models import audit, reference
 from models.calendar import Calendar
-from models.errors import InputError, Problem
+from models.errors import FieldErrors, InputError, Problem, in_file_order
 from models.fields import Amount, Currency, Name, Slug
 from models.org import PIPELINE_ROLES
-from models.sources import Path_, parse_yaml, read_text, validate
+from models.sources import Path_, parse_yaml, read_text, valid, validate
 from models.types import UTCDateTime, utcnow
 
 DEFAULT_PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "default.yaml"
@@ -331,10 +331,15 @@ class PipelineSpec(BaseModel):
 
 
 def _cross_checks(spec: PipelineSpec) -> list[tuple[Path_, str]]:
+    """Duplicate stage ids and `after:` naming no earlier stage; on a partial spec (salvage),
+    what its valid fields allow."""
     problems: list[tuple[Path_, str]] = []
+    if not valid(spec, "stages"):
+        return problems
     seen: dict[str, int] = {}
     for index, stage in enumerate(spec.stages):
-        if stage.id in seen:
+        named = valid(stage, "id")  # a stage whose id failed still has its `after:` checked
+        if named and stage.id in seen:
             problems.append(
                 (
                     ("stages", index, "id"),
@@ -345,14 +350,15 @@ def _cross_checks(spec: PipelineSpec) -> list[tuple[Path_, str]]:
             if dep == stage.id:
                 problems.append((("stages", index, "after", j), "a stage cannot wait for itself"))
             elif dep not in seen:
-                later = any(s.id == dep for s in spec.stages)
+                later = any(s.id == dep for s in spec.stages if valid(s, "id"))
                 why = (
                     "must be a stage listed before this one"
                     if later
                     else "is not a stage of this pipeline"
                 )
                 problems.append((("stages", index, "after", j), f"{dep!r} {why}"))
-        seen.setdefault(stage.id, index)
+        if named:
+            seen.setdefault(stage.id, index)
     return problems
 
 
@@ -363,10 +369,17 @@ def parse_pipeline(text: str, source: str) -> PipelineSpec:
         raise InputError(
             doc.problem((), "a pipeline file must be a mapping with name, version and stages")
         )
-    spec = validate(PipelineSpec, doc.data, doc)
-    problems = _cross_checks(spec)
+
+    def cross_checks(spec: PipelineSpec) -> list[Problem]:
+        return [doc.problem(path, message) for path, message in _cross_checks(spec)]
+
+    try:
+        spec = validate(PipelineSpec, doc.data, doc)
+    except FieldErrors as exc:
+        raise exc.with_checks(cross_checks) from None
+    problems = cross_checks(spec)
     if problems:
-        raise InputError([doc.problem(path, message) for path, message in problems])
+        raise InputError(in_file_order(problems))
     return spec
 
 

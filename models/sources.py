@@ -14,13 +14,16 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from types import NoneType, UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
+from weakref import WeakKeyDictionary
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, create_model
 
-from models.errors import InputError, Problem
+from models.errors import FieldErrors, InputError, Problem, in_file_order
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 Path_ = tuple[str | int, ...]
@@ -330,11 +333,112 @@ def load_document(path: Path | str, **csv_columns: Any) -> Document:
 
 
 def validate(model: type[M], data: Any, doc: Document, base: Path_ = ()) -> M:
-    """Validate data against a pydantic model; errors name file, line and field."""
+    """Validate data against a pydantic model; errors name file, line and field. They come as
+    FieldErrors holding the valid part (salvage) for the checks of references that can run on it."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise InputError(validation_problems(exc, doc, base)) from None
+        problems = in_file_order(validation_problems(exc, doc, base))
+        raise FieldErrors(problems, lambda: salvage(model, data)) from None
+
+
+# The fields each partial model (made by _lenient) leaves out because their values failed.
+_FAILED: WeakKeyDictionary[type[BaseModel], frozenset[str]] = WeakKeyDictionary()
+
+
+def valid(obj: BaseModel, *fields: str) -> bool:
+    """Whether these fields of a model, perhaps a partial one (salvage), hold validated values."""
+    return _FAILED.get(type(obj), frozenset()).isdisjoint(fields)
+
+
+def salvage(model: type[M], data: Any) -> M | None:
+    """The part of data that validates: the model with each failed value left out (None, which
+    valid() tells from a None written in the file), the valid items of a list of models kept in
+    place, recursively. None when data is not a mapping or cannot be made valid this way (a
+    model-wide rule that still fails)."""
+    if not isinstance(data, dict):
+        return None
+    data = dict(data)
+    names: dict[Any, str] = {}
+    for field_name, info in model.model_fields.items():
+        names[field_name] = field_name
+        if info.alias:
+            names[info.alias] = field_name
+    failed: set[str] = set()
+    tried: set[str] = set()
+    while True:  # each round leaves a field out or salvages its items; both end
+        try:
+            return _lenient(model, frozenset(failed)).model_validate(data)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+        except Exception:  # a rule of the model tripping over a value left out
+            return None
+        progress = False
+        for key in dict.fromkeys(_loc(e)[0] for e in errors if _loc(e)):
+            name = names.get(key)
+            if key not in data:  # a required field that is missing: it stays out
+                if name is not None and name not in failed:
+                    failed.add(name)
+                    progress = True
+                continue
+            if name is None:  # not a field of the model
+                del data[key]
+                progress = True
+                continue
+            if name not in tried:
+                tried.add(name)
+                inner = [_loc(e)[1:] for e in errors if _loc(e)[:1] == (key,)]
+                kept = _salvage_inner(model.model_fields[name].annotation, data[key], inner)
+                if kept is not None:
+                    data[key] = kept
+                    progress = True
+                    continue
+            del data[key]
+            failed.add(name)
+            progress = True
+        if not progress:
+            return None
+
+
+def _salvage_inner(annotation: Any, value: Any, locs: list[Path_]) -> Any:
+    """A nested model, or a list of models, with its failed parts salvaged; None if it has none."""
+    args = get_args(annotation)
+    if get_origin(annotation) in (Union, UnionType):  # X | None
+        options = [a for a in args if a is not NoneType]
+        if len(options) != 1:
+            return None
+        return _salvage_inner(options[0], value, locs)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return salvage(annotation, value)
+    item = args[0] if get_origin(annotation) in (list, tuple) and args else None
+    if len(args) > 1 and args[1] is not Ellipsis:
+        item = None  # a fixed-length tuple: not a list of models
+    if not (isinstance(item, type) and issubclass(item, BaseModel) and isinstance(value, list)):
+        return None
+    items = list(value)
+    for index in sorted({loc[0] for loc in locs if loc and isinstance(loc[0], int)}):
+        if 0 <= index < len(items):
+            # An item that is not even a mapping keeps its place, with every field left out.
+            items[index] = (
+                salvage(item, items[index])
+                or _lenient(item, frozenset(item.model_fields)).model_construct()
+            )
+    return items
+
+
+@lru_cache(maxsize=256)
+def _lenient(model: type[M], failed: frozenset[str]) -> type[M]:
+    """The model with these fields optional and None by default (their values failed)."""
+    if not failed:
+        return model
+    partial = create_model(  # type: ignore[call-overload]
+        model.__name__,
+        __base__=model,
+        __module__=model.__module__,
+        **{name: (Any, None) for name in failed},
+    )
+    _FAILED[partial] = failed
+    return partial
 
 
 def validation_problems(exc: ValidationError, doc: Document, base: Path_ = ()) -> list[Problem]:

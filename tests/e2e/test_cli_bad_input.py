@@ -601,6 +601,21 @@ def test_pipeline_check_names_file_line_and_field(
     assert where(path, line, field) + fragment in result.err
 
 
+def test_pipeline_check_reports_field_errors_and_unknown_stages_in_one_run(
+    capsys: pytest.CaptureFixture[str], clock: None, tmp_path: Path
+) -> None:
+    content = variant(PIPELINE, "sla_hours: 16", "sla_hours: 0")
+    content = variant(content, "after: [review]", "after: [reveiw]")
+    path = write(tmp_path / "pipeline.yaml", content)
+    result = Result(main(["pipeline", "check", str(path)]), *capsys.readouterr())
+    assert_bad_input(result)
+    assert result.err.splitlines() == [
+        "procure: bad input (2 problems):",
+        f"  {path}:7: stages[0].sla_hours: Input should be greater than or equal to 1",
+        f"  {path}:12: stages[1].after[0]: 'reveiw' is not a stage of this pipeline",
+    ]
+
+
 def test_a_bad_pipeline_is_not_installed(cli: Cli, tmp_path: Path) -> None:
     path = write(tmp_path / "pipeline.yaml", variant(PIPELINE, WHEN, "when: totl >= 10"))
     result = cli.refused("pipeline", "load", str(path))

@@ -863,7 +863,7 @@ BAD_PIPELINES = [
     pytest.param("sla_hours: 16", "sla_hours: 1.5", 9, "stages[0].sla_hours", "fractional part", id="fractional sla"),
     pytest.param("sla_hours: 16", "sla_hours: 16\n    escalate_to: boss", 10, "stages[0].escalate_to", "unknown role 'boss'", id="unknown escalation role"),
     pytest.param("sla_hours: 16", "sla_hours: 16\n    inputs: [total, colour]", 10, "stages[0].inputs[1]", "(got 'colour')", id="unknown input"),
-    pytest.param("id: review", "id: Review Stage", 6, "stages[0].id", "must be lower-case letters", id="bad stage id"),
+    pytest.param("id: budget", "id: Budget Stage", 10, "stages[1].id", "must be lower-case letters", id="bad stage id"),
     pytest.param("mode: any", "mode: some", 13, "stages[1].mode", "(got 'some')", id="unknown mode"),
     pytest.param("role: hr", "role: payroll", 17, "stages[1].inform[0].role", "unknown role 'payroll'", id="unknown role informed"),
     pytest.param("version: 2", "version: 0", 2, "version", "greater than or equal to 1", id="version 0"),
@@ -917,6 +917,35 @@ def test_every_problem_of_a_pipeline_file_is_reported_at_once(tmp_path: Path) ->
         (9, "stages[0].sla_hours"),
         (15, "stages[1].when"),
     ]
+
+
+def test_a_pipeline_file_s_field_errors_and_stage_references_are_reported_in_one_run(
+    tmp_path: Path,
+) -> None:
+    # The budget stage's mode is wrong, and so is the stage its after: names; a stage with a
+    # bad field still has its references checked.
+    content = variant(PIPELINE, "sla_hours: 16", "sla_hours: 0")
+    content = variant(content, "mode: any", "mode: some")
+    content = variant(content, "after: [review]", "after: [reveiw]")
+    path = write(tmp_path / "pipeline.yaml", content)
+    with pytest.raises(InputError) as caught:
+        check_file(path)
+    assert [(p.line, p.field, p.message) for p in caught.value.problems] == [
+        (9, "stages[0].sla_hours", "Input should be greater than or equal to 1"),
+        (13, "stages[1].mode", "Input should be 'all' or 'any' (got 'some')"),
+        (14, "stages[1].after[0]", "'reveiw' is not a stage of this pipeline"),
+    ]
+
+
+def test_a_stage_id_that_fails_leaves_the_stages_waiting_for_it_unknown(tmp_path: Path) -> None:
+    path = write(tmp_path / "pipeline.yaml", variant(PIPELINE, "id: review", "id: Review Stage"))
+    with pytest.raises(InputError) as caught:
+        check_file(path)
+    assert [(p.line, p.field) for p in caught.value.problems] == [
+        (6, "stages[0].id"),
+        (14, "stages[1].after[0]"),
+    ]
+    assert caught.value.problems[1].message == "'review' is not a stage of this pipeline"
 
 
 def test_a_bad_pipeline_is_not_installed(world: World) -> None:

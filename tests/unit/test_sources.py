@@ -65,3 +65,44 @@ def test_a_line_naming_an_agreement_and_individual_sourcing_is_refused_as_contra
         LineCreate.model_validate(
             {"sku": "LAPTOP-STD-14", "quantity": 1, "sourcing": "individual", "agreement": "FA-1"}
         )
+
+
+def test_fields_that_fail_leave_the_rest_of_a_file_to_check_its_references() -> None:
+    from models.errors import FieldErrors
+    from models.org import OrgFile
+    from models.sources import parse_yaml, valid, validate
+
+    text = (
+        "people:\n"
+        "  - zoe.new@example.com\n"  # 2: not a mapping: keeps its place, every field left out
+        "  - {email: Ann@Example.com, name: Ann, roles: [admin]}\n"  # 3: roles fail
+        "delegations:\n"
+        "  - {delegator: ann@example.com, delegate: bob, from: 2026-12-01, to: 2026-12-24}\n"
+    )
+    doc = parse_yaml(text, "org.yaml")
+    with pytest.raises(FieldErrors) as caught:
+        validate(OrgFile, doc.data, doc)
+    assert [(p.line, p.field) for p in caught.value.problems] == [
+        (2, "people[0]"),
+        (3, "people[1].roles[0]"),
+        (5, "delegations[0].delegate"),
+    ]
+    org = caught.value.partial
+    nobody, ann = org.people
+    assert not valid(nobody, "email") and not valid(nobody, "name")
+    assert (ann.email, valid(ann, "email"), valid(ann, "roles")) == ("ann@example.com", True, False)
+    (delegation,) = org.delegations
+    assert valid(delegation, "delegator", "starts_on", "ends_on")
+    assert not valid(delegation, "delegate") and delegation.delegate is None
+    assert str(delegation.starts_on) == "2026-12-01"  # validated: a date, read by its alias
+
+
+def test_a_rule_of_the_whole_model_that_still_fails_leaves_nothing_to_check() -> None:
+    from models.calendar import Calendar
+    from models.errors import FieldErrors
+    from models.sources import parse_yaml, validate
+
+    doc = parse_yaml("{start: '18:00', end: '08:00', workdays: [mon, someday]}", "cal.yaml")
+    with pytest.raises(FieldErrors) as caught:
+        validate(Calendar, doc.data, doc)
+    assert caught.value.partial is None  # the day still ends before it starts
