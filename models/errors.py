@@ -59,6 +59,12 @@ class FieldErrors(InputError):
     def partial(self) -> Any:
         return self._partial()
 
+    def map_partial(self, wrap: Callable[[Any], Any]) -> FieldErrors:
+        """The same problems, the partial input wrapped (a reader adds what its checks need)."""
+        return FieldErrors(
+            self.problems, lambda: None if self.partial is None else wrap(self.partial)
+        )
+
     def with_checks(self, check: Callable[[Any], list[Problem]]) -> InputError:
         """This error with the problems check finds in the partial input, all in file order."""
         if self.partial is None:

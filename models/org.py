@@ -14,10 +14,10 @@ from sqlalchemy import UniqueConstraint, bindparam, insert
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from models import audit, reference
-from models.errors import InputError
+from models.errors import FieldErrors, InputError, Problem, in_file_order
 from models.fields import Amount, Code, Email, Name, Text, roles_list
 from models.records import tally, upsert
-from models.sources import Document, load_document, validate
+from models.sources import Document, load_document, valid, validate
 from models.types import Money
 
 
@@ -164,16 +164,23 @@ def read_org_file(path: Path | str) -> tuple[OrgFile, Document]:
         raise InputError(
             doc.problem((), "expected a mapping with people, cost_centres, delegations")
         )
-    return validate(OrgFile, doc.data, doc), doc
+    try:
+        return validate(OrgFile, doc.data, doc), doc
+    except FieldErrors as exc:
+        # What check_org needs to check the valid part too (FieldErrors.with_checks).
+        raise exc.map_partial(lambda org: (org, doc)) from None
 
 
-def load_org(
-    session: Session, *, org: OrgFile, doc: Document, actor: str, at: datetime | None = None
-) -> dict[str, dict[str, int]]:
-    """Create or update people, cost centres and delegations; all or nothing."""
+def check_org(session: Session, org: OrgFile, doc: Document) -> list[Problem]:
+    """Everything wrong with an organisation file beyond its fields: people listed twice,
+    unknown people, delegations to oneself or ending first. On a partial file (a read that
+    raised FieldErrors), the fields that validated."""
     problems = []
+    people = org.people if valid(org, "people") else []
     seen: dict[str, int] = {}
-    for i, p in enumerate(org.people):
+    for i, p in enumerate(people):
+        if not valid(p, "email"):
+            continue
         if p.email in seen:
             problems.append(
                 doc.problem(
@@ -182,30 +189,40 @@ def load_org(
                 )
             )
         seen[p.email] = i
-    known = {p.email for p in org.people} | set(session.exec(select(Person.email)).all())
-    for i, c in enumerate(org.cost_centres):
-        if c.budget_owner not in known:
+    known = set(seen) | set(session.exec(select(Person.email)).all())
+    # Without the list of people, an owner or delegate cannot be told unknown.
+    judge = valid(org, "people")
+    for i, c in enumerate(org.cost_centres if valid(org, "cost_centres") else []):
+        if judge and valid(c, "budget_owner") and c.budget_owner not in known:
             problems.append(
                 doc.problem(("cost_centres", i, "budget_owner"), f"unknown person {c.budget_owner}")
             )
-    for i, d in enumerate(org.delegations):
+    for i, d in enumerate(org.delegations if valid(org, "delegations") else []):
         for name in ("delegator", "delegate"):
-            if getattr(d, name) not in known:
+            if judge and valid(d, name) and getattr(d, name) not in known:
                 problems.append(
                     doc.problem(("delegations", i, name), f"unknown person {getattr(d, name)}")
                 )
-        if d.delegator == d.delegate:
+        if valid(d, "delegator", "delegate") and d.delegator == d.delegate:
             problems.append(
                 doc.problem(
                     ("delegations", i, "delegate"), "a person cannot delegate to themselves"
                 )
             )
-        if d.ends_on < d.starts_on:
+        if valid(d, "starts_on", "ends_on") and d.ends_on < d.starts_on:
             problems.append(
                 doc.problem(
                     ("delegations", i, "to"), f"ends ({d.ends_on}) before it starts ({d.starts_on})"
                 )
             )
+    return in_file_order(problems)
+
+
+def load_org(
+    session: Session, *, org: OrgFile, doc: Document, actor: str, at: datetime | None = None
+) -> dict[str, dict[str, int]]:
+    """Create or update people, cost centres and delegations; all or nothing."""
+    problems = check_org(session, org, doc)
     if problems:
         raise InputError(problems)
 

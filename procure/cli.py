@@ -14,16 +14,18 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
-from models.errors import InputError, Problem, ProcureError, RuleViolation
+from models.errors import FieldErrors, InputError, Problem, ProcureError, RuleViolation
 from procure import failpoints
 from procure.text import money_text
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="procure",
@@ -291,12 +293,29 @@ def _tally_text(tallies: dict[str, dict[str, int]]) -> str:
     return "; ".join(parts)
 
 
+def _read_file(read: Callable[[], T], check: Callable[[Session, Any], list[Problem]]) -> T:
+    """read() a file; when fields fail, check() finds what is wrong with the references of the
+    valid part, so that one run reports both (the field errors alone if there is no database)."""
+    try:
+        return read()
+    except FieldErrors as exc:
+        st = state()
+        try:
+            st.engine()
+        except InputError:
+            raise exc from None
+        with st.read() as session:
+            raise exc.with_checks(lambda found: check(session, found)) from None
+
+
 @org_app.command("load")
 def org_load(file: FileArg, json_: JsonOpt = False) -> None:
     """Create or update people, cost centres and delegations from a YAML/JSON file (or a CSV of people)."""
-    from models.org import load_org, read_org_file
+    from models.org import check_org, load_org, read_org_file
 
-    org, doc = read_org_file(file)
+    org, doc = _read_file(
+        lambda: read_org_file(file), lambda session, found: check_org(session, *found)
+    )
     st = state()
     with st.write() as session:
         result = load_org(session, org=org, doc=doc, actor="procure org load", at=st.now())

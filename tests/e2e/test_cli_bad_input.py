@@ -539,6 +539,42 @@ def test_an_organisation_or_catalog_file_naming_unknown_things_changes_nothing(
     _load_refused(cli, tmp_path, command, name, base, old, new, line, field, fragment)
 
 
+# fmt: off
+ORG_FILES_WITH_A_FIELD_ERROR_AND_AN_UNKNOWN_REFERENCE = [
+    pytest.param(
+        "org.yaml", variant(variant(ORG, "roles: [requester]", "roles: [admin]"), "budget_owner: zoe.new@", "budget_owner: ghost@"),
+        [(5, "people[0].roles[0]", "Input should be 'requester', 'it', 'purchasing', 'hr', 'finance' or 'management' (got 'admin')"),
+         (8, "cost_centres[0].budget_owner", "unknown person ghost@example.com")],
+        id="yaml",
+    ),
+    pytest.param(
+        "org.csv", variant(variant(PEOPLE_CSV, "Engineering,requester\nrita", "Engineering,admin\nrita"), "rita.requester@", "zoe.new@"),
+        [(2, "people[0].roles[0]", "Input should be 'requester', 'it', 'purchasing', 'hr', 'finance' or 'management' (got 'admin')"),
+         (3, "people[1].email", "zoe.new@example.com is listed twice (also people[0])")],
+        id="csv",
+    ),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"), ORG_FILES_WITH_A_FIELD_ERROR_AND_AN_UNKNOWN_REFERENCE
+)
+def test_an_organisation_file_s_field_errors_and_references_are_reported_in_one_run(
+    cli: Cli,
+    tmp_path: Path,
+    name: str,
+    content: str,
+    expected: list[tuple[int, str, str]],
+) -> None:
+    path = write(tmp_path / name, content)
+    result = cli.refused("org", "load", str(path))
+    assert result.err.splitlines() == [
+        f"procure: bad input ({len(expected)} problems):",
+        *(f"  {where(path, line, field)}{message}" for line, field, message in expected),
+    ]
+
+
 # ------------------------------------------------------------------ pipeline files
 
 PIPELINE = """\
