@@ -14,10 +14,10 @@ from sqlalchemy import JSON, UniqueConstraint, delete
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from models import audit
-from models.errors import InputError
+from models.errors import FieldErrors, InputError, Problem, in_file_order
 from models.fields import Amount, Code, Currency, Email, Name, Quantity, single_line
 from models.records import tally, upsert
-from models.sources import Document, Path_, load_document, validate
+from models.sources import Document, Path_, load_document, valid, validate
 from models.types import Money, UTCDateTime, utcnow
 
 
@@ -331,14 +331,19 @@ def read_catalog_file(path: Path | str) -> tuple[CatalogFile, Document]:
         )
     if not isinstance(doc.data, dict):
         raise InputError(doc.problem((), "expected a mapping with suppliers and items"))
-    return validate(CatalogFile, doc.data, doc), doc
+    try:
+        return validate(CatalogFile, doc.data, doc), doc
+    except FieldErrors as exc:
+        raise exc.map_partial(lambda catalog: (catalog, doc)) from None  # for check_catalog
 
 
 def load_catalog(
     session: Session, *, catalog: CatalogFile, doc: Document, actor: str, at: datetime | None = None
 ) -> dict[str, dict[str, int]]:
     """Create or update suppliers, items, agreements, offers and bundles; all or nothing."""
-    implicit = _check_catalog(session, catalog, doc)
+    problems, implicit = _check_catalog(session, catalog, doc)
+    if problems:
+        raise InputError(problems)
     results: dict[str, list[str]] = {
         k: [] for k in ("supplier", "item", "agreement", "offer", "bundle")
     }
@@ -426,31 +431,68 @@ def load_catalog(
     return {kind: tally(outcomes) for kind, outcomes in results.items()}
 
 
-def _check_catalog(session: Session, catalog: CatalogFile, doc: Document) -> dict[str, ItemCreate]:
-    """Every cross-reference and table of the file, all problems at once; returns the suppliers
-    a CSV of items creates implicitly."""
+def check_catalog(session: Session, catalog: CatalogFile, doc: Document) -> list[Problem]:
+    """Everything wrong with a catalog file beyond its fields (see _check_catalog)."""
+    return _check_catalog(session, catalog, doc)[0]
+
+
+def _check_catalog(
+    session: Session, catalog: CatalogFile, doc: Document
+) -> tuple[list[Problem], dict[str, ItemCreate]]:
+    """Every cross-reference and table of the file, all problems at once (in file order), and
+    the suppliers a CSV of items creates implicitly. On a partial file (a read that raised
+    FieldErrors), the fields that validated; a reference into a section that failed as a whole
+    is not called unknown."""
     problems = []
 
-    def once(section: str, field: str | None, keys: list[str]) -> None:
+    def section(name: str) -> list[Any]:
+        return list(getattr(catalog, name)) if valid(catalog, name) else []
+
+    suppliers_of, items_of = section("suppliers"), section("items")
+    agreements_of, offers_of, bundles_of = (
+        section("agreements"),
+        section("offers"),
+        section("bundles"),
+    )
+
+    def once(name: str, field: str | None, keys: list[str | None]) -> None:
         seen: dict[str, int] = {}
         for index, key in enumerate(keys):
+            if key is None:  # its fields failed
+                continue
             if key in seen:
-                where: Path_ = (section, index, field) if field else (section, index)
+                where: Path_ = (name, index, field) if field else (name, index)
                 problems.append(
-                    doc.problem(where, f"{key} is listed twice (also {section}[{seen[key]}])")
+                    doc.problem(where, f"{key} is listed twice (also {name}[{seen[key]}])")
                 )
             seen.setdefault(key, index)
 
-    once("suppliers", "code", [s.code for s in catalog.suppliers])
-    once("items", "sku", [i.sku for i in catalog.items])
-    once("agreements", "code", [a.code for a in catalog.agreements])
+    once("suppliers", "code", [s.code if valid(s, "code") else None for s in suppliers_of])
+    once("items", "sku", [i.sku if valid(i, "sku") else None for i in items_of])
+    once("agreements", "code", [a.code if valid(a, "code") else None for a in agreements_of])
     once(
-        "offers", None, [f"{o.sku}/{o.kind}/{o.provider}/{o.term_months}m" for o in catalog.offers]
+        "offers",
+        None,
+        [
+            f"{o.sku}/{o.kind}/{o.provider}/{o.term_months}m"
+            if valid(o, "sku", "kind", "provider", "term_months")
+            else None
+            for o in offers_of
+        ],
     )
-    once("bundles", "code", [b.code for b in catalog.bundles])
-    suppliers = {s.code for s in catalog.suppliers} | set(session.exec(select(Supplier.code)).all())
+    once("bundles", "code", [b.code if valid(b, "code") else None for b in bundles_of])
+    # A supplier or SKU is unknown only if its section could be read.
+    judge_suppliers = valid(catalog, "suppliers", "items")
+    judge_skus = valid(catalog, "items")
+    suppliers = {s.code for s in suppliers_of if valid(s, "code")} | set(
+        session.exec(select(Supplier.code)).all()
+    )
     implicit: dict[str, ItemCreate] = {}
-    for i, item in enumerate(catalog.items):
+    for i, item in enumerate(items_of):
+        if not (judge_suppliers and valid(item, "supplier", "lead_time_days")):
+            if valid(item, "supplier"):  # with a valid lead_time_days it might create it
+                suppliers.add(item.supplier)
+            continue
         if item.supplier not in suppliers and item.supplier not in implicit:
             if item.lead_time_days is None:
                 problems.append(
@@ -462,15 +504,17 @@ def _check_catalog(session: Session, catalog: CatalogFile, doc: Document) -> dic
             else:
                 implicit[item.supplier] = item
     suppliers |= set(implicit)
-    currencies = dict(session.exec(select(Item.sku, Item.currency)).all())
-    currencies.update({i.sku: i.currency for i in catalog.items})
-    for i, agreement in enumerate(catalog.agreements):
+    currencies: dict[str, str | None] = dict(session.exec(select(Item.sku, Item.currency)).all())
+    currencies.update(
+        {i.sku: i.currency if valid(i, "currency") else None for i in items_of if valid(i, "sku")}
+    )
+    for i, agreement in enumerate(agreements_of):
         where: Path_ = ("agreements", i)
-        if agreement.supplier not in suppliers:
+        if judge_suppliers and valid(agreement, "supplier") and agreement.supplier not in suppliers:
             problems.append(
                 doc.problem((*where, "supplier"), f"unknown supplier {agreement.supplier}")
             )
-        if agreement.valid_to < agreement.valid_from:
+        if valid(agreement, "valid_from", "valid_to") and agreement.valid_to < agreement.valid_from:
             problems.append(
                 doc.problem(
                     (*where, "valid_to"),
@@ -478,38 +522,48 @@ def _check_catalog(session: Session, catalog: CatalogFile, doc: Document) -> dic
                 )
             )
         skus: set[str] = set()
-        for j, price in enumerate(agreement.prices):
+        for j, price in enumerate(agreement.prices if valid(agreement, "prices") else []):
             at_price: Path_ = (*where, "prices", j)
-            if price.sku in skus:
-                problems.append(
-                    doc.problem((*at_price, "sku"), f"{price.sku} has two price tables")
-                )
-            skus.add(price.sku)
-            if price.sku not in currencies:
-                problems.append(doc.problem((*at_price, "sku"), f"unknown SKU {price.sku}"))
-            elif currencies[price.sku] != agreement.currency:
-                problems.append(
-                    doc.problem(
-                        (*at_price, "sku"),
-                        f"{price.sku} is priced in {currencies[price.sku]}, the agreement in {agreement.currency}",
+            if valid(price, "sku"):
+                if price.sku in skus:
+                    problems.append(
+                        doc.problem((*at_price, "sku"), f"{price.sku} has two price tables")
                     )
-                )
-            for path, message in tier_problems(price.tiers):
-                problems.append(doc.problem((*at_price, "tiers", *path), message))
-    for i, offer in enumerate(catalog.offers):
-        if offer.sku not in currencies:
+                skus.add(price.sku)
+                if price.sku not in currencies:
+                    if judge_skus:
+                        problems.append(doc.problem((*at_price, "sku"), f"unknown SKU {price.sku}"))
+                elif (
+                    valid(agreement, "currency")
+                    and currencies[price.sku] is not None
+                    and currencies[price.sku] != agreement.currency
+                ):
+                    problems.append(
+                        doc.problem(
+                            (*at_price, "sku"),
+                            f"{price.sku} is priced in {currencies[price.sku]}, the agreement in {agreement.currency}",
+                        )
+                    )
+            if valid(price, "tiers") and all(valid(t, "from_", "to") for t in price.tiers):
+                for path, message in tier_problems(price.tiers):
+                    problems.append(doc.problem((*at_price, "tiers", *path), message))
+    for i, offer in enumerate(offers_of):
+        if judge_skus and valid(offer, "sku") and offer.sku not in currencies:
             problems.append(doc.problem(("offers", i, "sku"), f"unknown SKU {offer.sku}"))
-        if offer.provider not in suppliers:
+        if judge_suppliers and valid(offer, "provider") and offer.provider not in suppliers:
             problems.append(
                 doc.problem(("offers", i, "provider"), f"unknown supplier {offer.provider}")
             )
-    for i, bundle in enumerate(catalog.bundles):
+    for i, bundle in enumerate(bundles_of):
         seen_skus: set[str] = set()
-        for j, entry in enumerate(bundle.items):
+        for j, entry in enumerate(bundle.items if valid(bundle, "items") else []):
+            if not valid(entry, "sku"):
+                continue
             if entry.sku not in currencies:
-                problems.append(
-                    doc.problem(("bundles", i, "items", j, "sku"), f"unknown SKU {entry.sku}")
-                )
+                if judge_skus:
+                    problems.append(
+                        doc.problem(("bundles", i, "items", j, "sku"), f"unknown SKU {entry.sku}")
+                    )
             elif entry.sku in seen_skus:
                 problems.append(
                     doc.problem(
@@ -518,9 +572,7 @@ def _check_catalog(session: Session, catalog: CatalogFile, doc: Document) -> dic
                     )
                 )
             seen_skus.add(entry.sku)
-    if problems:
-        raise InputError(problems)
-    return implicit
+    return in_file_order(problems), implicit
 
 
 def _load_agreement(

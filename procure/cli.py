@@ -325,9 +325,11 @@ def org_load(file: FileArg, json_: JsonOpt = False) -> None:
 @catalog_app.command("load")
 def catalog_load(file: FileArg, json_: JsonOpt = False) -> None:
     """Create or update suppliers and items from a YAML/JSON file (or a CSV of items)."""
-    from models.catalog import load_catalog, read_catalog_file
+    from models.catalog import check_catalog, load_catalog, read_catalog_file
 
-    catalog, doc = read_catalog_file(file)
+    catalog, doc = _read_file(
+        lambda: read_catalog_file(file), lambda session, found: check_catalog(session, *found)
+    )
     st = state()
     with st.write() as session:
         result = load_catalog(

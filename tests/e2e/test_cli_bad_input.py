@@ -539,36 +539,56 @@ def test_an_organisation_or_catalog_file_naming_unknown_things_changes_nothing(
     _load_refused(cli, tmp_path, command, name, base, old, new, line, field, fragment)
 
 
+ROLE_ADMIN = (
+    "Input should be 'requester', 'it', 'purchasing', 'hr', 'finance' or 'management' (got 'admin')"
+)
+BUNDLE = "bundles:\n  - {code: dev, name: Developer kit, items: [{sku: NOPE-1}]}\n"
+
+# A field error in one row and, in another (or the same), a reference the file gets wrong.
 # fmt: off
-ORG_FILES_WITH_A_FIELD_ERROR_AND_AN_UNKNOWN_REFERENCE = [
+FILES_WITH_A_FIELD_ERROR_AND_A_BAD_REFERENCE = [
     pytest.param(
-        "org.yaml", variant(variant(ORG, "roles: [requester]", "roles: [admin]"), "budget_owner: zoe.new@", "budget_owner: ghost@"),
-        [(5, "people[0].roles[0]", "Input should be 'requester', 'it', 'purchasing', 'hr', 'finance' or 'management' (got 'admin')"),
+        "org", "org.yaml", variant(variant(ORG, "roles: [requester]", "roles: [admin]"), "budget_owner: zoe.new@", "budget_owner: ghost@"),
+        [(5, "people[0].roles[0]", ROLE_ADMIN),
          (8, "cost_centres[0].budget_owner", "unknown person ghost@example.com")],
-        id="yaml",
+        id="org yaml",
     ),
     pytest.param(
-        "org.csv", variant(variant(PEOPLE_CSV, "Engineering,requester\nrita", "Engineering,admin\nrita"), "rita.requester@", "zoe.new@"),
-        [(2, "people[0].roles[0]", "Input should be 'requester', 'it', 'purchasing', 'hr', 'finance' or 'management' (got 'admin')"),
+        "org", "org.csv", variant(variant(PEOPLE_CSV, "Engineering,requester\nrita", "Engineering,admin\nrita"), "rita.requester@", "zoe.new@"),
+        [(2, "people[0].roles[0]", ROLE_ADMIN),
          (3, "people[1].email", "zoe.new@example.com is listed twice (also people[0])")],
-        id="csv",
+        id="people csv",
+    ),
+    pytest.param(
+        "catalog", "cat.yaml", variant(variant(CATALOG, "499.00", "499.005"), "supplier: NORDIC-IT", "supplier: NOPE") + BUNDLE,
+        [(4, "items[0].list_price", "has more than two decimals (got 499.005)"),
+         (5, "items[1].supplier", "unknown supplier NOPE (list it under suppliers, or give lead_time_days)"),
+         (7, "bundles[0].items[0].sku", "unknown SKU NOPE-1")],
+        id="catalog yaml",
+    ),
+    pytest.param(
+        "catalog", "cat.csv", variant(variant(ITEMS_CSV, "499.00", "499.005"), "NORDIC-IT", "NOPE"),
+        [(2, "items[0].list_price", "has more than two decimals (got 499.005)"),
+         (3, "items[1].supplier", "unknown supplier NOPE (list it under suppliers, or give lead_time_days)")],
+        id="items csv",
     ),
 ]
 # fmt: on
 
 
 @pytest.mark.parametrize(
-    ("name", "content", "expected"), ORG_FILES_WITH_A_FIELD_ERROR_AND_AN_UNKNOWN_REFERENCE
+    ("command", "name", "content", "expected"), FILES_WITH_A_FIELD_ERROR_AND_A_BAD_REFERENCE
 )
-def test_an_organisation_file_s_field_errors_and_references_are_reported_in_one_run(
+def test_an_organisation_or_catalog_file_s_field_errors_and_references_are_reported_in_one_run(
     cli: Cli,
     tmp_path: Path,
+    command: str,
     name: str,
     content: str,
     expected: list[tuple[int, str, str]],
 ) -> None:
     path = write(tmp_path / name, content)
-    result = cli.refused("org", "load", str(path))
+    result = cli.refused(command, "load", str(path))
     assert result.err.splitlines() == [
         f"procure: bad input ({len(expected)} problems):",
         *(f"  {where(path, line, field)}{message}" for line, field, message in expected),

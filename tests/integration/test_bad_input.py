@@ -23,9 +23,9 @@ from sqlmodel import select
 
 from models import actions, pipeline
 from models.assets import Assignment, SerialIn
-from models.catalog import ItemCreate, load_catalog, read_catalog_file
+from models.catalog import ItemCreate, check_catalog, load_catalog, read_catalog_file
 from models.db import transaction
-from models.errors import InputError, Problem
+from models.errors import FieldErrors, InputError, Problem
 from models.org import load_org, read_org_file
 from models.pipeline import check_file
 from models.requests import LineCreate, Request, RequestLine, RequestUpdate, read_request_file
@@ -801,6 +801,48 @@ def test_a_bad_catalog_file_is_named_and_changes_no_item(
         with transaction(world.engine) as session:
             load_catalog(session, catalog=catalog, doc=doc, actor="tests", at=NOW)
     expect(caught, source=str(path), line=line, field=field, fragment=fragment)
+
+
+def test_a_catalog_file_with_bad_fields_still_has_every_reference_and_tier_table_checked(
+    world: World, tmp_path: Path
+) -> None:
+    content = """\
+agreements:
+  - code: FA-NEW
+    name: New agreement
+    supplier: NOPE
+    valid_from: 2026-01-01
+    valid_to: 2027-12-31
+    committed_volume: 0
+    prices:
+      - sku: MON-27
+        tiers:
+          - {from: 1, to: 9, unit_price: 1.005}
+          - {from: 20, unit_price: 250.00}
+offers:
+  - {sku: PHONE-XL, kind: rent, provider: DAAS-CO, monthly_rate: 20.00, term_months: 24}
+"""
+    path = write(tmp_path / "cat.yaml", content)
+    with writes_nothing(world.engine), pytest.raises(InputError) as caught:
+        catalog, doc = read_catalog_file(path)
+        with transaction(world.engine) as session:
+            load_catalog(session, catalog=catalog, doc=doc, actor="tests", at=NOW)
+    # The fields alone: the references of the valid part are the CLI's to add.
+    assert isinstance(caught.value, FieldErrors)
+    with transaction(world.engine, readonly=True) as session:
+        every = caught.value.with_checks(lambda found: check_catalog(session, *found))
+    assert [(p.line, p.field, p.message) for p in every.problems] == [
+        (4, "agreements[0].supplier", "unknown supplier NOPE"),
+        (7, "agreements[0].committed_volume", "Input should be greater than or equal to 1"),
+        (
+            11,
+            "agreements[0].prices[0].tiers[0].unit_price",
+            "has more than two decimals (got 1.005)",
+        ),
+        (12, "agreements[0].prices[0].tiers[1].from", "leaves a gap: units 10 to 19 have no price"),
+        (14, "offers[0].kind", "Input should be 'lease' or 'daas' (got 'rent')"),
+        (14, "offers[0].sku", "unknown SKU PHONE-XL"),  # a line's field errors come first
+    ]
 
 
 # ------------------------------------------------------------------ pipeline files
