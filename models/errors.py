@@ -59,6 +59,11 @@ class FieldErrors(InputError):
     def partial(self) -> Any:
         return self._partial()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The partial input stays in this process: a pickled copy (a Prefect task's failure)
+        # is the plain error with the same problems.
+        return (InputError, (self.problems,))
+
     def map_partial(self, wrap: Callable[[Any], Any]) -> FieldErrors:
         """The same problems, the partial input wrapped (a reader adds what its checks need)."""
         return FieldErrors(

@@ -106,3 +106,14 @@ def test_a_rule_of_the_whole_model_that_still_fails_leaves_nothing_to_check() ->
     with pytest.raises(FieldErrors) as caught:
         validate(Calendar, doc.data, doc)
     assert caught.value.partial is None  # the day still ends before it starts
+
+
+def test_field_errors_travel_as_the_plain_error_without_their_partial_input() -> None:
+    import pickle
+
+    from models.errors import FieldErrors, Problem
+
+    problems = [Problem("is required", "hr.csv", 3, "name")]
+    error = FieldErrors(problems, lambda: object())  # a closure: it would not pickle
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is InputError and copy.problems == problems
