@@ -37,7 +37,7 @@ from models import actions, audit, outbox, pipeline
 from models.assets import Asset
 from models.audit import AuditEvent
 from models.catalog import Bundle
-from models.errors import InputError, Problem
+from models.errors import FieldErrors, InputError, Problem, in_file_order
 from models.fields import Code, Email, Name
 from models.lifecycle import AssetStatus, RequestStatus
 from models.org import CostCentre, Person, PersonRole, Role
@@ -45,7 +45,7 @@ from models.outbox import Notice, person, team
 from models.pipeline import PipelineSpec
 from models.records import upsert
 from models.requests import Draft, Request, RequestCreate, RequestKind
-from models.sources import Document, load_document, validation_problems
+from models.sources import Document, load_document, valid, validate
 
 COLUMNS = {
     "email",
@@ -111,60 +111,75 @@ def read_hr_file(path: Path | str) -> HrFile:
     seen: dict[str, int] = {}
     for index, data in enumerate(doc.data):
         try:
-            row = HrRow.model_validate(data)
-        except Exception as exc:  # pydantic's ValidationError
-            from pydantic import ValidationError
-
-            if not isinstance(exc, ValidationError):
-                raise
-            problems.extend(validation_problems(exc, doc, (index,)))
-            continue
-        if row.start_date is None and row.end_date is None:
+            row = validate(HrRow, data, doc, (index,))
+        except FieldErrors as exc:
+            problems.extend(exc.problems)
+            row = exc.partial  # its valid fields are still checked, here and for references
+            if row is None:
+                continue
+        if valid(row, "start_date", "end_date") and row.start_date is None and row.end_date is None:
             problems.append(
                 doc.problem((index,), "gives neither start_date (a joiner) nor end_date (a leaver)")
             )
-        if row.email in seen:
-            problems.append(
-                doc.problem(
-                    (index, "email"),
-                    f"{row.email} is listed twice (also row {seen[row.email] + 2})",
+        if valid(row, "email"):
+            if row.email in seen:
+                problems.append(
+                    doc.problem(
+                        (index, "email"),
+                        f"{row.email} is listed twice (also row {seen[row.email] + 2})",
+                    )
                 )
-            )
-        seen.setdefault(row.email, index)
+            seen.setdefault(row.email, index)
         rows.append(row)
         lines.append(doc.line_of((index,)))
     if problems:
-        raise InputError(problems)
+        # With the rows as far as they are valid, for check_references.
+        raise FieldErrors(in_file_order(problems), lambda: HrFile(rows, lines, doc.source))
     return HrFile(rows, lines, doc.source)
 
 
 def read_checked(session: Session, path: Path | str, *, now: datetime) -> HrFile:
     """An HR export parsed and its references checked against the database, whole, before
-    anything is written (the day is the active pipeline's calendar's, for who joins soon)."""
-    hr = read_hr_file(path)
+    anything is written (the day is the active pipeline's calendar's, for who joins soon);
+    rows with bad fields have their references checked too, so one run names every problem."""
+    try:
+        hr = read_hr_file(path)
+    except FieldErrors as exc:
+        _, spec = pipeline.active(session)
+        today = spec.calendar.today(now)
+        raise exc.with_checks(
+            lambda partial: check_references(session, partial, today=today)
+        ) from None
     _, spec = pipeline.active(session)
-    check_references(session, hr, today=spec.calendar.today(now))
+    problems = check_references(session, hr, today=spec.calendar.today(now))
+    if problems:
+        raise InputError(problems)
     return hr
 
 
-def check_references(session: Session, hr: HrFile, *, today: date) -> None:
-    """Every joiner's bundle, cost centre and manager must exist; all problems at once."""
+def check_references(session: Session, hr: HrFile, *, today: date) -> list[Problem]:
+    """Every joiner's bundle, cost centre and manager must exist; all problems at once (of a
+    partial file, those of the valid fields of rows whose start date is valid)."""
     bundles = set(session.exec(select(Bundle.code)).all())
     centres = set(session.exec(select(CostCentre.code)).all())
-    people = set(session.exec(select(Person.email)).all()) | {r.email for r in hr.rows}
+    people = set(session.exec(select(Person.email)).all()) | {
+        r.email for r in hr.rows if valid(r, "email")
+    }
     # A manager who left cannot request their joiner's kit (nor approve it): named up front,
     # not found by the sync halfway through its batches. One the file brings back is active.
     gone = set(session.exec(select(Person.email).where(col(Person.active).is_(False))).all())
-    gone -= {r.email for r in hr.rows if _joins(r, today)}
+    gone -= {r.email for r in hr.rows if valid(r, "email", "start_date") and _joins(r, today)}
     problems = []
     for row, line in zip(hr.rows, hr.lines, strict=True):
-        if not _joins(row, today):
+        if not (valid(row, "start_date") and _joins(row, today)):
             continue
         for name, value, known in (
             ("role", row.role, bundles),
             ("cost_centre", row.cost_centre, centres),
             ("manager", row.manager, people),
         ):
+            if not valid(row, name):
+                continue
             if value is None:
                 problems.append(Problem("is required for a joiner", hr.source, line, name))
             elif value not in known:
@@ -174,8 +189,7 @@ def check_references(session: Session, hr: HrFile, *, today: date) -> None:
                 problems.append(
                     Problem(f"{value} is no longer active (left)", hr.source, line, name)
                 )
-    if problems:
-        raise InputError(problems)
+    return problems
 
 
 def _joins(row: HrRow, today: date) -> bool:

@@ -917,6 +917,28 @@ def test_an_hr_export_naming_unknown_things_is_refused_before_prefect_starts(
     assert "Traceback" not in result.err and "Retry" not in result.err
 
 
+def test_an_hr_export_s_field_errors_and_unknown_references_are_reported_in_one_run(
+    cli: Cli, tmp_path: Path
+) -> None:
+    start = (NOW + timedelta(days=10)).date()
+    path = write(
+        tmp_path / "hr.csv",
+        "email,name,department,role,cost_centre,manager,start_date,end_date\n"
+        f"ann.new@example.com,Ann New,Engineering,developer,CC-ENG,{RITA},2026-13-01,\n"
+        f"bea.new@example.com,Bea New,=Sales,astronaut,CC-ENG,{RITA},{start},\n"
+        f"cid.new@example.com,Cid New,Sales,developer,CC-NOPE,rita,{start},\n",
+    )
+    result = cli.refused("run", "hr-sync", str(path))
+    assert result.err.splitlines() == [
+        "procure: bad input (5 problems):",
+        f"  {path}:2: start_date: not a date (YYYY-MM-DD): '2026-13-01'",
+        f"  {path}:3: department: starts with '=', which spreadsheets run as a formula; rephrase it",
+        f"  {path}:3: role: unknown bundle astronaut",
+        f"  {path}:4: manager: not an email address: 'rita'",
+        f"  {path}:4: cost_centre: unknown cost centre CC-NOPE",
+    ]
+
+
 def test_an_erasure_file_naming_unknown_devices_is_refused_before_prefect_starts(
     cli: Cli, tmp_path: Path
 ) -> None:
