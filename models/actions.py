@@ -53,6 +53,7 @@ from models.errors import (
     Problem,
     RuleViolation,
     TransitionNotAllowed,
+    in_file_order,
 )
 from models.fields import amount, code, multi_line, single_line
 from models.fields import email as check_email
@@ -640,9 +641,12 @@ def submit(
     return results
 
 
-def check_drafts(session: Session, *, drafts: list[Draft], now: datetime | None = None) -> None:
-    """Check every reference and date of a file's requests without writing anything: a bulk
-    intake that then submits in batches fails before its first batch, not in the middle."""
+def check_drafts(
+    session: Session, *, drafts: list[Draft], now: datetime | None = None
+) -> list[Problem]:
+    """Every problem with the references and dates of a file's requests, found without writing
+    anything: a bulk intake that then submits in batches fails before its first batch, not in
+    the middle (and a file whose fields fail has its valid requests checked: FieldErrors)."""
     now = now or utcnow()
     _, spec = pipeline.active(session)
     lookup = Lookup(session)
@@ -667,8 +671,7 @@ def check_drafts(session: Session, *, drafts: list[Draft], now: datetime | None 
             )
         except InputError as exc:
             problems.extend(remap(exc.problems, draft.doc, draft.base))
-    if problems:
-        raise InputError(problems)
+    return in_file_order(problems)
 
 
 def _submit_one(

@@ -16,7 +16,7 @@ from pydantic import Field as PField
 from sqlalchemy import JSON, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from models.errors import InputError, Problem
+from models.errors import FieldErrors, InputError, Problem, in_file_order
 from models.fields import Amount, Code, Currency, Email, Quantity, Slug, Text, single_line
 from models.lifecycle import RequestStatus, StageStatus
 from models.sources import Document, Path_, iter_items, load_document, validate
@@ -398,9 +398,7 @@ def read_request_file(path: Path | str) -> list[Draft]:
             drafts.append(Draft(validate(RequestCreate, data, doc, base), doc, base))
         except InputError as exc:
             problems.extend(exc.problems)
-    if problems:
-        raise InputError(problems)
-    return _number_duplicates(drafts)
+    return _number_duplicates(_drafts_or_problems(drafts, problems))
 
 
 def _drafts_from_csv(doc: Document) -> list[Draft]:
@@ -446,9 +444,16 @@ def _drafts_from_csv(doc: Document) -> list[Draft]:
             drafts.append(Draft(validate(RequestCreate, data, group_doc), group_doc, ()))
         except InputError as exc:
             problems.extend(exc.problems)
+    return _number_duplicates(_drafts_or_problems(drafts, problems))
+
+
+def _drafts_or_problems(drafts: list[Draft], problems: list[Problem]) -> list[Draft]:
+    """The drafts of a file without problems. With problems, FieldErrors holding the valid
+    requests, for actions.check_drafts to check their references too (one run, every problem);
+    a request with a bad field is not checked: its references depend on all of it."""
     if problems:
-        raise InputError(problems)
-    return _number_duplicates(drafts)
+        raise FieldErrors(in_file_order(problems), lambda: _number_duplicates(drafts))
+    return drafts
 
 
 def _number_duplicates(drafts: list[Draft]) -> list[Draft]:

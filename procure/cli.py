@@ -418,13 +418,19 @@ def pipeline_show(json_: JsonOpt = False) -> None:
 # ------------------------------------------------------------------ requests
 
 
+def _check_drafts(session: Session, drafts: Any) -> list[Problem]:
+    from models.actions import check_drafts
+
+    return check_drafts(session, drafts=drafts, now=state().now())
+
+
 @request_app.command("submit")
 def request_submit(file: FileArg, json_: JsonOpt = False) -> None:
     """Submit requests from a file: one request or a list (YAML/JSON), or a CSV of lines (all or nothing)."""
     from models.actions import submit
     from models.requests import read_request_file
 
-    drafts = read_request_file(file)
+    drafts = _read_file(lambda: read_request_file(file), _check_drafts)
     st = state()
     with st.write() as session:
         results = submit(session, drafts=drafts, now=st.now())
@@ -1286,7 +1292,7 @@ def run_intake(
     """Submit a file of requests: checked whole, then in batches, with a progress artifact."""
     from models.requests import read_request_file
 
-    read_request_file(file)  # bad input is named here, before Prefect starts
+    _read_file(lambda: read_request_file(file), _check_drafts)  # bad input named before Prefect
     _run("intake", json_, source=str(file.resolve()), batch_size=batch_size)
 
 

@@ -21,7 +21,7 @@ from models.assets import (
     read_certificates_file,
     read_serials_file,
 )
-from models.errors import ConcurrentUpdate, ProcureError, RuleViolation
+from models.errors import ConcurrentUpdate, FieldErrors, InputError, ProcureError, RuleViolation
 from models.lifecycle import AssetStatus, RequestStatus
 from models.requests import Draft, read_request_file
 from models.views import request_detail
@@ -54,10 +54,19 @@ def now() -> datetime:
 
 @task(name="read-requests", cache_policy=NO_CACHE)
 def read_requests(path: str) -> list[Draft]:
-    """Parse a request file and check every reference in it before anything is written."""
-    drafts = read_request_file(path)
+    """Parse a request file and check every reference in it before anything is written (those
+    of its valid requests too when others have bad fields: every problem at once)."""
+    try:
+        drafts = read_request_file(path)
+    except FieldErrors as exc:
+        with read() as session:
+            raise exc.with_checks(
+                lambda valid: actions.check_drafts(session, drafts=valid, now=now())
+            ) from None
     with read() as session:
-        actions.check_drafts(session, drafts=drafts, now=now())
+        problems = actions.check_drafts(session, drafts=drafts, now=now())
+    if problems:
+        raise InputError(problems)
     return drafts
 
 

@@ -381,6 +381,44 @@ def test_every_problem_of_a_request_file_is_listed(cli: Cli, tmp_path: Path) -> 
 
 
 # fmt: off
+REQUEST_FILES_WITH_A_FIELD_ERROR_AND_A_BAD_REFERENCE = [
+    pytest.param(
+        "req.yaml", variant(TWO_REQUESTS, "LAPTOP-STD-14, quantity: 1", "LAPTOP-STD-14, quantity: 0"),
+        [(7, "[0].lines[0].quantity", "must be at least 1 (got 0)"),
+         (13, "[1].lines[0].sku", "unknown SKU PHONE-XL")],
+        id="yaml",
+    ),
+    pytest.param(
+        "req.csv", variant(variant(REQUEST_CSV, "MON-27,2,", "MON-27,0.5,"), "DOCK-USB4", "DOCK-USB9"),
+        [(3, "lines[1].quantity", "must be a whole number (got '0.5')"),
+         (4, "lines[0].sku", "unknown SKU DOCK-USB9")],
+        id="csv",
+    ),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize("command", [("request", "submit"), ("run", "intake")], ids=" ".join)
+@pytest.mark.parametrize(
+    ("name", "content", "expected"), REQUEST_FILES_WITH_A_FIELD_ERROR_AND_A_BAD_REFERENCE
+)
+def test_a_request_file_s_field_errors_and_the_references_of_its_other_requests_come_in_one_run(
+    cli: Cli,
+    tmp_path: Path,
+    command: tuple[str, str],
+    name: str,
+    content: str,
+    expected: list[tuple[int, str, str]],
+) -> None:
+    path = write(tmp_path / name, content)
+    result = cli.refused(*command, str(path))
+    assert result.err.splitlines() == [
+        f"procure: bad input ({len(expected)} problems):",
+        *(f"  {where(path, line, field)}{message}" for line, field, message in expected),
+    ]
+
+
+# fmt: off
 NOT_REQUEST_FILES = [
     pytest.param("missing.yaml", None, None, "no such file", id="missing file"),
     pytest.param("folder.yaml", "DIR", None, "is a directory, not a file", id="directory"),

@@ -83,6 +83,29 @@ def test_intake_refuses_a_file_with_one_bad_request_before_writing_any(
     assert count(flow_db, actions.Request) == 0
 
 
+def test_intake_names_one_request_s_bad_field_and_another_s_unknown_sku_in_one_run(
+    flow_db: Engine, tmp_path: Path
+) -> None:
+    from flows.intake import intake
+    from models.errors import InputError
+
+    source = write(
+        tmp_path / "bad.yaml",
+        f"""
+        requests:
+          - {{kind: refresh, requester: {RITA}, cost_centre: CC-ENG, needed_by: {TODAY + timedelta(days=30)}, lines: [{{sku: MON-27, quantity: 0}}]}}
+          - {{kind: refresh, requester: {RITA}, cost_centre: CC-ENG, needed_by: {TODAY + timedelta(days=30)}, lines: [{{sku: NO-SUCH-SKU, quantity: 1}}]}}
+        """,
+    )
+    with pytest.raises(InputError) as caught:
+        run(intake(source, batch_size=1))
+    assert [str(p).split(": ", 1)[1] for p in caught.value.problems] == [
+        "requests[0].lines[0].quantity: must be at least 1 (got 0)",
+        "requests[1].lines[0].sku: unknown SKU NO-SUCH-SKU",
+    ]
+    assert count(flow_db, actions.Request) == 0
+
+
 def test_a_decision_from_the_prefect_ui_is_applied_advanced_and_published(flow_db: Engine) -> None:
     from flows.record_decision import record_decision
 
