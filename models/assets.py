@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from sqlmodel import Field, SQLModel
 
-from models.errors import InputError, Problem
+from models.errors import FieldErrors, InputError, Problem
 from models.fields import code, email, single_line
 from models.lifecycle import AssetStatus
 from models.sources import read_rows, read_text
@@ -92,15 +93,22 @@ def read_serials_file(path: Path | str) -> list[SerialIn]:
             except ValueError as exc:
                 problems.append(Problem(f"serial {exc}", source, number, "serial"))
         if problems:
-            raise InputError(problems)
+            raise FieldErrors(problems, lambda: units)  # with the valid serials
         return units
-    rows = read_rows(
-        path,
-        key="serials",
-        fields={"serial": code, "sku": code, "request": _request_ref},
-        required={"serial"},
-        bare="serial",
-    )
+    try:
+        rows = read_rows(
+            path,
+            key="serials",
+            fields={"serial": code, "sku": code, "request": _request_ref},
+            required={"serial"},
+            bare="serial",
+        )
+    except FieldErrors as exc:
+        raise exc.map_partial(_serials) from None
+    return _serials(rows)
+
+
+def _serials(rows: list[tuple[dict[str, Any], int | None]]) -> list[SerialIn]:
     return [SerialIn(row["serial"], row.get("sku"), line, row.get("request")) for row, line in rows]
 
 
@@ -163,5 +171,12 @@ def read_certificates_file(path: Path | str) -> list[dict[str, str]]:
         "method": single_line,
         "provider": single_line,
     }
-    rows = read_rows(path, key="certificates", fields=fields, required=set(fields))
+    try:
+        rows = read_rows(path, key="certificates", fields=fields, required=set(fields))
+    except FieldErrors as exc:
+        raise exc.map_partial(_certificates) from None  # for check_certificates
+    return _certificates(rows)
+
+
+def _certificates(rows: list[tuple[dict[str, Any], int | None]]) -> list[dict[str, str]]:
     return [{**row, "line": str(line or "")} for row, line in rows]

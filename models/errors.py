@@ -77,6 +77,15 @@ class FieldErrors(InputError):
         return InputError(in_file_order([*self.problems, *check(self.partial)]))
 
 
+def problems_of(check: Callable[[], object]) -> list[Problem]:
+    """The problems a check that raises InputError finds; none if it passes."""
+    try:
+        check()
+    except InputError as exc:
+        return exc.problems
+    return []
+
+
 def in_file_order(problems: list[Problem]) -> list[Problem]:
     """Problems by file (in the order the files first appear) and line; those of one line keep
     their order, and those without a line (about a whole file) come first."""

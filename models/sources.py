@@ -549,6 +549,7 @@ def read_rows(
         if not isinstance(row, dict):
             problems.append(doc.problem(where, f"expected a mapping of {known}"))
             continue
+        found = len(problems)
         for name in sorted(set(row) - set(fields)):
             problems.append(doc.problem((*where, name), f"is not a known field ({known})"))
         for name in sorted(required - set(row)):
@@ -561,7 +562,9 @@ def read_rows(
                 checked[name] = check(row[name])
             except ValueError as exc:
                 problems.append(doc.problem((*where, name), str(exc)))
-        out.append((checked, doc.line_of(where)))
+        if len(problems) == found:
+            out.append((checked, doc.line_of(where)))
     if problems:
-        raise InputError(problems)
+        # With the rows whose fields are all valid (a row is a few fields that go together).
+        raise FieldErrors(problems, lambda: out)
     return out

@@ -21,7 +21,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
-from models.errors import FieldErrors, InputError, Problem, ProcureError, RuleViolation
+from models.errors import (
+    FieldErrors,
+    InputError,
+    Problem,
+    ProcureError,
+    RuleViolation,
+    problems_of,
+)
 from procure import failpoints
 from procure.text import money_text
 
@@ -1340,7 +1347,14 @@ def run_delivery(
     from models.requests import format_ref, parse_ref
 
     request = format_ref(parse_ref(ref)) if ref else None
-    shipments = by_request(read_serials_file(serials), request, str(serials))
+    source = str(serials)
+
+    def check(session: Session, units: list[Any]) -> list[Problem]:
+        return problems_of(
+            lambda: check_shipments(session, by_request(units, request, source), source)
+        )
+
+    shipments = by_request(_read_file(lambda: read_serials_file(serials), check), request, source)
     if assign is not None:
         read_assignments_file(assign)
     with state().read() as session:
@@ -1374,8 +1388,13 @@ def run_returns(
     from models.assets import read_certificates_file
 
     if certificates is not None:
+        source = str(certificates)
+        found = _read_file(
+            lambda: read_certificates_file(certificates),
+            lambda session, valid: problems_of(lambda: check_certificates(session, valid, source)),
+        )
         with state().read() as session:
-            check_certificates(session, read_certificates_file(certificates), str(certificates))
+            check_certificates(session, found, source)
     _run(
         "returns",
         json_,

@@ -21,7 +21,14 @@ from models.assets import (
     read_certificates_file,
     read_serials_file,
 )
-from models.errors import ConcurrentUpdate, FieldErrors, InputError, ProcureError, RuleViolation
+from models.errors import (
+    ConcurrentUpdate,
+    FieldErrors,
+    InputError,
+    ProcureError,
+    RuleViolation,
+    problems_of,
+)
 from models.lifecycle import AssetStatus, RequestStatus
 from models.requests import Draft, read_request_file
 from models.views import request_detail
@@ -89,8 +96,15 @@ def read_assignments(path: str) -> list[Assignment]:
 
 @task(name="read-certificates", cache_policy=NO_CACHE)
 def read_certificates(path: str) -> list[dict[str, str]]:
-    """Parse an erasure file and check that every device in it exists, before any is touched."""
-    certificates = read_certificates_file(path)
+    """Parse an erasure file and check that every device in it exists, before any is touched
+    (those of its valid rows too when others have bad fields: every problem at once)."""
+    try:
+        certificates = read_certificates_file(path)
+    except FieldErrors as exc:
+        with read() as session:
+            raise exc.with_checks(
+                lambda valid: problems_of(lambda: actions.check_certificates(session, valid, path))
+            ) from None
     with read() as session:
         actions.check_certificates(session, certificates, path)
     return certificates

@@ -941,6 +941,24 @@ def test_a_shipping_notice_naming_a_serial_twice_is_refused_with_both_lines(
     assert "Traceback" not in result.err
 
 
+def test_a_shipping_notice_s_bad_fields_and_unknown_requests_come_in_one_run(
+    cli: Cli, tmp_path: Path
+) -> None:
+    path = write(
+        tmp_path / "notice.csv",
+        "request,serial,sku\n{ordered},SN 1,MON-27\nPR-9999,SN-R-3,MON-27\n".format(
+            **cli.world.refs
+        ),
+    )
+    result = cli.refused("run", "delivery", "--serials", str(path))
+    assert result.err.splitlines() == [
+        "procure: bad input (2 problems):",
+        f"  {where(path, 2, 'serial')}must be 1-64 letters, digits, '.', '_', '/' or '-', "
+        "starting with a letter or digit",
+        f"  {where(path, 3, 'request')}no request PR-9999",
+    ]
+
+
 def test_an_hr_export_naming_unknown_things_is_refused_before_prefect_starts(
     cli: Cli, tmp_path: Path
 ) -> None:
@@ -988,6 +1006,23 @@ def test_an_erasure_file_naming_unknown_devices_is_refused_before_prefect_starts
     result = cli.refused("run", "returns", "--certificates", str(path))
     assert where(path, 3, "serial") + "no asset with serial SN-NOPE" in result.err
     assert "SN-R-2" not in result.err and "Traceback" not in result.err
+
+
+def test_an_erasure_file_s_bad_fields_and_unknown_devices_come_in_one_run(
+    cli: Cli, tmp_path: Path
+) -> None:
+    path = write(
+        tmp_path / "certs.csv",
+        "serial,certificate,method,provider\n"
+        "SN-R-2,C-77,=NIST,DaaS Company\nSN-NOPE,C-78,NIST 800-88,DaaS Company\n",
+    )
+    result = cli.refused("run", "returns", "--certificates", str(path))
+    assert result.err.splitlines() == [
+        "procure: bad input (2 problems):",
+        f"  {where(path, 2, 'method')}starts with '=', which spreadsheets run as a formula; "
+        "rephrase it",
+        f"  {where(path, 3, 'serial')}no asset with serial SN-NOPE",
+    ]
 
 
 def test_an_erasure_file_is_checked_whole_against_the_devices_and_their_certificates(
