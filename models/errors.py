@@ -71,10 +71,19 @@ class FieldErrors(InputError):
         )
 
     def with_checks(self, check: Callable[[Any], list[Problem]]) -> InputError:
-        """This error with the problems check finds in the partial input, all in file order."""
+        """This error with the problems check finds in the partial input, all in file order.
+        A check that trips over what the partial input leaves out (a bug: checks skip fields
+        that are not valid()) must not turn bad input into a traceback: the field errors then
+        come alone, as before the partial input was checked at all."""
         if self.partial is None:
             return self
-        return InputError(in_file_order([*self.problems, *check(self.partial)]))
+        try:
+            found = check(self.partial)
+        except InputError as exc:
+            found = exc.problems
+        except Exception:
+            return self
+        return InputError(in_file_order([*self.problems, *found]))
 
 
 def problems_of(check: Callable[[], object]) -> list[Problem]:

@@ -117,3 +117,26 @@ def test_field_errors_travel_as_the_plain_error_without_their_partial_input() ->
     error = FieldErrors(problems, lambda: object())  # a closure: it would not pickle
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is InputError and copy.problems == problems
+
+
+def test_a_check_that_trips_over_the_partial_input_leaves_the_field_errors_alone() -> None:
+    """A reference check that reads a field left out of the partial input (None) must not turn
+    bad input into a traceback: the field errors come alone, as they did before."""
+    from models.errors import FieldErrors, Problem
+
+    problems = [Problem("is required", "org.yaml", 4, "people[0].email")]
+    error = FieldErrors(problems, lambda: {"people": [{"email": None}]})
+
+    def careless(org: dict) -> list[Problem]:
+        return [Problem(f"unknown person {p['email'].lower()}") for p in org["people"]]
+
+    assert error.with_checks(careless).problems == problems
+
+    def refusing(org: dict) -> list[Problem]:
+        raise InputError([Problem("unknown cost centre CC-X", "org.yaml", 9, "cost_centre")])
+
+    found = error.with_checks(refusing).problems
+    assert [str(p) for p in found] == [
+        "org.yaml:4: people[0].email: is required",
+        "org.yaml:9: cost_centre: unknown cost centre CC-X",
+    ]
