@@ -1010,17 +1010,7 @@ def _advance(
             details={"due_at": due, "approvers": approvers},
             notices=notices,
         )
-        for escalation, asked in escalations:
-            record_escalation(
-                session,
-                request,
-                stage,
-                to=escalation.to,
-                approvers=asked,
-                due_at=due,
-                reason=escalation.text,
-                at=now,
-            )
+        _record_escalations(session, request, stage, escalations, due_at=due, at=now)
     if all(s.status in DONE for s in stages):
         _approve_request(session, request, now)
 
@@ -1095,6 +1085,29 @@ def approval_notices(
                         Notice("review_needed", team(role), key, context, stage_id=stage.id)
                     )
     return notices, sorted(set(approvers)), escalations
+
+
+def _record_escalations(
+    session: Session,
+    request: Request,
+    stage: Stage,
+    escalations: list[tuple[Escalation, list[str]]],
+    *,
+    due_at: datetime | None,
+    at: datetime,
+) -> None:
+    """The audit rows of a stage's slots that nobody may decide, each with who is asked."""
+    for escalation, asked in escalations:
+        record_escalation(
+            session,
+            request,
+            stage,
+            to=escalation.to,
+            approvers=asked,
+            due_at=due_at,
+            reason=escalation.text,
+            at=at,
+        )
 
 
 def record_escalation(
@@ -1499,18 +1512,14 @@ def _escalate_left(
         directory, request, stage, decisions, stage_of, stage.due_at
     )
     outbox.defer(session, notices, request_id=request.id, at=now)
-    for escalation, asked in escalations:
-        if escalation.slot in new:
-            record_escalation(
-                session,
-                request,
-                stage,
-                to=escalation.to,
-                approvers=asked,
-                due_at=stage.due_at,
-                reason=escalation.text,
-                at=now,
-            )
+    _record_escalations(
+        session,
+        request,
+        stage,
+        [(e, asked) for e, asked in escalations if e.slot in new],
+        due_at=stage.due_at,
+        at=now,
+    )
 
 
 def _check_final_approval(
