@@ -78,9 +78,7 @@ class FieldErrors(InputError):
         if self.partial is None:
             return self
         try:
-            found = check(self.partial)
-        except InputError as exc:
-            found = exc.problems
+            found = check(self.partial)  # a check that raises InputError: see problems_of
         except Exception:
             return self
         return InputError(in_file_order([*self.problems, *found]))
