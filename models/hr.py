@@ -356,9 +356,9 @@ def return_day(leaves_on: date, spec: PipelineSpec) -> date:
 
 def _announce(
     session: Session, person_row: Person, before: date | None, spec: PipelineSpec, now: datetime
-) -> bool:
+) -> None:
     """Tell IT that a person leaves, with the devices they hold and the day those are asked back,
-    once for each last day HR gives; whether it was queued (nothing to plan without devices)."""
+    once for each last day HR gives (nothing to plan without devices)."""
     assert person_row.id is not None and person_row.leaves_on is not None
     held = session.exec(
         select(Asset)
@@ -369,7 +369,7 @@ def _announce(
         .order_by(col(Asset.id))
     ).all()
     if not held:
-        return False
+        return
     context = {
         "holder": person_row.email,
         "leaves_on": person_row.leaves_on,
@@ -382,7 +382,7 @@ def _announce(
     }
     key = f"{person_row.email}/{person_row.leaves_on}"
     notice = Notice("leaver_announced", team(Role.IT), key, context)
-    return outbox.queue(session, notice, request_id=None, at=now) is not None
+    outbox.queue(session, notice, request_id=None, at=now)
 
 
 def _offboard(
