@@ -279,6 +279,12 @@ def _services(costs: DeviceCosts, term_months: int, included: Iterable[str]) -> 
     return total
 
 
+# A peripheral's (economics.peripheral_categories): nobody rolls out, supports or erases a headset.
+NO_DEVICE_COSTS = DeviceCosts(
+    rollout=ZERO, support_per_month=ZERO, return_handling=ZERO, erasure=ZERO
+)
+
+
 def tco_options(
     *,
     quantity: int,
@@ -348,7 +354,7 @@ def tco_options(
 class LineFacts:
     """What the ledger needs to know about one line."""
 
-    quantity: int
+    quantity: int  # the units that count as devices (none for a peripheral's line)
     sourcing: str  # framework | individual
     complete_terms: bool  # ordered under an agreement whose terms are complete
     framework_available: bool  # an agreement covered the item when it was requested
@@ -605,7 +611,7 @@ def _line_economics(
             purchase_price=purchase_price,
             purchase_provider=provider,
             offers=item_offers,
-            costs=economics.device_costs,
+            costs=economics.device_costs if economics.is_device(item.category) else NO_DEVICE_COSTS,
             term_months=term,
         )
         out.append(
@@ -667,10 +673,10 @@ def lead_time(session: Session, lines: Sequence[RequestLine]) -> int:
     return max((supplier_of(session, ln).lead_time_days for ln in lines), default=0)
 
 
-def facts(lines: Sequence[LineEconomics]) -> list[LineFacts]:
+def facts(lines: Sequence[LineEconomics], economics: Economics) -> list[LineFacts]:
     return [
         LineFacts(
-            le.line.quantity,
+            le.line.quantity if economics.is_device(le.item.category) else 0,
             le.line.sourcing,
             le.complete_terms,
             le.line.framework_available or le.best is not None,
@@ -706,7 +712,9 @@ def request_economics(
         ]
     else:
         entries = ledger(
-            facts(per_line), missed_planning=plan.missed, rates=economics.late_involvement
+            facts(per_line, economics),
+            missed_planning=plan.missed,
+            rates=economics.late_involvement,
         )
     budget = budget_status(session, request=request, economics=economics, today=today)
     return {
@@ -806,6 +814,17 @@ def request_economics(
                 }
                 for e in entries
             ],
+            # Lines the ledger counts no devices for (their category is a peripheral's).
+            "peripherals": [
+                {
+                    "line": le.line.line_no,
+                    "sku": le.line.sku,
+                    "category": le.item.category,
+                    "quantity": le.line.quantity,
+                }
+                for le in per_line
+                if not economics.is_device(le.item.category)
+            ],
             "incurred": str(money(sum((e.incurred for e in entries), ZERO))),
             "avoided": str(money(sum((e.avoided for e in entries), ZERO))),
         },
@@ -893,7 +912,9 @@ def freeze_ledger(
     plan = delivery_plan(
         request.needed_by, lead_time(session, lines), economics.preparation_days, today, today
     )
-    entries = ledger(facts(per_line), missed_planning=plan.missed, rates=economics.late_involvement)
+    entries = ledger(
+        facts(per_line, economics), missed_planning=plan.missed, rates=economics.late_involvement
+    )
     if entries:
         session.connection().execute(
             _LEDGER_INSERT,

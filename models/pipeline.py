@@ -23,7 +23,7 @@ from sqlmodel import Session, SQLModel, select
 from models import audit, reference
 from models.calendar import Calendar
 from models.errors import FieldErrors, InputError, Problem, in_file_order
-from models.fields import Amount, Currency, Name, Slug
+from models.fields import Amount, Code, Currency, Name, Slug, roles_list
 from models.org import PIPELINE_ROLES
 from models.sources import Path_, parse_yaml, read_text, valid, validate
 from models.types import UTCDateTime, utcnow
@@ -297,6 +297,24 @@ class Economics(BaseModel):
     budget_policy: Literal["warn", "stop"] = "warn"  # when a request exceeds its budget's remainder
     bundling_window_days: int = Field(default=30, ge=0, le=365)
     fiscal_year_start_month: int = Field(default=1, ge=1, le=12)
+    # Catalog categories that are not devices: no late-involvement cost per unit and no device
+    # costs (rollout, support, return, erasure) in buy vs lease vs DaaS. A headset or a dock
+    # bought alongside 100 laptops does not make them 200 devices.
+    peripheral_categories: tuple[Code, ...] = ("accessory", "dock", "monitor", "peripheral")
+
+    @field_validator("peripheral_categories", mode="before")
+    @classmethod
+    def _categories(cls, value: Any) -> Any:
+        return roles_list(value)  # a list, or one string separated by spaces or commas
+
+    @field_validator("peripheral_categories")
+    @classmethod
+    def _lower(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(v.lower() for v in value)  # as the catalog stores categories
+
+    def is_device(self, category: str) -> bool:
+        """Whether items of this catalog category count as devices."""
+        return category.lower() not in self.peripheral_categories
 
 
 # How a leaver gives their devices back (the HR sync records the last day; see models/hr.py).

@@ -146,6 +146,13 @@ def print_economics(d: dict[str, Any]) -> None:
             f"    {e['label']:<52} {e['devices']:>5} × {money_text(e['per_device'], cur):>10} = {money_text(e['incurred'], cur):>14}"
             f"   ({e['devices_avoided']} avoided)"
         )
+    if lg["peripherals"]:
+        echo(
+            "    not counted as devices (economics.peripheral_categories): "
+            + ", ".join(
+                f"{p['quantity']} × {p['sku']} ({p['category']})" for p in lg["peripherals"]
+            )
+        )
     b = d["budget"]
     if b["amount"] is None:
         echo(f"  budget {b['cost_centre']} {b['fiscal_year']}: none set")

@@ -91,6 +91,23 @@ def submit_late(cli: Cli, tmp_path: Path) -> str:
     return str(ref)
 
 
+def test_request_economics_says_which_lines_are_not_counted_as_devices(
+    cli: Cli, tmp_path: Path
+) -> None:
+    path = Path(laptops_file(tmp_path, "kit.yaml", 100, "2026-12-05", individually=WEB_SHOP))
+    path.write_text(
+        path.read_text(encoding="utf-8") + "  - sku: DOCK-USB4\n    quantity: 100\n",
+        encoding="utf-8",
+    )
+    (ref,) = cli.json("request", "submit", str(path))["ids"]
+    out = cli.ok("request", "economics", str(ref))
+    # The docks are under the agreement, the laptops not: 100 devices, not 200.
+    assert "late-involvement cost (if ordered today): 24,000.00 EUR incurred" in out, out
+    assert (
+        "not counted as devices (economics.peripheral_categories): 100 × DOCK-USB4 (dock)" in out
+    ), out
+
+
 def approve(cli: Cli, ref: str, *approvers: str) -> None:
     for who in approvers:
         extra = ("--confirm-terms",) if who in (PAUL, PETRA) else ()

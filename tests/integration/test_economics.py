@@ -600,14 +600,15 @@ def test_tco_compares_buy_lease_and_daas_with_capex_opex_and_a_monthly_figure(
     assert options["daas"]["includes"] == ["rollout", "support", "return", "erasure"]
     assert all(o["term_months"] == 36 for o in options.values())
     # No lease or DaaS offer for the monitor: buying is the only (and so the cheapest) option.
-    # 2 x 269.00 = 538.00 + 2 x 413.00 = 826.00 -> 1,364.00; / 36 = 37.89
+    # A monitor is a peripheral (economics.peripheral_categories): nobody rolls it out, supports
+    # or erases it as a device, so it costs its price: 2 x 269.00 = 538.00; / 36 = 14.94
     (buy,) = monitor["options"]
     assert (buy["option"], buy["capex"], buy["opex"], buy["total"], buy["monthly"]) == (
         "buy",
         "538.00",
-        "826.00",
-        "1364.00",
-        "37.89",
+        "0.00",
+        "538.00",
+        "14.94",
     )
     assert buy["cheapest"] is True
 
@@ -781,6 +782,75 @@ def test_the_articles_late_request_is_flagged_and_costs_24000_the_early_one_noth
         assert [(e["kind"], e["incurred"]) for e in ledger["entries"]] == [
             (kind, str(incurred)) for kind, _, _, _, incurred, _ in frozen_rows[ref]
         ]
+
+
+def test_docks_and_headsets_rolled_out_with_the_laptops_are_not_counted_as_devices(
+    agreed: Engine,
+) -> None:
+    # The article's late rollout, with a dock and a headset for each of the 100 laptops, all
+    # bought individually: still 100 devices, so still 24,000.00.
+    kit = {
+        **LATE,
+        "justification": "Rollout of 100 laptops with docks and headsets.",
+        "lines": [
+            *LATE["lines"],
+            {"sku": "DOCK-USB4", "quantity": 100, "sourcing": "individual",
+             "sourcing_justification": "From the web shop, with the laptops."},
+            {"sku": "HEADSET-BT", "quantity": 100},
+        ],
+    }  # fmt: skip
+    ref = submit(agreed, **kit)
+    ledger = show(agreed, ref)["ledger"]
+    assert [(e["kind"], e["devices"], e["incurred"]) for e in ledger["entries"]] == [
+        ("unclear_terms", 100, "9000.00"),
+        ("individual_order", 100, "7000.00"),
+        ("missed_delivery_planning", 100, "8000.00"),
+    ]
+    assert ledger["incurred"] == "24000.00"
+    assert ledger["peripherals"] == [
+        {"line": 2, "sku": "DOCK-USB4", "category": "dock", "quantity": 100},
+        {"line": 3, "sku": "HEADSET-BT", "category": "accessory", "quantity": 100},
+    ]
+    # Nor do they carry a device's rollout, support, return and erasure in buy vs lease.
+    tco = {t["sku"]: t["options"][0] for t in show(agreed, ref)["tco"]}
+    assert [(sku, o["option"], o["opex"]) for sku, o in tco.items()] == [
+        ("LAPTOP-STD-14", "buy", "41300.00"),  # 100 x 413.00
+        ("DOCK-USB4", "buy", "0.00"),
+        ("HEADSET-BT", "buy", "0.00"),
+    ]
+
+    # An organisation that counts every unit says so in its pipeline; the ledger follows.
+    text = pipeline.DEFAULT_PIPELINE.read_text(encoding="utf-8")
+    key, version = "\n  fiscal_year_start_month: 1\n", "\nversion: 1\n"
+    assert text.count(key) == 1 and text.count(version) == 1
+    every = text.replace(key, key + "  peripheral_categories: []\n").replace(
+        version, "\nversion: 2\n"
+    )
+    with transaction(agreed) as session:
+        pipeline.install(session, text=every, source="every-unit.yaml", actor="tests", at=NOW)
+    # A request keeps the pipeline it was submitted under; the next one is counted per unit.
+    assert show(agreed, ref)["ledger"]["incurred"] == "24000.00"
+    again = submit(agreed, **{**kit, "justification": "The same kit, every unit counted."})
+    ledger = show(agreed, again)["ledger"]
+    assert ledger["peripherals"] == []
+    # 300 units of each (the headsets could have been bundled with the first request's):
+    # 27,000.00 + 21,000.00 + 24,000.00
+    assert [(e["kind"], e["devices"], e["incurred"]) for e in ledger["entries"]] == [
+        ("unclear_terms", 300, "27000.00"),
+        ("individual_order", 300, "21000.00"),
+        ("missed_delivery_planning", 300, "24000.00"),
+    ]
+
+
+def test_peripheral_categories_must_be_catalog_codes() -> None:
+    text = pipeline.DEFAULT_PIPELINE.read_text(encoding="utf-8")
+    key = "\n  fiscal_year_start_month: 1\n"
+    bad = text.replace(key, key + "  peripheral_categories: [dock, 'a headset!']\n")
+    with pytest.raises(InputError) as err:
+        pipeline.parse_pipeline(bad, source="bad.yaml")
+    message = str(err.value)
+    assert "bad.yaml" in message and "peripheral_categories" in message, message
+    assert "letters, digits" in message, message
 
 
 # ------------------------------------------------------------------ call-offs
@@ -1385,15 +1455,15 @@ def test_open_demand_for_the_same_item_within_the_window_is_shown_with_the_tier_
 def test_an_individual_line_that_could_have_been_bundled_counts_as_an_individual_order(
     agreed: Engine,
 ) -> None:
-    # No agreement covers HEADSET-BT: alone, ordering it individually costs nothing extra.
-    alone = submit(agreed, needed_by=in_days(100), lines=[{"sku": "HEADSET-BT", "quantity": 3}])
+    # No agreement covers PHONE-STD: alone, ordering it individually costs nothing extra.
+    alone = submit(agreed, needed_by=in_days(100), lines=[{"sku": "PHONE-STD", "quantity": 3}])
     entries = {e["kind"]: e for e in show(agreed, alone)["ledger"]["entries"]}
     assert (entries["individual_order"]["devices"], entries["individual_order"]["incurred"]) == (
         0,
         "0.00",
     )
-    # With other open demand for it in the window, the 3 headsets could have been bundled.
-    other = submit(agreed, needed_by=in_days(95), lines=[{"sku": "HEADSET-BT", "quantity": 2}])
+    # With other open demand for it in the window, the 3 phones could have been bundled.
+    other = submit(agreed, needed_by=in_days(95), lines=[{"sku": "PHONE-STD", "quantity": 2}])
     (chance,) = show(agreed, alone)["bundling"]
     assert (chance["with"], chance["combined_quantity"], chance["combined_price"]) == (
         [other],
@@ -1547,19 +1617,20 @@ def test_savings_report_compares_what_was_paid_with_the_list_price_by_sourcing(
 def test_risk_report_adds_up_the_frozen_ledgers_incurred_vs_avoided(reported: Reported) -> None:
     data = run_report(reported, "risk")
     rows = {r["kind"]: r for r in data["tables"]["by_kind"]}
-    # unclear terms: R2 and R3 (1 device each, no agreement) x 90.00; R1's 3 devices avoided
-    # individual order: R3 (an agreement covered it) x 70.00; R1's 3 framework devices avoided;
+    # R1's monitor is a peripheral, not a device: R1 counts its 2 laptops.
+    # unclear terms: R2 and R3 (1 device each, no agreement) x 90.00; R1's 2 devices avoided
+    # individual order: R3 (an agreement covered it) x 70.00; R1's 2 framework devices avoided;
     #                   R2 could neither use an agreement nor be bundled: neither
-    # missed planning: R3 ordered after its order-by date x 80.00; R1's 3 + R2's 1 avoided
+    # missed planning: R3 ordered after its order-by date x 80.00; R1's 2 + R2's 1 avoided
     assert {
         k: (r["requests"], r["devices_incurred"], r["incurred"], r["devices_avoided"], r["avoided"])
         for k, r in rows.items()
     } == {
-        "unclear_terms": (3, 2, "180.00", 3, "270.00"),
-        "individual_order": (3, 1, "70.00", 3, "210.00"),
-        "missed_delivery_planning": (3, 1, "80.00", 4, "320.00"),
+        "unclear_terms": (3, 2, "180.00", 2, "180.00"),
+        "individual_order": (3, 1, "70.00", 2, "140.00"),
+        "missed_delivery_planning": (3, 1, "80.00", 3, "240.00"),
     }
-    assert data["totals"] == {"incurred": "330.00", "avoided": "800.00", "requests": 3}
+    assert data["totals"] == {"incurred": "330.00", "avoided": "560.00", "requests": 3}
 
 
 def test_cycle_times_count_decisions_open_stages_and_sla_breaches_at_a_fixed_now(

@@ -1158,3 +1158,23 @@ def test_a_line_s_open_terms_leave_out_what_purchasing_confirmed(
     }
     message = renderer.render("approval_needed", context)
     assert "not covered" not in message.text.lower() + message.html.lower()
+
+
+def test_the_ledger_names_the_lines_it_counts_no_devices_for(
+    session: Session, renderer: Renderer
+) -> None:
+    """A dock per laptop does not double the devices the late-involvement cost is counted on:
+    the approver sees which lines are left out, and why, beside the ledger's figures."""
+    context = context_of(session, "approval_needed")
+    ledger = context["request"]["ledger"]
+    ledger["peripherals"] = []
+    message = renderer.render("approval_needed", context)
+    assert "Not counted as devices" not in message.text + message.html
+    ledger["peripherals"] = [
+        {"line": 2, "sku": "DOCK-USB4", "category": "dock", "quantity": 100},
+        {"line": 3, "sku": "HEADSET-BT", "category": "accessory", "quantity": 100},
+    ]
+    message = renderer.render("approval_needed", context)
+    counted = "Not counted as devices: 100 × DOCK-USB4 (dock), 100 × HEADSET-BT (accessory)"
+    assert counted in message.text
+    assert counted.replace("×", "&times;") in message.html
