@@ -59,7 +59,6 @@ from models.fields import amount, code, multi_line, single_line
 from models.fields import email as check_email
 from models.lifecycle import (
     ASSET,
-    ASSET_END_STATES,
     OPEN_REQUEST_STATES,
     REQUEST,
     AssetEvent,
@@ -69,6 +68,7 @@ from models.lifecycle import (
     RequestStatus,
     StageEvent,
     StageStatus,
+    asset_done,
     fire,
     fire_many,
 )
@@ -2826,7 +2826,13 @@ def receive_return(
         changes={"returned_at": now, "assigned_to_id": None},
         details={"from": holder.email if holder else None},
     )
+    _close_if_done(session, asset.request_id, actor, now)  # its last device held no data
     return asset
+
+
+def _holds_data(session: Session, asset: Asset) -> bool:
+    item = by_id(session, Item, asset.item_id, read_only=True)
+    return item is None or item.holds_data
 
 
 def erase(
@@ -2920,7 +2926,8 @@ def dispose(
     actor_email: str | None = None,
     now: datetime | None = None,
 ) -> Asset:
-    """After erasure: recycle the device, or send it back to the lessor / DaaS provider."""
+    """After erasure (or once returned, if it holds no data): recycle the device, or send it
+    back to the lessor / DaaS provider."""
     now = now or utcnow()
     events = {"recycler": AssetEvent.DISPOSE, "provider": AssetEvent.RETURN_TO_PROVIDER}
     if to not in events:
@@ -2937,6 +2944,11 @@ def dispose(
             else f"{asset.serial} is {asset.ownership}: it goes back to its provider "
             "(--to provider), not to a recycler"
         )
+    if asset.status == AssetStatus.RETURNED and _holds_data(session, asset):
+        raise RuleViolation(
+            f"{asset.serial} ({asset.sku}) holds data: record its certified erasure first "
+            f"(procure asset erase {asset.serial} --certificate ID --method M --provider P)"
+        )
     fire(session, asset, events[to], actor=actor, at=now)
     return asset
 
@@ -2945,7 +2957,7 @@ def _close_if_done(session: Session, request_id: int, actor: str, now: datetime)
     request = lock_request(session, request_id)
     if request.status != RequestStatus.ROLLED_OUT:
         return
-    if all(a.status in ASSET_END_STATES for a in assets_of(session, request)):
+    if all(asset_done(a.status, _holds_data(session, a)) for a in assets_of(session, request)):
         requester = requester_of(session, request)
         fire(
             session,
@@ -2954,6 +2966,6 @@ def _close_if_done(session: Session, request_id: int, actor: str, now: datetime)
             actor=actor,
             at=now,
             changes={"closed_at": now},
-            details={"reason": "every device is returned and erased"},
+            details={"reason": "every device is returned, and erased if it holds data"},
             notices=[Notice("closed", person(requester.email), request.ref)],
         )

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, field_validator
 from pydantic import Field as PField
-from sqlalchemy import JSON, UniqueConstraint, delete
+from sqlalchemy import JSON, UniqueConstraint, delete, true
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from models import audit
@@ -48,6 +48,8 @@ class Item(SQLModel, table=True):
     supplier_id: int = Field(foreign_key="supplier.id")
     warranty_months: int = Field(default=36, ge=0)
     active: bool = True
+    # Whether a unit can hold data: only one that can needs a certified erasure when returned.
+    holds_data: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
 
 
 # A framework agreement with a supplier: prices by volume tier, validity, volume, contract terms.
@@ -195,6 +197,7 @@ class ItemCreate(BaseModel):
     specs: dict[Name, SpecValue] = PField(default_factory=dict)
     warranty_months: int = PField(default=36, ge=0, le=120)
     active: bool = True
+    holds_data: bool = True  # false: a dock, a headset; returned, no erasure is needed
     lead_time_days: int | None = PField(default=None, ge=0, le=365)  # CSV: creates the supplier
 
     @field_validator("category")
@@ -316,6 +319,7 @@ ITEM_COLUMNS = {
     "supplier",
     "warranty_months",
     "active",
+    "holds_data",
     "lead_time_days",
 }
 
@@ -389,6 +393,7 @@ def load_catalog(
                 "specs": item.specs,
                 "warranty_months": item.warranty_months,
                 "active": item.active,
+                "holds_data": item.holds_data,
             },
             entity="item",
             entity_id=item.sku,

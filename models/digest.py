@@ -9,6 +9,7 @@ from sqlmodel import Session, col, func, select
 
 from models import outbox
 from models.assets import Asset
+from models.catalog import Item
 from models.lifecycle import AssetStatus, RequestStatus, StageStatus
 from models.org import Role
 from models.outbox import Notice, team
@@ -67,13 +68,13 @@ def _requests(
     }
 
 
-def _assets(session: Session, status: str) -> dict[str, Any]:
-    count = session.exec(
-        select(func.count()).select_from(Asset).where(Asset.status == status)
-    ).one()
-    rows = session.exec(
-        select(Asset).where(Asset.status == status).order_by(col(Asset.id)).limit(LIMIT)
-    ).all()
+def _assets(session: Session, status: str, *, holding_data: bool | None = None) -> dict[str, Any]:
+    """Devices in a status; `holding_data`: only those whose item does (or does not) hold data."""
+    where: list[Any] = [Asset.status == status]
+    if holding_data is not None:
+        where.append(col(Asset.item_id).in_(select(Item.id).where(Item.holds_data == holding_data)))
+    count = session.exec(select(func.count()).select_from(Asset).where(*where)).one()
+    rows = session.exec(select(Asset).where(*where).order_by(col(Asset.id)).limit(LIMIT)).all()
     return {
         "count": count,
         "items": [
@@ -100,7 +101,8 @@ def team_digest(
     elif role == Role.IT:
         sections["to_roll_out"] = _requests(session, RequestStatus.DELIVERED)
         sections["returns_to_collect"] = _assets(session, AssetStatus.RETURN_REQUESTED)
-        sections["awaiting_erasure"] = _assets(session, AssetStatus.RETURNED)
+        # A returned dock or headset needs no erasure: it is done once back.
+        sections["awaiting_erasure"] = _assets(session, AssetStatus.RETURNED, holding_data=True)
     elif role == Role.HR:
         sections["starting_soon"] = _requests(
             session,

@@ -162,6 +162,10 @@ ASSET_TRANSITIONS: Mapping[tuple[str, str], str] = {
     (A.DEPLOYED, AE.RECEIVE_RETURN): A.RETURNED,  # handed back without a prior request
     (A.RETURN_REQUESTED, AE.RECEIVE_RETURN): A.RETURNED,
     (A.RETURNED, AE.ERASE): A.ERASED,
+    # A unit that holds no data (its catalog item says so: a dock, a headset) has nothing to
+    # erase: back in IT's hands it is done, and goes on from there (actions.dispose checks).
+    (A.RETURNED, AE.DISPOSE): A.DISPOSED,
+    (A.RETURNED, AE.RETURN_TO_PROVIDER): A.RETURNED_TO_PROVIDER,
     (A.ERASED, AE.DEPLOY): A.DEPLOYED,  # re-imaged and handed to someone else
     (A.ERASED, AE.DISPOSE): A.DISPOSED,
     (A.ERASED, AE.RETURN_TO_PROVIDER): A.RETURNED_TO_PROVIDER,
@@ -221,6 +225,12 @@ MACHINES = {m.name: m for m in (REQUEST, STAGE, ASSET, NOTIFICATION)}
 # Request states that count as "still deciding" and as "done with the devices".
 OPEN_REQUEST_STATES = frozenset({R.SUBMITTED, R.IN_REVIEW, R.CHANGES_REQUESTED})
 ASSET_END_STATES = frozenset({A.ERASED, A.DISPOSED, A.RETURNED_TO_PROVIDER})
+
+
+def asset_done(status: str, holds_data: bool) -> bool:
+    """Whether a device needs nothing more for its request to close: erased, disposed of or
+    back with its provider; one that holds no data, as soon as it is returned."""
+    return status in ASSET_END_STATES or (not holds_data and status == A.RETURNED)
 
 
 def _identity(entity: Any) -> tuple[str, str, int | None]:

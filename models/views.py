@@ -341,6 +341,7 @@ def inbox(session: Session, person: Person, *, now: datetime | None = None) -> l
 def asset_detail(session: Session, asset: Asset) -> dict[str, Any]:
     holder = session.get(Person, asset.assigned_to_id) if asset.assigned_to_id else None
     erasure = session.exec(select(ErasureRecord).where(ErasureRecord.asset_id == asset.id)).first()
+    item = session.get(Item, asset.item_id)
     events = session.exec(
         select(AuditEvent)
         .where(AuditEvent.entity == "asset", AuditEvent.request_id == asset.request_id)
@@ -359,6 +360,8 @@ def asset_detail(session: Session, asset: Asset) -> dict[str, Any]:
         "delivered_at": _iso(asset.delivered_at),
         "deployed_at": _iso(asset.deployed_at),
         "returned_at": _iso(asset.returned_at),
+        # False: a dock, a headset; once returned it needs no certified erasure (the catalog's).
+        "holds_data": item.holds_data if item else True,
         "erasure": (
             {
                 "certificate": erasure.certificate_id,

@@ -1067,6 +1067,8 @@ def asset_show(serial: SerialArg, json_: JsonOpt = False) -> None:
         typer.echo(
             f"  erased {e['at'][:10]} by {e['provider']} ({e['method']}), certificate {e['certificate']}"
         )
+    elif not detail["holds_data"]:
+        typer.echo("  holds no data: no erasure needed")
     for h in detail["history"]:
         move = f"{h['from']} → {h['to']}" if h["to"] else ""
         typer.echo(
@@ -1156,7 +1158,8 @@ def asset_dispose(
     as_: MaybeAsOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """After erasure: recycle the device or send it back to its provider."""
+    """After erasure (or once returned, if it holds no data): recycle the device or send it back
+    to its provider."""
     from models.actions import dispose
 
     st = state()

@@ -1819,3 +1819,26 @@ def test_a_line_cannot_be_both_leased_and_priced_or_sourced_by_hand(shared: Engi
                 lines=[{"sku": "LAPTOP-STD-14", "quantity": 1, "ownership": "leased", **extra}],
             )
         assert [p.field for p in caught.value.problems] == [field]
+
+
+def test_a_catalog_csv_says_which_items_hold_no_data(shared: Engine, tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "items.csv",
+        """\
+        sku,name,category,list_price,supplier,holds_data
+        MOUSE-HOLDS-1,Mouse,accessory,19.00,NORDIC-IT,false
+        STICK-HOLDS-1,USB stick,accessory,9.00,NORDIC-IT,true
+        CABLE-HOLDS-1,Cable,accessory,5.00,NORDIC-IT,
+        """,
+    )
+    load_catalog_path(shared, path)
+    with transaction(shared, readonly=True) as session:
+        rows = session.exec(
+            select(Item.sku, Item.holds_data).where(col(Item.sku).like("%-HOLDS-1"))
+        ).all()
+    # An empty cell keeps the default: an item holds data unless its catalog says otherwise.
+    assert sorted(tuple(r) for r in rows) == [
+        ("CABLE-HOLDS-1", True),
+        ("MOUSE-HOLDS-1", False),
+        ("STICK-HOLDS-1", True),
+    ]

@@ -211,6 +211,39 @@ def test_a_populated_database_at_0007_gets_leaves_on_and_keeps_its_people(
     ]
 
 
+def test_a_populated_database_at_0008_gets_holds_data_true_for_every_item(
+    databases: Databases, blank_url: str
+) -> None:
+    """Until its catalog says otherwise, an item already on file holds data: its returned
+    units still need their certified erasure."""
+    upgrade_to(blank_url, "0008")
+    engine = keep(databases, make_engine(blank_url))
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO supplier (id, code, name, lead_time_days, email, sla_terms, "
+                "warranty_terms, return_terms, certified_erasure) VALUES "
+                "(1, 'NORDIC-IT', 'Nordic IT', 10, '', '', '', '', false)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO item (sku, name, category, specs, list_price, currency, "
+                "supplier_id, warranty_months, active) VALUES "
+                "('LAPTOP-STD-14', 'Laptop', 'laptop', '{}', 94900, 'EUR', 1, 36, true), "
+                "('DOCK-USB4', 'Dock', 'dock', '{}', 21900, 'EUR', 1, 24, true)"
+            )
+        )
+    again, before, after = migrate(blank_url)
+    keep(databases, again)
+    assert (before, after) == ("0008", migrations.HEAD)
+    assert schema_diff(again) == []
+    assert triggers(again) == TRIGGERS[databases.backend]  # the stamp triggers on item too
+    with again.connect() as connection:
+        rows = connection.execute(text("SELECT sku, holds_data FROM item ORDER BY sku")).all()
+    assert [tuple(r) for r in rows] == [("DOCK-USB4", True), ("LAPTOP-STD-14", True)]
+
+
 # ------------------------------------------------------------------ open_database
 
 

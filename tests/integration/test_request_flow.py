@@ -11,10 +11,11 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from models import actions, pipeline
+from models import actions, audit, digest, pipeline
 from models.assets import Asset, Assignment, SerialIn
 from models.audit import AuditEvent
 from models.db import transaction
+from models.errors import RuleViolation
 from models.org import Person
 from models.outbox import Notification
 from tests.factories import (
@@ -216,6 +217,92 @@ def test_a_request_walks_from_order_to_closure(engine: Engine) -> None:
         "roll_out",
         "close",
     ]
+
+
+def test_a_returned_dock_or_headset_needs_no_erasure_a_laptop_does(engine: Engine) -> None:
+    """The catalog says the dock and the headset hold no data: back in IT's hands they are done
+    (or go to the recycler at once); the laptop still needs its certificate, and the request
+    closes with it."""
+    kit = [("SN-L", "LAPTOP-STD-14"), ("SN-D", "DOCK-USB4"), ("SN-H", "HEADSET-BT")]
+    ref = submit(
+        engine,
+        justification="A workplace kit, returned in parts.",
+        lines=[{"sku": sku, "quantity": 1} for _, sku in kit],
+    )
+    approve_all(engine, ref)
+    with transaction(engine) as session:
+        actions.place_order(session, ref=ref, actor_email=PAUL, now=NOW)
+        actions.deliver(
+            session, ref=ref, units=[SerialIn(serial, sku) for serial, sku in kit], now=NOW
+        )
+        actions.roll_out(
+            session,
+            ref=ref,
+            assignments=[Assignment(serial, NINA) for serial, _ in kit],
+            actor_email=IDA,
+            now=NOW,
+        )
+    for serial, _ in kit:
+        with transaction(engine) as session:
+            actions.receive_return(session, serial=serial, actor_email=IDA, now=NOW)
+    assert show(engine, ref)["status"] == "rolled_out"  # the laptop is not erased yet
+    # IT's digest asks for the laptop's erasure only.
+    with transaction(engine, readonly=True) as session:
+        _, spec = pipeline.active(session)
+        sections = digest.team_digest(session, "it", spec=spec, now=NOW)["sections"]
+    waiting = sections["awaiting_erasure"]
+    assert (waiting["count"], [a["serial"] for a in waiting["items"]]) == (1, ["SN-L"])
+
+    # The headset goes to the recycler straight away; the laptop cannot, not yet erased.
+    with transaction(engine) as session:
+        actions.dispose(session, serial="SN-H", to="recycler", actor_email=IDA, now=NOW)
+    before = row_counts(engine)
+    refused = r"SN-L \(LAPTOP-STD-14\) holds data: record its certified erasure first \(procure asset erase SN-L"
+    with pytest.raises(RuleViolation, match=refused), transaction(engine) as session:
+        actions.dispose(session, serial="SN-L", to="recycler", actor_email=IDA, now=NOW)
+    assert row_counts(engine) == before
+    with transaction(engine) as session:
+        actions.erase(
+            session,
+            serial="SN-L",
+            certificate="C-SN-L",
+            method="NIST 800-88 purge",
+            provider="Nordic IT Distribution",
+            actor_email=IDA,
+            now=NOW,
+        )
+    detail = show(engine, ref)
+    assert detail["status"] == "closed"
+    assert {a["serial"]: a["status"] for a in detail["assets"]} == {
+        "SN-L": "erased",
+        "SN-D": "returned",  # in IT's stock, nothing to erase
+        "SN-H": "disposed",
+    }
+    with transaction(engine, readonly=True) as session:
+        result = audit.verify(session)
+    assert result.ok, result.problem
+
+
+def test_the_last_device_back_closes_the_request_when_it_holds_no_data(engine: Engine) -> None:
+    ref = submit(
+        engine,
+        justification="Two docks, returned after the project.",
+        lines=[{"sku": "DOCK-USB4", "quantity": 2}],
+    )
+    approve_all(engine, ref)
+    docks = ["SN-D1", "SN-D2"]
+    with transaction(engine) as session:
+        actions.place_order(session, ref=ref, actor_email=PAUL, now=NOW)
+        actions.deliver(session, ref=ref, units=[SerialIn(s, "DOCK-USB4") for s in docks], now=NOW)
+        actions.roll_out(session, ref=ref, actor_email=IDA, now=NOW)
+    statuses = []
+    for serial in docks:
+        with transaction(engine) as session:
+            actions.receive_return(session, serial=serial, actor_email=IDA, now=NOW)
+        statuses.append(show(engine, ref)["status"])
+    assert statuses == ["rolled_out", "closed"]
+    (closed,) = [e for e in show(engine, ref)["timeline"] if e["action"] == "close"]
+    assert closed["details"]["reason"] == "every device is returned, and erased if it holds data"
 
 
 def test_every_transition_queues_its_notifications_in_the_same_transaction(engine: Engine) -> None:
