@@ -270,25 +270,27 @@ def _scenario(step: Step, out: Path, db: Path, today: date) -> int:
     step.run("asset", "show", "SN-LAP-0001")
 
     step.title(
-        "Nina leaves: HR asks for the devices back, IT collects them, the provider erases them"
+        "Nina leaves: HR asks for the devices back, IT collects them, the provider erases the laptop"
     )
-    for serial in ("SN-LAP-0001", "SN-MON-0001", "SN-MON-0002", "SN-DOCK-0001"):
+    for serial in ("SN-MON-0001", "SN-MON-0002", "SN-DOCK-0001", "SN-LAP-0001"):
         step.run("asset", "request-return", serial, "--reason", "Leaver", "--as", HANNA)
         step.run("asset", "return", serial, "--as", IDA)
-        step.run(
-            "asset",
-            "erase",
-            serial,
-            "--certificate",
-            f"ERASE-{serial}",
-            "--method",
-            "NIST 800-88 purge",
-            "--provider",
-            "DaaS Company",
-            "--as",
-            IDA,
-        )
-    step.say("With the last certificate the request is closed. Its whole story:")
+    step.say("The monitors and the dock hold no data (the catalog says so): back, they are done.")
+    step.run("asset", "show", "SN-DOCK-0001")
+    step.run(
+        "asset",
+        "erase",
+        "SN-LAP-0001",
+        "--certificate",
+        "ERASE-SN-LAP-0001",
+        "--method",
+        "NIST 800-88 purge",
+        "--provider",
+        "DaaS Company",
+        "--as",
+        IDA,
+    )
+    step.say("With the laptop's certificate the request is closed. Its whole story:")
     step.run("request", "show", "PR-0001")
 
     _article(step, out, today)
