@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 from models import actions, outbox
 from models.assets import Asset, Ownership
 from models.catalog import Item, Offer
+from models.db import by_id
 from models.economics import SPENT_STATES
 from models.errors import InputError
 from models.lifecycle import AssetStatus, RequestStatus
@@ -108,7 +109,7 @@ def lifecycle_watch(
         if asset is None or asset.status != AssetStatus.DEPLOYED:
             continue
         end, what = _end_of(asset)
-        if end is None:
+        if end is None or not _watched(session, asset, what, spec):
             continue
         result.checked += 1
         left = (end - today).days
@@ -121,7 +122,7 @@ def lifecycle_watch(
         if group is None:
             # The whole group, whichever batch its devices come in: the alert lists them all
             # and its dedup key makes a later batch (or run) queue nothing.
-            group = groups[key] = _group_of(session, asset, what, end, deployed)
+            group = groups[key] = _group_of(session, asset, what, end, deployed, spec)
             result.alerts += _alert(session, group, threshold, left, now)
             if left <= DRAFT_AT and _drafts_together(session, group):
                 draft = _draft_group_refresh(session, group, now)
@@ -145,8 +146,23 @@ def lifecycle_watch(
     return result
 
 
+def _watched(session: Session, asset: Asset, what: str, spec: PipelineSpec) -> bool:
+    """Whether a device's end is watched: a lease or a DaaS term always (it goes back), a
+    warranty only for a device (a monitor's or a headset's, economics.peripheral_categories,
+    is no reason to alert anyone or to draft a refresh)."""
+    if what != "warranty":
+        return True
+    item = by_id(session, Item, asset.item_id, read_only=True)
+    return item is None or spec.economics.is_device(item.category)
+
+
 def _group_of(
-    session: Session, asset: Asset, what: str, end: date, deployed: dict[int, list[Asset]]
+    session: Session,
+    asset: Asset,
+    what: str,
+    end: date,
+    deployed: dict[int, list[Asset]],
+    spec: PipelineSpec,
 ) -> _Group:
     """The devices in use of the asset's request that end when and as it does, with holders."""
     if asset.request_id not in deployed:
@@ -157,7 +173,11 @@ def _group_of(
                 .order_by(col(Asset.id))
             ).all()
         )
-    devices = [a for a in deployed[asset.request_id] if _end_of(a) == (end, what)]
+    devices = [
+        a
+        for a in deployed[asset.request_id]
+        if _end_of(a) == (end, what) and _watched(session, a, what, spec)
+    ]
     ids = {a.assigned_to_id for a in devices if a.assigned_to_id is not None}
     people = session.exec(select(Person).where(col(Person.id).in_(ids))).all() if ids else []
     request = session.get(Request, asset.request_id)

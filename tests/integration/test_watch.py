@@ -304,6 +304,35 @@ def test_a_device_alone_is_alerted_and_refreshed_for_its_holder_as_before(
     assert run_watch(engine, AT_60) == watch.WatchResult(checked=1)
 
 
+def test_the_monitors_of_a_workplace_are_not_alerted_or_refreshed_at_their_warranty_end(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A laptop and two monitors, all under 36 months' warranty: the warranty end is a reason to
+    refresh the laptop, not its monitors (a peripheral's category, economics.
+    peripheral_categories); the alert lists the laptop alone, the refresh asks for it alone."""
+    load_agreement_2029(engine, tmp_path)
+    ref = submit(
+        engine,
+        justification="Watch: Nina's workplace.",
+        lines=[{"sku": "LAPTOP-STD-14", "quantity": 1}, {"sku": "MON-27", "quantity": 2}],
+    )
+    approve_all(engine, ref)
+    units = [SerialIn("WP-L", "LAPTOP-STD-14"), SerialIn("WP-M1", "MON-27"),
+             SerialIn("WP-M2", "MON-27")]  # fmt: skip
+    with transaction(engine) as session:
+        actions.place_order(session, ref=ref, actor_email=PAUL, now=NOW)
+        actions.deliver(session, ref=ref, units=units, now=NOW)
+        actions.roll_out(session, ref=ref, now=NOW)
+    assert len(ending(engine, AT_60)) == 3  # all three end on 25 Nov 2029
+    result = run_watch(engine, AT_60)
+    assert (result.checked, result.alerts, len(result.drafts)) == (1, 2, 1)
+    for _, context, _, _ in alerts(engine):
+        assert context["count"] == 1 and listed(context) == [("WP-L", "LAPTOP-STD-14", NINA)]
+    (line,) = show(engine, result.drafts[0], AT_60)["lines"]
+    assert (line["sku"], line["quantity"]) == ("LAPTOP-STD-14", 1)
+    rerun_adds_nothing(engine, AT_60, checked=1)
+
+
 def test_a_group_drafted_per_device_while_it_was_one_device_is_not_drafted_again_as_a_whole(
     engine: Engine,
 ) -> None:
