@@ -257,32 +257,57 @@ def seats(
         if stage.status != StageStatus.OPEN or (stage_key and stage.key != stage_key):
             continue
         for slot, roles in open_slots(stage, decisions):
-            escalation: Escalation | None = None
-            looked = False
-            for principal in principals:
-                role = next((r for r in roles if directory.holds(principal, r)), None)
-                if role is None:
-                    # The escalation role may fill a slot nobody holding its roles may decide.
-                    if not directory.holds(principal, escalation_role(stage)):
-                        continue
-                    if not looked:
-                        _, escalation = deciders(
-                            directory, request, stage, slot, roles, decisions, stage_of
-                        )
-                        looked = True
-                    if escalation is None:
-                        continue
-                    role = escalation.to
-                escalated = escalation if role not in roles else None
-                via = f" (escalated to {role})" if escalated else ""
-                on_behalf = "" if principal.id == actor.id else f" (on behalf of {principal.email})"
-                why = conflict(request, stage, principal.id, decisions, stage_of)
-                if why is None and principal.id != actor.id:
-                    why = conflict(request, stage, actor.id, decisions, stage_of)
-                if why is not None:
-                    reasons.append(f"{stage.key}{via}{on_behalf}: {why}")
-                    continue
-                found.append(Seat(stage, slot, role, principal, actor, escalated))
-    # Their own roles before an escalation, in person before on someone's behalf.
-    found.sort(key=lambda s: (s.delegated, s.escalation is not None, s.stage.position))
+            seated, why = _slot_seats(
+                directory, actor, principals, request, stage, slot, roles, decisions, stage_of
+            )
+            found.extend(seated)
+            reasons.extend(why)
+    return _in_order(found), reasons
+
+
+def _in_order(found: list[Seat]) -> list[Seat]:
+    """Their own roles before an escalation, in person before on someone's behalf."""
+    return sorted(found, key=lambda s: (s.delegated, s.escalation is not None, s.stage.position))
+
+
+def _slot_seats(
+    directory: Directory,
+    actor: Person,
+    principals: Sequence[Person],
+    request: Request,
+    stage: Stage,
+    slot: str,
+    roles: tuple[str, ...],
+    decisions: Sequence[Decision],
+    stage_of: dict[int, Stage],
+) -> tuple[list[Seat], list[str]]:
+    """The ways the actor (in person or for one of `principals`) may fill one slot, and why not."""
+    found: list[Seat] = []
+    reasons: list[str] = []
+    escalation: Escalation | None = None
+    looked = False
+    for principal in principals:
+        role = next((r for r in roles if directory.holds(principal, r)), None)
+        if role is None:
+            # The escalation role may fill a slot nobody holding its roles may decide.
+            if not directory.holds(principal, escalation_role(stage)):
+                continue
+            if not looked:
+                _, escalation = deciders(
+                    directory, request, stage, slot, roles, decisions, stage_of
+                )
+                looked = True
+            if escalation is None:
+                continue
+            role = escalation.to
+        escalated = escalation if role not in roles else None
+        via = f" (escalated to {role})" if escalated else ""
+        on_behalf = "" if principal.id == actor.id else f" (on behalf of {principal.email})"
+        why = conflict(request, stage, principal.id, decisions, stage_of)
+        if why is None and principal.id != actor.id:
+            why = conflict(request, stage, actor.id, decisions, stage_of)
+        if why is not None:
+            reasons.append(f"{stage.key}{via}{on_behalf}: {why}")
+            continue
+        found.append(Seat(stage, slot, role, principal, actor, escalated))
     return found, reasons
