@@ -96,11 +96,14 @@ from models.requests import (
 from models.rules import (
     Directory,
     Escalation,
+    Seat,
     current,
     deciders,
     open_slots,
     seats,
     slots_of,
+    terms_deciders,
+    terms_seats,
 )
 from models.sources import remap
 from models.types import money, money_text, utcnow
@@ -1311,26 +1314,21 @@ def decide(
     stage = seat.stage
     assert stage.id is not None and request.id is not None
     assert actor.id is not None and seat.principal.id is not None
+    decision = _seat_decision(request, seat, outcome, comment, now)
     if confirm_terms:
-        _confirm_terms(session, request, actor, None, comment, now)
+        # Judged as if this decision were made: the terms are part of purchasing's decision, so
+        # whoever decides another part or stage now leaves them to someone else.
+        _confirm_terms(
+            session, request, actor, None, comment, now, directory, stages, [*decisions, decision]
+        )
     budget_warning = None
     completes = outcome == Outcome.APPROVE and not [
         slot for slot, _ in open_slots(stage, decisions) if slot != seat.slot
     ]
     if completes and all(s.status in DONE for s in stages if s.id != stage.id):
-        budget_warning = _check_final_approval(session, request, spec, now)
-    decision = Decision(
-        request_id=request.id,
-        stage_id=stage.id,
-        round=stage.round,
-        slot=seat.slot,
-        role=seat.role,
-        outcome=outcome.value,
-        comment=comment,
-        actor_id=actor.id,
-        on_behalf_of_id=seat.principal.id if seat.delegated else None,
-        decided_at=now,
-    )
+        budget_warning = _check_final_approval(
+            session, request, spec, now, directory, stages, decisions
+        )
     if not add_unless_taken(session, decision, SEAT):
         raise AlreadyDecided(f"{request.ref} {stage.key}: already decided by someone else")
     decisions.append(decision)
@@ -1486,6 +1484,52 @@ def decide(
     )
 
 
+def _seat_decision(
+    request: Request, seat: Seat, outcome: Outcome, comment: str, now: datetime
+) -> Decision:
+    """The decision the actor makes in this seat (not stored yet)."""
+    assert request.id is not None and seat.stage.id is not None
+    assert seat.actor.id is not None and seat.principal.id is not None
+    return Decision(
+        request_id=request.id,
+        stage_id=seat.stage.id,
+        round=seat.stage.round,
+        slot=seat.slot,
+        role=seat.role,
+        outcome=outcome.value,
+        comment=comment,
+        actor_id=seat.actor.id,
+        on_behalf_of_id=seat.principal.id if seat.delegated else None,
+        decided_at=now,
+    )
+
+
+def may_confirm_terms(
+    session: Session,
+    request: Request,
+    person: Person,
+    *,
+    stage_key: str | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """Whether the person may confirm the request's contract terms now, or (stage_key) together
+    with their approval of that stage, as `decide --confirm-terms` would judge it."""
+    now = now or utcnow()
+    directory = Directory(session, request, spec_for(session, request).calendar.today(now))
+    stages = stages_of(session, request)
+    decisions = decisions_of(session, request)
+    if stage_key is not None:
+        found, _ = seats(directory, person, request, stages, decisions, stage_key)
+        if not found:
+            return False
+        decisions.append(_seat_decision(request, found[0], Outcome.APPROVE, "", now))
+    try:
+        _terms_seat(request, person, directory, stages, decisions)
+    except RuleViolation:
+        return False
+    return True
+
+
 def _escalate_left(
     session: Session,
     request: Request,
@@ -1523,15 +1567,24 @@ def _escalate_left(
 
 
 def _check_final_approval(
-    session: Session, request: Request, spec: PipelineSpec, now: datetime
+    session: Session,
+    request: Request,
+    spec: PipelineSpec,
+    now: datetime,
+    directory: Directory,
+    stages: list[Stage],
+    decisions: list[Decision],
 ) -> dict[str, Any] | None:
-    """Refuse the final approval until purchasing confirmed the contract terms, or while it would
-    exceed the budget under a stop policy; under a warn policy, return the warning to record."""
+    """Refuse the final approval until the contract terms are confirmed (naming who may), or
+    while it would exceed the budget under a stop policy; under a warn policy, return the
+    warning to record."""
     missing = terms_view(request.terms)["missing"]
     if missing:
+        confirmers = _terms_confirmers(directory, request, stages, decisions)
+        placeholder = "PURCHASER" if confirmers == Role.PURCHASING.value else "EMAIL"
         raise RuleViolation(
-            f"{request.ref}: before the final approval purchasing must confirm the contract terms "
-            f"still open: {', '.join(missing)} (procure terms {request.ref} --confirm --as PURCHASER)"
+            f"{request.ref}: before the final approval {confirmers} must confirm the contract terms "
+            f"still open: {', '.join(missing)} (procure terms {request.ref} --confirm --as {placeholder})"
         )
     budget = budget_status(
         session, request=request, economics=spec.economics, today=spec.calendar.today(now)
@@ -1561,33 +1614,87 @@ def _confirm_terms(
     names: list[str] | None,
     note: str,
     now: datetime,
+    directory: Directory,
+    stages: list[Stage],
+    decisions: list[Decision],
 ) -> list[str]:
-    """Purchasing confirms contract terms on the checklist; returns the names newly confirmed."""
-    assert actor.id is not None
-    if Role.PURCHASING.value not in roles_of(session, actor.id):
-        raise RuleViolation(
-            f"{actor.email} cannot confirm contract terms: needs the role purchasing"
-        )
+    """Whoever may decide purchasing's part of the review confirms contract terms on the
+    checklist (rules.terms_seats); returns the names newly confirmed."""
+    seat = _terms_seat(request, actor, directory, stages, decisions)
     wanted = terms_view(request.terms)["missing"] if names is None else names
     fresh = [n for n in wanted if n not in request.terms]
     if not fresh:
         return []
+    on_behalf = seat.principal.email if seat.delegated else None
+    by = {"by": actor.email, **({"on_behalf_of": on_behalf} if on_behalf else {})}
     request.terms = {
         **request.terms,
-        **{n: {"by": actor.email, "at": now.isoformat(), "note": note[:500]} for n in fresh},
+        **{n: {**by, "at": now.isoformat(), "note": note[:500]} for n in fresh},
     }
     session.add(request)
     audit.append(
         session,
         actor=actor.email,
+        on_behalf_of=on_behalf,
         entity="request",
         entity_id=request.ref,
         request_id=request.id,
         action="terms_confirmed",
-        details={"terms": fresh, "note": note},
+        details={
+            "terms": fresh,
+            "note": note,
+            "role": seat.role,
+            # Confirmed by the escalation role: say why nobody in purchasing could.
+            **({"escalated": seat.escalation.text} if seat.escalation else {}),
+        },
         at=now,
     )
     return fresh
+
+
+def _terms_seat(
+    request: Request,
+    actor: Person,
+    directory: Directory,
+    stages: list[Stage],
+    decisions: list[Decision],
+) -> Seat:
+    """The seat the actor confirms contract terms in, or the clearest reason they may not."""
+    if not actor.active:
+        raise RuleViolation(f"{actor.email} is not active and cannot confirm contract terms")
+    found, reasons = terms_seats(directory, actor, request, stages, decisions)
+    if found:
+        return found[0]
+    if actor.id == request.requester_id:
+        raise RuleViolation(
+            f"{request.ref}: nobody confirms the contract terms of their own request "
+            f"({actor.email} asked for it)"
+        )
+    if actor.id == request.on_behalf_of_id:
+        raise RuleViolation(
+            f"{request.ref}: nobody confirms the contract terms of devices for themselves "
+            f"({actor.email} is to receive them)"
+        )
+    if reasons:
+        raise RuleViolation(
+            f"{request.ref}: you may not confirm the contract terms: "
+            + "; ".join(dict.fromkeys(reasons))
+        )
+    raise RuleViolation(
+        f"{request.ref}: {actor.email} cannot confirm contract terms: needs the role "
+        + _terms_confirmers(directory, request, stages, decisions)
+    )
+
+
+def _terms_confirmers(
+    directory: Directory, request: Request, stages: list[Stage], decisions: list[Decision]
+) -> str:
+    """Who confirms the contract terms, for a message: purchasing, or the role its part of the
+    review is escalated to, and why."""
+    _, escalation = terms_deciders(directory, request, stages, decisions)
+    if escalation is None:
+        return Role.PURCHASING.value
+    return f"{escalation.to} (in place of purchasing, as {escalation.text})"
 
 
 def _why_not(
@@ -1865,7 +1972,8 @@ def confirm_terms(
     note: str = "",
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Purchasing confirms contract terms (warranty, sla, returns, erasure; all still open by default)."""
+    """Whoever may decide purchasing's part of the review (or, escalated, its escalation role)
+    confirms contract terms (warranty, sla, returns, erasure; all still open by default)."""
     now = now or utcnow()
     if names is not None:
         unknown = [n for n in names if n not in TERMS]
@@ -1883,7 +1991,18 @@ def confirm_terms(
     request = lock_request(session, ref)
     _while_open(request, "its terms are no longer open")
     actor = find_actor(session, actor_email)
-    fresh = _confirm_terms(session, request, actor, names, note, now)
+    directory = Directory(session, request, spec_for(session, request).calendar.today(now))
+    fresh = _confirm_terms(
+        session,
+        request,
+        actor,
+        names,
+        note,
+        now,
+        directory,
+        stages_of(session, request),
+        decisions_of(session, request),
+    )
     checklist = terms_view(request.terms)
     return {
         "id": request.ref,

@@ -1,5 +1,6 @@
-"""Who may decide what: role holders, separation of duties, delegation within its dates, and
-the escalation of a slot nobody may decide to its stage's escalation role."""
+"""Who may decide what: role holders, separation of duties, delegation within its dates, the
+escalation of a slot nobody may decide to its stage's escalation role, and who may confirm the
+contract terms (whoever may decide purchasing's part of the review)."""
 
 from __future__ import annotations
 
@@ -311,3 +312,68 @@ def _slot_seats(
             continue
         found.append(Seat(stage, slot, role, principal, actor, escalated))
     return found, reasons
+
+
+# ------------------------------------------------------------------ the contract terms
+
+TERMS_ROLE = Role.PURCHASING.value
+
+
+def _terms_part(
+    request: Request, stages: Sequence[Stage], decisions: Sequence[Decision]
+) -> tuple[Stage, str, list[Decision], dict[int, Stage]]:
+    """The part of the review the contract terms belong to: purchasing's slot of the first stage
+    purchasing decides in (skipped stages aside), with the decisions that bear on who may take
+    it. Its own decision does not: whoever decided it, or could have, still may confirm the
+    terms, before it, with it or after it. In a pipeline without such a stage, a stand-in (never
+    stored) that purchasing alone decides and nobody has decided yet."""
+    stage_of = {s.id: s for s in stages if s.id is not None}
+    for stage in sorted(stages, key=lambda s: s.position):
+        if stage.status == StageStatus.SKIPPED:
+            continue
+        for slot, roles in slots_of(stage):
+            if TERMS_ROLE in roles:
+                others = [
+                    d
+                    for d in decisions
+                    if not (d.stage_id == stage.id and d.round == stage.round and d.slot == slot)
+                ]
+                return stage, slot, others, stage_of
+    stand_in = Stage(
+        request_id=request.id or 0,
+        key="contract_terms",
+        name="Contract terms",
+        position=0,
+        roles=[TERMS_ROLE],
+    )
+    return stand_in, TERMS_ROLE, [], stage_of
+
+
+def terms_deciders(
+    directory: Directory,
+    request: Request,
+    stages: Sequence[Stage],
+    decisions: Sequence[Decision],
+) -> tuple[list[Person], Escalation | None]:
+    """Who may confirm the contract terms (delegates not included): whoever may decide purchasing's
+    part of the review, as if it were open now; when nobody in purchasing may, the eligible
+    holders of the stage's escalation role, with the escalation."""
+    stage, slot, others, stage_of = _terms_part(request, stages, decisions)
+    return deciders(directory, request, stage, slot, (TERMS_ROLE,), others, stage_of)
+
+
+def terms_seats(
+    directory: Directory,
+    actor: Person,
+    request: Request,
+    stages: Sequence[Stage],
+    decisions: Sequence[Decision],
+) -> tuple[list[Seat], list[str]]:
+    """Every way the actor may confirm the contract terms (a seat for purchasing's part of the
+    review, in person, on someone's behalf or by escalation), and why not where they may not."""
+    stage, slot, others, stage_of = _terms_part(request, stages, decisions)
+    principals = [actor, *directory.delegators_of(actor)]
+    found, reasons = _slot_seats(
+        directory, actor, principals, request, stage, slot, (TERMS_ROLE,), others, stage_of
+    )
+    return _in_order(found), reasons

@@ -20,11 +20,11 @@ from models.actions import (
 from models.assets import Asset, ErasureRecord
 from models.audit import AuditEvent
 from models.catalog import Item
-from models.economics import request_economics
-from models.lifecycle import RequestStatus, StageStatus
+from models.economics import request_economics, terms_view
+from models.lifecycle import OPEN_REQUEST_STATES, RequestStatus, StageStatus
 from models.org import CostCentre, Person
 from models.requests import Decision, Request, Stage, format_ref
-from models.rules import Directory, deciders, open_slots, seats
+from models.rules import TERMS_ROLE, Directory, deciders, open_slots, seats, terms_deciders
 from models.types import utcnow
 
 
@@ -96,6 +96,35 @@ def pending(
     return out
 
 
+def terms_confirmers(
+    session: Session,
+    request: Request,
+    stages: list[Stage],
+    decisions: list[Decision],
+    today: date,
+) -> dict[str, Any] | None:
+    """Who may confirm the contract terms still open, while the request is open: {"role",
+    "people", "delegates", "escalated"}; `role`: purchasing, or the role purchasing's part of the
+    review is escalated to (`escalated`: {"roles", "to", "reason"}, as in `pending`)."""
+    if request.status not in OPEN_REQUEST_STATES or not terms_view(request.terms)["missing"]:
+        return None
+    directory = Directory(session, request, today)
+    people, escalation = terms_deciders(directory, request, stages, decisions)
+    delegates = directory.delegates_of(people)
+    return {
+        "role": escalation.to if escalation else TERMS_ROLE,
+        "people": sorted(p.email for p in people),
+        "delegates": sorted(
+            f"{d.email} (for {p.email})" for p in people for d in delegates.get(p.id or 0, [])
+        ),
+        "escalated": (
+            {"roles": list(escalation.roles), "to": escalation.to, "reason": escalation.text}
+            if escalation
+            else None
+        ),
+    }
+
+
 def timeline(session: Session, request_id: int) -> list[dict[str, Any]]:
     """Every audit event of a request (its stages and devices included), oldest first."""
     events = session.exec(
@@ -153,6 +182,13 @@ def request_detail(
     def email(person_id: int | None) -> str | None:
         return people[person_id].email if person_id in people else None
 
+    # The terms checklist says who may confirm what it still misses.
+    economics = request_economics(
+        session, request, economics=spec.economics, today=spec.calendar.today(now)
+    )
+    economics["terms"]["confirm_by"] = terms_confirmers(
+        session, request, stages, decisions, spec.calendar.today(now)
+    )
     stage_views = []
     for stage in stages:
         stage_views.append(
@@ -245,9 +281,7 @@ def request_detail(
         "timeline": timeline(session, request.id),
         # The money: sourcing, buy/lease/DaaS, delivery plan, late-involvement ledger, budget,
         # bundling and the terms checklist (one function for every surface that shows them).
-        **request_economics(
-            session, request, economics=spec.economics, today=spec.calendar.today(now)
-        ),
+        **economics,
     }
 
 

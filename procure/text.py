@@ -176,6 +176,13 @@ def print_economics(d: dict[str, Any]) -> None:
         f"{name} ({v.get('source') or v.get('by')})" for name, v in terms["confirmed"].items()
     )
     missing = f"; open: {', '.join(terms['missing'])}" if terms["missing"] else ""
+    by = terms.get("confirm_by")  # request show says who may confirm them (not economics)
+    if by and by["escalated"]:
+        missing += (
+            f" (to confirm by {by['role']} in place of purchasing, as {by['escalated']['reason']})"
+        )
+    elif by:
+        missing += " (to confirm by purchasing)"
     echo(f"  contract terms: {confirmed or 'none confirmed yet'}{missing}")
 
 

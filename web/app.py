@@ -34,9 +34,10 @@ from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
 
 from models import tokens
+from models.actions import may_confirm_terms
 from models.db import transaction
 from models.errors import AlreadyDecided, InputError, NotFound, ProcureError, RuleViolation
-from models.org import Person, roles_of
+from models.org import Person
 from models.requests import Request as RequestRow
 from models.requests import Stage, format_ref, parse_ref
 from models.types import utcnow
@@ -279,12 +280,10 @@ def _approval_form(
         context = ContextBuilder(session, web.links()).page(req.id or 0)
         view = context["request"]
         stage_view = next(s for s in view["stages"] if s["stage"] == stage.key)
-        # Only purchasing confirms contract terms: the box is for the holder of that role.
-        purchasing = (
-            "purchasing" in stage.roles
-            and bool(view["terms"]["missing"])
-            and person.id is not None
-            and "purchasing" in roles_of(session, person.id)
+        # The box is for whoever may confirm the contract terms with this decision: purchasing's
+        # part of the review (or the escalation role in its place), as decide judges it.
+        purchasing = bool(view["terms"]["missing"]) and may_confirm_terms(
+            session, req, person, stage_key=stage.key, now=web.now()
         )
     csrf = secrets.token_urlsafe(32)
     response = web.page(

@@ -67,15 +67,18 @@ def laptops_file(
     *,
     individually: str | None = None,
     justification: str = "Laptops for the support floor.",
+    requester: str = RITA,
+    on_behalf_of: str | None = None,
 ) -> str:
     """A rollout of LAPTOP-STD-14 for CC-ENG; `individually`: ordered alone, with this reason."""
     line = f"  - sku: LAPTOP-STD-14\n    quantity: {quantity}\n"
     if individually:
         line += f"    sourcing: individual\n    sourcing_justification: {individually}\n"
+    whom = f"on_behalf_of: {on_behalf_of}\n" if on_behalf_of else ""
     path = tmp_path / name
     path.write_text(
-        f"kind: rollout\nrequester: {RITA}\ncost_centre: CC-ENG\nneeded_by: {needed_by}\n"
-        f"justification: {justification}\nlines:\n{line}",
+        f"kind: rollout\nrequester: {requester}\n{whom}cost_centre: CC-ENG\n"
+        f"needed_by: {needed_by}\njustification: {justification}\nlines:\n{line}",
         encoding="utf-8",
     )
     return str(path)
@@ -200,6 +203,12 @@ def test_request_show_has_the_sourcing_tco_delivery_ledger_budget_bundling_and_t
     assert detail["terms"] == {
         "confirmed": {},
         "missing": ["warranty", "sla", "returns", "erasure"],
+        "confirm_by": {
+            "role": "purchasing",
+            "people": [PAUL, PETRA],
+            "delegates": [],
+            "escalated": None,
+        },
     }
 
     # The same figures for people.
@@ -215,7 +224,8 @@ def test_request_show_has_the_sourcing_tco_delivery_ledger_budget_bundling_and_t
         "remaining 250,000.00 EUR",
         "bundling: LAPTOP-STD-14 is also wanted by PR-0002: 120 units together "
         "reaching 879.00 EUR a unit (saves 7,000.00 EUR)",
-        "contract terms: none confirmed yet; open: warranty, sla, returns, erasure",
+        "contract terms: none confirmed yet; open: warranty, sla, returns, erasure "
+        "(to confirm by purchasing)",
     ):
         assert expected in out, expected
     (cheapest,) = [row for row in out.splitlines() if "← cheapest" in row]
@@ -313,6 +323,76 @@ def test_purchasing_quotes_re_sources_and_confirms_terms_before_the_final_approv
     assert f"{two}: confirmed warranty; still open: sla, returns, erasure" in first
     assert f"{two}: confirmed sla, returns, erasure; the checklist is complete" in rest
     assert f"{two}: confirmed nothing new; the checklist is complete" in again
+
+
+def test_terms_are_confirmed_by_whoever_may_decide_purchasing_s_part_of_the_review(
+    cli: Cli, tmp_path: Path
+) -> None:
+    # Paul asks for laptops ordered individually: every term is open, and not his to confirm.
+    own = laptops_file(
+        tmp_path, "own.yaml", 2, "2026-12-23", individually="Paul's own", requester=PAUL
+    )
+    (own,) = cli.json("request", "submit", own)["ids"]
+    engine = make_engine(cli.url)
+    try:
+        before = row_counts(engine)
+        for args, message in (
+            (["terms", own], "nobody confirms the contract terms of their own request"),
+            (["decide", own, "--approve", "--confirm-terms"], "nobody approves their own request"),
+        ):
+            code, out, err = cli(*args, "--as", PAUL)
+            assert (code, out) == (1, ""), err
+            assert f"{own}: {message} ({PAUL} asked for it)" in err
+            assert row_counts(engine) == before, args
+    finally:
+        engine.dispose()
+    assert "open: warranty, sla, returns, erasure (to confirm by purchasing)" in cli.ok(
+        "request", "show", own
+    )
+
+    # Paul asks for Petra's: nobody in purchasing may decide its part, management does, terms too.
+    path = laptops_file(
+        tmp_path, "petra.yaml", 2, "2026-12-23", individually="Petra's", requester=PAUL,
+        on_behalf_of=PETRA,
+    )  # fmt: skip
+    (ref,) = cli.json("request", "submit", path)["ids"]
+    reason = (
+        f"nobody may decide purchasing ({PAUL} is excluded: nobody approves their own request; "
+        f"{PETRA} is excluded: nobody approves devices for themselves)"
+    )
+    assert (
+        f"open: warranty, sla, returns, erasure (to confirm by management in place of purchasing, "
+        f"as {reason})"
+    ) in cli.ok("request", "show", ref)
+    code, _, err = cli("terms", ref, "--as", PETRA)
+    assert code == 1 and "nobody confirms the contract terms of devices for themselves" in err
+    cli.json("decide", ref, "--as", IDA, "--approve")
+    decided = cli.json("decide", ref, "--as", MAX, "--approve", "--confirm-terms")
+    assert (decided["stage"], decided["role"], decided["stage_status"]) == (
+        "joint_review",
+        "management",
+        "approved",
+    )
+    terms = cli.json("request", "show", ref)["terms"]
+    assert (terms["missing"], terms["confirm_by"]) == ([], None)
+    assert {v["by"] for v in terms["confirmed"].values()} == {MAX}
+    assert cli.json("decide", ref, "--as", BOB, "--approve")["status"] == "approved"
+
+    # The same with procure terms, after management decided the part without them.
+    path = laptops_file(
+        tmp_path, "later.yaml", 3, "2026-12-23", individually="Petra's, later", requester=PAUL,
+        on_behalf_of=PETRA,
+    )  # fmt: skip
+    (later,) = cli.json("request", "submit", path)["ids"]
+    cli.json("decide", later, "--as", IDA, "--approve")
+    cli.json("decide", later, "--as", MAX, "--approve")
+    code, out, err = cli("decide", later, "--as", BOB, "--approve")
+    assert (code, out) == (1, "")
+    assert "before the final approval management (in place of purchasing" in err
+    assert f"{later}: confirmed warranty, sla, returns, erasure; the checklist is complete" in (
+        cli.ok("terms", later, "--as", MAX)
+    )
+    assert cli.json("decide", later, "--as", BOB, "--approve")["status"] == "approved"
 
 
 # ------------------------------------------------------------------ reports

@@ -17,7 +17,20 @@ from models import tokens
 from models.links import UsedLink
 from models.requests import Stage
 from tests.e2e.conftest import API_TOKEN, Site, wait_for
-from tests.factories import BOB, FIONA, IDA, IVAN, NOW, PAUL, RITA, SARA, decide, submit
+from tests.factories import (
+    BOB,
+    FIONA,
+    IDA,
+    IVAN,
+    MAX,
+    NOW,
+    PAUL,
+    PETRA,
+    RITA,
+    SARA,
+    decide,
+    submit,
+)
 
 # ------------------------------------------------------------------ pages
 
@@ -107,6 +120,29 @@ def test_finance_decides_from_its_email_a_budget_its_owner_asked_for(site: Site)
     answer = site.form(site.approval_link(FIONA), "approve", comment="Checked by finance")
     assert answer.status_code == 200 and "Thank you: approve" in answer.text, answer.text
     assert "The request's status is now <strong>approved</strong>." in answer.text
+
+
+def test_management_deciding_purchasing_s_part_confirms_the_terms_from_its_page(
+    site: Site,
+) -> None:
+    """Paul asks for Petra's laptop: nobody in purchasing may decide its part of the joint
+    review, so management does at once, and the contract terms come with it: its team hears
+    so, Max's page has the box, and his approval settles them for the budget owner."""
+    ref = submit(site.engine, requester=PAUL, on_behalf_of=PETRA)
+    decide(site.engine, ref, IDA)
+    site.dispatch()
+    (team,) = [m for m in site.sink.to("management@example.com") if ref in m.subject]
+    told = " ".join(team.part("plain").split())
+    assert "Purchasing's part includes the contract terms still open (warranty, SLA" in told
+    (mail,) = [m for m in site.sink.to(MAX) if "Your decision" in m.subject]
+    assert "still to confirm by management in place of purchasing, as nobody may decide" in (
+        " ".join(mail.part("plain").split())
+    )
+    link = site.approval_link(MAX)
+    assert "I confirm the contract terms still open" in site.client.get(link).text
+    answer = site.form(link, "approve", confirm_terms="yes")
+    assert answer.status_code == 200 and "Thank you: approve" in answer.text, answer.text
+    assert decide(site.engine, ref, BOB).request_status == "approved"
 
 
 def test_a_refused_approval_comes_back_with_the_form_to_send_back_instead(site: Site) -> None:

@@ -927,6 +927,12 @@ def test_final_approval_waits_for_purchasing_to_confirm_the_terms_of_an_individu
     assert show(engine, ref)["terms"] == {
         "confirmed": {},
         "missing": ["warranty", "sla", "returns", "erasure"],
+        "confirm_by": {
+            "role": "purchasing",
+            "people": [PAUL, PETRA],
+            "delegates": [],
+            "escalated": None,
+        },
     }
     decide(engine, ref, IDA)
     decide(engine, ref, PAUL, confirm_terms=False)
@@ -996,6 +1002,7 @@ def test_framework_lines_under_complete_terms_start_with_the_checklist_complete(
     assert show(shared, ref)["terms"] == {
         "confirmed": dict.fromkeys(("warranty", "sla", "returns", "erasure"), by_agreement),
         "missing": [],
+        "confirm_by": None,  # nothing left to confirm
     }
     decide(shared, ref, IDA)
     decide(shared, ref, PAUL, confirm_terms=False)

@@ -568,6 +568,165 @@ def test_reminders_and_overdue_notices_ask_the_escalation_role_and_are_dropped_o
     assert set(asking) <= stale_notices(engine)
 
 
+# ------------------------------------------------------------------ who confirms the contract terms
+
+
+def confirm_terms(engine: Engine, ref: str, who: str, now: datetime = NOW) -> dict[str, Any]:
+    with transaction(engine) as session:
+        return actions.confirm_terms(session, ref=ref, actor_email=who, now=now)
+
+
+def terms_refused(engine: Engine, ref: str, who: str, match: str, now: datetime = NOW) -> None:
+    """`procure terms REF --confirm --as who` must be refused (RuleViolation) and write nothing."""
+    with refusal(engine, RuleViolation, match, f"{ref}: {who} confirms the terms"):
+        confirm_terms(engine, ref, who, now)
+
+
+def terms_trail(engine: Engine, ref: str) -> list[tuple[str, str | None, dict[str, Any]]]:
+    """(actor, on_behalf_of, details) of the request's terms_confirmed audit rows."""
+    return [
+        (e["actor"], e["on_behalf_of"], e["details"])
+        for e in show(engine, ref)["timeline"]
+        if e["action"] == "terms_confirmed"
+    ]
+
+
+TERMS = ["warranty", "sla", "returns", "erasure"]  # no agreement loaded: every term is open
+
+
+def test_a_purchaser_may_not_confirm_the_terms_of_their_own_request_nor_of_devices_for_themselves(
+    engine: Engine,
+) -> None:
+    # Carl stands in for Paul this week: Paul's own request is not his to settle either.
+    delegation = {"delegator": PAUL, "delegate": CARL, "from": TODAY, "to": TODAY + timedelta(7)}
+    load_org_data(engine, {"delegations": [delegation]})
+    own = submit(engine, requester=PAUL, justification="Paul's own request")
+    for_petra = submit(engine, on_behalf_of=PETRA, justification="Petra's laptop")
+    for ref, who, match in [
+        (own, PAUL, rf"{own}: nobody confirms the contract terms of their own request \({PAUL} asked for it\)"),
+        (own, CARL, rf"{own}: you may not confirm the contract terms: joint_review \(on behalf of {PAUL}\): nobody approves their own request"),
+        (for_petra, PETRA, rf"{for_petra}: nobody confirms the contract terms of devices for themselves \({PETRA} is to receive them\)"),
+    ]:  # fmt: skip
+        terms_refused(engine, ref, who, match)
+        # Nor with a decision: the approval is refused first, and the terms stay open.
+        refused(engine, ref, who, RuleViolation, f"{ref}: ", confirm_terms=True)
+        assert show(engine, ref)["terms"]["missing"] == TERMS, (ref, who)
+
+    # Someone in purchasing outside the exclusions still may, and is the one the request names.
+    for ref, other in ((own, PETRA), (for_petra, PAUL)):
+        assert show(engine, ref)["terms"]["confirm_by"] == {
+            "role": "purchasing",
+            "people": [other],
+            "delegates": [f"{CARL} (for {PAUL})"] if other == PAUL else [],
+            "escalated": None,
+        }
+        assert confirm_terms(engine, ref, other)["missing"] == []
+        assert terms_trail(engine, ref) == [
+            (other, None, {"terms": TERMS, "note": "", "role": "purchasing"})
+        ]
+        assert show(engine, ref)["terms"]["confirm_by"] is None  # nothing left to confirm
+
+
+def test_an_escalated_manager_confirms_the_terms_and_completes_the_approval(
+    engine: Engine,
+) -> None:
+    # Paul asks for Petra's laptop: nobody in purchasing may decide its part of the joint
+    # review, so management decides it at once, and settles the contract terms with it.
+    reason = (
+        f"nobody may decide purchasing ({PAUL} is excluded: nobody approves their own request; "
+        f"{PETRA} is excluded: nobody approves devices for themselves)"
+    )
+    with_decision = submit(engine, requester=PAUL, on_behalf_of=PETRA, justification="together")
+    afterwards = submit(engine, requester=PAUL, on_behalf_of=PETRA, justification="afterwards")
+    for ref in (with_decision, afterwards):
+        assert show(engine, ref)["terms"]["confirm_by"] == {
+            "role": "management",
+            "people": [MAX],
+            "delegates": [],
+            "escalated": {"roles": ["purchasing"], "to": "management", "reason": reason},
+        }
+        needs = re.escape(f"needs the role management (in place of purchasing, as {reason})")
+        terms_refused(engine, ref, IDA, rf"{ref}: {IDA} cannot confirm contract terms: {needs}")
+        terms_refused(engine, ref, PAUL, "nobody confirms the contract terms of their own request")
+        terms_refused(engine, ref, PETRA, "nobody confirms the contract terms of devices for")
+        decide(engine, ref, IDA)
+
+    # With the decision: decide --approve --confirm-terms.
+    result = decide(engine, with_decision, MAX, confirm_terms=True)
+    assert (result.stage, result.role, result.stage_status) == (
+        "joint_review",
+        "management",
+        "approved",
+    )
+    assert terms_trail(engine, with_decision) == [
+        (MAX, None, {"terms": TERMS, "note": "", "role": "management", "escalated": reason})
+    ]
+    assert decide(engine, with_decision, BOB).request_status == "approved"
+
+    # After the decision: the final approval waits, naming who may confirm; then procure terms.
+    decide(engine, afterwards, MAX)
+    refused(
+        engine,
+        afterwards,
+        BOB,
+        RuleViolation,
+        re.escape(
+            f"{afterwards}: before the final approval management (in place of purchasing, as "
+            f"{reason}) must confirm the contract terms still open: warranty, sla, returns, "
+            f"erasure (procure terms {afterwards} --confirm --as EMAIL)"
+        ),
+    )
+    terms_refused(engine, afterwards, BOB, "needs the role management")
+    assert confirm_terms(engine, afterwards, MAX)["missing"] == []
+    assert terms_trail(engine, afterwards)[0][:2] == (MAX, None)
+    assert decide(engine, afterwards, BOB).request_status == "approved"
+
+
+def test_terms_go_with_purchasing_s_part_not_with_another_part_or_stage(engine: Engine) -> None:
+    # Ida holds IT and purchasing; Bob owns the budget and holds purchasing too.
+    give_roles(engine, IDA, "purchasing")
+    give_roles(engine, BOB, "purchasing")
+    ref = submit(engine)
+    # Deciding the IT part, Ida may not settle purchasing's terms with it (one person fills one
+    # part of a stage); Paul, who decided purchasing's part, still may afterwards.
+    refused(engine, ref, IDA, RuleViolation, "already decided this stage", confirm_terms=True)
+    decide(engine, ref, IDA)
+    terms_refused(engine, ref, IDA, "joint_review: already decided this stage")
+    decide(engine, ref, PAUL, confirm_terms=False)
+    # The budget owner's approval does not settle them either: one person decides one stage.
+    refused(
+        engine,
+        ref,
+        BOB,
+        RuleViolation,
+        "joint_review: already decided stage budget_owner of this request",
+        confirm_terms=True,
+    )
+    assert confirm_terms(engine, ref, PAUL)["missing"] == []
+    assert decide(engine, ref, BOB).request_status == "approved"
+
+
+def test_without_a_purchasing_stage_purchasing_outside_the_exclusions_confirms_the_terms(
+    engine: Engine,
+) -> None:
+    text = pipeline.DEFAULT_PIPELINE.read_text(encoding="utf-8")
+    roles, version = "roles: [it, purchasing]", "\nversion: 1\n"
+    assert text.count(roles) == 1 and text.count(version) == 1
+    it_only = text.replace(roles, "roles: [it]").replace(version, "\nversion: 2\n")
+    with transaction(engine) as session:
+        pipeline.install(session, text=it_only, source="it-only.yaml", actor="tests", at=NOW)
+    ref = submit(engine, requester=PAUL)
+    terms_refused(engine, ref, PAUL, "nobody confirms the contract terms of their own request")
+    decide(engine, ref, IDA)
+    refused(engine, ref, BOB, RuleViolation, "purchasing must confirm the contract terms")
+    assert confirm_terms(engine, ref, PETRA)["missing"] == []
+    assert decide(engine, ref, BOB).request_status == "approved"
+    # Nobody in purchasing may: management, as for a stage's part nobody may decide.
+    ref = submit(engine, requester=PAUL, on_behalf_of=PETRA, justification="nobody in purchasing")
+    assert show(engine, ref)["terms"]["confirm_by"]["people"] == [MAX]
+    assert confirm_terms(engine, ref, MAX)["missing"] == []
+
+
 # ------------------------------------------------------------------ delegation
 
 # The sample organisation: Bob -> Carl from 2026-12-21 to 2027-01-06, days in Europe/Berlin.

@@ -1137,6 +1137,44 @@ def test_a_teams_copy_greets_and_names_the_team_as_people_write_it(
     assert "procure sends this to the IT team." in message.html
 
 
+ESCALATED_TERMS = {
+    "role": "management",
+    "people": ["max.management@example.com"],
+    "delegates": [],
+    "escalated": {
+        "roles": ["purchasing"],
+        "to": "management",
+        "reason": "nobody may decide purchasing (paul.purchasing@example.com is excluded: "
+        "nobody approves their own request)",
+    },
+}
+
+
+def test_messages_say_management_confirms_the_terms_while_purchasing_s_part_is_escalated(
+    session: Session, renderer: Renderer
+) -> None:
+    context = context_of(session, "approval_needed")
+    terms = context["request"]["terms"]
+    terms.update(missing=["sla", "erasure"], confirm_by=ESCALATED_TERMS)
+    message = renderer.render("approval_needed", context)
+    reason = ESCALATED_TERMS["escalated"]["reason"]  # type: ignore[index]
+    assert (
+        f"still to confirm by management in place of purchasing, as {reason}: SLA, erasure"
+        in message.text
+    )
+    assert "Still to confirm by management in place of purchasing, as" in message.html
+    assert "still to confirm by purchasing" not in message.text
+
+    # Management, told that purchasing's part is theirs, hears that the terms come with it.
+    context = context_of(session, "no_approver")
+    context["notice"]["roles"] = ["purchasing"]
+    context["request"]["terms"].update(missing=["sla"], confirm_by=ESCALATED_TERMS)
+    told = "Purchasing's part includes the contract terms still open (SLA): confirm them"
+    assert told in renderer.render("no_approver", context).text
+    context["request"]["terms"].update(confirm_by={**ESCALATED_TERMS, "escalated": None})
+    assert told not in renderer.render("no_approver", context).text
+
+
 def test_a_line_s_open_terms_leave_out_what_purchasing_confirmed(
     session: Session, renderer: Renderer
 ) -> None:
@@ -1148,13 +1186,19 @@ def test_a_line_s_open_terms_leave_out_what_purchasing_confirmed(
     for line in request["sourcing"]:
         line["missing_terms"] = ["warranty", "sla", "returns", "erasure"]
     by = {"by": "person", "person": "paul.purchasing@example.com"}
-    request["terms"] = {"confirmed": {"warranty": by, "sla": by}, "missing": ["returns", "erasure"]}
+    purchasing = {"role": "purchasing", "people": [], "delegates": [], "escalated": None}
+    request["terms"] = {
+        "confirmed": {"warranty": by, "sla": by},
+        "missing": ["returns", "erasure"],
+        "confirm_by": purchasing,
+    }
     message = renderer.render("approval_needed", context)
     assert "terms not covered: returns, erasure" in message.text
     assert "Terms not covered: returns, erasure" in message.html
     request["terms"] = {
         "confirmed": {t: by for t in ("warranty", "sla", "returns", "erasure")},
         "missing": [],
+        "confirm_by": None,
     }
     message = renderer.render("approval_needed", context)
     assert "not covered" not in message.text.lower() + message.html.lower()
