@@ -310,7 +310,8 @@ class DecisionCreate(BaseModel):
         default=None, description="Which stage, if the approver can decide several"
     )
     confirm_terms: bool = PField(
-        default=False, description="Purchasing: also confirm the contract terms still open"
+        default=False,
+        description="Purchasing's part of the review (or its escalation role): also confirm the contract terms still open",
     )
 
 

@@ -671,7 +671,7 @@ def decide(
         bool,
         typer.Option(
             "--confirm-terms",
-            help="Purchasing: also confirm the contract terms still open (warranty, SLA, returns, erasure).",
+            help="Also confirm the contract terms still open (warranty, SLA, returns, erasure): whoever decides purchasing's part of the joint review.",
         ),
     ] = False,
     json_: JsonOpt = False,
@@ -755,7 +755,7 @@ def terms(
     note: Annotated[str, typer.Option("--note", help="What was agreed.")] = "",
     json_: JsonOpt = False,
 ) -> None:
-    """Purchasing confirms the contract terms on the joint-review checklist (needed before the final approval)."""
+    """Confirm the contract terms on the joint-review checklist (purchasing, or its escalation role in its place; needed before the final approval)."""
     from models.actions import confirm_terms
 
     names = (

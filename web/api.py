@@ -76,7 +76,8 @@ class DecisionIn(BaseModel):
     )
     stage: str | None = Field(default=None, description="Which stage, if they can decide several")
     confirm_terms: bool = Field(
-        default=False, description="Purchasing: confirm the open contract terms too"
+        default=False,
+        description="Purchasing's part of the review (or its escalation role): confirm the open contract terms too",
     )
 
 
