@@ -119,6 +119,17 @@ def load_org_data(engine: Engine, data: dict[str, Any], at: datetime = NOW) -> N
         load_org(session, org=org, doc=Document("test-org.yaml", data), actor="tests", at=at)
 
 
+def install_edited_pipeline(engine: Engine, source: str, *edits: tuple[str, str]) -> None:
+    """Install the default pipeline as version 2, each (old, new) text replaced where it occurs
+    once (asserted), as an organisation edits its copy."""
+    text = pipeline.DEFAULT_PIPELINE.read_text(encoding="utf-8")
+    for old, new in (("\nversion: 1\n", "\nversion: 2\n"), *edits):
+        assert text.count(old) == 1, f"{old!r} occurs {text.count(old)} times"
+        text = text.replace(old, new)
+    with transaction(engine) as session:
+        pipeline.install(session, text=text, source=source, actor="tests", at=NOW)
+
+
 def give_roles(engine: Engine, email: str, *roles: str) -> None:
     """Give a person more roles, keeping the ones they hold (through an organisation file)."""
     from sqlmodel import select

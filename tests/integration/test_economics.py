@@ -59,6 +59,7 @@ from tests.factories import (
     TODAY,
     approve_all,
     decide,
+    install_edited_pipeline,
     load_catalog_path,
     load_org_data,
     row_counts,
@@ -1092,12 +1093,9 @@ def test_over_budget_under_warn_approves_records_it_and_tells_finance(agreed: En
 def test_over_budget_under_stop_refuses_the_final_approval_and_writes_nothing(
     agreed: Engine,
 ) -> None:
-    text = pipeline.DEFAULT_PIPELINE.read_text(encoding="utf-8")
-    policy, version = "\n  budget_policy: warn\n", "\nversion: 1\n"
-    assert text.count(policy) == 1 and text.count(version) == 1
-    stop = text.replace(policy, "\n  budget_policy: stop\n").replace(version, "\nversion: 2\n")
-    with transaction(agreed) as session:
-        pipeline.install(session, text=stop, source="stop.yaml", actor="tests", at=NOW)
+    install_edited_pipeline(
+        agreed, "stop.yaml", ("\n  budget_policy: warn\n", "\n  budget_policy: stop\n")
+    )
     load_org_data(agreed, TINY)
     ref = two_laptops(agreed)
     assert show(agreed, ref)["budget"]["policy"] == "stop"

@@ -42,6 +42,7 @@ from tests.factories import (
     TODAY,
     decide,
     give_roles,
+    install_edited_pipeline,
     load_org_data,
     show,
     stale_notices,
@@ -709,12 +710,7 @@ def test_terms_go_with_purchasing_s_part_not_with_another_part_or_stage(engine: 
 def test_without_a_purchasing_stage_purchasing_outside_the_exclusions_confirms_the_terms(
     engine: Engine,
 ) -> None:
-    text = pipeline.DEFAULT_PIPELINE.read_text(encoding="utf-8")
-    roles, version = "roles: [it, purchasing]", "\nversion: 1\n"
-    assert text.count(roles) == 1 and text.count(version) == 1
-    it_only = text.replace(roles, "roles: [it]").replace(version, "\nversion: 2\n")
-    with transaction(engine) as session:
-        pipeline.install(session, text=it_only, source="it-only.yaml", actor="tests", at=NOW)
+    install_edited_pipeline(engine, "it-only.yaml", ("roles: [it, purchasing]", "roles: [it]"))
     ref = submit(engine, requester=PAUL)
     terms_refused(engine, ref, PAUL, "nobody confirms the contract terms of their own request")
     decide(engine, ref, IDA)
