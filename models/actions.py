@@ -1030,6 +1030,9 @@ def _predecessors(key: str, by_key: dict[str, Stage]) -> set[str]:
     return seen
 
 
+TEAMS = frozenset(r.value for r in Role)  # the roles that are also teams (not budget_owner)
+
+
 def approval_notices(
     directory: Directory,
     request: Request,
@@ -1039,33 +1042,40 @@ def approval_notices(
     due: datetime | None,
     event: str = "approval_needed",
     key_suffix: str = "",
+    slots: set[str] | None = None,
 ) -> tuple[list[Notice], list[str], list[tuple[Escalation, list[str]]]]:
     """Who must decide an open stage, as notices of `event` (approval needed, a reminder, ...);
     the approvers; and the slots nobody may decide, escalated, with who is asked in their place.
+    `slots`: only these of its open slots (all by default).
 
     A slot whose role nobody may decide (the only holder asked for the devices, or decided
     another stage, or nobody holds the role) goes to the stage's escalation role at once: its
-    team is told (no_approver) and its members are asked like approvers, with their links."""
+    team is told (no_approver) and its members are asked like approvers, with their links. If
+    nobody of the escalation role may decide it either, the stage's teams and the escalation
+    role's are told (no_approver) that nobody may decide it, why, and what to do."""
     key = f"{request.ref}/{stage.key}/r{stage.round}{key_suffix}"
     context = {"stage": stage.key, "stage_name": stage.name, "due_at": due}
     notices: list[Notice] = []
     approvers: list[str] = []
     escalations: list[tuple[Escalation, list[str]]] = []
     for slot, roles in open_slots(stage, decisions):
+        if slots is not None and slot not in slots:
+            continue
         people, escalation = deciders(directory, request, stage, slot, roles, decisions, stage_of)
         asked: dict[str, Any] = {**context, "roles": list(roles)}
         if escalation is not None:
             emails = [p.email for p in people]
             escalations.append((escalation, emails))
-            asked["escalation"] = {"to": escalation.to, "reason": escalation.text}
-            notices.append(
+            asked["escalation"] = escalation.context
+            notices.extend(
                 Notice(
                     "no_approver",
-                    team(escalation.to),
-                    f"{key}/{'+'.join(roles)}",
+                    audience,
+                    no_approver_key(key, escalation),
                     {**asked, "approvers": emails},
                     stage_id=stage.id,
                 )
+                for audience in told_of(escalation)
             )
         delegates = directory.delegates_of(people)
         for p in people:
@@ -1083,11 +1093,25 @@ def approval_notices(
                 )
         if event == "approval_needed":
             for role in roles:
-                if role in {r.value for r in Role}:
+                if role in TEAMS:
                     notices.append(
                         Notice("review_needed", team(role), key, context, stage_id=stage.id)
                     )
     return notices, sorted(set(approvers)), escalations
+
+
+def told_of(escalation: Escalation) -> list[str]:
+    """Who hears that a slot was escalated: the escalation role's team; if nobody of it may
+    decide the slot either, the teams of the slot's roles too (someone there can fix the roles)."""
+    if not escalation.nobody:
+        return [team(escalation.to)]
+    return [team(r) for r in dict.fromkeys((escalation.to, *escalation.roles)) if r in TEAMS]
+
+
+def no_approver_key(key: str, escalation: Escalation) -> str:
+    """The key of a slot's no_approver notices: one for the escalation, another once nobody
+    may decide it (told again, to more teams, when its escalation role can no longer decide)."""
+    return f"{key}/{'+'.join(escalation.roles)}{'/nobody' if escalation.nobody else ''}"
 
 
 def _record_escalations(
@@ -1541,29 +1565,22 @@ def _escalate_left(
 ) -> None:
     """After an approval that leaves its stage open: a slot that its decider has made nobody's
     (they were its only eligible holder, and one person fills one slot of a stage) goes to the
-    stage's escalation role now, as it would have when the stage opened."""
+    stage's escalation role now, as it would have when the stage opened; one escalated already
+    that nobody of the escalation role may decide now (its decider was its only one) is told of."""
     before = decisions[:-1]  # without the approval just made
-    new = {
-        slot
-        for slot, roles in open_slots(stage, decisions)
-        if deciders(directory, request, stage, slot, roles, before, stage_of)[1] is None
-        and deciders(directory, request, stage, slot, roles, decisions, stage_of)[1] is not None
-    }
+    new = set()
+    for slot, roles in open_slots(stage, decisions):
+        was = deciders(directory, request, stage, slot, roles, before, stage_of)[1]
+        now_ = deciders(directory, request, stage, slot, roles, decisions, stage_of)[1]
+        if now_ is not None and (was is None or (now_.nobody and not was.nobody)):
+            new.add(slot)
     if not new:
         return
-    # The slots asked for before are asked again under the same keys: the outbox keeps the first.
     notices, _, escalations = approval_notices(
-        directory, request, stage, decisions, stage_of, stage.due_at
+        directory, request, stage, decisions, stage_of, stage.due_at, slots=new
     )
     outbox.defer(session, notices, request_id=request.id, at=now)
-    _record_escalations(
-        session,
-        request,
-        stage,
-        [(e, asked) for e, asked in escalations if e.slot in new],
-        due_at=stage.due_at,
-        at=now,
-    )
+    _record_escalations(session, request, stage, escalations, due_at=stage.due_at, at=now)
 
 
 def _check_final_approval(

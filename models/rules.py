@@ -28,16 +28,44 @@ def escalation_role(stage: Stage) -> str:
 @dataclass(frozen=True)
 class Escalation:
     """A slot of a stage that nobody holding its roles may decide, handed to the stage's
-    escalation role (who may decide it at once), and why nobody else may."""
+    escalation role (who may decide it at once), and why nobody else may. `nobody`: when nobody
+    of the escalation role may decide it either, why (each holder, or that nobody holds it):
+    then nobody may decide the slot until the roles change."""
 
     slot: str
     roles: tuple[str, ...]
     to: str
     reason: str  # each holder and why they may not decide, or that nobody holds the role
+    nobody: str = ""
 
     @property
     def text(self) -> str:
-        return f"nobody may decide {' or '.join(self.roles)} ({self.reason})"
+        text = f"nobody may decide {' or '.join(self.roles)} ({self.reason})"
+        if self.nobody:
+            text += f", nor {self.to} in its place ({self.nobody})"
+        return text
+
+    @property
+    def remedy(self) -> str:
+        """What to do when nobody may decide the slot: give a role to someone who may."""
+        given = [
+            "make someone who may decide it the owner of the request's cost centre"
+            if role == BUDGET_OWNER
+            else f"give the role {role} to someone who may decide it"
+            for role in dict.fromkeys((*self.roles, self.to))
+        ]
+        return (
+            f"{' or '.join(given)} (procure org load); a delegation does not help, as a "
+            "delegate decides in the name of the person who delegated and under their exclusions"
+        )
+
+    @property
+    def context(self) -> dict[str, str]:
+        """What a notice says of it: to whom it went and why (and, if nobody may decide it,
+        what to do)."""
+        if not self.nobody:
+            return {"to": self.to, "reason": self.text}
+        return {"to": self.to, "reason": self.text, "nobody": self.nobody, "remedy": self.remedy}
 
 
 @dataclass(frozen=True)
@@ -201,18 +229,23 @@ def eligible(
     roles: tuple[str, ...],
     decisions: Sequence[Decision],
     stages: dict[int, Stage],
-) -> list[Person]:
-    """Who may fill a slot needing one of `roles` (delegates not included)."""
+) -> tuple[list[Person], str]:
+    """Who may fill a slot needing one of `roles` (delegates not included), and why the others
+    may not: each holder excluded and why, or that nobody holds a role."""
     seen: dict[int, Person] = {}
+    excluded: dict[str, None] = {}
     for role in roles:
-        for person in directory.holders(role):
-            if (
-                person.id not in seen
-                and conflict(request, stage, person.id, decisions, stages) is None
-            ):
-                assert person.id is not None
-                seen[person.id] = person
-    return list(seen.values())
+        holders = directory.holders(role)
+        if not holders:
+            excluded[f"nobody holds the role {role}"] = None
+        for person in holders:
+            assert person.id is not None
+            why = conflict(request, stage, person.id, decisions, stages)
+            if why is not None:
+                excluded[f"{person.email} is excluded: {why}"] = None
+            else:
+                seen.setdefault(person.id, person)
+    return list(seen.values()), "; ".join(excluded)
 
 
 def deciders(
@@ -225,20 +258,14 @@ def deciders(
     stages: dict[int, Stage],
 ) -> tuple[list[Person], Escalation | None]:
     """Who may fill a slot (delegates not included): the eligible holders of its roles; when
-    there are none, the eligible holders of the stage's escalation role, with the escalation."""
-    people = eligible(directory, request, stage, roles, decisions, stages)
+    there are none, the eligible holders of the stage's escalation role, with the escalation
+    (saying why nobody of it may decide the slot either, if nobody may)."""
+    people, reason = eligible(directory, request, stage, roles, decisions, stages)
     if people:
         return people, None
-    excluded: dict[str, None] = {}
-    for role in roles:
-        holders = directory.holders(role)
-        if not holders:
-            excluded[f"nobody holds the role {role}"] = None
-        for person in holders:
-            why = conflict(request, stage, person.id, decisions, stages)
-            excluded[f"{person.email} is excluded: {why}"] = None
-    escalation = Escalation(slot, roles, escalation_role(stage), "; ".join(excluded))
-    return eligible(directory, request, stage, (escalation.to,), decisions, stages), escalation
+    to = escalation_role(stage)
+    people, nobody = eligible(directory, request, stage, (to,), decisions, stages)
+    return people, Escalation(slot, roles, to, reason, "" if people else nobody)
 
 
 def seats(

@@ -91,7 +91,37 @@ def sweep(session: Session, *, stage_ids: Sequence[int], now: datetime) -> Sweep
                 result.reminders += 1
             else:
                 result.escalations += 1
+        elif event == "escalation" and _nobody_again(session, request, stage, spec, now):
+            result.reminders += 1
     return result
+
+
+def _nobody_again(
+    session: Session, request: Request, stage: Stage, spec: PipelineSpec, now: datetime
+) -> bool:
+    """Past its deadline, remind the teams of a part that nobody may decide (nor its escalation
+    role) once per further SLA period: it waits for the roles to change, and nobody else is asked.
+    Whether a reminder was queued (the audit trail recorded the fact once, when it arose)."""
+    assert stage.due_at is not None and stage.sla_hours and request.id is not None
+    period = int(spec.calendar.business_hours_between(stage.due_at, now) // stage.sla_hours)
+    if period < 1:
+        return False
+    stages = stages_of(session, request)
+    directory = Directory(session, request, spec.calendar.today(now))
+    notices, _, _ = approval_notices(
+        directory,
+        request,
+        stage,
+        decisions_of(session, request),
+        {s.id: s for s in stages if s.id is not None},
+        stage.due_at,
+        event="overdue",
+        key_suffix=f"/{as_utc(stage.due_at).isoformat()}/{period}",
+    )
+    nobody = [n for n in notices if n.event == "no_approver" and n.key.endswith("/nobody")]
+    return any(
+        row is not None for row in outbox.queue_many(session, nobody, request_id=request.id, at=now)
+    )
 
 
 def _notify(

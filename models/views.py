@@ -24,7 +24,15 @@ from models.economics import request_economics, terms_view
 from models.lifecycle import OPEN_REQUEST_STATES, RequestStatus, StageStatus
 from models.org import CostCentre, Person
 from models.requests import Decision, Request, Stage, format_ref
-from models.rules import TERMS_ROLE, Directory, deciders, open_slots, seats, terms_deciders
+from models.rules import (
+    TERMS_ROLE,
+    Directory,
+    deciders,
+    escalation_role,
+    open_slots,
+    seats,
+    terms_deciders,
+)
 from models.types import utcnow
 
 
@@ -52,7 +60,8 @@ def pending(
 ) -> list[dict[str, Any]]:
     """Open stages and who can decide them now: [{"stage", "roles", "approvers", "delegates",
     "escalated", "due_at"}]; `escalated`: the slots nobody may decide, with the role deciding
-    them instead (whose members are among the approvers) and why."""
+    them instead (whose members are among the approvers) and why; one that nobody of that role
+    may decide either also says why (`nobody`) and what to do (`remedy`)."""
     if request.status != RequestStatus.IN_REVIEW:
         return []
     directory = Directory(session, request, today)
@@ -72,9 +81,7 @@ def pending(
             for p in people:
                 approvers[p.email] = p
             if escalation is not None:
-                escalated.append(
-                    {"roles": list(slot_roles), "to": escalation.to, "reason": escalation.text}
-                )
+                escalated.append({"roles": list(slot_roles), **escalation.context})
         delegates = directory.delegates_of(list(approvers.values()))
         out.append(
             {
@@ -328,7 +335,8 @@ def request_rows(
 
 
 def inbox(session: Session, person: Person, *, now: datetime | None = None) -> list[dict[str, Any]]:
-    """What waits for this person (directly or as a delegate), oldest deadline first."""
+    """What waits for this person (directly or as a delegate), oldest deadline first; and the
+    parts that nobody may decide, to those who hold their roles or their escalation role."""
     now = now or utcnow()
     candidates = session.exec(
         select(Request, Stage)
@@ -345,31 +353,71 @@ def inbox(session: Session, person: Person, *, now: datetime | None = None) -> l
         spec = spec_for(session, request)
         directory = Directory(session, request, spec.calendar.today(now))
         stages = stages_of(session, request)
-        found, _ = seats(directory, person, request, stages, decisions_of(session, request))
+        decisions = decisions_of(session, request)
+        found, _ = seats(directory, person, request, stages, decisions)
         listed: set[str] = set()
         for seat in found:
             if seat.stage.key in listed:
                 continue
             listed.add(seat.stage.key)
-            due = seat.stage.due_at
             items.append(
-                {
-                    "id": request.ref,
-                    "stage": seat.stage.key,
-                    "stage_name": seat.stage.name,
-                    "role": seat.role,
-                    "on_behalf_of": seat.principal.email if seat.delegated else None,
-                    "escalated": seat.escalation.text if seat.escalation else None,
-                    "kind": request.kind,
-                    "total": str(request.total),
-                    "currency": request.currency,
-                    "needed_by": _iso(request.needed_by),
-                    "due_at": _iso(due),
-                    "overdue": bool(due and due < now),
-                }
+                _inbox_item(
+                    request,
+                    seat.stage,
+                    now,
+                    role=seat.role,
+                    on_behalf_of=seat.principal.email if seat.delegated else None,
+                    escalated=seat.escalation.text if seat.escalation else None,
+                )
             )
+        # A part nobody may decide, nor its escalation role, is shown to those who hold its roles
+        # or the escalation role (though they may not decide it either): why, and what to do.
+        by_id = {s.id: s for s in stages if s.id is not None}
+        for stage in stages:
+            if stage.status != StageStatus.OPEN or stage.key in listed:
+                continue
+            for slot, roles in open_slots(stage, decisions):
+                held = [r for r in (*roles, escalation_role(stage)) if directory.holds(person, r)]
+                if not held:
+                    continue
+                _, escalation = deciders(directory, request, stage, slot, roles, decisions, by_id)
+                if escalation is not None and escalation.nobody:
+                    listed.add(stage.key)
+                    nobody = f"{escalation.text}; what to do: {escalation.remedy}"
+                    items.append(_inbox_item(request, stage, now, role=held[0], nobody=nobody))
+                    break
     items.sort(key=lambda i: (i["due_at"] is None, i["due_at"] or "", i["id"]))
     return items
+
+
+def _inbox_item(
+    request: Request,
+    stage: Stage,
+    now: datetime,
+    *,
+    role: str,
+    on_behalf_of: str | None = None,
+    escalated: str | None = None,
+    nobody: str | None = None,
+) -> dict[str, Any]:
+    """One line of an inbox: a stage the person may decide (`nobody`: one that nobody may, why
+    and what to do)."""
+    due = stage.due_at
+    return {
+        "id": request.ref,
+        "stage": stage.key,
+        "stage_name": stage.name,
+        "role": role,
+        "on_behalf_of": on_behalf_of,
+        "escalated": escalated,
+        "nobody": nobody,
+        "kind": request.kind,
+        "total": str(request.total),
+        "currency": request.currency,
+        "needed_by": _iso(request.needed_by),
+        "due_at": _iso(due),
+        "overdue": bool(due and due < now),
+    }
 
 
 def asset_detail(session: Session, asset: Asset) -> dict[str, Any]:

@@ -713,7 +713,8 @@ def decide(
 
 @app.command()
 def inbox(as_: AsOpt = ..., json_: JsonOpt = False) -> None:  # type: ignore[assignment]
-    """What waits for your decision (delegations included), oldest deadline first."""
+    """What waits for your decision (delegations included), oldest deadline first; and a part
+    of your role's that nobody may decide, with why and what to do."""
     from models.actions import find_person
     from models.views import inbox as inbox_view
 
@@ -735,6 +736,8 @@ def inbox(as_: AsOpt = ..., json_: JsonOpt = False) -> None:  # type: ignore[ass
         typer.echo(
             f"{i['id']:<9} {i['stage']:<14} as {i['role']}{for_:<30} {money_text(i['total'], i['currency']):>14}  {due}{late}"
         )
+        if i["nobody"]:  # not yours to decide either: why, and what to do
+            typer.echo(f"          {i['nobody']}")
 
 
 # ------------------------------------------------------------------ purchasing in the joint review

@@ -52,10 +52,15 @@ def print_detail(d: dict[str, Any]) -> None:
                 f"      {dec['at'][:16].replace('T', ' ')}  {dec['outcome']:<9} {dec['by']}{for_} as {dec['role']} (round {dec['round']}){comment}"
             )
     for p in d["pending"]:
-        who = ", ".join(p["approvers"]) or "nobody may decide it: assign an approver"
-        dele = f"; delegates: {', '.join(p['delegates'])}" if p["delegates"] else ""
-        esc = "".join(f"; escalated to {e['to']}: {e['reason']}" for e in p["escalated"])
-        echo(f"  pending {p['stage']}: {who}{dele}{esc}")
+        parts = [", ".join(p["approvers"])] if p["approvers"] else []
+        if p["delegates"]:
+            parts.append(f"delegates: {', '.join(p['delegates'])}")
+        for e in p["escalated"]:
+            if e.get("nobody"):  # nor may its escalation role: it waits for the roles to change
+                parts.append(f"{e['reason']}; what to do: {e['remedy']}")
+            else:
+                parts.append(f"escalated to {e['to']}: {e['reason']}")
+        echo(f"  pending {p['stage']}: {'; '.join(parts) or 'nobody may decide it'}")
     if d["assets"]:
         echo("  devices")
         for a in d["assets"]:

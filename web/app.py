@@ -249,7 +249,11 @@ def create_app(settings: Any | None = None, engine: Engine | None = None) -> Fas
                 ).one()
                 row = session.get(RequestRow, request_id)
                 assert row is not None
-                item["link"] = links.approval(row, stage, person)["page"]
+                item["link"] = (  # nobody may decide it: the request page, not a decision form
+                    links.request(request_id, f"person:{person.email}")
+                    if item["nobody"]
+                    else links.approval(row, stage, person)["page"]
+                )
             tz = ContextBuilder(session, links).timezone()  # as the emails and pages show times
         return web.page("inbox.j2", reader=person.name, items=items, tz=tz)
 

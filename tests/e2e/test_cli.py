@@ -230,14 +230,19 @@ def test_human_output_shows_the_request_and_its_timeline(cli: Cli, tmp_path: Pat
     assert code == 0 and "waiting for joint_review" in out
 
 
-def test_the_cli_shows_and_decides_a_budget_escalated_to_finance(cli: Cli, tmp_path: Path) -> None:
-    # Bob asks from the budget he owns: nobody may approve it, so finance decides it at once.
+def own_budget_at_its_owner(cli: Cli, tmp_path: Path) -> None:
+    """PR-0001: Bob asks from the budget he owns; its joint review is approved."""
     cli.json("init", "--sample")
     own = Path(request_file(tmp_path))
     own.write_text(own.read_text().replace(f"requester: {RITA}", f"requester: {BOB}"))
     cli.json("request", "submit", str(own))
     cli.json("decide", "PR-0001", "--as", IDA, "--approve")
     cli.json("decide", "PR-0001", "--as", PAUL, "--approve")
+
+
+def test_the_cli_shows_and_decides_a_budget_escalated_to_finance(cli: Cli, tmp_path: Path) -> None:
+    # Bob asks from the budget he owns: nobody may approve it, so finance decides it at once.
+    own_budget_at_its_owner(cli, tmp_path)
     reason = (
         f"nobody may decide budget_owner ({BOB} is excluded: nobody approves their own request)"
     )
@@ -254,6 +259,36 @@ def test_the_cli_shows_and_decides_a_budget_escalated_to_finance(cli: Cli, tmp_p
         f"PR-0001 budget_owner: approve by {FIONA} as finance → stage approved, request approved"
         f"  (escalated to finance: {reason})"
     )
+
+
+def test_the_cli_shows_a_part_nobody_may_decide_with_why_and_what_to_do(
+    cli: Cli, tmp_path: Path
+) -> None:
+    # Bob asks from the budget he owns, then an organisation file takes finance from Fiona:
+    # the budget owner's part has nobody, nor finance, its escalation role, in its place.
+    own_budget_at_its_owner(cli, tmp_path)
+    org = tmp_path / "org.yaml"
+    fiona = f"{{email: {FIONA}, name: Fiona Finance, department: Finance, roles: [%s]}}"
+    org.write_text(f"people:\n  - {fiona % 'requester'}\n")
+    assert cli("org", "load", str(org))[0] == 0
+    nobody = (
+        f"nobody may decide budget_owner ({BOB} is excluded: nobody approves their own request),"
+        " nor finance in its place (nobody holds the role finance); what to do: make someone who"
+        " may decide it the owner of the request's cost centre or give the role finance to"
+        " someone who may decide it (procure org load)"
+    )
+    code, out, _ = cli("request", "show", "PR-0001")
+    assert code == 0 and f"pending budget_owner: {nobody}" in " ".join(out.split())
+    code, out, _ = cli("inbox", "--as", BOB)
+    assert code == 0 and "budget_owner   as budget_owner" in out and nobody in out
+    assert cli.json("inbox", "--as", FIONA)["items"] == []
+
+    # Fiona is given finance again: the part goes to her.
+    org.write_text(f"people:\n  - {fiona % 'requester, finance'}\n")
+    assert cli("org", "load", str(org))[0] == 0
+    code, out, _ = cli("inbox", "--as", FIONA)
+    assert code == 0 and "budget_owner   as finance (escalated)" in out
+    assert cli.json("decide", "PR-0001", "--as", FIONA, "--approve")["role"] == "finance"
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,8 @@ from models.org import Person
 from models.outbox import Notification
 from models.requests import Decision, RequestUpdate
 from models.views import inbox
+from notifications.context import ContextBuilder, Links
+from notifications.render import Message, Renderer
 from tests.factories import (
     BOB,
     CARL,
@@ -721,6 +723,174 @@ def test_without_a_purchasing_stage_purchasing_outside_the_exclusions_confirms_t
     ref = submit(engine, requester=PAUL, on_behalf_of=PETRA, justification="nobody in purchasing")
     assert show(engine, ref)["terms"]["confirm_by"]["people"] == [MAX]
     assert confirm_terms(engine, ref, MAX)["missing"] == []
+
+
+def rendered(engine: Engine, ref: str, event: str, audience: str, stage: str) -> Message:
+    """One queued notification of a request's stage, rendered as it would be sent."""
+    with transaction(engine, readonly=True) as session:
+        (row,) = [
+            n
+            for n in session.exec(
+                select(Notification).where(
+                    Notification.event == event,
+                    Notification.request_id == int(ref[3:]),
+                    Notification.audience == audience,
+                )
+            ).all()
+            if n.context.get("stage") == stage
+        ][-1:]
+        links = Links("https://procure.example.com", b"rules-tests-signing-key-0123456789", NOW)
+        return Renderer().render(event, ContextBuilder(session, links).build(row))
+
+
+def counted(engine: Engine, ref: str, event: str, stage: str) -> int:
+    """How many notifications of one event about one stage of a request were queued."""
+    with transaction(engine, readonly=True) as session:
+        rows = session.exec(
+            select(Notification).where(
+                Notification.event == event, Notification.request_id == int(ref[3:])
+            )
+        ).all()
+        return sum(1 for n in rows if n.context.get("stage") == stage)
+
+
+def sweep(engine: Engine, when: datetime) -> sla.SweepResult:
+    with transaction(engine) as session:
+        return sla.sweep(session, stage_ids=sla.watched_stages(session, now=when), now=when)
+
+
+def test_a_part_nobody_may_decide_nor_its_escalation_role_waits_and_says_why_and_what_to_do(
+    engine: Engine,
+) -> None:
+    # Max, the only manager, asks for eleven laptops from the IT budget he owns. Finance fills
+    # the budget owner's part in his place; the finance stage then has nobody (Fiona decided a
+    # stage already), and management, its escalation role, is Max: nobody may decide it.
+    ref = submit(engine, requester=MAX, cost_centre="CC-IT", **ROLLOUT_11)
+    decide(engine, ref, IDA)
+    decide(engine, ref, PAUL)
+    assert decide(engine, ref, FIONA).role == "finance"
+    nobody = f"{MAX} is excluded: nobody approves their own request"
+    reason = (
+        f"nobody may decide finance ({FIONA} is excluded: already decided stage budget_owner "
+        f"of this request (one person decides one stage)), nor management in its place ({nobody})"
+    )
+    remedy = (
+        "give the role finance to someone who may decide it or give the role management to "
+        "someone who may decide it (procure org load); a delegation does not help, as a "
+        "delegate decides in the name of the person who delegated and under their exclusions"
+    )
+    escalation = {"to": "management", "reason": reason, "nobody": nobody, "remedy": remedy}
+
+    # Shown as nobody, with why and what to do, not as an empty list of approvers.
+    (pending,) = show(engine, ref)["pending"]
+    assert (pending["stage"], pending["approvers"]) == ("finance", [])
+    assert pending["escalated"] == [{"roles": ["finance"], **escalation}]
+
+    # Those holding its roles see it in their inbox, not theirs to decide either.
+    for who, role in ((FIONA, "finance"), (MAX, "management")):
+        assert [
+            (i["id"], i["stage"], i["role"], i["nobody"]) for i in inbox_of(engine, who, NOW)
+        ] == [(ref, "finance", role, f"{reason}; what to do: {remedy}")]
+    assert inbox_of(engine, HANNA, NOW) == []
+
+    # Both teams hear it at once (nobody in person: nobody may decide), and the trail says so once.
+    told = notices(engine, ref, "no_approver", "finance")
+    assert sorted(told) == ["team:finance", "team:management"]
+    assert all(c["escalation"] == escalation and c["approvers"] == [] for c in told.values())
+    assert notices(engine, ref, "approval_needed", "finance") == {}
+    message = rendered(engine, ref, "no_approver", "team:finance", "finance")
+    assert message.subject == f"Nobody may decide {ref} Finance approval"
+    assert f"nobody may decide it: {reason}" in message.text
+    assert remedy in message.text
+    escalated = [d for a, _, d in trail(engine, ref, "finance") if a == "escalated"]
+    assert [(d["escalated_to"], d["approvers"], d["reason"]) for d in escalated] == [
+        ("management", [], reason)
+    ]
+
+    # No bypass: everyone is refused, the escalation role's member too.
+    refused(engine, ref, MAX, RuleViolation, "nobody approves their own request")
+    refused(
+        engine, ref, FIONA, RuleViolation, "already decided stage budget_owner", stage_key="finance"
+    )
+    needs = re.escape(f"open stages need: management in place of finance, as {reason}")
+    refused(engine, ref, HANNA, RuleViolation, f"not an approver of any open stage.*{needs}")
+
+    # The SLA watch keeps telling both teams, once per SLA period (24 business hours), with
+    # no new audit row each time; its deadline escalates once, as for any stage.
+    with transaction(engine, readonly=True) as session:
+        calendar = pipeline.active(session)[1].calendar
+    opened = datetime.fromisoformat(stages(show(engine, ref))["finance"]["opened_at"])
+    due = datetime.fromisoformat(pending["due_at"])
+    one, two = (calendar.add_business_hours(due, 24 * n) for n in (1, 2))
+    for when, expected in [
+        (calendar.add_business_hours(opened, 12), 4),  # the reminder at half the SLA
+        (due + timedelta(minutes=1), 4),  # its deadline: the same deadline, the same message
+        (one - timedelta(minutes=1), 4),
+        (one, 6),  # a period later
+        (one + timedelta(hours=1), 6),
+        (two, 8),  # another one
+    ]:
+        sweep(engine, when)
+        assert counted(engine, ref, "no_approver", "finance") == expected, when
+    actions_ = [a for a, _, _ in trail(engine, ref, "finance")]
+    assert (actions_.count("escalated"), actions_.count("reminded")) == (2, 1)
+
+    # Someone is given the role: Hanna may decide it now, in her own role.
+    give_roles(engine, HANNA, "finance")
+    (pending,) = show(engine, ref)["pending"]
+    assert (pending["approvers"], pending["escalated"]) == ([HANNA], [])
+    result = decide(engine, ref, HANNA, now=two + timedelta(hours=1))
+    assert (result.role, result.message, result.request_status) == ("finance", "", "approved")
+
+
+def test_nobody_holding_the_escalation_role_leaves_the_part_to_nobody(engine: Engine) -> None:
+    # Fiona asks for eleven laptops; finance has nobody else, and management nobody at all.
+    hr_sync(engine, email=MAX, name="Max Management", end_date=TODAY - timedelta(days=1))
+    ref = submit(engine, requester=FIONA, **ROLLOUT_11)
+    for who in (IDA, PAUL, BOB):
+        decide(engine, ref, who)
+    (pending,) = show(engine, ref)["pending"]
+    assert (pending["stage"], pending["approvers"]) == ("finance", [])
+    assert pending["escalated"][0]["reason"] == (
+        f"nobody may decide finance ({FIONA} is excluded: nobody approves their own request), "
+        "nor management in its place (nobody holds the role management)"
+    )
+    assert sorted(notices(engine, ref, "no_approver", "finance")) == [
+        "team:finance",
+        "team:management",
+    ]
+
+
+def test_a_part_its_escalation_role_can_no_longer_decide_after_a_decision_is_told_of(
+    engine: Engine,
+) -> None:
+    # Paul, in purchasing and the only one in IT, asks for Petra's laptop: both parts of the joint
+    # review go to management. Max decides one; one person fills one part, so nobody may decide
+    # the other now.
+    load_org_data(
+        engine,
+        {
+            "people": [
+                {"email": IDA, "name": "Ida", "department": "IT", "roles": ["requester"]},
+                {"email": IVAN, "name": "Ivan", "department": "IT", "roles": ["requester"]},
+                {"email": PAUL, "name": "Paul", "department": "P", "roles": ["it", "purchasing"]},
+            ]
+        },
+    )
+    ref = submit(engine, requester=PAUL, on_behalf_of=PETRA)
+    assert list(notices(engine, ref, "no_approver", "joint_review")) == ["team:management"]
+    assert decide(engine, ref, MAX).role == "management"
+    (pending,) = show(engine, ref)["pending"]
+    assert pending["approvers"] == []
+    assert pending["escalated"][0]["nobody"] == (
+        f"{MAX} is excluded: already decided this stage (approve)"
+    )
+    assert sorted(notices(engine, ref, "no_approver", "joint_review")) == [
+        "team:management",
+        "team:purchasing",
+    ]
+    escalated = [d for a, _, d in trail(engine, ref, "joint_review") if a == "escalated"]
+    assert [d["approvers"] for d in escalated] == [[MAX], [MAX], []]
 
 
 # ------------------------------------------------------------------ delegation
