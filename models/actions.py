@@ -1134,6 +1134,7 @@ def _record_escalations(
             due_at=due_at,
             reason=escalation.text,
             at=at,
+            escalation=escalation,
         )
 
 
@@ -1147,9 +1148,19 @@ def record_escalation(
     due_at: datetime | None,
     reason: str,
     at: datetime,
+    escalation: Escalation | None = None,
 ) -> None:
     """The audit row of a stage escalated to its escalation role (its deadline passed, or
-    nobody else may decide a slot of it), with whom it went to and why."""
+    nobody else may decide a slot of it: `escalation`), with whom it went to and why. A slot's
+    row is what lets the escalation role decide it for the rest of the round (rules.Directory)."""
+    details: dict[str, Any] = {
+        "due_at": due_at,
+        "approvers": approvers,
+        "escalated_to": to,
+        "reason": reason,
+    }
+    if escalation is not None:
+        details.update(slot=escalation.slot, round=stage.round, why=escalation.reason)
     audit.append(
         session,
         actor=SYSTEM,
@@ -1157,7 +1168,7 @@ def record_escalation(
         entity_id=f"{request.ref}/{stage.key}",
         request_id=request.id,
         action="escalated",
-        details={"due_at": due_at, "approvers": approvers, "escalated_to": to, "reason": reason},
+        details=details,
         at=at,
     )
 
@@ -1581,6 +1592,67 @@ def _escalate_left(
     )
     outbox.defer(session, notices, request_id=request.id, at=now)
     _record_escalations(session, request, stage, escalations, due_at=stage.due_at, at=now)
+
+
+def reassess(session: Session, *, now: datetime) -> list[str]:
+    """After a change to people, roles or cost centres (an organisation file loaded, the HR sync
+    deactivating a leaver), in its transaction: escalate the open slots it left to nobody (their
+    only eligible holder lost the role or left), as they would have been when their stage
+    opened, and tell the teams of a slot that nobody of its escalation role may decide now
+    either. Each slot is escalated (and recorded) once a round: a slot escalated before is
+    asked again under the same keys, and the outbox keeps the first. The requests escalated."""
+    rows = session.exec(
+        select(Request, Stage)
+        .join(Stage, Stage.request_id == Request.id)  # type: ignore[arg-type]
+        .where(Request.status == RequestStatus.IN_REVIEW)
+        .order_by(col(Request.id), col(Stage.position))
+    ).all()
+    if not rows:
+        return []
+    requests: dict[int, tuple[Request, list[Stage]]] = {}
+    for request, stage in rows:
+        assert request.id is not None
+        requests.setdefault(request.id, (request, []))[1].append(stage)
+    decisions: dict[int, list[Decision]] = defaultdict(list)
+    ids = list(requests)
+    for start in range(0, len(ids), 500):
+        for decision in session.exec(
+            select(Decision)
+            .where(col(Decision.request_id).in_(ids[start : start + 500]))
+            .order_by(col(Decision.id))
+        ).all():
+            decisions[decision.request_id].append(decision)
+    escalated: list[str] = []
+    holders: dict[str, list[Person]] = {}  # read once for all: this transaction changed them
+    for request_id, (request, stages) in requests.items():
+        spec = spec_for(session, request)
+        directory = Directory(session, request, spec.calendar.today(now), holders)
+        stage_of = {s.id: s for s in stages if s.id is not None}
+        made = decisions[request_id]
+        for stage in stages:
+            if stage.status != StageStatus.OPEN:
+                continue
+            notices, _, escalations = approval_notices(
+                directory,
+                request,
+                stage,
+                made,
+                stage_of,
+                stage.due_at,
+                slots={
+                    slot
+                    for slot, roles in open_slots(stage, made)
+                    if deciders(directory, request, stage, slot, roles, made, stage_of)[1]
+                },
+            )
+            queued = outbox.queue_many(session, notices, request_id=request_id, at=now)
+            new = {n.key for n, row in zip(notices, queued, strict=True) if row is not None}
+            key = f"{request.ref}/{stage.key}/r{stage.round}"
+            fresh = [(e, asked) for e, asked in escalations if no_approver_key(key, e) in new]
+            _record_escalations(session, request, stage, fresh, due_at=stage.due_at, at=now)
+            if fresh:
+                escalated.append(request.ref)
+    return sorted(set(escalated))
 
 
 def _check_final_approval(

@@ -345,7 +345,15 @@ def apply(
             changed = True
         if not changed:
             result.unchanged += 1
+    _reassess(session, result, now)
     return result
+
+
+def _reassess(session: Session, result: SyncResult, now: datetime) -> None:
+    """A leaver deactivated may have been the only one who could decide a part of an open
+    stage: it is escalated now, in the same transaction (actions.reassess)."""
+    if result.deactivated:
+        actions.reassess(session, now=now)
 
 
 def return_day(leaves_on: date, spec: PipelineSpec) -> date:
@@ -470,4 +478,5 @@ def leaver_watch(
             _offboard(
                 session, person_row, spec=spec, now=now, result=result, actor="lifecycle watch"
             )
+    _reassess(session, result, now)
     return result

@@ -18,7 +18,7 @@ from models.errors import FieldErrors, InputError, Problem, in_file_order
 from models.fields import Amount, Code, Email, Name, Text, roles_list
 from models.records import tally, upsert
 from models.sources import Document, load_document, valid, validate
-from models.types import Money
+from models.types import Money, utcnow
 
 
 class Role(StrEnum):
@@ -373,6 +373,12 @@ def load_org(
         )
         results["delegation"].append(what)
     session.flush()
+    # A role taken away, a person deactivated or a cost centre's owner changed can leave an open
+    # stage's part to nobody: it is escalated now, in this transaction, not at its next reminder.
+    # (Imported here: the actions build on this module.)
+    from models.actions import reassess
+
+    reassess(session, now=at or utcnow())
     return {kind: tally(outcomes) for kind, outcomes in results.items()}
 
 

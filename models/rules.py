@@ -11,6 +11,7 @@ from datetime import date
 from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
+from models.audit import AuditEvent
 from models.db import by_id
 from models.lifecycle import StageStatus
 from models.org import BUDGET_OWNER, ROLES_OF, CostCentre, Delegation, Person, PersonRole, Role
@@ -136,13 +137,22 @@ class Directory:
     """Role membership, budget owners and delegations, loaded once per action. The people it
     hands out are shared, read-only rows (reference.shared): read them, never change them."""
 
-    def __init__(self, session: Session, request: Request, today: date):
+    def __init__(
+        self,
+        session: Session,
+        request: Request,
+        today: date,
+        holders: dict[str, list[Person]] | None = None,
+    ):
+        """`holders`: the holders of each role as far as read already, shared by the directories
+        of several requests in one transaction (those of one request's budget owner are its own)."""
         self.session = session
         self.request = request
         self.today = today
         self._roles: dict[int, set[str]] = {}
-        self._holders: dict[str, list[Person]] = {}
+        self._holders: dict[str, list[Person]] = {} if holders is None else holders
         self._budget_owner: Person | None = None
+        self._escalated: dict[tuple[str, int, str], tuple[str, str]] | None = None
 
     def roles(self, person: Person) -> set[str]:
         assert person.id is not None
@@ -167,14 +177,31 @@ class Directory:
 
     def holders(self, role: str) -> list[Person]:
         """Active people who hold a role (for budget_owner: the cost centre's owner)."""
+        if role == BUDGET_OWNER:
+            owner = self.budget_owner()
+            return [owner] if owner is not None and owner.active else []
         if role not in self._holders:
-            if role == BUDGET_OWNER:
-                owner = self.budget_owner()
-                people = [owner] if owner is not None and owner.active else []
-            else:
-                people = shared(self.session, _HOLDERS, {"role": role})
-            self._holders[role] = people
+            self._holders[role] = shared(self.session, _HOLDERS, {"role": role})
         return self._holders[role]
+
+    def escalated(self, stage: Stage, slot: str, roles: tuple[str, ...]) -> Escalation | None:
+        """The slot's escalation earlier in its stage's round, if it had one: the escalation role
+        keeps the slot when someone may decide it again (given the role back, say), as its
+        members were asked for it. Read from the audit trail once per action, when asked."""
+        if self._escalated is None:
+            self._escalated = {}
+            for entity_id, details in self.session.exec(
+                select(AuditEvent.entity_id, AuditEvent.details).where(
+                    AuditEvent.request_id == self.request.id,
+                    AuditEvent.entity == "stage",
+                    AuditEvent.action == "escalated",
+                )
+            ).all():
+                if "slot" in details:
+                    key = (entity_id, details["round"], details["slot"])
+                    self._escalated.setdefault(key, (details["escalated_to"], details["why"]))
+        found = self._escalated.get((f"{self.request.ref}/{stage.key}", stage.round, slot))
+        return Escalation(slot, roles, found[0], found[1]) if found else None
 
     def delegators_of(self, delegate: Person) -> list[Person]:
         """The people on whose behalf `delegate` may act today."""
@@ -324,6 +351,8 @@ def _slot_seats(
                 _, escalation = deciders(
                     directory, request, stage, slot, roles, decisions, stage_of
                 )
+                if escalation is None:  # someone may decide it now, but it went to them
+                    escalation = directory.escalated(stage, slot, roles)
                 looked = True
             if escalation is None:
                 continue

@@ -28,6 +28,7 @@ from models.rules import (
     TERMS_ROLE,
     Directory,
     deciders,
+    eligible,
     escalation_role,
     open_slots,
     seats,
@@ -78,6 +79,11 @@ def pending(
             people, escalation = deciders(
                 directory, request, stage, slot, slot_roles, decisions, by_id
             )
+            earlier = None if escalation else directory.escalated(stage, slot, slot_roles)
+            if earlier is not None:
+                # Escalated earlier in the round: its escalation role may still decide it.
+                more, _ = eligible(directory, request, stage, (earlier.to,), decisions, by_id)
+                people, escalation = people + more, earlier if more else None
             for p in people:
                 approvers[p.email] = p
             if escalation is not None:

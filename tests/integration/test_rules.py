@@ -890,7 +890,77 @@ def test_a_part_its_escalation_role_can_no_longer_decide_after_a_decision_is_tol
         "team:purchasing",
     ]
     escalated = [d for a, _, d in trail(engine, ref, "joint_review") if a == "escalated"]
-    assert [d["approvers"] for d in escalated] == [[MAX], [MAX], []]
+    assert [(d["slot"], d["approvers"]) for d in escalated] == [
+        ("it", [MAX]),
+        ("purchasing", [MAX]),
+        ("purchasing", []),
+    ]
+
+
+def escalated_now(engine: Engine, ref: str, stage: str, to: str, decider: str) -> None:
+    """The stage's part, whose role nobody holds now, went to `to` at once: shown, its team told,
+    `decider` asked in person, and the audit trail says so once."""
+    reason = f"nobody may decide {stage} (nobody holds the role {stage})"
+    (pending,) = show(engine, ref)["pending"]
+    assert (pending["approvers"], pending["escalated"]) == (
+        [decider],
+        [{"roles": [stage], "to": to, "reason": reason}],
+    )
+    assert list(notices(engine, ref, "no_approver", stage)) == [f"team:{to}"]
+    asked = notices(engine, ref, "approval_needed", stage)
+    assert asked[f"person:{decider}"]["escalation"] == {"to": to, "reason": reason}
+    escalated = [d for a, _, d in trail(engine, ref, stage) if a == "escalated"]
+    assert [(d["escalated_to"], d["approvers"], d["reason"]) for d in escalated] == [
+        (to, [decider], reason)
+    ]
+
+
+def test_a_part_whose_only_approver_loses_the_role_goes_to_the_escalation_role_at_once(
+    engine: Engine,
+) -> None:
+    ref = submit(engine, **ROLLOUT_11)
+    for who in (IDA, PAUL, BOB):
+        decide(engine, ref, who)
+    assert show(engine, ref)["pending"][0]["approvers"] == [FIONA]
+    assert notices(engine, ref, "no_approver", "finance") == {}
+
+    # An organisation file takes finance from Fiona: management decides the part now.
+    fiona = {"email": FIONA, "name": "Fiona Finance", "department": "Finance"}
+    load_org_data(engine, {"people": [{**fiona, "roles": ["requester"]}]})
+    escalated_now(engine, ref, "finance", "management", MAX)
+
+    # Loaded again: nothing new (escalated once a round).
+    before = written(engine)
+    load_org_data(engine, {"people": [{**fiona, "roles": ["requester"]}]})
+    assert written(engine)[1:] == before[1:]
+    assert len([a for a, _, _ in trail(engine, ref, "finance") if a == "escalated"]) == 1
+
+    # Fiona gets the role back: she may decide it again, and management keeps it too.
+    give_roles(engine, FIONA, "finance")
+    (pending,) = show(engine, ref)["pending"]
+    assert pending["approvers"] == [FIONA, MAX]
+    assert [(i["id"], i["role"]) for i in inbox_of(engine, MAX, NOW)] == [(ref, "management")]
+    assert [(i["id"], i["role"], i["escalated"]) for i in inbox_of(engine, FIONA, NOW)] == [
+        (ref, "finance", None)
+    ]
+    result = decide(engine, ref, FIONA)
+    assert (result.role, result.message, result.request_status) == ("finance", "", "approved")
+
+
+def test_a_leaver_deactivated_by_the_hr_sync_hands_their_open_part_to_the_escalation_role(
+    engine: Engine,
+) -> None:
+    ref = submit(engine)
+    decide(engine, ref, IDA)
+    decide(engine, ref, PAUL)
+    assert show(engine, ref)["pending"][0]["approvers"] == [BOB]
+    # Bob's last day was yesterday: the sync deactivates him, and finance decides his part.
+    assert hr_sync(
+        engine, email=BOB, name="Bob Budget", end_date=TODAY - timedelta(days=1)
+    ).deactivated == [BOB]
+    escalated_now(engine, ref, "budget_owner", "finance", FIONA)
+    assert f"person:{BOB}" in notices(engine, ref, "approval_needed", "budget_owner")  # at first
+    assert decide(engine, ref, FIONA).role == "finance"
 
 
 # ------------------------------------------------------------------ delegation
