@@ -672,3 +672,45 @@ def test_a_joiner_whose_manager_left_is_refused_by_line_before_anything_is_writt
     )
     with transaction(engine, readonly=True) as session:
         assert len(hr.read_checked(session, path, now=NOW).rows) == 3
+
+
+def told_it(engine: Engine, event: str) -> str:
+    """The plain text of IT's latest notice of `event`, rendered as it is sent."""
+    from notifications.context import ContextBuilder, Links
+    from notifications.render import Renderer
+
+    with transaction(engine, readonly=True) as session:
+        row = session.exec(
+            select(Notification)
+            .where(Notification.event == event, Notification.audience == "team:it")
+            .order_by(col(Notification.id).desc())
+        ).first()
+        assert row is not None
+        context = ContextBuilder(session, Links("https://procure.example.com", b"k" * 32, NOW))
+        message = Renderer().render(event, context.build(row))
+    return f"{message.subject}\n{message.text}"
+
+
+def test_a_last_day_moved_after_its_devices_were_asked_back_says_they_were(
+    engine: Engine,
+) -> None:
+    """IT's notice said the devices 'will be asked' back on the new return day when they had
+    been already, on the old one."""
+    hand_out(engine, "N-1", NOW, "Nina's laptop.")
+    hr_leaves(engine, LAST_DAY)
+    assert "procure asks them on Fri 26 Feb 2027 to return the device in use listed below" in (
+        told_it(engine, "leaver_announced")
+    )
+    assert lifecycle_watch_of_leavers(engine, at(RETURN_DAY)).returns == ["N-1"]
+    hand_out(engine, "N-2", at(date(2027, 3, 1)), "A loan laptop for Nina.")
+    # HR extends her contract after the return day: told again, with what already happened.
+    moved = hr_leaves(engine, date(2027, 4, 30), now=at(date(2027, 3, 1)))
+    assert (moved.leavers, moved.returns) == ([NINA], [])
+    text = told_it(engine, "leaver_announced")
+    assert "Nina Newhire leaves on Fri 30 Apr 2027 (until now: Fri 12 Mar 2027)." in text
+    assert (
+        "procure asks them on Fri 16 Apr 2027 to return the device in use listed below, and any "
+        "handed to them until then. N-1 was already asked back and stays so: collect it now, or "
+        "agree with Nina Newhire to keep it until then."
+    ) in text
+    assert "N-1 · LAPTOP-STD-14 · return requested · Nina Newhire" in text
