@@ -1,5 +1,6 @@
 """hr-sync (daily): joiners get their onboarding request; leavers' last days are recorded, their
-devices asked back now if the day is near (else by the lifecycle watch when it comes)."""
+devices asked back now if the day is near (else by the lifecycle watch when it comes); withdrawn
+leaves are cancelled."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ async def hr_sync(export: str, batch_size: BatchSize = 200) -> dict[str, Any]:
         "leavers": [],
         "returns": [],
         "deactivated": [],
+        "withdrawn": [],
         "unchanged": 0,
     }
     done = 0
@@ -37,9 +39,11 @@ async def hr_sync(export: str, batch_size: BatchSize = 200) -> dict[str, Any]:
         + [{"start date moved": ref} for ref in totals["moved"]]
         + [{"leaves (devices asked back later)": email} for email in totals["leavers"]]
         + [{"asked back": serial} for serial in totals["returns"]]
-        + [{"left": email} for email in totals["deactivated"]],
+        + [{"left": email} for email in totals["deactivated"]]
+        + [{"leave withdrawn": email} for email in totals["withdrawn"]],
         f"{len(totals['joiners'])} joiners, {len(totals['moved'])} start dates moved, "
-        f"{len(totals['leavers'])} leavers to ask later, {len(totals['returns'])} devices asked back",
+        f"{len(totals['leavers'])} leavers to ask later, {len(totals['returns'])} devices asked "
+        f"back, {len(totals['withdrawn'])} leaves withdrawn",
     )
     return totals
 

@@ -2,7 +2,7 @@
 
 The HR system exports a CSV (one row per person who joins or leaves):
 
-    email,name,department,role,cost_centre,manager,start_date,end_date
+    email,name,department,role,cost_centre,manager,start_date,end_date[,status]
 
 A joiner (a start date from today on) becomes a person if they are new, and gets an onboarding
 request for the bundle named by `role`, needed by the start date, requested by the manager.
@@ -16,7 +16,14 @@ close or past, otherwise by the daily lifecycle watch when it comes (`leaver_wat
 asks back a device handed to them since and deactivates them after the day (they can no longer
 approve). Until then IT is told once per date, with the devices they hold, to plan. A later row
 with another end date moves the day (IT is told again); a start date after it (a rehire) clears
-it. The file is checked whole before anything is written; rows are then applied in batches, each
+it. A row whose `status` is `withdrawn` (the optional column; empty for every other row) cancels
+the leave (a resignation withdrawn, a termination rescinded): the last day is cleared and audited
+(`leave_withdrawn`), no device is asked back for it, and IT is told (`leaver_cancelled`) with the
+devices the person holds. Devices already asked back (the return day had come) stay asked back:
+the asset lifecycle has no move back to "in use", so IT's notice lists them for IT to settle with
+the holder. A leaver already deactivated after their last day is made active again. The row may
+repeat the end date it withdraws (it must then be the recorded one) and gives no start date.
+The file is checked whole before anything is written; rows are then applied in batches, each
 idempotent, so a sync can be run again or resumed after a crash.
 """
 
@@ -26,9 +33,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, field_validator
 from pydantic import Field as PField
 from sqlalchemy import and_, or_
 from sqlmodel import Session, col, select
@@ -56,9 +63,26 @@ COLUMNS = {
     "manager",
     "start_date",
     "end_date",
+    "status",
 }
 REQUIRED = {"email", "name"}
 JOIN_HORIZON_DAYS = 180  # joiners further ahead wait for a later sync
+WITHDRAWN = "withdrawn"  # the status of a row cancelling a leave HR announced before
+
+
+def _status(value: Any) -> Any:
+    """A row's status: empty (a joiner or a leaver) or `withdrawn` (a leave cancelled)."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text == "":
+        return None
+    if text != WITHDRAWN:
+        raise ValueError(
+            f"unknown status {str(value).strip()!r}: leave it empty, or write "
+            f"{WITHDRAWN!r} to cancel the person's leave"
+        )
+    return text
 
 
 # One row of the HR export.
@@ -72,6 +96,12 @@ class HrRow(BaseModel):
     manager: Email | None = None
     start_date: date | None = None
     end_date: date | None = None
+    status: Annotated[str | None, BeforeValidator(_status)] = None
+
+    @property
+    def withdrawn(self) -> bool:
+        """Whether the row cancels the person's leave."""
+        return self.status == WITHDRAWN
 
     @field_validator("end_date")
     @classmethod
@@ -117,9 +147,24 @@ def read_hr_file(path: Path | str) -> HrFile:
             row = exc.partial  # its valid fields are still checked, here and for references
             if row is None:
                 continue
-        if valid(row, "start_date", "end_date") and row.start_date is None and row.end_date is None:
+        if _withdraws(row):
+            if valid(row, "start_date") and row.start_date is not None:
+                problems.append(
+                    doc.problem(
+                        (index, "start_date"),
+                        "a withdrawn row cancels a leave and gives no start_date (a joiner who "
+                        "no longer comes: cancel their onboarding request)",
+                    )
+                )
+        elif (
+            valid(row, "start_date", "end_date") and row.start_date is None and row.end_date is None
+        ):
             problems.append(
-                doc.problem((index,), "gives neither start_date (a joiner) nor end_date (a leaver)")
+                doc.problem(
+                    (index,),
+                    "gives neither start_date (a joiner) nor end_date (a leaver), nor status "
+                    "withdrawn (a leave cancelled)",
+                )
             )
         if valid(row, "email"):
             if row.email in seen:
@@ -158,8 +203,9 @@ def read_checked(session: Session, path: Path | str, *, now: datetime) -> HrFile
 
 
 def check_references(session: Session, hr: HrFile, *, today: date) -> list[Problem]:
-    """Every joiner's bundle, cost centre and manager must exist; all problems at once (of a
-    partial file, those of the valid fields of rows whose start date is valid)."""
+    """Every joiner's bundle, cost centre and manager must exist, and a withdrawn row's end date
+    must be the last day it cancels; all problems at once (of a partial file, those of the valid
+    fields of rows whose start date is valid)."""
     bundles = set(session.exec(select(Bundle.code)).all())
     centres = set(session.exec(select(CostCentre.code)).all())
     people = set(session.exec(select(Person.email)).all()) | {
@@ -171,7 +217,7 @@ def check_references(session: Session, hr: HrFile, *, today: date) -> list[Probl
     gone -= {r.email for r in hr.rows if valid(r, "email", "start_date") and _joins(r, today)}
     problems = []
     for row, line in zip(hr.rows, hr.lines, strict=True):
-        if not (valid(row, "start_date") and _joins(row, today)):
+        if not (valid(row, "start_date") and _joins(row, today)) or _withdraws(row):
             continue
         for name, value, known in (
             ("role", row.role, bundles),
@@ -189,7 +235,46 @@ def check_references(session: Session, hr: HrFile, *, today: date) -> list[Probl
                 problems.append(
                     Problem(f"{value} is no longer active (left)", hr.source, line, name)
                 )
+    problems += _withdrawn_elsewhere(session, hr)
+    return in_file_order(problems)
+
+
+def _withdrawn_elsewhere(session: Session, hr: HrFile) -> list[Problem]:
+    """Withdrawn rows naming another last day than the one recorded: an export older than the
+    move, or the wrong person; refused rather than guessed (one without an end date cancels
+    whatever day is recorded)."""
+    named = {
+        r.email: (r, line)
+        for r, line in zip(hr.rows, hr.lines, strict=True)
+        if valid(r, "email", "end_date") and _withdraws(r) and r.end_date is not None
+    }
+    problems = []
+    emails = sorted(named)
+    for start in range(0, len(emails), 500):
+        for known in session.exec(
+            select(Person).where(
+                col(Person.email).in_(emails[start : start + 500]),
+                col(Person.leaves_on).is_not(None),
+            )
+        ).all():
+            row, line = named[known.email]
+            email, leaves_on = known.email, known.leaves_on
+            if leaves_on != row.end_date:
+                problems.append(
+                    Problem(
+                        f"withdraws the last day {row.end_date}, but the one HR gave last for "
+                        f"{email} is {leaves_on}: give that day, or leave end_date empty",
+                        hr.source,
+                        line,
+                        "end_date",
+                    )
+                )
     return problems
+
+
+def _withdraws(row: HrRow) -> bool:
+    """Whether a row (of a partial file too) cancels a leave: no joiner, whatever its start."""
+    return valid(row, "status") and row.withdrawn
 
 
 def _joins(row: HrRow, today: date) -> bool:
@@ -207,6 +292,7 @@ class SyncResult:
     leavers: list[str] = field(default_factory=list)  # last days recorded or moved, not yet due
     returns: list[str] = field(default_factory=list)  # serials asked back
     deactivated: list[str] = field(default_factory=list)
+    withdrawn: list[str] = field(default_factory=list)  # leaves cancelled (last day cleared)
     unchanged: int = 0
 
     def add(self, other: SyncResult) -> None:
@@ -215,6 +301,7 @@ class SyncResult:
         self.leavers += other.leavers
         self.returns += other.returns
         self.deactivated += other.deactivated
+        self.withdrawn += other.withdrawn
         self.unchanged += other.unchanged
 
 
@@ -283,8 +370,13 @@ def apply(
         changed = False
         known = session.exec(select(Person).where(Person.email == row.email)).first()
         before = known.leaves_on if known is not None else None
+        if row.withdrawn and known is None:
+            result.unchanged += 1  # a leave cancelled for someone never named: nobody to create
+            continue
         values: dict[str, Any] = {"name": row.name, "department": row.department}
-        if row.end_date is not None:
+        if row.withdrawn:
+            pass  # the end date it names is the one it cancels
+        elif row.end_date is not None:
             values["leaves_on"] = row.end_date
         elif before is not None and row.start_date is not None and row.start_date > before:
             values["leaves_on"] = None  # rehired after their last day: no longer leaving
@@ -302,6 +394,13 @@ def apply(
             existing=known,
         )
         assert person_row.id is not None
+        if row.withdrawn:
+            if not (
+                _withdraw(session, person_row, spec=spec, now=now, result=result)
+                or what != "unchanged"
+            ):
+                result.unchanged += 1
+            continue
         if what == "created":
             session.add(PersonRole(person_id=person_row.id, role=Role.REQUESTER.value))
             changed = True
@@ -356,10 +455,80 @@ def _reassess(session: Session, result: SyncResult, now: datetime) -> None:
         actions.reassess(session, now=now)
 
 
+def _withdraw(
+    session: Session, person_row: Person, *, spec: PipelineSpec, now: datetime, result: SyncResult
+) -> bool:
+    """Cancel a leave HR withdrew: the last day cleared and audited, a person already deactivated
+    for it active again, IT told (with the devices already asked back, which stay so); whether
+    anything changed (nothing for a person with no last day: the row was applied before)."""
+    leaves_on = person_row.leaves_on
+    if leaves_on is None:
+        return False
+    today = spec.calendar.today(now)
+    returning = return_day(leaves_on, spec)
+    held = _held(session, person_row)
+    asked = [a.serial or "" for a in held if a.status == AssetStatus.RETURN_REQUESTED]
+    # Deactivated after the last day for this leave, which no longer happens.
+    reactivated = not person_row.active and leaves_on < today
+    person_row.leaves_on = None
+    if reactivated:
+        person_row.active = True
+    session.add(person_row)
+    withdrawals = session.exec(
+        select(AuditEvent.seq).where(
+            AuditEvent.entity == "person",
+            AuditEvent.entity_id == person_row.email,
+            AuditEvent.action == "leave_withdrawn",
+        )
+    ).all()
+    audit.append(
+        session,
+        actor="hr sync",
+        entity="person",
+        entity_id=person_row.email,
+        action="leave_withdrawn",
+        details={
+            "end_date": leaves_on,
+            "return_on": returning,
+            "asked_back": asked if returning <= today else [],
+            "reactivated": reactivated,
+        },
+        at=now,
+    )
+    _tell_it(
+        session,
+        "leaver_cancelled",
+        person_row,
+        held,
+        key=f"{person_row.email}/{leaves_on}/withdrawn/{len(withdrawals) + 1}",
+        leaves_on=leaves_on,
+        previous=None,
+        return_on=returning,
+        now=now,
+        extra={"returned_due": returning <= today, "reactivated": reactivated},
+    )
+    result.withdrawn.append(person_row.email)
+    return True
+
+
 def return_day(leaves_on: date, spec: PipelineSpec) -> date:
     """The day a leaver is asked for their devices: the pipeline's lead in working days before
     their last day (the last day itself for a lead of 0)."""
     return spec.calendar.shift_workdays(leaves_on, -spec.offboarding.return_lead_workdays)
+
+
+def _held(session: Session, person_row: Person) -> list[Asset]:
+    """The devices a person holds: in use, or asked back and not yet returned."""
+    return list(
+        session.exec(
+            select(Asset)
+            .where(
+                Asset.assigned_to_id == person_row.id,
+                col(Asset.status).in_([AssetStatus.DEPLOYED, AssetStatus.RETURN_REQUESTED]),
+            )
+            .order_by(col(Asset.id))
+        ).all()
+    )
 
 
 def _announce(
@@ -368,29 +537,48 @@ def _announce(
     """Tell IT that a person leaves, with the devices they hold and the day those are asked back,
     once for each last day HR gives (nothing to plan without devices)."""
     assert person_row.id is not None and person_row.leaves_on is not None
-    held = session.exec(
-        select(Asset)
-        .where(
-            Asset.assigned_to_id == person_row.id,
-            col(Asset.status).in_([AssetStatus.DEPLOYED, AssetStatus.RETURN_REQUESTED]),
-        )
-        .order_by(col(Asset.id))
-    ).all()
+    _tell_it(
+        session,
+        "leaver_announced",
+        person_row,
+        _held(session, person_row),
+        key=f"{person_row.email}/{person_row.leaves_on}",
+        leaves_on=person_row.leaves_on,
+        previous=before,
+        return_on=return_day(person_row.leaves_on, spec),
+        now=now,
+    )
+
+
+def _tell_it(
+    session: Session,
+    event: str,
+    person_row: Person,
+    held: Sequence[Asset],
+    *,
+    key: str,
+    leaves_on: date,
+    previous: date | None,
+    return_on: date,
+    now: datetime,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """IT's notice of a leave (announced, moved or cancelled) listing the devices the person
+    holds, each with its status (in use, or already asked back); nothing without devices."""
     if not held:
         return
     context = {
         "holder": person_row.email,
-        "leaves_on": person_row.leaves_on,
-        "previous": before,
-        "return_on": return_day(person_row.leaves_on, spec),
+        "leaves_on": leaves_on,
+        "previous": previous,
+        "return_on": return_on,
         "devices": [
             {"serial": a.serial, "sku": a.sku, "status": a.status, "holder": person_row.email}
             for a in held
         ],
+        **(extra or {}),
     }
-    key = f"{person_row.email}/{person_row.leaves_on}"
-    notice = Notice("leaver_announced", team(Role.IT), key, context)
-    outbox.queue(session, notice, request_id=None, at=now)
+    outbox.queue(session, Notice(event, team(Role.IT), key, context), request_id=None, at=now)
 
 
 def _offboard(

@@ -246,6 +246,9 @@ def populate(engine: Engine, now: datetime = NOW) -> None:
         # HR reports months ahead that Nina leaves: IT plans to collect her desk laptop.
         leaver = {"email": NINA, "name": "Nina Newhire", "end_date": date(2027, 3, 31)}
         hr.apply(session, rows=[hr.HrRow.model_validate(leaver)], now=now, spec=spec)
+        # A week later HR withdraws it (she stays): IT stops planning the collection.
+        withdrawn = hr.HrRow.model_validate({**leaver, "status": "withdrawn"})
+        hr.apply(session, rows=[withdrawn], now=now + timedelta(days=7), spec=spec)
     with transaction(engine) as session:
         # Over budget (the default pipeline warns finance): approve the 100-laptop rollout.
         rollout = session.exec(

@@ -1413,7 +1413,8 @@ def run_returns(
 @run_app.command("hr-sync")
 def run_hr_sync(file: FileArg, json_: JsonOpt = False) -> None:
     """Apply an HR export: onboarding requests for joiners; leavers' last days, their devices
-    asked back now if the day is near (else by lifecycle-watch when it comes)."""
+    asked back now if the day is near (else by lifecycle-watch when it comes); rows with status
+    `withdrawn` cancel a leave."""
     from models.hr import read_checked
 
     st = state()

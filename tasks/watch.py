@@ -141,11 +141,14 @@ def hr_batch(rows: list[hr.HrRow]) -> dict[str, Any]:
         log.info("%s leavers recorded: their devices are asked back later", len(result.leavers))
     if result.returns:
         log.info("%s devices asked back from leavers", len(result.returns))
+    for email in result.withdrawn:
+        log.info("%s: leave withdrawn, no longer leaving", email)
     return {
         "joiners": result.joiners,
         "moved": result.moved,
         "leavers": result.leavers,
         "returns": result.returns,
         "deactivated": result.deactivated,
+        "withdrawn": result.withdrawn,
         "unchanged": result.unchanged,
     }

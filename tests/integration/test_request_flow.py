@@ -674,6 +674,25 @@ def test_a_joiner_whose_manager_left_is_refused_by_line_before_anything_is_writt
         assert len(hr.read_checked(session, path, now=NOW).rows) == 3
 
 
+# ------------------------------------------------------------------ HR withdraws a leave
+
+
+def hr_withdraws(engine: Engine, now: datetime = NOW, **fields: Any) -> Any:
+    """The HR sync of one export row: Nina's leave is withdrawn (status `withdrawn`)."""
+    from models import hr
+
+    data = {
+        "email": NINA,
+        "name": "Nina Newhire",
+        "department": "Engineering",
+        "status": "withdrawn",
+        **fields,
+    }
+    row = hr.HrRow.model_validate(data)
+    with transaction(engine) as session:
+        return hr.apply(session, rows=[row], now=now, spec=pipeline.active(session)[1])
+
+
 def told_it(engine: Engine, event: str) -> str:
     """The plain text of IT's latest notice of `event`, rendered as it is sent."""
     from notifications.context import ContextBuilder, Links
@@ -689,6 +708,176 @@ def told_it(engine: Engine, event: str) -> str:
         context = ContextBuilder(session, Links("https://procure.example.com", b"k" * 32, NOW))
         message = Renderer().render(event, context.build(row))
     return f"{message.subject}\n{message.text}"
+
+
+def withdrawals(engine: Engine) -> list[dict[str, Any]]:
+    with transaction(engine, readonly=True) as session:
+        return list(
+            session.exec(
+                select(AuditEvent.details)
+                .where(AuditEvent.entity_id == NINA, AuditEvent.action == "leave_withdrawn")
+                .order_by(col(AuditEvent.seq))
+            ).all()
+        )
+
+
+def test_a_leave_hr_withdraws_before_the_return_day_asks_nothing_back(engine: Engine) -> None:
+    hand_out(engine, "N-1", NOW, "Nina's laptop.")
+    hr_leaves(engine, LAST_DAY)
+    result = hr_withdraws(engine, now=NOW + timedelta(days=7))
+    assert (result.withdrawn, result.leavers, result.returns, result.unchanged) == (
+        [NINA],
+        [],
+        [],
+        0,
+    )
+    assert nina(engine) == (None, True)
+    assert withdrawals(engine) == [
+        {
+            "end_date": "2027-03-12",
+            "return_on": "2027-02-26",
+            "asked_back": [],
+            "reactivated": False,
+        }
+    ]
+    ((audience, told),) = notices(engine, "leaver_cancelled")
+    assert audience == "team:it"
+    assert (told["leaves_on"], told["return_on"], told["returned_due"]) == (
+        "2027-03-12",
+        "2027-02-26",
+        False,
+    )
+    assert [(d["serial"], d["status"]) for d in told["devices"]] == [("N-1", "deployed")]
+    text = told_it(engine, "leaver_cancelled")
+    assert text.startswith("Nina Newhire no longer leaves on Fri 12 Mar 2027\n")
+    assert "procure does not ask for the device in use listed below (it would have on" in text
+    assert "already asked back" not in text
+    # The same export again: applied once.
+    again = hr_withdraws(engine, now=NOW + timedelta(days=8))
+    assert (again.withdrawn, again.unchanged) == ([], 1)
+    assert len(notices(engine, "leaver_cancelled")) == 1
+    # Her return day and her last day pass: she keeps her laptop and stays active.
+    assert lifecycle_watch_of_leavers(engine, at(RETURN_DAY)).returns == []
+    assert lifecycle_watch_of_leavers(engine, at(LAST_DAY + timedelta(days=1))).deactivated == []
+    assert statuses(engine) == {"N-1": "deployed"}
+    assert nina(engine) == (None, True)
+    assert notices(engine, "return_requested") == []
+
+
+def test_a_leave_withdrawn_after_the_return_day_leaves_the_devices_asked_back_and_says_so(
+    engine: Engine,
+) -> None:
+    hand_out(engine, "N-1", NOW, "Nina's laptop.")
+    hand_out(engine, "N-2", NOW, "Nina's lab laptop.")
+    hr_leaves(engine, LAST_DAY)
+    assert lifecycle_watch_of_leavers(engine, at(RETURN_DAY)).returns == ["N-1", "N-2"]
+    hand_out(engine, "N-3", at(date(2027, 3, 1)), "A loan laptop for Nina.")
+    result = hr_withdraws(engine, now=at(date(2027, 3, 1)), end_date=LAST_DAY)
+    assert (result.withdrawn, result.returns) == ([NINA], [])
+    # Asked back stays asked back (no move back to in use); the laptop in use is not asked.
+    assert statuses(engine) == {
+        "N-1": "return_requested",
+        "N-2": "return_requested",
+        "N-3": "deployed",
+    }
+    assert lifecycle_watch_of_leavers(engine, at(date(2027, 3, 2))).returns == []
+    assert statuses(engine)["N-3"] == "deployed"
+    assert withdrawals(engine)[-1]["asked_back"] == ["N-1", "N-2"]
+    ((_, told),) = notices(engine, "leaver_cancelled")
+    assert told["returned_due"] is True
+    text = told_it(engine, "leaver_cancelled")
+    assert text.startswith("Nina Newhire no longer leaves on Fri 12 Mar 2027: 2 devices already")
+    assert "procure does not ask for the device in use listed below: stop planning" in text
+    assert (
+        "N-1, N-2 were already asked back (their return day was Fri 26 Feb 2027), and procure "
+        "cannot take a return request back: tell Nina Newhire whether to keep or return them."
+    ) in text
+
+
+def test_a_leave_withdrawn_after_the_last_day_makes_the_leaver_active_again(
+    engine: Engine,
+) -> None:
+    hand_out(engine, "N-1", NOW, "Nina's laptop.")
+    hr_leaves(engine, LAST_DAY)
+    lifecycle_watch_of_leavers(engine, at(RETURN_DAY))
+    assert lifecycle_watch_of_leavers(engine, at(LAST_DAY + timedelta(days=1))).deactivated == [
+        NINA
+    ]
+    later = at(LAST_DAY + timedelta(days=3))
+    assert hr_withdraws(engine, now=later).withdrawn == [NINA]
+    assert nina(engine) == (None, True)
+    assert withdrawals(engine)[-1]["reactivated"] is True
+    assert "Nina Newhire had been deactivated after that day and is active again." in told_it(
+        engine, "leaver_cancelled"
+    )
+    assert lifecycle_watch_of_leavers(engine, at(LAST_DAY + timedelta(days=4))).deactivated == []
+
+
+def test_a_withdrawn_row_for_someone_not_leaving_or_unknown_changes_nothing(
+    engine: Engine,
+) -> None:
+    before = row_counts(engine)
+    assert hr_withdraws(engine).unchanged == 1  # Nina: no last day recorded
+    from models import hr
+
+    row = hr.HrRow.model_validate(
+        {"email": "who.ever@example.com", "name": "Who Ever", "status": "Withdrawn"}
+    )
+    with transaction(engine) as session:
+        result = hr.apply(session, rows=[row], now=NOW, spec=pipeline.active(session)[1])
+    assert (result.withdrawn, result.unchanged) == ([], 1)
+    assert row_counts(engine) == before  # nobody created, nothing audited
+
+
+def test_a_leave_withdrawn_then_given_again_is_announced_and_withdrawn_again(
+    engine: Engine,
+) -> None:
+    hand_out(engine, "N-1", NOW, "Nina's laptop.")
+    hr_leaves(engine, LAST_DAY)
+    hr_withdraws(engine)
+    hr_leaves(engine, LAST_DAY, now=NOW + timedelta(days=1))
+    assert nina(engine) == (LAST_DAY, True)
+    assert hr_withdraws(engine, now=NOW + timedelta(days=2)).withdrawn == [NINA]
+    assert len(notices(engine, "leaver_cancelled")) == 2  # each withdrawal is news
+    assert len(withdrawals(engine)) == 2
+
+
+def test_an_hr_export_withdrawing_a_leave_is_checked_whole(engine: Engine, tmp_path: Path) -> None:
+    from models import hr
+    from models.errors import InputError
+
+    hr_leaves(engine, LAST_DAY)
+    path = tmp_path / "hr.csv"
+    header = "email,name,department,role,cost_centre,manager,start_date,end_date,status\n"
+    path.write_text(
+        header
+        + f"{NINA},Nina Newhire,,,,,,2027-03-19,withdrawn\n"
+        + f"{RITA},Rita Requester,,,,,2027-01-04,,withdrawn\n"
+        + f"{BOB},Bob Budget,,,,,,2027-05-31,resigned\n",
+        encoding="utf-8",
+    )
+    before = row_counts(engine)
+    with transaction(engine) as session, pytest.raises(InputError) as refused:
+        hr.read_checked(session, path, now=NOW)
+    assert str(refused.value).splitlines() == [
+        f"{path}:2: end_date: withdraws the last day 2027-03-19, but the one HR gave last "
+        f"for {NINA} is 2027-03-12: give that day, or leave end_date empty",
+        f"{path}:3: start_date: a withdrawn row cancels a leave and gives no start_date "
+        "(a joiner who no longer comes: cancel their onboarding request)",
+        f"{path}:4: status: unknown status 'resigned': leave it empty, or write 'withdrawn' "
+        "to cancel the person's leave",
+    ]
+    assert row_counts(engine) == before
+    # The day HR gave, or none: accepted, and the export without the column reads as before.
+    path.write_text(
+        header
+        + f"{NINA},Nina Newhire,,,,,,2027-03-12,Withdrawn\n"
+        + f"{BOB},Bob Budget,,,,,,,withdrawn\n",
+        encoding="utf-8",
+    )
+    with transaction(engine, readonly=True) as session:
+        rows = hr.read_checked(session, path, now=NOW).rows
+    assert [r.withdrawn for r in rows] == [True, True]
 
 
 def test_a_last_day_moved_after_its_devices_were_asked_back_says_they_were(
@@ -714,3 +903,4 @@ def test_a_last_day_moved_after_its_devices_were_asked_back_says_they_were(
         "agree with Nina Newhire to keep it until then."
     ) in text
     assert "N-1 · LAPTOP-STD-14 · return requested · Nina Newhire" in text
+
