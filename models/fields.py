@@ -160,6 +160,29 @@ def roles_list(value: Any) -> Any:
     return value
 
 
+_TRUE = frozenset({"true", "yes", "on", "1", "t", "y"})
+_FALSE = frozenset({"false", "no", "off", "0", "f", "n"})
+
+
+def flag(value: Any) -> bool | None:
+    """A yes/no field read alike from YAML, JSON and CSV: true/false, yes/no, on/off or 1/0 in
+    any case, as a boolean, a number or text; empty or null means not given (a CSV's empty
+    cell). A number other than 1 or 0 (1.0 included) is refused, as in a CSV."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "":
+            return None
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise ValueError(f"expected true or false (or yes/no, on/off, 1/0), not {str(value)!r}")
+
+
 Name = Annotated[str, AfterValidator(single_line)]
 Text = Annotated[str, AfterValidator(multi_line)]
 Email = Annotated[str, BeforeValidator(email)]
@@ -168,3 +191,4 @@ Slug = Annotated[str, BeforeValidator(slug)]
 Quantity = Annotated[int, BeforeValidator(quantity)]
 Amount = Annotated[Decimal, BeforeValidator(amount)]
 Currency = Annotated[str, BeforeValidator(currency)]
+Flag = Annotated[bool | None, BeforeValidator(flag)]  # None: the file does not say

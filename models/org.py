@@ -15,7 +15,7 @@ from sqlmodel import Field, Session, SQLModel, col, select
 
 from models import audit, reference
 from models.errors import FieldErrors, InputError, Problem, in_file_order
-from models.fields import Amount, Code, Email, Name, Text, roles_list
+from models.fields import Amount, Code, Email, Flag, Name, Text, roles_list
 from models.records import tally, upsert
 from models.sources import Document, load_document, valid, validate
 from models.types import Money, utcnow
@@ -105,7 +105,8 @@ class PersonCreate(BaseModel):
     name: Name = PField(min_length=1, max_length=200)
     department: Name = PField(default="", max_length=200)
     roles: list[Role] = PField(default_factory=lambda: [Role.REQUESTER])
-    active: bool = True
+    # Not given: active, except someone who left stays inactive (only `true` brings them back).
+    active: Flag = None
 
     @field_validator("roles", mode="before")
     @classmethod
@@ -250,7 +251,12 @@ def load_org(
         inserted = session.execute(
             insert(Person).returning(col(Person.id), col(Person.email)),
             [
-                {"email": p.email, "name": p.name, "department": p.department, "active": p.active}
+                {
+                    "email": p.email,
+                    "name": p.name,
+                    "department": p.department,
+                    "active": p.active is not False,
+                }
                 for p in chunk
             ],
         ).all()
@@ -267,7 +273,7 @@ def load_org(
                     "email": p.email,
                     "name": p.name,
                     "department": p.department,
-                    "active": p.active,
+                    "active": p.active is not False,
                     "roles": sorted(r.value for r in p.roles),
                 },
                 "at": at,
@@ -283,6 +289,10 @@ def load_org(
     results["person"].extend("created" for _ in fresh)
 
     known_people = [p for p in org.people if p.email in found]
+    # People who left (the HR sync or lifecycle watch deactivated them) stay inactive unless
+    # the file says `active: true`: an older file must not give a leaver their approvals back.
+    left = _left(session, [p.email for p in known_people if not found[p.email].active])
+    kept_inactive = 0
     roles_of: dict[int, set[str]] = {}
     known_ids = [found[p.email].id for p in known_people]
     for start in range(0, len(known_ids), 500):
@@ -293,11 +303,17 @@ def load_org(
         ).all():
             roles_of.setdefault(person_id_, set()).add(role)
     for p in known_people:
+        values: dict[str, Any] = {"name": p.name, "department": p.department}
+        back = p.email in left and p.active is True
+        if p.email in left and p.active is None:
+            kept_inactive += 1
+        elif not back:
+            values["active"] = p.active is not False
         row, what = upsert(
             session,
             Person,
             match={"email": p.email},
-            values={"name": p.name, "department": p.department, "active": p.active},
+            values=values,
             entity="person",
             entity_id=p.email,
             actor=actor,
@@ -305,6 +321,9 @@ def load_org(
             existing=found[p.email],
         )
         assert row.id is not None
+        if back:
+            _reactivate(session, row, actor=actor, at=at)
+            what = "updated"
         ids_by_email[p.email] = row.id
         current = roles_of.get(row.id, set())
         wanted = {r.value for r in p.roles}
@@ -379,7 +398,47 @@ def load_org(
     from models.actions import reassess
 
     reassess(session, now=at or utcnow())
-    return {kind: tally(outcomes) for kind, outcomes in results.items()}
+    tallies = {kind: tally(outcomes) for kind, outcomes in results.items()}
+    tallies["person"]["kept_inactive"] = kept_inactive
+    return tallies
+
+
+def _left(session: Session, emails: list[str]) -> set[str]:
+    """Of these inactive people, those who left: deactivated by the HR sync or the lifecycle
+    watch after their last day (the audit trail's `left`), not by an organisation file."""
+    found: set[str] = set()
+    for start in range(0, len(emails), 500):
+        found.update(
+            session.exec(
+                select(audit.AuditEvent.entity_id).where(
+                    audit.AuditEvent.entity == "person",
+                    audit.AuditEvent.action == "left",
+                    col(audit.AuditEvent.entity_id).in_(emails[start : start + 500]),
+                )
+            ).all()
+        )
+    return found
+
+
+def _reactivate(session: Session, person: Person, *, actor: str, at: datetime | None) -> None:
+    """Bring back a person who left because the organisation file says `active: true`: active
+    again, their past last day cleared (else the lifecycle watch deactivates them again)."""
+    day = (at or utcnow()).date()
+    changed: dict[str, Any] = {"active": [False, True]}
+    if person.leaves_on is not None and person.leaves_on <= day:
+        changed["leaves_on"] = [person.leaves_on, None]
+        person.leaves_on = None
+    person.active = True
+    session.add(person)
+    audit.append(
+        session,
+        actor=actor,
+        entity="person",
+        entity_id=person.email,
+        action="reactivated",
+        details={"changed": changed, "why": "the organisation file says active: true"},
+        at=at,
+    )
 
 
 # Built once, run with new parameters: the look-ups every action makes.

@@ -294,9 +294,13 @@ def _masked(url: str) -> str:
 def _tally_text(tallies: dict[str, dict[str, int]]) -> str:
     parts = []
     for kind, counts in tallies.items():
-        parts.append(
-            f"{kind}: {counts['created']} new, {counts['updated']} changed, {counts['unchanged']} unchanged"
-        )
+        text = f"{kind}: {counts['created']} new, {counts['updated']} changed, {counts['unchanged']} unchanged"
+        if counts.get("kept_inactive"):
+            text += (
+                f" ({counts['kept_inactive']} who left kept inactive: "
+                "`active: true` brings one back)"
+            )
+        parts.append(text)
     return "; ".join(parts)
 
 

@@ -75,7 +75,12 @@ def test_init_creates_the_schema_then_reports_it_up_to_date(cli: Cli) -> None:
     assert first["sample"]["org"]["person"]["created"] == 12
     again = cli.json("init", "--sample")
     assert again["schema"]["from"] == again["schema"]["to"]
-    assert again["sample"]["org"]["person"] == {"created": 0, "updated": 0, "unchanged": 12}
+    assert again["sample"]["org"]["person"] == {
+        "created": 0,
+        "updated": 0,
+        "unchanged": 12,
+        "kept_inactive": 0,
+    }
 
 
 def test_submit_prints_ids_and_show_has_the_documented_fields(cli: Cli, tmp_path: Path) -> None:

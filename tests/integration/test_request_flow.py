@@ -590,8 +590,11 @@ def test_a_leaver_hr_lists_again_with_a_later_start_is_no_longer_leaving(engine:
     with transaction(engine) as session:
         hr.apply(session, rows=[row], now=NOW, spec=pipeline.active(session)[1])
     assert nina(engine) == (None, False)
-    # Made active again by the organisation file: the watch leaves her so.
+    # An organisation file silent about `active` does not bring her back before her start.
     load_org_data(engine, {"people": [{"email": NINA, "name": "Nina Newhire"}]})
+    assert nina(engine) == (None, False)
+    # Made active again by the organisation file: the watch leaves her so.
+    load_org_data(engine, {"people": [{"email": NINA, "name": "Nina Newhire", "active": True}]})
     assert lifecycle_watch_of_leavers(engine, NOW + timedelta(days=1)).deactivated == []
     assert nina(engine) == (None, True)
 
@@ -904,3 +907,80 @@ def test_a_last_day_moved_after_its_devices_were_asked_back_says_they_were(
     ) in text
     assert "N-1 · LAPTOP-STD-14 · return requested · Nina Newhire" in text
 
+
+# ------------------------------------------------------------------ org loads and leavers
+
+
+def org_load(engine: Engine, path: Path, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """`procure org load FILE` on the test's database: its output."""
+    from procure.cli import main
+
+    capsys.readouterr()
+    url = engine.url.render_as_string(hide_password=False)
+    assert main(["--db", url, "org", "load", str(path), *args]) == 0
+    return capsys.readouterr().out
+
+
+def test_an_older_org_file_keeps_a_leaver_inactive_until_it_says_active_true(
+    engine: Engine,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Loading an organisation file made everyone it named active unless it said otherwise:
+    last month's file revived a leaver the lifecycle watch had deactivated, with her approvals."""
+    monkeypatch.setenv("PROCURE_NOW", NOW.isoformat())
+    hand_out(engine, "N-1", NOW, "Nina's laptop.")
+    hr_leaves(engine, LAST_DAY)
+    lifecycle_watch_of_leavers(engine, at(RETURN_DAY))
+    gone = lifecycle_watch_of_leavers(engine, at(LAST_DAY + timedelta(days=1)))
+    assert gone.deactivated == [NINA]
+    # Rita was made inactive by an organisation file, not by leaving: a file silent about it
+    # makes her active again, as before.
+    load_org_data(engine, {"people": [{"email": RITA, "name": "Rita Requester", "active": False}]})
+
+    older = tmp_path / "org-october.yaml"
+    older.write_text(
+        "people:\n"
+        f"  - {{email: {NINA}, name: Nina Newhire, department: Engineering}}\n"
+        f"  - {{email: {RITA}, name: Rita Requester, department: Engineering}}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("PROCURE_NOW", at(LAST_DAY + timedelta(days=2)).isoformat())
+    out = org_load(engine, older, capsys)
+    assert "(1 who left kept inactive: `active: true` brings one back)" in out
+    assert nina(engine) == (LAST_DAY, False)
+    with transaction(engine, readonly=True) as session:
+        rita = session.exec(select(Person).where(Person.email == RITA)).one()
+        assert rita.active
+    # The same file as a CSV with an empty `active` cell, and as JSON with null: the same.
+    for name, text in (
+        ("org.csv", f"email,name,department,active\n{NINA},Nina Newhire,Engineering,\n"),
+        (
+            "org.json",
+            f'{{"people": [{{"email": "{NINA}", "name": "Nina Newhire", "active": null}}]}}',
+        ),
+    ):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        assert '"kept_inactive": 1' in org_load(engine, tmp_path / name, capsys, "--json")
+        assert nina(engine) == (LAST_DAY, False)
+
+    # Said explicitly: back, audited as such, and her past last day cleared (the watch would
+    # deactivate her again the next morning).
+    back = tmp_path / "org-back.csv"
+    back.write_text(
+        f"email,name,department,active\n{NINA},Nina Newhire,Engineering,yes\n", encoding="utf-8"
+    )
+    assert "person: 0 new, 1 changed, 0 unchanged; " in org_load(engine, back, capsys)
+    assert nina(engine) == (None, True)
+    with transaction(engine, readonly=True) as session:
+        (why,) = session.exec(
+            select(AuditEvent.details).where(
+                AuditEvent.entity_id == NINA, AuditEvent.action == "reactivated"
+            )
+        ).all()
+        assert why["changed"] == {"active": [False, True], "leaves_on": ["2027-03-12", None]}
+    assert lifecycle_watch_of_leavers(engine, at(LAST_DAY + timedelta(days=3))).deactivated == []
+    # Active again, she stays so with the older file.
+    assert "kept inactive" not in org_load(engine, older, capsys)
+    assert nina(engine) == (None, True)

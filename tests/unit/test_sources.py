@@ -140,3 +140,67 @@ def test_a_check_that_trips_over_the_partial_input_leaves_the_field_errors_alone
         "org.yaml:4: people[0].email: is required",
         "org.yaml:9: cost_centre: unknown cost centre CC-X",
     ]
+
+
+# ------------------------------------------------------------------ a person's `active`
+
+# What one value reads as in each kind of organisation file: YAML and JSON write it as they
+# write it (a boolean, a number, text), a CSV cell is always text. None: the file does not say.
+# fmt: off
+ACTIVE_VALUES = [
+    pytest.param("true", "true", "true", True, id="true"),
+    pytest.param("false", "false", "false", False, id="false"),
+    pytest.param("yes", '"yes"', "Yes", True, id="yes"),
+    pytest.param("no", '"no"', "NO", False, id="no"),
+    pytest.param("'off'", '"off"', "off", False, id="off"),
+    pytest.param("1", "1", "1", True, id="one"),
+    pytest.param("0", "0", "0", False, id="zero"),
+    pytest.param("''", '""', "", None, id="empty"),
+    pytest.param("~", "null", " ", None, id="null"),
+]
+# fmt: on
+
+
+def _org_files(tmp_path: Path, yaml_value: str, json_value: str, csv_value: str) -> list[Path]:
+    files = {
+        "org.yaml": f"people:\n  - {{email: a@example.com, name: A, active: {yaml_value}}}\n",
+        "org.json": f'{{"people": [{{"email": "a@example.com", "name": "A", "active": {json_value}}}]}}',
+        "org.csv": f"email,name,active\na@example.com,A,{csv_value}\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    return [tmp_path / name for name in files]
+
+
+@pytest.mark.parametrize(("yaml_value", "json_value", "csv_value", "expected"), ACTIVE_VALUES)
+def test_active_reads_the_same_in_yaml_json_and_csv(
+    tmp_path: Path, yaml_value: str, json_value: str, csv_value: str, expected: bool | None
+) -> None:
+    from models.org import read_org_file
+
+    for path in _org_files(tmp_path, yaml_value, json_value, csv_value):
+        org, _ = read_org_file(path)
+        assert org.people[0].active is expected, path.name
+
+
+@pytest.mark.parametrize(
+    ("yaml_value", "json_value", "csv_value", "shown"),
+    [
+        pytest.param("maybe", '"maybe"', "maybe", "maybe", id="a word"),
+        pytest.param("2", "2", "2", "2", id="two"),
+        pytest.param("1.0", "1.0", "1.0", "1.0", id="a fraction"),
+    ],
+)
+def test_an_active_that_is_neither_true_nor_false_is_refused_alike(
+    tmp_path: Path, yaml_value: str, json_value: str, csv_value: str, shown: str
+) -> None:
+    from models.org import read_org_file
+
+    for path in _org_files(tmp_path, yaml_value, json_value, csv_value):
+        with pytest.raises(InputError) as refused:
+            read_org_file(path)
+        line = 1 if path.suffix == ".json" else 2
+        assert str(refused.value) == (
+            f"{path}:{line}: people[0].active: expected true or false (or yes/no, on/off, "
+            f"1/0), not {shown!r}"
+        ), path.name
