@@ -474,13 +474,7 @@ def _withdraw(
     if reactivated:
         person_row.active = True
     session.add(person_row)
-    withdrawals = session.exec(
-        select(AuditEvent.seq).where(
-            AuditEvent.entity == "person",
-            AuditEvent.entity_id == person_row.email,
-            AuditEvent.action == "leave_withdrawn",
-        )
-    ).all()
+    withdrawals = _withdrawals(session, person_row.email)
     audit.append(
         session,
         actor="hr sync",
@@ -500,7 +494,7 @@ def _withdraw(
         "leaver_cancelled",
         person_row,
         held,
-        key=f"{person_row.email}/{leaves_on}/withdrawn/{len(withdrawals) + 1}",
+        key=f"{person_row.email}/{leaves_on}/withdrawn/{withdrawals + 1}",
         leaves_on=leaves_on,
         previous=None,
         return_on=returning,
@@ -509,6 +503,19 @@ def _withdraw(
     )
     result.withdrawn.append(person_row.email)
     return True
+
+
+def _withdrawals(session: Session, email: str) -> int:
+    """How many leaves of this person HR withdrew: a day given again after one is news again."""
+    return len(
+        session.exec(
+            select(AuditEvent.seq).where(
+                AuditEvent.entity == "person",
+                AuditEvent.entity_id == email,
+                AuditEvent.action == "leave_withdrawn",
+            )
+        ).all()
+    )
 
 
 def return_day(leaves_on: date, spec: PipelineSpec) -> date:
@@ -535,14 +542,20 @@ def _announce(
     session: Session, person_row: Person, before: date | None, spec: PipelineSpec, now: datetime
 ) -> None:
     """Tell IT that a person leaves, with the devices they hold and the day those are asked back,
-    once for each last day HR gives (nothing to plan without devices)."""
+    once for each last day HR gives, and again for one given after a withdrawal (nothing to plan
+    without devices)."""
     assert person_row.id is not None and person_row.leaves_on is not None
+    held = _held(session, person_row)
+    if not held:
+        return
+    withdrawals = _withdrawals(session, person_row.email)
     _tell_it(
         session,
         "leaver_announced",
         person_row,
-        _held(session, person_row),
-        key=f"{person_row.email}/{person_row.leaves_on}",
+        held,
+        key=f"{person_row.email}/{person_row.leaves_on}"
+        + (f"/after-withdrawal/{withdrawals}" if withdrawals else ""),
         leaves_on=person_row.leaves_on,
         previous=before,
         return_on=return_day(person_row.leaves_on, spec),

@@ -840,6 +840,8 @@ def test_a_leave_withdrawn_then_given_again_is_announced_and_withdrawn_again(
     hr_withdraws(engine)
     hr_leaves(engine, LAST_DAY, now=NOW + timedelta(days=1))
     assert nina(engine) == (LAST_DAY, True)
+    # The same day given again after the withdrawal is news to IT, not the first notice again.
+    assert len(notices(engine, "leaver_announced")) == 2
     assert hr_withdraws(engine, now=NOW + timedelta(days=2)).withdrawn == [NINA]
     assert len(notices(engine, "leaver_cancelled")) == 2  # each withdrawal is news
     assert len(withdrawals(engine)) == 2
