@@ -373,7 +373,10 @@ def apply(
         if row.withdrawn and known is None:
             result.unchanged += 1  # a leave cancelled for someone never named: nobody to create
             continue
-        values: dict[str, Any] = {"name": row.name, "department": row.department}
+        values: dict[str, Any] = {"name": row.name}
+        if row.department or known is None:
+            # An export that leaves it empty (a leaver's row in a delta) does not blank it.
+            values["department"] = row.department
         if row.withdrawn:
             pass  # the end date it names is the one it cancels
         elif row.end_date is not None:

@@ -445,6 +445,26 @@ def hr_leaves(engine: Engine, last_day: date, now: datetime = NOW) -> Any:
         return hr.apply(session, rows=[row], now=now, spec=pipeline.active(session)[1])
 
 
+def test_an_hr_row_without_a_department_keeps_the_one_on_record(engine: Engine) -> None:
+    """A delta export's leaver row often names only the person and the last day: it does not
+    blank their department; a row that names one changes it."""
+    from models import hr
+
+    def department() -> str:
+        with transaction(engine, readonly=True) as session:
+            return session.exec(select(Person.department).where(Person.email == NINA)).one()
+
+    assert department() == "Engineering"
+    hr_leaves(engine, date(2027, 3, 12))
+    assert department() == "Engineering"
+    row = hr.HrRow.model_validate(
+        {"email": NINA, "name": "Nina Newhire", "department": "Platform", "end_date": "2027-03-12"}
+    )
+    with transaction(engine) as session:
+        hr.apply(session, rows=[row], now=NOW, spec=pipeline.active(session)[1])
+    assert department() == "Platform"
+
+
 def lifecycle_watch_of_leavers(engine: Engine, now: datetime) -> Any:
     """What the lifecycle-watch flow's leaver tasks do at `now`."""
     from models import hr
