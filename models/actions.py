@@ -2984,36 +2984,59 @@ def request_return(
     """Ask for a device back (a leaver, a refresh, the end of a lease): its holder is told, and
     IT unless `tell_it` is False (the lifecycle watch, whose alert to IT lists a group's
     devices being asked back: one message, not one per device)."""
+    return _return_move(
+        session, serial, actor_email, reason, now, AssetEvent.REQUEST_RETURN, tell_it=tell_it
+    )
+
+
+def cancel_return(
+    session: Session,
+    *,
+    serial: str,
+    actor_email: str | None = None,
+    reason: str = "",
+    now: datetime | None = None,
+) -> Asset:
+    """Take a return request back: the holder keeps the device (a leave HR withdrew, a refresh
+    called off); they and IT are told."""
+    return _return_move(session, serial, actor_email, reason, now, AssetEvent.CANCEL_RETURN)
+
+
+# What IT or HR does to a return: what the refusal says, the event its holder (and IT) hears.
+_RETURN_MOVES = {
+    AssetEvent.REQUEST_RETURN: ("request returns", "return_requested"),
+    AssetEvent.CANCEL_RETURN: ("take return requests back", "return_cancelled"),
+}
+
+
+def _return_move(
+    session: Session,
+    serial: str,
+    actor_email: str | None,
+    reason: str,
+    now: datetime | None,
+    event: AssetEvent,
+    *,
+    tell_it: bool = True,
+) -> Asset:
+    """Ask a device back, or take that back: the move, audited with its reason, and the notices
+    to its holder and (tell_it) to IT."""
+    what, notice = _RETURN_MOVES[event]
     now = now or utcnow()
     try:
         reason = single_line(reason or "")
     except ValueError as exc:
         raise InputError(Problem(str(exc), field="reason")) from None
-    actor = _check_actor_role(
-        session, actor_email, {Role.IT.value, Role.HR.value}, "request returns"
-    )
+    actor = _check_actor_role(session, actor_email, {Role.IT.value, Role.HR.value}, what)
     asset = find_asset(session, serial)
     holder = by_id(session, Person, asset.assigned_to_id) if asset.assigned_to_id else None
     audiences = ([team(Role.IT)] if tell_it else []) + ([person(holder.email)] if holder else [])
+    context = {"serial": asset.serial, "reason": reason}
     notices = [
-        Notice(
-            "return_requested",
-            audience,
-            asset.serial or "",
-            {"serial": asset.serial, "reason": reason},
-            asset_id=asset.id,
-        )
+        Notice(notice, audience, asset.serial or "", context, asset_id=asset.id)
         for audience in audiences
     ]
-    fire(
-        session,
-        asset,
-        AssetEvent.REQUEST_RETURN,
-        actor=actor,
-        at=now,
-        details={"reason": reason},
-        notices=notices,
-    )
+    fire(session, asset, event, actor=actor, at=now, details={"reason": reason}, notices=notices)
     return asset
 
 

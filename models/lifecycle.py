@@ -90,6 +90,7 @@ class AssetEvent(StrEnum):
     DELIVER = "deliver"
     DEPLOY = "deploy"
     REQUEST_RETURN = "request_return"
+    CANCEL_RETURN = "cancel_return"  # the holder keeps it after all (a leave withdrawn, say)
     RECEIVE_RETURN = "receive_return"
     ERASE = "erase"
     DISPOSE = "dispose"
@@ -159,6 +160,7 @@ ASSET_TRANSITIONS: Mapping[tuple[str, str], str] = {
     (A.ORDERED, AE.DELIVER): A.DELIVERED,
     (A.DELIVERED, AE.DEPLOY): A.DEPLOYED,
     (A.DEPLOYED, AE.REQUEST_RETURN): A.RETURN_REQUESTED,
+    (A.RETURN_REQUESTED, AE.CANCEL_RETURN): A.DEPLOYED,
     (A.DEPLOYED, AE.RECEIVE_RETURN): A.RETURNED,  # handed back without a prior request
     (A.RETURN_REQUESTED, AE.RECEIVE_RETURN): A.RETURNED,
     (A.RETURNED, AE.ERASE): A.ERASED,

@@ -250,6 +250,18 @@ def populate(engine: Engine, now: datetime = NOW) -> None:
         withdrawn = hr.HrRow.model_validate({**leaver, "status": "withdrawn"})
         hr.apply(session, rows=[withdrawn], now=now + timedelta(days=7), spec=spec)
     with transaction(engine) as session:
+        # A desk laptop asked back for a refresh that is called off: Bob keeps it.
+        actions.request_return(
+            session, serial="SN-SAMPLE-0102", actor_email=IVAN, reason="Refresh", now=later
+        )
+        actions.cancel_return(
+            session,
+            serial="SN-SAMPLE-0102",
+            actor_email=IVAN,
+            reason="The refresh is postponed to next year",
+            now=later,
+        )
+    with transaction(engine) as session:
         # Over budget (the default pipeline warns finance): approve the 100-laptop rollout.
         rollout = session.exec(
             select(Request.id).where(Request.idempotency_key == "sample-rollout")

@@ -1112,6 +1112,24 @@ def asset_request_return(
         _asset_result(session, asset, json_, lambda d: f"{d['serial']}  {d['status']}")
 
 
+@asset_app.command("cancel-return")
+def asset_cancel_return(
+    serial: SerialArg,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why the holder keeps it (the leave was withdrawn).")
+    ] = "",
+    as_: MaybeAsOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Take a return request back: the holder keeps the device; they and IT are told."""
+    from models.actions import cancel_return
+
+    st = state()
+    with st.write() as session:
+        asset = cancel_return(session, serial=serial, actor_email=as_, reason=reason, now=st.now())
+        _asset_result(session, asset, json_, lambda d: f"{d['serial']}  {d['status']}")
+
+
 @asset_app.command("return")
 def asset_return(serial: SerialArg, as_: MaybeAsOpt = None, json_: JsonOpt = False) -> None:
     """Record that IT has the device back (whether or not a return was requested)."""

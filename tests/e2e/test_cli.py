@@ -202,6 +202,15 @@ def test_the_whole_lifecycle_through_the_cli(cli: Cli, tmp_path: Path) -> None:
     )
     assert cli.json("rollout", "PR-0001", "--assign", assign)["status"] == "rolled_out"
     assert cli.json("asset", "ack", "SN-1", "--as", NINA)["acknowledged_at"] is not None
+    # A return asked by mistake is taken back (IT or HR); the holder keeps the device.
+    asked = cli.json("asset", "request-return", "SN-1", "--reason", "Refresh", "--as", IDA)
+    assert asked["status"] == "return_requested"
+    code, _, err = cli("asset", "cancel-return", "SN-1", "--as", NINA)
+    assert code == 1 and "cannot take return requests back: needs the role hr or it" in err
+    kept = cli.json("asset", "cancel-return", "SN-1", "--reason", "Postponed", "--as", IDA)
+    assert (kept["status"], kept["assigned_to"]) == ("deployed", NINA)
+    code, _, err = cli("asset", "cancel-return", "SN-1", "--as", IDA)
+    assert code == 1 and "asset SN-1 is deployed: cannot cancel_return" in err
     for serial in ("SN-1", "SN-2", "SN-3"):
         assert cli.json("asset", "return", serial)["status"] == "returned"
         erased = cli.json(

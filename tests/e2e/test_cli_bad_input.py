@@ -168,6 +168,7 @@ WRONG_ARGUMENTS = [
     pytest.param(("asset", "ack", "SN-P-1", "--as", "nina"), "as: not an email address", id="ack as not an email"),
     pytest.param(("asset", "dispose", "SN-R-1", "--to", "landfill"), "to: unknown destination 'landfill'", id="unknown destination"),
     pytest.param(("asset", "request-return", "SN-P-1", "--reason", "=1+1"), "reason: starts with '='", id="formula return reason"),
+    pytest.param(("asset", "cancel-return", "SN-P-1", "--reason", "=1+1"), "reason: starts with '='", id="formula cancel-return reason"),
     pytest.param(("asset", "erase", "SN-R-2", "--certificate", "=1+1", "--method", "NIST", "--provider", "DaaS Company"), "certificate: starts with '='", id="formula certificate"),
     pytest.param(("asset", "erase", "SN-R-2", "--certificate", "C-1", "--method", "NIST", "--provider", "DaaS Company"), "certificate C-1 of DaaS Company is already recorded for another device", id="certificate reused"),
     pytest.param(("asset", "erase", "SN-R-2", "--certificate", "C-2", "--method", "NIST", "--provider", ""), "provider: is required", id="empty provider"),

@@ -15,7 +15,7 @@ from models import actions, audit, digest, pipeline
 from models.assets import Asset, Assignment, SerialIn
 from models.audit import AuditEvent
 from models.db import transaction
-from models.errors import RuleViolation
+from models.errors import RuleViolation, TransitionNotAllowed
 from models.org import Person
 from models.outbox import Notification
 from tests.factories import (
@@ -812,9 +812,46 @@ def test_a_leave_withdrawn_after_the_return_day_leaves_the_devices_asked_back_an
     assert text.startswith("Nina Newhire no longer leaves on Fri 12 Mar 2027: 2 devices already")
     assert "procure does not ask for the device in use listed below: stop planning" in text
     assert (
-        "N-1, N-2 were already asked back (their return day was Fri 26 Feb 2027), and procure "
-        "cannot take a return request back: tell Nina Newhire whether to keep or return them."
+        "N-1, N-2 were already asked back (their return day was Fri 26 Feb 2027), and stay so "
+        "until IT decides: if Nina Newhire keeps them, take the return back (procure asset "
+        "cancel-return SERIAL --as YOUR-EMAIL; they are told)."
     ) in text
+
+    # Nina keeps her laptop: IT takes its return back; she and IT are told. The lab laptop
+    # still comes back.
+    with transaction(engine) as session:
+        actions.cancel_return(
+            session, serial="N-1", actor_email=IDA, reason="Nina stays", now=at(date(2027, 3, 2))
+        )
+    assert statuses(engine) == {
+        "N-1": "deployed",
+        "N-2": "return_requested",
+        "N-3": "deployed",
+    }
+    assert [(a, c["serial"], c["reason"]) for a, c in notices(engine, "return_cancelled")] == [
+        ("team:it", "N-1", "Nina stays"),
+        (f"person:{NINA}", "N-1", "Nina stays"),
+    ]
+    with transaction(engine, readonly=True) as session:
+        (event,) = session.exec(
+            select(AuditEvent).where(
+                AuditEvent.entity_id == "N-1", AuditEvent.action == "cancel_return"
+            )
+        ).all()
+    assert (event.actor, event.from_status, event.to_status) == (
+        IDA,
+        "return_requested",
+        "deployed",
+    )
+    # Only a device asked back can be kept that way; nothing is written otherwise.
+    before = row_counts(engine)
+    not_asked = "asset N-3 is deployed: cannot cancel_return"
+    with pytest.raises(TransitionNotAllowed, match=not_asked), transaction(engine) as session:
+        actions.cancel_return(session, serial="N-3", actor_email=IDA, now=NOW)
+    not_it = "cannot take return requests back: needs the role"
+    with pytest.raises(RuleViolation, match=not_it), transaction(engine) as session:
+        actions.cancel_return(session, serial="N-2", actor_email=NINA, now=NOW)
+    assert row_counts(engine) == before
 
 
 def test_a_leave_withdrawn_after_the_last_day_makes_the_leaver_active_again(
