@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 
 from models import audit, outbox, pipeline
 from models.assets import Asset, Assignment, ErasureRecord, Ownership, SerialIn
+from models.audit import AuditEvent
 from models.calendar import add_months
 from models.catalog import (
     Bundle,
@@ -1599,7 +1600,8 @@ def reassess(session: Session, *, now: datetime) -> list[str]:
     deactivating a leaver), in its transaction: escalate the open slots it left to nobody (their
     only eligible holder lost the role or left), as they would have been when their stage
     opened, and tell the teams of a slot that nobody of its escalation role may decide now
-    either. Each slot is escalated (and recorded) once a round: a slot escalated before is
+    either; and ask whoever may now decide a slot that had been left to nobody (given the role
+    since). Each slot is escalated (and recorded) once a round: a slot escalated before is
     asked again under the same keys, and the outbox keeps the first. The requests escalated."""
     rows = session.exec(
         select(Request, Stage)
@@ -1622,6 +1624,7 @@ def reassess(session: Session, *, now: datetime) -> list[str]:
             .order_by(col(Decision.id))
         ).all():
             decisions[decision.request_id].append(decision)
+    stuck = _stuck_slots(session, ids)
     escalated: list[str] = []
     holders: dict[str, list[Person]] = {}  # read once for all: this transaction changed them
     for request_id, (request, stages) in requests.items():
@@ -1642,7 +1645,7 @@ def reassess(session: Session, *, now: datetime) -> list[str]:
                 slots={
                     slot
                     for slot, roles in open_slots(stage, made)
-                    if deciders(directory, request, stage, slot, roles, made, stage_of)[1]
+                    if _asked_again(directory, request, stage, slot, roles, made, stage_of, stuck)
                 },
             )
             queued = outbox.queue_many(session, notices, request_id=request_id, at=now)
@@ -1653,6 +1656,44 @@ def reassess(session: Session, *, now: datetime) -> list[str]:
             if fresh:
                 escalated.append(request.ref)
     return sorted(set(escalated))
+
+
+def _asked_again(
+    directory: Directory,
+    request: Request,
+    stage: Stage,
+    slot: str,
+    roles: tuple[str, ...],
+    made: list[Decision],
+    stage_of: dict[Any, Stage],
+    stuck: set[tuple[str, int, str]],
+) -> bool:
+    """Whether a change to people or roles calls for asking an open slot's deciders: it left the
+    slot to nobody (escalated now), or the slot had been left to nobody (`stuck`: not even its
+    escalation role could decide it) and someone may decide it now, given the role since: they
+    are asked as at the stage's opening (the outbox keeps anyone asked before from being asked
+    twice)."""
+    people, escalation = deciders(directory, request, stage, slot, roles, made, stage_of)
+    if escalation is not None:
+        return True
+    return bool(people) and (f"{request.ref}/{stage.key}", stage.round, slot) in stuck
+
+
+def _stuck_slots(session: Session, request_ids: list[int]) -> set[tuple[str, int, str]]:
+    """The slots of these requests left to nobody, as the audit trail recorded them: (stage's
+    audit id, round, slot) of every `escalated` row that asked nobody."""
+    stuck: set[tuple[str, int, str]] = set()
+    for start in range(0, len(request_ids), 500):
+        for entity_id, details in session.exec(
+            select(AuditEvent.entity_id, AuditEvent.details).where(
+                col(AuditEvent.request_id).in_(request_ids[start : start + 500]),
+                AuditEvent.entity == "stage",
+                AuditEvent.action == "escalated",
+            )
+        ).all():
+            if "slot" in details and not details.get("approvers"):
+                stuck.add((entity_id, details["round"], details["slot"]))
+    return stuck
 
 
 def _check_final_approval(

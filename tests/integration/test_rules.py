@@ -835,10 +835,14 @@ def test_a_part_nobody_may_decide_nor_its_escalation_role_waits_and_says_why_and
     actions_ = [a for a, _, _ in trail(engine, ref, "finance")]
     assert (actions_.count("escalated"), actions_.count("reminded")) == (2, 1)
 
-    # Someone is given the role: Hanna may decide it now, in her own role.
+    # Someone is given the role: Hanna may decide it now, in her own role, and is asked at
+    # once (the organisation file's load asks her, as the stage's opening would have).
     give_roles(engine, HANNA, "finance")
     (pending,) = show(engine, ref)["pending"]
     assert (pending["approvers"], pending["escalated"]) == ([HANNA], [])
+    assert sorted(notices(engine, ref, "approval_needed", "finance")) == [f"person:{HANNA}"]
+    give_roles(engine, HANNA, "finance")  # the same file again: she is not asked twice
+    assert counted(engine, ref, "approval_needed", "finance") == 1
     result = decide(engine, ref, HANNA, now=two + timedelta(hours=1))
     assert (result.role, result.message, result.request_status) == ("finance", "", "approved")
 
