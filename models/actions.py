@@ -22,7 +22,6 @@ from sqlmodel import Session, col, select
 
 from models import audit, outbox, pipeline
 from models.assets import Asset, Assignment, ErasureRecord, Ownership, SerialIn
-from models.audit import AuditEvent
 from models.calendar import add_months
 from models.catalog import (
     Bundle,
@@ -101,7 +100,9 @@ from models.rules import (
     current,
     deciders,
     open_slots,
+    recorded_escalations,
     seats,
+    slot_key,
     slots_of,
     terms_deciders,
     terms_seats,
@@ -1624,7 +1625,7 @@ def reassess(session: Session, *, now: datetime) -> list[str]:
             .order_by(col(Decision.id))
         ).all():
             decisions[decision.request_id].append(decision)
-    stuck = _stuck_slots(session, ids)
+    stuck = {key for key, row in recorded_escalations(session, ids).items() if row.stuck}
     escalated: list[str] = []
     holders: dict[str, list[Person]] = {}  # read once for all: this transaction changed them
     for request_id, (request, stages) in requests.items():
@@ -1676,24 +1677,7 @@ def _asked_again(
     people, escalation = deciders(directory, request, stage, slot, roles, made, stage_of)
     if escalation is not None:
         return True
-    return bool(people) and (f"{request.ref}/{stage.key}", stage.round, slot) in stuck
-
-
-def _stuck_slots(session: Session, request_ids: list[int]) -> set[tuple[str, int, str]]:
-    """The slots of these requests left to nobody, as the audit trail recorded them: (stage's
-    audit id, round, slot) of every `escalated` row that asked nobody."""
-    stuck: set[tuple[str, int, str]] = set()
-    for start in range(0, len(request_ids), 500):
-        for entity_id, details in session.exec(
-            select(AuditEvent.entity_id, AuditEvent.details).where(
-                col(AuditEvent.request_id).in_(request_ids[start : start + 500]),
-                AuditEvent.entity == "stage",
-                AuditEvent.action == "escalated",
-            )
-        ).all():
-            if "slot" in details and not details.get("approvers"):
-                stuck.add((entity_id, details["round"], details["slot"]))
-    return stuck
+    return bool(people) and slot_key(request, stage, slot) in stuck
 
 
 def _check_final_approval(

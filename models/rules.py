@@ -69,6 +69,43 @@ class Escalation:
         return {"to": self.to, "reason": self.text, "nobody": self.nobody, "remedy": self.remedy}
 
 
+@dataclass
+class RecordedEscalation:
+    """A slot's escalation as the audit trail recorded it: to whom and why (the first time in
+    its round), and whether it ever asked nobody (not even its escalation role could decide)."""
+
+    to: str
+    why: str
+    stuck: bool = False
+
+
+def slot_key(request: Request, stage: Stage, slot: str) -> tuple[str, int, str]:
+    """A slot in its stage's round, as escalation rows name it: (stage's audit id, round, slot)."""
+    return f"{request.ref}/{stage.key}", stage.round, slot
+
+
+def recorded_escalations(
+    session: Session, request_ids: Sequence[int]
+) -> dict[tuple[str, int, str], RecordedEscalation]:
+    """The slots of these requests escalated so far (`escalated` audit rows naming a slot), by
+    slot_key; one query per 500 requests."""
+    found: dict[tuple[str, int, str], RecordedEscalation] = {}
+    for start in range(0, len(request_ids), 500):
+        for entity_id, details in session.exec(
+            select(AuditEvent.entity_id, AuditEvent.details).where(
+                col(AuditEvent.request_id).in_(request_ids[start : start + 500]),
+                AuditEvent.entity == "stage",
+                AuditEvent.action == "escalated",
+            )
+        ).all():
+            if "slot" not in details:
+                continue  # an SLA escalation of the whole stage
+            key = (entity_id, details["round"], details["slot"])
+            row = found.setdefault(key, RecordedEscalation(details["escalated_to"], details["why"]))
+            row.stuck = row.stuck or not details.get("approvers")
+    return found
+
+
 @dataclass(frozen=True)
 class Seat:
     """One way the actor can decide a stage: which slot, in which role, on whose authority
@@ -152,7 +189,7 @@ class Directory:
         self._roles: dict[int, set[str]] = {}
         self._holders: dict[str, list[Person]] = {} if holders is None else holders
         self._budget_owner: Person | None = None
-        self._escalated: dict[tuple[str, int, str], tuple[str, str]] | None = None
+        self._escalated: dict[tuple[str, int, str], RecordedEscalation] | None = None
 
     def roles(self, person: Person) -> set[str]:
         assert person.id is not None
@@ -189,19 +226,10 @@ class Directory:
         keeps the slot when someone may decide it again (given the role back, say), as its
         members were asked for it. Read from the audit trail once per action, when asked."""
         if self._escalated is None:
-            self._escalated = {}
-            for entity_id, details in self.session.exec(
-                select(AuditEvent.entity_id, AuditEvent.details).where(
-                    AuditEvent.request_id == self.request.id,
-                    AuditEvent.entity == "stage",
-                    AuditEvent.action == "escalated",
-                )
-            ).all():
-                if "slot" in details:
-                    key = (entity_id, details["round"], details["slot"])
-                    self._escalated.setdefault(key, (details["escalated_to"], details["why"]))
-        found = self._escalated.get((f"{self.request.ref}/{stage.key}", stage.round, slot))
-        return Escalation(slot, roles, found[0], found[1]) if found else None
+            assert self.request.id is not None
+            self._escalated = recorded_escalations(self.session, [self.request.id])
+        found = self._escalated.get(slot_key(self.request, stage, slot))
+        return Escalation(slot, roles, found.to, found.why) if found else None
 
     def delegators_of(self, delegate: Person) -> list[Person]:
         """The people on whose behalf `delegate` may act today."""
