@@ -19,9 +19,9 @@ with another end date moves the day (IT is told again); a start date after it (a
 it. A row whose `status` is `withdrawn` (the optional column; empty for every other row) cancels
 the leave (a resignation withdrawn, a termination rescinded): the last day is cleared and audited
 (`leave_withdrawn`), no device is asked back for it, and IT is told (`leaver_cancelled`) with the
-devices the person holds. Devices already asked back (the return day had come) stay asked back:
-the asset lifecycle has no move back to "in use", so IT's notice lists them for IT to settle with
-the holder. A leaver already deactivated after their last day is made active again. The row may
+devices the person holds. Devices already asked back (the return day had come) stay asked back
+until IT settles it with the holder: IT's notice lists them, and `procure asset cancel-return`
+lets the person keep one. A leaver already deactivated after their last day is made active again. The row may
 repeat the end date it withdraws (it must then be the recorded one) and gives no start date.
 The file is checked whole before anything is written; rows are then applied in batches, each
 idempotent, so a sync can be run again or resumed after a crash.

@@ -118,7 +118,7 @@ def terms_confirmers(
 ) -> dict[str, Any] | None:
     """Who may confirm the contract terms still open, while the request is open: {"role",
     "people", "delegates", "escalated"}; `role`: purchasing, or the role purchasing's part of the
-    review is escalated to (`escalated`: {"roles", "to", "reason"}, as in `pending`)."""
+    review is escalated to (`escalated`: as in `pending`)."""
     if request.status not in OPEN_REQUEST_STATES or not terms_view(request.terms)["missing"]:
         return None
     directory = Directory(session, request, today)
@@ -130,11 +130,9 @@ def terms_confirmers(
         "delegates": sorted(
             f"{d.email} (for {p.email})" for p in people for d in delegates.get(p.id or 0, [])
         ),
-        "escalated": (
-            {"roles": list(escalation.roles), "to": escalation.to, "reason": escalation.text}
-            if escalation
-            else None
-        ),
+        "escalated": {"roles": list(escalation.roles), **escalation.context}
+        if escalation
+        else None,
     }
 
 
