@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -1443,7 +1443,8 @@ def decide(
             )
             _advance(session, request, spec, stages, decisions, now)
         else:
-            _escalate_left(session, request, directory, stage, decisions, stage_of, now)
+            was = _open_escalations(directory, request, [stage], decisions[:-1], stage_of)
+            _escalate_left(session, request, directory, [stage], decisions, stage_of, was, now)
     elif outcome == Outcome.REJECT:
         fire(
             session,
@@ -1567,33 +1568,52 @@ def may_confirm_terms(
     return True
 
 
+def _open_escalations(
+    directory: Directory,
+    request: Request,
+    stages: Iterable[Stage],
+    decisions: list[Decision],
+    stage_of: dict[Any, Stage],
+) -> dict[tuple[Any, str], Escalation | None]:
+    """The open slots of these stages (open ones only), each with its escalation if nobody
+    holding its roles may decide it now."""
+    return {
+        (stage.id, slot): deciders(directory, request, stage, slot, roles, decisions, stage_of)[1]
+        for stage in stages
+        if stage.status == StageStatus.OPEN
+        for slot, roles in open_slots(stage, decisions)
+    }
+
+
 def _escalate_left(
     session: Session,
     request: Request,
     directory: Directory,
-    stage: Stage,
+    stages: Iterable[Stage],
     decisions: list[Decision],
     stage_of: dict[Any, Stage],
+    was: dict[tuple[Any, str], Escalation | None],
     now: datetime,
 ) -> None:
-    """After an approval that leaves its stage open: a slot that its decider has made nobody's
-    (they were its only eligible holder, and one person fills one slot of a stage) goes to the
-    stage's escalation role now, as it would have when the stage opened; one escalated already
-    that nobody of the escalation role may decide now (its decider was its only one) is told of."""
-    before = decisions[:-1]  # without the approval just made
-    new = set()
-    for slot, roles in open_slots(stage, decisions):
-        was = deciders(directory, request, stage, slot, roles, before, stage_of)[1]
-        now_ = deciders(directory, request, stage, slot, roles, decisions, stage_of)[1]
-        if now_ is not None and (was is None or (now_.nobody and not was.nobody)):
-            new.add(slot)
-    if not new:
-        return
-    notices, _, escalations = approval_notices(
-        directory, request, stage, decisions, stage_of, stage.due_at, slots=new
-    )
-    outbox.defer(session, notices, request_id=request.id, at=now)
-    _record_escalations(session, request, stage, escalations, due_at=stage.due_at, at=now)
+    """After an approval that leaves its stage open, or contract terms confirmed: a slot that
+    the act has made nobody's (its actor was its only eligible holder, and one person fills one
+    part of a request) goes to the stage's escalation role now, as it would have when the stage
+    opened; one escalated already that nobody of the escalation role may decide now (its actor
+    was its only one) is told of. `was`: _open_escalations before the act."""
+    new: dict[Any, set[str]] = defaultdict(set)
+    for (stage_id, slot), escalation in _open_escalations(
+        directory, request, stages, decisions, stage_of
+    ).items():
+        before = was.get((stage_id, slot))
+        if escalation is not None and (before is None or (escalation.nobody and not before.nobody)):
+            new[stage_id].add(slot)
+    for stage_id, slots in new.items():
+        stage = stage_of[stage_id]
+        notices, _, escalations = approval_notices(
+            directory, request, stage, decisions, stage_of, stage.due_at, slots=slots
+        )
+        outbox.defer(session, notices, request_id=request.id, at=now)
+        _record_escalations(session, request, stage, escalations, due_at=stage.due_at, at=now)
 
 
 def reassess(session: Session, *, now: datetime) -> list[str]:
@@ -2106,17 +2126,15 @@ def confirm_terms(
     _while_open(request, "its terms are no longer open")
     actor = find_actor(session, actor_email)
     directory = Directory(session, request, spec_for(session, request).calendar.today(now))
-    fresh = _confirm_terms(
-        session,
-        request,
-        actor,
-        names,
-        note,
-        now,
-        directory,
-        stages_of(session, request),
-        decisions_of(session, request),
-    )
+    stages = stages_of(session, request)
+    decisions = decisions_of(session, request)
+    stage_of = {s.id: s for s in stages}
+    # Confirming them takes purchasing's part of the review: a part of an open stage that only
+    # the actor could decide is left to nobody, and is escalated now.
+    was = _open_escalations(directory, request, stages, decisions, stage_of)
+    fresh = _confirm_terms(session, request, actor, names, note, now, directory, stages, decisions)
+    if fresh:
+        _escalate_left(session, request, directory, stages, decisions, stage_of, was, now)
     checklist = terms_view(request.terms)
     return {
         "id": request.ref,

@@ -231,6 +231,14 @@ class Directory:
         found = self._escalated.get(slot_key(self.request, stage, slot))
         return Escalation(slot, roles, found.to, found.why) if found else None
 
+    def confirmed_terms(self, person: Person) -> bool:
+        """Whether the person confirmed contract terms of the request, in person or as the one a
+        delegate confirmed them for: that is purchasing's part of the review (terms_conflict)."""
+        return any(
+            isinstance(entry, dict) and person.email in (entry.get("by"), entry.get("on_behalf_of"))
+            for entry in (self.request.terms or {}).values()
+        )
+
     def delegators_of(self, delegate: Person) -> list[Person]:
         """The people on whose behalf `delegate` may act today."""
         return shared(self.session, _DELEGATORS, {"delegate_id": delegate.id, "today": self.today})
@@ -277,10 +285,30 @@ def conflict(
     return None
 
 
+def terms_conflict(
+    directory: Directory,
+    stage: Stage,
+    slot: str,
+    person: Person,
+    stages: dict[int, Stage],
+) -> str | None:
+    """Why someone who confirmed the contract terms may not fill this slot, or None: confirming
+    them takes purchasing's part of the review (one person decides one part), so they may still
+    decide that part, and nothing else of the request."""
+    if not directory.confirmed_terms(person):
+        return None
+    part, part_slot = terms_slot(stages.values())
+    if stage.id == (part.id if part is not None else None) and slot == part_slot:
+        return None
+    where = f"purchasing's part of stage {part.key}" if part is not None else "purchasing's part"
+    return f"confirmed its contract terms ({where}; one person decides one part)"
+
+
 def eligible(
     directory: Directory,
     request: Request,
     stage: Stage,
+    slot: str,
     roles: tuple[str, ...],
     decisions: Sequence[Decision],
     stages: dict[int, Stage],
@@ -295,7 +323,9 @@ def eligible(
             excluded[f"nobody holds the role {role}"] = None
         for person in holders:
             assert person.id is not None
-            why = conflict(request, stage, person.id, decisions, stages)
+            why = conflict(request, stage, person.id, decisions, stages) or terms_conflict(
+                directory, stage, slot, person, stages
+            )
             if why is not None:
                 excluded[f"{person.email} is excluded: {why}"] = None
             else:
@@ -315,11 +345,11 @@ def deciders(
     """Who may fill a slot (delegates not included): the eligible holders of its roles; when
     there are none, the eligible holders of the stage's escalation role, with the escalation
     (saying why nobody of it may decide the slot either, if nobody may)."""
-    people, reason = eligible(directory, request, stage, roles, decisions, stages)
+    people, reason = eligible(directory, request, stage, slot, roles, decisions, stages)
     if people:
         return people, None
     to = escalation_role(stage)
-    people, nobody = eligible(directory, request, stage, (to,), decisions, stages)
+    people, nobody = eligible(directory, request, stage, slot, (to,), decisions, stages)
     return people, Escalation(slot, roles, to, reason, "" if people else nobody)
 
 
@@ -388,9 +418,13 @@ def _slot_seats(
         escalated = escalation if role not in roles else None
         via = f" (escalated to {role})" if escalated else ""
         on_behalf = "" if principal.id == actor.id else f" (on behalf of {principal.email})"
-        why = conflict(request, stage, principal.id, decisions, stage_of)
+        why = conflict(request, stage, principal.id, decisions, stage_of) or terms_conflict(
+            directory, stage, slot, principal, stage_of
+        )
         if why is None and principal.id != actor.id:
-            why = conflict(request, stage, actor.id, decisions, stage_of)
+            why = conflict(request, stage, actor.id, decisions, stage_of) or terms_conflict(
+                directory, stage, slot, actor, stage_of
+            )
         if why is not None:
             reasons.append(f"{stage.key}{via}{on_behalf}: {why}")
             continue
@@ -403,26 +437,34 @@ def _slot_seats(
 TERMS_ROLE = Role.PURCHASING.value
 
 
-def _terms_part(
-    request: Request, stages: Sequence[Stage], decisions: Sequence[Decision]
-) -> tuple[Stage, str, list[Decision], dict[int, Stage]]:
+def terms_slot(stages: Iterable[Stage]) -> tuple[Stage | None, str]:
     """The part of the review the contract terms belong to: purchasing's slot of the first stage
-    purchasing decides in (skipped stages aside), with the decisions that bear on who may take
-    it. Its own decision does not: whoever decided it, or could have, still may confirm the
-    terms, before it, with it or after it. In a pipeline without such a stage, a stand-in (never
-    stored) that purchasing alone decides and nobody has decided yet."""
-    stage_of = {s.id: s for s in stages if s.id is not None}
+    purchasing decides in (skipped stages aside); (None, purchasing) in a pipeline without one."""
     for stage in sorted(stages, key=lambda s: s.position):
         if stage.status == StageStatus.SKIPPED:
             continue
         for slot, roles in slots_of(stage):
             if TERMS_ROLE in roles:
-                others = [
-                    d
-                    for d in decisions
-                    if not (d.stage_id == stage.id and d.round == stage.round and d.slot == slot)
-                ]
-                return stage, slot, others, stage_of
+                return stage, slot
+    return None, TERMS_ROLE
+
+
+def _terms_part(
+    request: Request, stages: Sequence[Stage], decisions: Sequence[Decision]
+) -> tuple[Stage, str, list[Decision], dict[int, Stage]]:
+    """The part of the review the contract terms belong to (terms_slot), with the decisions that
+    bear on who may take it. Its own decision does not: whoever decided it, or could have, still
+    may confirm the terms, before it, with it or after it. In a pipeline without such a stage, a
+    stand-in (never stored) that purchasing alone decides and nobody has decided yet."""
+    stage_of = {s.id: s for s in stages if s.id is not None}
+    stage, slot = terms_slot(stages)
+    if stage is not None:
+        others = [
+            d
+            for d in decisions
+            if not (d.stage_id == stage.id and d.round == stage.round and d.slot == slot)
+        ]
+        return stage, slot, others, stage_of
     stand_in = Stage(
         request_id=request.id or 0,
         key="contract_terms",

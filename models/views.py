@@ -82,7 +82,7 @@ def pending(
             earlier = None if escalation else directory.escalated(stage, slot, slot_roles)
             if earlier is not None:
                 # Escalated earlier in the round: its escalation role may still decide it.
-                more, _ = eligible(directory, request, stage, (earlier.to,), decisions, by_id)
+                more, _ = eligible(directory, request, stage, slot, (earlier.to,), decisions, by_id)
                 people, escalation = people + more, earlier if more else None
             for p in people:
                 approvers[p.email] = p

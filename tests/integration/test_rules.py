@@ -709,6 +709,52 @@ def test_terms_go_with_purchasing_s_part_not_with_another_part_or_stage(engine: 
     assert decide(engine, ref, BOB).request_status == "approved"
 
 
+def test_confirming_the_terms_takes_purchasing_s_part_and_no_other_part_or_stage(
+    engine: Engine,
+) -> None:
+    # Ida holds IT and purchasing; Bob owns the budget and holds purchasing too.
+    give_roles(engine, IDA, "purchasing")
+    give_roles(engine, BOB, "purchasing")
+    ref = submit(engine)
+    # Ida settles the terms first: purchasing's part is hers, the IT part is no longer.
+    assert confirm_terms(engine, ref, IDA)["missing"] == []
+    excluded = re.escape(
+        "confirmed its contract terms (purchasing's part of stage joint_review; "
+        "one person decides one part)"
+    )
+    (pending,) = show(engine, ref)["pending"]
+    assert pending["approvers"] == [BOB, IDA, IVAN, PAUL, PETRA]  # Ida for purchasing only
+    decide(engine, ref, PAUL)  # purchasing's part: the IT part is all that is left to Ida
+    refused(engine, ref, IDA, RuleViolation, f"joint_review: {excluded}")
+    (pending,) = show(engine, ref)["pending"]
+    assert (pending["roles"], pending["approvers"]) == (["it"], [IVAN])
+    assert decide(engine, ref, IVAN).stage_status == "approved"
+    assert decide(engine, ref, BOB).request_status == "approved"
+
+    # The terms settled while the budget owner's stage is open, by its only approver: the stage
+    # goes to its escalation role (finance) at once, as it would for a decision, and Bob may not
+    # approve it.
+    ref = submit(engine, justification="terms after the review")
+    decide(engine, ref, IVAN)
+    decide(engine, ref, PAUL, confirm_terms=False)
+    assert show(engine, ref)["pending"][0]["approvers"] == [BOB]
+    assert notices(engine, ref, "no_approver", "budget_owner") == {}
+    assert confirm_terms(engine, ref, BOB)["missing"] == []
+    reason = f"nobody may decide budget_owner ({BOB} is excluded: {excluded})".replace("\\", "")
+    (pending,) = show(engine, ref)["pending"]
+    assert pending["approvers"] == [FIONA]
+    assert pending["escalated"] == [{"roles": ["budget_owner"], "to": "finance", "reason": reason}]
+    assert list(notices(engine, ref, "no_approver", "budget_owner")) == ["team:finance"]
+    asked = notices(engine, ref, "approval_needed", "budget_owner")
+    assert asked[f"person:{FIONA}"]["escalation"] == {"to": "finance", "reason": reason}
+    refused(engine, ref, BOB, RuleViolation, f"budget_owner: {excluded}")
+    # Confirming nothing new changes nothing: no second escalation.
+    with writes_nothing(engine, "terms again"):
+        assert confirm_terms(engine, ref, BOB)["confirmed"] == []
+    result = decide(engine, ref, FIONA)
+    assert (result.role, result.request_status) == ("finance", "approved")
+
+
 def test_without_a_purchasing_stage_purchasing_outside_the_exclusions_confirms_the_terms(
     engine: Engine,
 ) -> None:
