@@ -33,6 +33,7 @@ IVAN = "ivan.it@example.com"
 PAUL = "paul.purchasing@example.com"
 PETRA = "petra.purchasing@example.com"
 FIONA = "fiona.finance@example.com"
+MAX = "max.management@example.com"
 BOB = "bob.budget@example.com"
 SARA = "sara.sales@example.com"
 OPERATORS = "team:operators"
@@ -220,6 +221,20 @@ def populate(engine: Engine, now: datetime = NOW) -> None:
         actions.decide(
             session, ref=own, actor_email=PAUL, outcome="approve", now=now, confirm_terms=True
         )
+        # Fiona asks finance's approval of laptops for Max: she may not give it, and Max, whose
+        # role (management) finance's part goes to, may not either: nobody may decide it.
+        stuck = _submit(
+            session,
+            now,
+            "nobody-may-decide",
+            kind="rollout",
+            requester=FIONA,
+            on_behalf_of=MAX,
+            justification="Laptops for the management offsite's workshops.",
+            lines=[{"sku": "LAPTOP-STD-14", "quantity": 12}],
+        )
+        for who in (IDA, PAUL, BOB):
+            actions.decide(session, ref=stuck, actor_email=who, outcome="approve", now=now)
         # Ordered and scheduled, then the delivery date passes without a delivery.
         late = _submit(
             session, now, "late-delivery", justification="Replacement for a broken laptop"
@@ -314,30 +329,48 @@ def sample_database() -> Iterator[Engine]:
             engine.dispose()
 
 
-def sample_rows(session: Session) -> dict[str, Notification]:
+def sample_variant(row: Notification) -> tuple[str, bool]:
+    """What a template renders differently: a person's copy or a team's (each built from its
+    own notice), and whether it tells of a part nobody may decide (no_approver's other case)."""
+    escalation = row.context.get("escalation") if isinstance(row.context, dict) else None
+    stuck = isinstance(escalation, dict) and bool(escalation.get("nobody"))
+    return row.audience.split(":", 1)[0], stuck
+
+
+def _better(row: Notification, best: Notification) -> bool:
+    """Whether a later row of an event makes a better sample than the one chosen so far: a
+    person's copy over a team's, the common case over a part nobody may decide."""
+    if sample_variant(row)[1] and not sample_variant(best)[1]:
+        return False
+    return row.audience.startswith("person:") or best.audience.startswith("team:")
+
+
+def sample_rows(session: Session, to: str | None = None) -> dict[str, Notification]:
     """One notification per event: the latest, a person's copy where there is one (it has
-    links; the latest approval request is the one still waiting)."""
+    links; the latest approval request is the one still waiting), the common case before a
+    part nobody may decide. `to`: only the copies to that person or team (an email, or a team
+    such as it), the latest of each event."""
     rows: dict[str, Notification] = {}
     for row in session.exec(select(Notification).order_by(col(Notification.id))).all():
         best = rows.get(row.event)
-        if row.event == "digest":  # the fullest week shows every section
+        if to is not None:
+            if row.audience.split(":", 1)[-1] == to:
+                rows[row.event] = row
+        elif row.event == "digest":  # the fullest week shows every section
             if best is None or len(str(row.context)) > len(str(best.context)):
                 rows[row.event] = row
-        elif (
-            best is None or row.audience.startswith("person:") or best.audience.startswith("team:")
-        ):
+        elif best is None or _better(row, best):
             rows[row.event] = row
     return rows
 
 
 def sample_copies(session: Session) -> dict[str, list[Notification]]:
-    """Every event's sample row (sample_rows), then the latest copy to the other kind of
-    audience where there is one: a team's copy is built from its own notice, whose fields can
-    differ from a person's, so a check renders both."""
+    """Every event's sample row (sample_rows), then the latest copy of each other variant
+    where there is one (sample_variant: a team's copy is built from its own notice, whose fields can
+    differ from a person's; a part nobody may decide reads otherwise), so a check renders all."""
     chosen = sample_rows(session)
     copies = {event: [row] for event, row in chosen.items()}
     for row in session.exec(select(Notification).order_by(col(Notification.id).desc())).all():
-        kinds = {r.audience.split(":", 1)[0] for r in copies[row.event]}
-        if row.audience.split(":", 1)[0] not in kinds:
+        if sample_variant(row) not in {sample_variant(r) for r in copies[row.event]}:
             copies[row.event].append(row)
     return copies

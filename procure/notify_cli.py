@@ -84,6 +84,12 @@ def _pick_row(session: Session, event: str, ref: str, to: str | None) -> Any:
     return (people or mine)[-1]
 
 
+def _sample_copies_of(session: Session, event: str) -> list[Any]:
+    from models.outbox import Notification
+
+    return list(session.exec(select(Notification).where(Notification.event == event)).all())
+
+
 def _write(message: Any, out: Path, stem: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = {
@@ -165,7 +171,16 @@ def preview(
         from notifications.samples import NOW, sample_database, sample_rows
 
         with sample_database() as engine, Session(engine) as session, _rendering():
-            row = sample_rows(session)[event]
+            row = sample_rows(session, to).get(event)
+            if row is None:
+                copies = sorted({r.audience for r in _sample_copies_of(session, event)})
+                raise InputError(
+                    Problem(
+                        f"no sample {event} notification to {to}; the samples have it for "
+                        + ", ".join(a.split(":", 1)[1] for a in copies),
+                        field="--to",
+                    )
+                )
             context = ContextBuilder(session, _links(NOW)).build(row)
             message = renderer.render(event, context)
             audience = row.audience

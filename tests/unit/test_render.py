@@ -58,6 +58,7 @@ from notifications.samples import (
     sample_copies,
     sample_database,
     sample_rows,
+    sample_variant,
 )
 from procure.cli import main
 
@@ -209,13 +210,20 @@ def test_the_check_renders_a_persons_and_a_teams_copy_of_an_event(
     copies = sample_copies(session)
     assert set(copies) == set(EVENTS)
     for event, rows in copies.items():
-        kinds = [row.audience.split(":", 1)[0] for row in rows]
+        kinds = [sample_variant(row) for row in rows]
         assert len(kinds) == len(set(kinds)) and rows[0] is sample_rows(session)[event]
-    both = {event for event, rows in copies.items() if len(rows) == 2}
-    assert {"delivery_scheduled", "ordered"} <= both, both
+    both = {event for event, rows in copies.items() if len(rows) >= 2}
+    assert {"delivery_scheduled", "ordered", "no_approver"} <= both, both
     for event in sorted(both):
         for row in copies[event]:
             assert renderer.render(event, builder(session).build(row)).warnings == ()
+    # no_approver's other case is checked too: a part nobody may decide, not even in its
+    # escalation role's place (its own headline, reason and remedy), after the common one.
+    common, stuck = copies["no_approver"]
+    assert (sample_variant(common), sample_variant(stuck)) == (("team", False), ("team", True))
+    message = renderer.render("no_approver", builder(session).build(stuck))
+    assert message.subject.startswith("Nobody may decide PR-")
+    assert "It waits until the roles change: give the role finance" in message.text
 
 
 @pytest.mark.parametrize("event", EVENTS)
@@ -1063,6 +1071,25 @@ def test_notify_preview_sample(cli: Any) -> None:
     assert out.startswith("To: person:")
     assert "\nSubject: Your decision: PR-" in out
     assert "Approve:    http://127.0.0.1:8000/a/" in out  # the default base URL
+
+
+def test_notify_preview_sample_to_one_audience(cli: Any) -> None:
+    # The common escalation by default; a part nobody may decide is management's copy.
+    code, out, err = cli("notify", "preview", "no_approver", "--sample")
+    assert code == 0, err
+    assert "\nSubject: Escalated to you: PR-" in out
+    code, out, err = cli("notify", "preview", "no_approver", "--sample", "--to", "management")
+    assert code == 0, err
+    assert out.startswith("To: team:management\nSubject: Nobody may decide PR-")
+    assert "It waits until the roles change: give the role finance" in out
+    code, out, err = cli("notify", "preview", "ordered", "--sample", "--to", "it")
+    assert code == 0 and out.startswith("To: team:it\n"), err
+    code, out, err = cli("notify", "preview", "no_approver", "--sample", "--to", "hr")
+    assert code == 2 and not out
+    assert (
+        "--to: no sample no_approver notification to hr; the samples have it for finance, management"
+        in err
+    )
 
 
 def test_notify_preview_one_part(cli: Any) -> None:
