@@ -7,6 +7,7 @@ import secrets
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +59,25 @@ class Settings(BaseSettings):
         value = value.strip().rstrip("/")
         if not value.startswith(("http://", "https://")) or " " in value:
             raise ValueError(f"{value!r} is not an http(s) URL, e.g. https://procure.example.com")
+        parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 (reading it checks it)
+        except ValueError:
+            raise ValueError(f"{value!r} has a port that is not a number from 0 to 65535") from None
+        if parts.username is not None or parts.password is not None:
+            # Every link would carry them to everyone it is sent to; never echo them back.
+            host = parts.netloc.rpartition("@")[2]
+            raise ValueError(
+                f"'{parts.scheme}://…@{host}{parts.path}' holds a user name or password: links "
+                "carry it to everyone they are sent to; give the address without it"
+            )
+        if not parts.hostname:
+            raise ValueError(f"{value!r} names no host, e.g. https://procure.example.com")
+        if parts.query or parts.fragment or value.endswith(("?", "#")):
+            raise ValueError(
+                f"{value!r} has a query or a fragment: links are the address followed by their "
+                "own path, so give it without '?' or '#', e.g. https://procure.example.com/approvals"
+            )
         return value
 
     @property

@@ -535,6 +535,37 @@ def test_a_bad_base_url_is_refused_naming_the_variable(
     assert problem.field == "PROCURE_BASE_URL"
 
 
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        ("https://approve.example.com/?x=1#frag", "has a query or a fragment"),
+        ("https://approve.example.com/approvals#", "has a query or a fragment"),
+        ("https://approve.example.com?", "has a query or a fragment"),
+        ("https://:8000", "names no host"),
+        ("https://approve.example.com:99999", "has a port that is not a number"),
+        ("https://approve.example.com:http", "has a port that is not a number"),
+        ("https://user:s3cr3t-pw@approve.example.com/p", "holds a user name or password"),
+        ("https://user@approve.example.com", "holds a user name or password"),
+    ],
+)
+def test_a_base_url_links_cannot_be_built_on_is_refused_without_echoing_credentials(
+    monkeypatch: pytest.MonkeyPatch, bad: str, says: str
+) -> None:
+    # Links are the base URL followed by their own path: a query or a fragment would swallow
+    # the path, and credentials would be mailed to everyone.
+    monkeypatch.setenv("PROCURE_BASE_URL", bad)
+    with pytest.raises(InputError, match=rf"^PROCURE_BASE_URL: .*{says}") as caught:
+        procure_settings.load()
+    assert "s3cr3t-pw" not in str(caught.value)
+    if "@" in bad:
+        assert "user" not in str(caught.value).split("holds")[0]
+
+
+def test_a_base_url_with_a_path_and_a_port_is_kept() -> None:
+    loaded = procure_settings.load(base_url="https://intranet.example.com:8443/procure/")
+    assert loaded.base_url == "https://intranet.example.com:8443/procure"
+
+
 def test_a_bad_base_url_given_directly_is_refused_naming_the_variable() -> None:
     with pytest.raises(InputError, match=r"^PROCURE_BASE_URL: 'ftp://x' is not an http\(s\) URL"):
         procure_settings.load(base_url="ftp://x")
