@@ -10,11 +10,13 @@ from dataclasses import replace
 from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models import actions
 from models.db import transaction
@@ -228,11 +230,42 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            {"message": str(e.get("msg", "")), "field": ".".join(str(p) for p in e.get("loc", ()))}
-            for e in exc.errors()
-        ]
-        return json(422, "the request is not valid", problems)
+        # Bad input, as the engine's own refusals: 400, each problem by field and where
+        # (the body, the query, the path).
+        problems = []
+        for e in exc.errors():
+            where, *field = [str(p) for p in e.get("loc", ())] or [""]
+            problems.append(
+                {
+                    "message": str(e.get("msg", "")),
+                    "field": ".".join(field) or where,
+                    "source": where,
+                    "line": None,
+                }
+            )
+        return json(400, "bad input", problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # The API's own shape for what the framework refuses (no such address, a method the
+        # address does not take, a body it cannot read); the pages keep theirs.
+        if not request.url.path.startswith("/api"):
+            return await http_exception_handler(request, exc)
+        message = {404: f"no such API address: {request.url.path}"}.get(exc.status_code)
+        if exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        response = json(exc.status_code, message or str(exc.detail))
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    @app.middleware("http")
+    async def body_limit(request: Request, call_next: Any) -> Response:
+        # A body larger than any call takes is refused before it is read.
+        length = request.headers.get("content-length", "")
+        if request.url.path.startswith("/api") and length.isdigit() and int(length) > BODY_MAX:
+            return json(413, f"the body is larger than a call takes ({BODY_MAX:,} bytes)")
+        return cast(Response, await call_next(request))
 
     @app.exception_handler(ProcureError)
     async def procure_error(request: Request, exc: ProcureError) -> JSONResponse:

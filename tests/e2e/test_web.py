@@ -8,7 +8,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from sqlmodel import Session, func, select
@@ -416,7 +416,11 @@ def test_the_api_needs_its_token_and_answers_json(site: Site) -> None:
     bad = site.client.post(
         f"/api/requests/{ref}/decisions", json={"approver": IDA, "decision": "maybe"}, headers=auth
     )
-    assert bad.status_code == 422 and bad.json()["problems"][0]["field"] == "body.decision"
+    assert bad.status_code == 400, bad.text
+    assert (bad.json()["problems"][0]["field"], bad.json()["problems"][0]["source"]) == (
+        "decision",
+        "body",
+    )
     silent = site.client.post(
         f"/api/requests/{ref}/decisions",
         json={"approver": PAUL, "decision": "send_back", "comment": " "},
@@ -467,7 +471,7 @@ def test_the_api_reads_a_request_as_a_request_file_is_read(site: Site) -> None:
         json={"approver": IDA, "decision": "approve", "coment": "typo"},
         headers=auth,
     )
-    assert typo.status_code == 422 and typo.json()["problems"][0]["field"] == "body.coment"
+    assert typo.status_code == 400 and typo.json()["problems"][0]["field"] == "coment"
     stranger = site.client.post(
         f"/api/requests/{ref}/decisions",
         json={"approver": "nobody@example.com", "decision": "approve"},
@@ -481,6 +485,52 @@ def test_the_api_reads_a_request_as_a_request_file_is_read(site: Site) -> None:
     schema = site.client.get("/api/openapi.json").json()
     body = schema["paths"]["/api/requests"]["post"]["requestBody"]["content"]["application/json"]
     assert "lines" in body["schema"]["properties"] and "$ref" not in json.dumps(body)
+
+
+def test_the_api_answers_every_refusal_in_its_own_shape_with_the_documented_status(
+    site: Site,
+) -> None:
+    """400 bad input, 404, 405 and 413 as JSON {"error", "problems"}, as the README says:
+    also what the framework refuses before procure's code runs."""
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+
+    def refused(response: Any, status: int, says: str) -> dict[str, Any]:
+        assert response.status_code == status, response.text
+        body = response.json()
+        assert set(body) == {"error", "problems"} and says in json.dumps(body), body
+        return cast(dict[str, Any], body)
+
+    bogus = refused(site.client.get("/api/requests?status=bogus", headers=auth), 400, "bad input")
+    assert [(p["field"], p["source"]) for p in bogus["problems"]] == [("status", "query")]
+    long = {"approver": IDA, "decision": "reject", "comment": "x" * 4001}
+    body = refused(
+        site.client.post("/api/requests/PR-0001/decisions", json=long, headers=auth), 400, "4000"
+    )
+    assert body["problems"][0]["field"] == "comment"
+    refused(
+        site.client.post(
+            "/api/requests/PR-0001/decisions",
+            content=b'{"approver": "\xff\xfe", "decision": "approve"}',
+            headers={**auth, "Content-Type": "application/json"},
+        ),
+        400,
+        "",
+    )
+    refused(site.client.get("/api/nope", headers=auth), 404, "no such API address: /api/nope")
+    refused(site.client.delete("/api/requests", headers=auth), 405, "DELETE is not allowed")
+    huge = b'{"approver": "' + b"x" * 2_000_000 + b'"}'
+    refused(
+        site.client.post(
+            "/api/requests/PR-0001/decisions",
+            content=huge,
+            headers={**auth, "Content-Type": "application/json"},
+        ),
+        413,
+        "larger than a call takes",
+    )
+    # The pages keep their own answers.
+    assert site.client.get("/nope").status_code == 404
+    assert site.client.get("/api/requests", headers=auth).json() == []
 
 
 def test_procure_web_serves_the_pages_and_logs_no_token(databases: Any, tmp_path: Path) -> None:
