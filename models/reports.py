@@ -7,6 +7,7 @@ prints it, writes it as JSON or CSV, or draws it.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, tzinfo
 from decimal import Decimal
@@ -18,11 +19,14 @@ from sqlmodel import Session, col
 
 from models.catalog import FrameworkAgreement, Item, Offer, Supplier
 from models.economics import KINDS, LABELS, LedgerEntry
+from models.lifecycle import StageStatus
 from models.org import CostCentre
 from models.requests import Quote, Request, RequestLine, Stage
 from models.types import money
 
 ZERO = Decimal("0.00")
+# The stage states a decision leaves (cycle_times): approved, rejected, sent back.
+DECIDED = (StageStatus.APPROVED.value, StageStatus.REJECTED.value, StageStatus.SENT_BACK.value)
 NAMES = ("costs", "savings", "risk", "cycle-times")
 
 
@@ -74,20 +78,48 @@ def _dec(value: Any) -> Decimal:
     return money(value) if value is not None else ZERO
 
 
+def _peripherals(session: Session, given: Collection[str] | None) -> list[str]:
+    """The catalog categories that are no devices (a dock, a headset): `given`, else the active
+    pipeline's economics.peripheral_categories, as the ledger and the TCO count them."""
+    if given is None:
+        from models.pipeline import active
+
+        given = active(session)[1].economics.peripheral_categories
+    return [c.lower() for c in given]
+
+
+def _devices(peripherals: Sequence[str]) -> Any:
+    """The units of a line that are devices: its quantity, unless its item is a peripheral."""
+    if not peripherals:
+        return func.sum(RequestLine.quantity)
+    return func.sum(
+        case((func.lower(Item.category).in_(peripherals), 0), else_=col(RequestLine.quantity))
+    )
+
+
 def costs(
-    session: Session, *, start: date | None = None, end: date | None = None, zone: tzinfo = UTC
+    session: Session,
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    zone: tzinfo = UTC,
+    peripherals: Collection[str] | None = None,
 ) -> Report:
-    """Spend of ordered requests, by cost centre and by supplier."""
+    """Spend of ordered requests, by cost centre and by supplier: units ordered, and of them
+    devices (a dock or a headset is no device: `peripherals`, the active pipeline's by default)."""
     ordered = _within(col(Request.ordered_at), start, end, zone)
+    devices = _devices(_peripherals(session, peripherals))
     by_centre = session.execute(
         select(
             col(CostCentre.code),
             col(CostCentre.name),
             func.count(func.distinct(Request.id)),
             func.sum(RequestLine.quantity),
+            devices,
             func.sum(RequestLine.total),
         )
         .join(Request, Request.id == RequestLine.request_id)  # type: ignore[arg-type]
+        .join(Item, Item.id == RequestLine.item_id)  # type: ignore[arg-type]
         .join(CostCentre, CostCentre.id == Request.cost_centre_id)  # type: ignore[arg-type]
         .where(ordered)
         .group_by(col(CostCentre.code), col(CostCentre.name))
@@ -109,6 +141,7 @@ def costs(
             name,
             func.count(func.distinct(Request.id)),
             func.sum(RequestLine.quantity),
+            devices,
             func.sum(RequestLine.total),
         )
         .select_from(RequestLine)
@@ -128,20 +161,22 @@ def costs(
             "cost_centre": code,
             "name": name,
             "requests": n,
-            "devices": int(units or 0),
+            "units": int(units or 0),
+            "devices": int(counted or 0),
             "spend": str(_dec(spend)),
         }
-        for code, name, n, units, spend in by_centre
+        for code, name, n, units, counted, spend in by_centre
     ]
     supplier_rows = [
         {
             "supplier": code,
             "name": name,
             "requests": n,
-            "devices": int(units or 0),
+            "units": int(units or 0),
+            "devices": int(counted or 0),
             "spend": str(_dec(spend)),
         }
-        for code, name, n, units, spend in by_supplier
+        for code, name, n, units, counted, spend in by_supplier
     ]
     total = money(sum((Decimal(r["spend"]) for r in centre_rows), ZERO))
     return Report(
@@ -152,15 +187,22 @@ def costs(
         {
             "spend": str(total),
             "requests": sum(r["requests"] for r in centre_rows),
+            "units": sum(r["units"] for r in centre_rows),
             "devices": sum(r["devices"] for r in centre_rows),
         },
     )
 
 
 def savings(
-    session: Session, *, start: date | None = None, end: date | None = None, zone: tzinfo = UTC
+    session: Session,
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    zone: tzinfo = UTC,
+    peripherals: Collection[str] | None = None,
 ) -> Report:
-    """What bought lines cost against their list prices, framework vs individual orders.
+    """What bought lines cost against their list prices, framework vs individual orders, with
+    their units and devices (as costs() counts them).
     (A leased or DaaS line pays for a service over a term, not for a device: the TCO compares
     it with buying; against the list price it would show as a loss.)"""
     listed = func.sum(RequestLine.list_price * RequestLine.quantity)
@@ -168,10 +210,12 @@ def savings(
         select(
             col(RequestLine.sourcing),
             func.sum(RequestLine.quantity),
+            _devices(_peripherals(session, peripherals)),
             listed,
             func.sum(RequestLine.total),
         )
         .join(Request, Request.id == RequestLine.request_id)  # type: ignore[arg-type]
+        .join(Item, Item.id == RequestLine.item_id)  # type: ignore[arg-type]
         .where(
             _within(col(Request.ordered_at), start, end, zone),
             col(RequestLine.ownership) == "bought",
@@ -180,7 +224,7 @@ def savings(
         .order_by(col(RequestLine.sourcing))
     ).all()
     table = []
-    for sourcing, units, list_cents, paid in rows:
+    for sourcing, units, counted, list_cents, paid in rows:
         # list_price * quantity is summed in cents by the database (Money stores cents).
         at_list = money(Decimal(int(list_cents or 0)).scaleb(-2))
         paid_dec = _dec(paid)
@@ -189,7 +233,8 @@ def savings(
         table.append(
             {
                 "sourcing": sourcing,
-                "devices": int(units or 0),
+                "units": int(units or 0),
+                "devices": int(counted or 0),
                 "list": str(at_list),
                 "paid": str(paid_dec),
                 "saving": str(saving),
@@ -290,7 +335,12 @@ def cycle_times(
     # One scan, aggregated in the database: per stage and tenth of an hour of duration, how many
     # stages, their exact hours, how many are still open and how many breached their SLA. The
     # mean is exact; the median and 90th percentile are read off this histogram to 0.1 h.
-    hours = _hours(session, Stage.closed_at, Stage.opened_at)
+    # Only a decision ends a stage's cycle: one cancelled with its request, or skipped, was
+    # never decided, and its time would read as a slow decision.
+    closed_by_decision = col(Stage.status).in_(DECIDED)
+    hours = case(
+        (closed_by_decision, _hours(session, Stage.closed_at, Stage.opened_at)), else_=None
+    )
     # SQLite's julianday arithmetic is a hair off (2 h comes out as 1.9999999925 h): round to
     # the second before cutting into tenths of an hour, on both databases alike.
     seconds = func.round(hours * 3600)

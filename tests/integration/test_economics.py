@@ -1367,16 +1367,17 @@ def test_lines_are_ordered_from_and_reported_under_the_supplier_they_were_source
     }
     with transaction(agreed, readonly=True) as session:
         costs = reports.run("costs", session, start=None, end=None, now=NOW).as_dict()
-    assert [(r["supplier"], r["name"], r["devices"], r["spend"]) for r in costs["tables"]["by_supplier"]] == [
-        ("DAAS-CO", "DaaS Company", 2, str(d(daas_line["total"]) + d("199.00"))),
-        ("Dealer Z", "Dealer Z", 2, "500.00"),
+    # A laptop and a dock from DAAS-CO (the dock no device), two monitors (no devices either).
+    assert [(r["supplier"], r["name"], r["units"], r["devices"], r["spend"]) for r in costs["tables"]["by_supplier"]] == [
+        ("DAAS-CO", "DaaS Company", 2, 1, str(d(daas_line["total"]) + d("199.00"))),
+        ("Dealer Z", "Dealer Z", 2, 0, "500.00"),
     ]  # fmt: skip
     # Savings against list prices count the bought lines only: the DaaS line is a service.
     with transaction(agreed, readonly=True) as session:
         saved = reports.run("savings", session, start=None, end=None, now=NOW).as_dict()
-    assert [(r["sourcing"], r["devices"], r["paid"]) for r in saved["tables"]["by_sourcing"]] == [
-        ("individual", 3, "699.00")  # 2 x 250.00 + 199.00, at quotes
-    ]
+    assert [(r["sourcing"], r["units"], r["devices"], r["paid"]) for r in saved["tables"]["by_sourcing"]] == [
+        ("individual", 3, 0, "699.00")  # 2 x 250.00 + 199.00, at quotes: monitors and a dock
+    ]  # fmt: skip
 
 
 # ------------------------------------------------------------------ role bundles
@@ -1587,17 +1588,22 @@ def test_costs_report_the_spend_of_ordered_requests_by_cost_centre_and_supplier(
     reported: Reported,
 ) -> None:
     data = run_report(reported, "costs")
-    # CC-ENG: R1 2,067.00 + R3 949.00 = 3,016.00 over 2 + 1 + 1 devices; R4 is not ordered
+    # CC-ENG: R1 2,067.00 + R3 949.00 = 3,016.00 over 2 + 1 + 1 units, of which R1's monitor is
+    # no device (a peripheral: the ledger does not count it either); R4 is not ordered
     assert data["tables"]["by_cost_centre"] == [
-        {"cost_centre": "CC-ENG", "name": "Engineering", "requests": 2, "devices": 4, "spend": "3016.00"},
-        {"cost_centre": "CC-SALES", "name": "Sales", "requests": 1, "devices": 1, "spend": "649.00"},
+        {"cost_centre": "CC-ENG", "name": "Engineering", "requests": 2, "units": 4, "devices": 3, "spend": "3016.00"},
+        {"cost_centre": "CC-SALES", "name": "Sales", "requests": 1, "units": 1, "devices": 1, "spend": "649.00"},
     ]  # fmt: skip
     # R1 under the agreement (NORDIC-IT) and R3 from the item's supplier (NORDIC-IT); R2 DAAS-CO
     assert data["tables"]["by_supplier"] == [
-        {"supplier": "NORDIC-IT", "name": "Nordic IT Distribution", "requests": 2, "devices": 4, "spend": "3016.00"},
-        {"supplier": "DAAS-CO", "name": "DaaS Company", "requests": 1, "devices": 1, "spend": "649.00"},
+        {"supplier": "NORDIC-IT", "name": "Nordic IT Distribution", "requests": 2, "units": 4, "devices": 3, "spend": "3016.00"},
+        {"supplier": "DAAS-CO", "name": "DaaS Company", "requests": 1, "units": 1, "devices": 1, "spend": "649.00"},
     ]  # fmt: skip
-    assert data["totals"] == {"spend": "3665.00", "requests": 3, "devices": 5}
+    assert data["totals"] == {"spend": "3665.00", "requests": 3, "units": 5, "devices": 4}
+    # Every unit a device when the pipeline says so (peripheral_categories: []).
+    with transaction(reported.engine, readonly=True) as session:
+        every = reports.costs(session, peripherals=[]).as_dict()
+    assert every["totals"] == {"spend": "3665.00", "requests": 3, "units": 5, "devices": 5}
 
 
 def test_savings_report_compares_what_was_paid_with_the_list_price_by_sourcing(
@@ -1607,8 +1613,8 @@ def test_savings_report_compares_what_was_paid_with_the_list_price_by_sourcing(
     # framework: list 2 x 949.00 + 289.00 = 2,187.00, paid 2,067.00: 120.00 saved, 5.5 %
     # individual: R2 649.00 + R3 949.00 = 1,598.00 at list price, nothing saved
     assert data["tables"]["by_sourcing"] == [
-        {"sourcing": "framework", "devices": 3, "list": "2187.00", "paid": "2067.00", "saving": "120.00", "saving_percent": "5.5"},
-        {"sourcing": "individual", "devices": 2, "list": "1598.00", "paid": "1598.00", "saving": "0.00", "saving_percent": "0.0"},
+        {"sourcing": "framework", "units": 3, "devices": 2, "list": "2187.00", "paid": "2067.00", "saving": "120.00", "saving_percent": "5.5"},
+        {"sourcing": "individual", "units": 2, "devices": 2, "list": "1598.00", "paid": "1598.00", "saving": "0.00", "saving_percent": "0.0"},
     ]  # fmt: skip
     # 120.00 / 3,785.00 = 3.17 %
     assert data["totals"] == {
@@ -1661,6 +1667,32 @@ def test_cycle_times_count_decisions_open_stages_and_sla_breaches_at_a_fixed_now
         "joint_review": (3.3, 3.0, 5.0),
         "budget_owner": (24.0, 2.0, 69.0),
     }
+
+
+def test_a_stage_cancelled_with_its_request_is_no_decision_in_the_cycle_times(
+    engine: Engine,
+) -> None:
+    decided = submit(engine, justification="decided after 2 hours")
+    decide(engine, decided, IDA, now=NOW + 1 * HOUR)
+    decide(engine, decided, PAUL, now=NOW + 2 * HOUR)
+    cancelled = submit(engine, justification="cancelled after 63 hours")
+    decide(engine, cancelled, IDA, now=NOW + 1 * HOUR)
+    with transaction(engine) as session:
+        actions.cancel(
+            session, ref=cancelled, actor_email=RITA, reason="not needed", now=NOW + 63 * HOUR
+        )
+    with transaction(engine, readonly=True) as session:
+        data = reports.run(
+            "cycle-times", session, start=None, end=None, now=NOW + 64 * HOUR
+        ).as_dict()
+    (joint,) = [r for r in data["tables"]["by_stage"] if r["stage"] == "joint_review"]
+    # One joint review decided in 2 hours; the cancelled one is neither decided nor open.
+    assert (joint["decided"], joint["open"], joint["mean_hours"], joint["p90_hours"]) == (
+        1,
+        0,
+        2.0,
+        2.0,
+    )
 
 
 PERIODS = [
