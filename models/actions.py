@@ -108,7 +108,7 @@ from models.rules import (
     terms_seats,
 )
 from models.sources import remap
-from models.types import money, money_text, utcnow
+from models.types import difference_text, money, money_text, utcnow
 
 SYSTEM = "system"
 MAX_HORIZON_DAYS = 5 * 366
@@ -494,7 +494,7 @@ def _source_line(
         extra = money((unit - best.unit_price) * line.quantity)
         raise InputError(
             Problem(
-                f"{best.agreement.code} supplies this at {money_text(best.unit_price, currency)} a unit ({money_text(extra, currency)} less in total): "
+                f"{best.agreement.code} supplies this at {money_text(best.unit_price, currency)} a unit (ordered individually: {difference_text(extra, currency)} in total): "
                 "say why you order it individually",
                 field=f"{where}.sourcing_justification",
             )

@@ -22,6 +22,14 @@ def money_text(amount: str | Decimal | None, currency: str) -> str:
     return f"{Decimal(amount):,.2f} {currency}"
 
 
+def difference_text(amount: str | Decimal, currency: str) -> str:
+    """2,900.00 EUR more, 1,900.00 EUR less, or the same: a difference as people read it."""
+    value = Decimal(amount)
+    if not value:
+        return "the same"
+    return f"{money_text(abs(value), currency)} {'more' if value > 0 else 'less'}"
+
+
 def money(value: Any) -> Decimal:
     """Return value as a Decimal quantized to cents (ROUND_HALF_UP); floats are refused."""
     if isinstance(value, bool | float):

@@ -198,8 +198,18 @@ def plural(count: Any, one: str, many: str | None = None) -> str:
     return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
+def than(difference: Any, currency: str = "EUR") -> str:
+    """What one price costs against another, in words before the other's name: '€2,900.00 more
+    than', '€1,900.00 less than', 'the same as' (a difference of 0)."""
+    amount = _decimal(difference)
+    if not amount:
+        return "the same as"
+    return f"{money(abs(amount), currency)} {'more' if amount > 0 else 'less'} than"
+
+
 FILTERS: dict[str, Callable[..., Any]] = {
     "money": money,
+    "than": than,
     "day": day,
     "when": when,
     "who": who,

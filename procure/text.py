@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from models.types import money_text
+from models.types import difference_text, money_text
 
 
 def print_detail(d: dict[str, Any]) -> None:
@@ -96,7 +96,7 @@ def print_economics(d: dict[str, Any]) -> None:
             how = "individual order" + (f" ({s['justification']})" if s["justification"] else "")
         extra = ""
         if s["mode"] == "individual" and s["framework_price"] is not None:
-            extra = f"; {s['framework_agreement']} would be {money_text(s['framework_price'], cur)}, {money_text(s['difference'], cur)} less"
+            extra = f"; {s['framework_agreement']} would be {money_text(s['framework_price'], cur)}: this order costs {difference_text(s['difference'], cur)} in total"
         per = "a device over the term" if s["mode"] == "offer" else "a unit"
         echo(
             f"    {s['line']}. {s['sku']:<16} {how}: {money_text(s['unit_price'], cur)} {per} (list {money_text(s['list_price'], cur)}{extra})"

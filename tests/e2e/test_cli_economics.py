@@ -215,7 +215,8 @@ def test_request_show_has_the_sourcing_tco_delivery_ledger_budget_bundling_and_t
     out = cli.ok("request", "show", late)
     for expected in (
         f"1. LAPTOP-STD-14    individual order ({WEB_SHOP}): 949.00 EUR a unit "
-        "(list 949.00 EUR; FA-2026-NORDIC would be 879.00 EUR, 7,000.00 EUR less)",
+        "(list 949.00 EUR; FA-2026-NORDIC would be 879.00 EUR: this order costs 7,000.00 EUR "
+        "more in total)",
         "buy / lease / DaaS, line 1 (LAPTOP-STD-14) over 36 months",
         "delivery plan: order by 2026-11-20 (5 days late): needed by 2026-12-05 "
         "- 10 days lead time - 5 days preparation  MISSED",

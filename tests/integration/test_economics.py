@@ -468,9 +468,25 @@ def test_an_individual_order_where_an_agreement_exists_needs_a_justification(
     (problem,) = caught.value.problems
     assert problem.field == "lines[0].sourcing_justification"
     # 2 x (949.00 list - 899.00 framework) = 100.00
-    assert "FA-2026-NORDIC supplies this at 899.00 EUR a unit (100.00 EUR less in total)" in (
-        problem.message
+    assert (
+        "FA-2026-NORDIC supplies this at 899.00 EUR a unit (ordered individually: 100.00 EUR "
+        "more in total)" in problem.message
     )
+    # Cheaper than the agreement, it is still outside it: a reason, with the sign read right.
+    with pytest.raises(InputError) as caught:
+        submit(
+            shared,
+            justification="individual order, cheaper",
+            lines=[
+                {
+                    "sku": "LAPTOP-STD-14",
+                    "quantity": 2,
+                    "sourcing": "individual",
+                    "unit_price": "850.00",
+                }
+            ],
+        )
+    assert "(ordered individually: 98.00 EUR less in total)" in caught.value.problems[0].message
     assert row_counts(shared) == before
 
     ref = submit(

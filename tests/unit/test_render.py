@@ -48,6 +48,7 @@ from notifications.render import (
     label,
     money,
     plural,
+    than,
 )
 from notifications.samples import (
     BOB,
@@ -787,6 +788,24 @@ def test_money_defaults_to_euro_and_refuses_what_is_not_an_amount() -> None:
     assert money("12") == "€12.00"
     with pytest.raises(ValueError, match="not an amount: 'twelve'"):
         money("twelve")
+
+
+def test_an_individual_order_cheaper_than_the_agreement_reads_less_not_minus_more(
+    session: Session, renderer: Renderer
+) -> None:
+    assert (than("2900.00"), than("-1900.00", "SEK"), than("0.00")) == (
+        "€2,900.00 more than",
+        "SEK 1,900.00 less than",
+        "the same as",
+    )
+    context = context_of(session, "approval_needed")
+    src = context["request"]["sourcing"][0]
+    src.update(mode="individual", framework_agreement="FA-2026-NORDIC", difference="-1900.00")
+    src.update(framework_price="879.00", justification="")
+    message = renderer.render("approval_needed", context)
+    assert "individual order: €1,900.00 less than under FA-2026-NORDIC at €879.00" in message.text
+    assert "€1,900.00 less than FA-2026-NORDIC" in message.html
+    assert "-€1,900.00" not in message.text + message.html
 
 
 @pytest.mark.parametrize(("value", "expected"), [("0.125", "€0.13"), ("2.665", "€2.67")])
