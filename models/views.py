@@ -340,8 +340,11 @@ def request_rows(
 
 def inbox(session: Session, person: Person, *, now: datetime | None = None) -> list[dict[str, Any]]:
     """What waits for this person (directly or as a delegate), oldest deadline first; and the
-    parts that nobody may decide, to those who hold their roles or their escalation role."""
+    parts that nobody may decide, to those who hold their roles or their escalation role.
+    Nothing for someone no longer active: they may decide nothing."""
     now = now or utcnow()
+    if not person.active:
+        return []
     candidates = session.exec(
         select(Request, Stage)
         .join(Stage, Stage.request_id == Request.id)  # type: ignore[arg-type]

@@ -724,12 +724,13 @@ def inbox(as_: AsOpt = ..., json_: JsonOpt = False) -> None:  # type: ignore[ass
 
     st = state()
     with st.read() as session:
-        items = inbox_view(session, find_person(session, as_, what="as"), now=st.now())
+        me = find_person(session, as_, what="as")
+        items = inbox_view(session, me, now=st.now())
     if json_:
         emit({"items": items})
         return
     if not items:
-        typer.echo("nothing waits for you")
+        typer.echo("nothing waits for you" + ("" if me.active else f" ({me.email} is not active)"))
         return
     for i in items:
         for_ = f" (for {i['on_behalf_of']})" if i["on_behalf_of"] else ""

@@ -1387,3 +1387,8 @@ def test_the_inbox_shows_a_delegates_items_on_behalf_of_the_approver_sorted_by_d
     assert [(i["id"], i["stage"], i["role"]) for i in inbox_of(engine, IVAN, during)] == [
         (third, "joint_review", "it")
     ]
+    # Someone no longer active has nothing waiting: they may decide nothing.
+    ivan = {"email": IVAN, "name": "Ivan Install", "department": "IT", "roles": ["it"]}
+    load_org_data(engine, {"people": [{**ivan, "active": False}]})
+    assert inbox_of(engine, IVAN, during) == []
+    refused(engine, third, IVAN, RuleViolation, "is not active and cannot decide", now=during)
