@@ -574,36 +574,49 @@ def request_resubmit(
     json_: JsonOpt = False,
 ) -> None:
     """Resubmit a request that was sent back; stages whose inputs did not change keep their approvals."""
-    from models.actions import resubmit
+    from models.actions import get_request, requester_of, resubmit
     from models.requests import FIXED_MESSAGE, FIXED_ON_RESUBMISSION, RequestUpdate
     from models.sources import load_document, remap, validate
 
-    update = None
     doc = None
     if file is not None:
         doc = load_document(file)
         if not isinstance(doc.data, dict):
             raise InputError(doc.problem((), "expected a mapping of the fields to change"))
-        try:
-            update = validate(RequestUpdate, doc.data, doc)
-        except InputError as exc:
-            raise InputError(
-                [
-                    replace(p, message=FIXED_MESSAGE) if p.field in FIXED_ON_RESUBMISSION else p
-                    for p in exc.problems
-                ]
-            ) from None
     st = state()
-    try:
-        with st.write() as session:
+    with st.write() as session:
+        update = None
+        if doc is not None:
+            # The original file, edited, names what cannot change as it was: that is no change.
+            request = get_request(session, ref)
+            kept = {
+                "requester": requester_of(session, request).email,
+                "idempotency_key": request.idempotency_key,
+                "currency": request.currency,
+            }
+            data = {
+                k: v
+                for k, v in doc.data.items()
+                if not (k in kept and str(v).strip().lower() == str(kept[k]).lower())
+            }
+            try:
+                update = validate(RequestUpdate, data, doc)
+            except InputError as exc:
+                raise InputError(
+                    [
+                        replace(p, message=FIXED_MESSAGE) if p.field in FIXED_ON_RESUBMISSION else p
+                        for p in exc.problems
+                    ]
+                ) from None
+        try:
             request = resubmit(
                 session, ref=ref, actor_email=as_, update=update, comment=comment, now=st.now()
             )
-            result = {"id": request.ref, "status": request.status, "round": request.round}
-    except InputError as exc:
-        if doc is None:
-            raise
-        raise InputError(remap(exc.problems, doc)) from None
+        except InputError as exc:
+            if doc is None:
+                raise
+            raise InputError(remap(exc.problems, doc)) from None
+        result = {"id": request.ref, "status": request.status, "round": request.round}
     emit(result) if json_ else typer.echo(
         f"{result['id']}  {result['status']} (round {result['round']})"
     )

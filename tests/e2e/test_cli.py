@@ -123,6 +123,25 @@ def test_the_same_file_twice_creates_one_request(cli: Cli, tmp_path: Path) -> No
     assert len(cli.json("request", "list")["requests"]) == 1
 
 
+def test_the_original_file_edited_resubmits_a_request_sent_back(cli: Cli, tmp_path: Path) -> None:
+    cli.json("init", "--sample")
+    path = request_file(tmp_path, idempotency_key="hr-4712")
+    (ref,) = cli.json("request", "submit", path)["ids"]
+    cli.json("decide", ref, "--as", IDA, "--send-back", "--comment", "one monitor is enough")
+    # The requester edits the file they submitted: what cannot change is named as it was.
+    edited = Path(path).read_text(encoding="utf-8").replace("quantity: 2", "quantity: 1")
+    Path(path).write_text(edited.replace(RITA, RITA.upper()), encoding="utf-8")
+    result = cli.json("request", "resubmit", ref, path, "--as", RITA)
+    assert (result["status"], result["round"]) == ("in_review", 2)
+    assert [ln["quantity"] for ln in cli.json("request", "show", ref)["lines"]] == [1, 1]
+    # A value it names otherwise is still refused, by line, and nothing changes.
+    cli.json("decide", ref, "--as", IDA, "--send-back", "--comment", "the laptop is enough")
+    Path(path).write_text(edited.replace(RITA, BOB), encoding="utf-8")
+    code, _, err = cli("request", "resubmit", ref, path, "--as", RITA)
+    assert code == 2 and "request.yaml:2: requester: is fixed once the request is submitted" in err
+    assert cli.json("request", "show", ref)["status"] == "changes_requested"
+
+
 def test_a_list_file_submits_every_request(cli: Cli, tmp_path: Path) -> None:
     cli.json("init", "--sample")
     path = write(
