@@ -263,7 +263,21 @@ def init(
             )
             report["pipeline"] = f"{row.name}@{row.version} installed"
         if sample:
-            report["sample"] = load_sample(session, actor="procure init", at=now)
+            from sqlmodel import func, select
+
+            from models.org import Person
+
+            people = session.exec(select(func.count()).select_from(Person)).one()
+            if people:
+                # The organisation is the one people keep now: the sample would undo their
+                # changes (a budget lowered, someone set inactive). It is loaded once, at the start.
+                report["sample"] = {
+                    "skipped": f"the database already holds an organisation ({people} "
+                    "people): the sample is loaded only into an empty one; change yours "
+                    "with procure org load and procure catalog load"
+                }
+            else:
+                report["sample"] = load_sample(session, actor="procure init", at=now)
     if json_:
         emit(report)
         return
@@ -271,7 +285,9 @@ def init(
     typer.echo(f"database {report['database']}: schema {action} ({after})")
     if "pipeline" in report:
         typer.echo(f"pipeline {report['pipeline']}")
-    if sample:
+    if sample and "skipped" in report["sample"]:
+        typer.echo(f"sample organisation and catalog: not loaded, {report['sample']['skipped']}")
+    elif sample:
         counts: dict[str, int] = {}
         for tallies in report["sample"].values():
             for kind, tally in tallies.items():

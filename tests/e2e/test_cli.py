@@ -69,18 +69,31 @@ def request_file(tmp_path: Path, name: str = "request.yaml", **extra: str) -> st
     )
 
 
-def test_init_creates_the_schema_then_reports_it_up_to_date(cli: Cli) -> None:
+def test_init_creates_the_schema_then_reports_it_up_to_date(cli: Cli, tmp_path: Path) -> None:
     first = cli.json("init", "--sample")
     assert first["schema"]["from"] is None and first["schema"]["to"]
     assert first["sample"]["org"]["person"]["created"] == 12
+    # The organisation changes: a budget lowered, someone set inactive.
+    org = write(
+        tmp_path / "org.yaml",
+        f"""
+        people:
+          - {{email: {SARA}, name: Sara Sales, department: Sales, roles: [requester], active: false}}
+        cost_centres:
+          - {{code: CC-ENG, name: Engineering, budget_owner: {BOB}, budgets: {{2026: 100000.00}}}}
+        """,
+    )
+    cli.json("org", "load", org)
     again = cli.json("init", "--sample")
     assert again["schema"]["from"] == again["schema"]["to"]
-    assert again["sample"]["org"]["person"] == {
-        "created": 0,
-        "updated": 0,
-        "unchanged": 12,
-        "kept_inactive": 0,
-    }
+    # The sample is not loaded over it: nothing it changed is undone.
+    assert "already holds an organisation (12 people)" in again["sample"]["skipped"]
+    code, out, _ = cli("init", "--sample")
+    assert code == 0 and "sample organisation and catalog: not loaded, the database" in out
+    detail = cli.json("request", "submit", request_file(tmp_path))
+    budget = cli.json("request", "economics", detail["ids"][0])["budget"]
+    assert (budget["cost_centre"], budget["amount"]) == ("CC-ENG", "100000.00")
+    assert cli("inbox", "--as", SARA)[1] == f"nothing waits for you ({SARA} is not active)\n"
 
 
 def test_submit_prints_ids_and_show_has_the_documented_fields(cli: Cli, tmp_path: Path) -> None:
