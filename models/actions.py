@@ -338,6 +338,8 @@ def resolve(
     problems: list[Problem] = []
     people: dict[str, Person] = {}
     for name, email in (("requester", requester), ("on_behalf_of", on_behalf_of or requester)):
+        if name == "on_behalf_of" and on_behalf_of is None and "requester" not in people:
+            continue  # for the requester themselves: their problem is named once, as requester
         found = lookup.person(email)
         if found is None:
             problems.append(Problem(f"unknown person {email}", field=name))

@@ -526,6 +526,19 @@ def test_every_problem_of_a_request_is_reported_at_once(world: World, tmp_path: 
     ]
 
 
+def test_an_unknown_requester_asking_for_themselves_is_named_once_as_requester(
+    world: World, tmp_path: Path
+) -> None:
+    # No on_behalf_of: the devices are for the requester, whose problem is theirs alone.
+    content = variant(REQUEST, "on_behalf_of: nina.newhire@example.com\n", "")
+    path = write(tmp_path / "req.yaml", variant(content, "rita.requester@", "ghost@"))
+    with writes_nothing(world.engine), pytest.raises(InputError) as caught:
+        _submit_file(world.engine, path)
+    assert [(p.line, p.field, p.message) for p in caught.value.problems] == [
+        (2, "requester", "unknown person ghost@example.com")
+    ]
+
+
 TWO_REQUESTS = """\
 - kind: onboarding
   requester: rita.requester@example.com
