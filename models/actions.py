@@ -872,6 +872,12 @@ def send_draft(
     actor = find_actor(session, actor_email)
     if actor.id != request.requester_id:
         raise RuleViolation(f"only the requester of {request.ref} can send it")
+    if request.status != RequestStatus.DRAFT:
+        raise TransitionNotAllowed(
+            f"{request.ref} is {request.status}, not a draft: it was sent already"
+            if request.status != RequestStatus.CANCELLED
+            else f"{request.ref} is cancelled: submit a new request instead"
+        )
     REQUEST.target(request.status, RequestEvent.SUBMIT, what=f"request {request.ref}")
     spec = spec_for(session, request)
     today = spec.calendar.today(now)

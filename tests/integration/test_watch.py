@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
@@ -16,6 +17,7 @@ from models.assets import Asset, Assignment, SerialIn
 from models.catalog import Item
 from models.db import transaction
 from models.economics import agreement_options
+from models.errors import RuleViolation, TransitionNotAllowed
 from models.outbox import Notification
 from tests.factories import (
     BOB,
@@ -302,6 +304,26 @@ def test_a_device_alone_is_alerted_and_refreshed_for_its_holder_as_before(
     (line,) = detail["lines"]
     assert (line["quantity"], line["unit_price"]) == (1, "905.00")  # a single unit's price
     assert run_watch(engine, AT_60) == watch.WatchResult(checked=1)
+
+    # Nina sends the draft (procure request send); only she may, and only once.
+    draft = result.drafts[0]
+    before = row_counts(engine)
+    refused = pytest.raises(RuleViolation, match=f"only the requester of {draft} can send it")
+    with refused, transaction(engine) as session:
+        actions.send_draft(session, ref=draft, actor_email=PAUL, now=AT_60)
+    assert row_counts(engine) == before
+    with transaction(engine) as session:
+        sent = actions.send_draft(session, ref=draft, actor_email=NINA, now=AT_60)
+        assert sent.status == "in_review"
+    before = row_counts(engine)
+    with (
+        pytest.raises(
+            TransitionNotAllowed, match=f"^{draft} is in_review, not a draft: it was sent already$"
+        ),
+        transaction(engine) as session,
+    ):
+        actions.send_draft(session, ref=draft, actor_email=NINA, now=AT_60)
+    assert row_counts(engine) == before
 
 
 def test_the_monitors_of_a_workplace_are_not_alerted_or_refreshed_at_their_warranty_end(
