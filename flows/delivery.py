@@ -48,7 +48,7 @@ async def delivery(
     progress = start_progress("delivery", len(shipments), "requests delivered")
     results: list[dict[str, Any]] = []
     for refs in chunks(sorted(shipments), batch_size):
-        delivered = record_deliveries(as_is({ref: shipments[ref] for ref in refs}))
+        delivered = record_deliveries(as_is({ref: shipments[ref] for ref in refs}), serials_file)
         complete = [d["id"] for d in delivered if d["status"] == "delivered"]
         if hand_out and complete:
             handed = {r["id"]: r for r in roll_out(complete, assignments)}

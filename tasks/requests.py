@@ -230,9 +230,12 @@ def place_orders(requests: list[str]) -> list[dict[str, Any]]:
 
 
 @task(name="record-deliveries", **RETRIES)
-def record_deliveries(shipments: dict[str, list[SerialIn]]) -> list[dict[str, Any]]:
+def record_deliveries(
+    shipments: dict[str, list[SerialIn]], source: str | None = None
+) -> list[dict[str, Any]]:
     """Record delivered serials for a batch of requests, one transaction each; serials already
-    recorded for their request are skipped, so a retried batch records nothing twice."""
+    recorded for their request are skipped, so a retried batch records nothing twice. `source`:
+    the shipping notice, which a problem with a serial names with its line."""
     log = get_run_logger()
     done = []
     for request, units in shipments.items():
@@ -241,7 +244,9 @@ def record_deliveries(shipments: dict[str, list[SerialIn]]) -> list[dict[str, An
             known = {a.serial for a in actions.assets_of(session, current) if a.serial}
             fresh = [u for u in units if u.serial not in known]
             if fresh:
-                progress = actions.deliver(session, ref=request, units=fresh, now=now())
+                progress = actions.deliver(
+                    session, ref=request, units=fresh, now=now(), source=source
+                )
                 delivered, remaining, status = progress.done, progress.remaining, progress.status
             else:
                 remaining = sum(

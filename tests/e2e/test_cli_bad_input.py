@@ -930,6 +930,26 @@ def test_a_shipping_notice_naming_unknown_requests_is_refused_before_prefect_sta
     assert "Traceback" not in result.err and "Retry" not in result.err
 
 
+# SQLite only: the flow runs in this process, on a temporary Prefect server of its own, and a
+# second in-process run finds Prefect's console log handler bound to the first run's captured
+# stream (the flow tests run the flows on both databases).
+@pytest.mark.parametrize("world", ["sqlite"], indirect=True)
+def test_a_shipping_notice_whose_serial_the_request_refuses_is_named_by_file_and_line(
+    cli: Cli, tmp_path: Path
+) -> None:
+    path = write(
+        tmp_path / "notice.csv",
+        "request,serial,sku\n{ordered},SN-V-1,MON-27\n{ordered},SN-V-2,LAPTOP-DEV-16\n".format(
+            **cli.world.refs
+        ),
+    )
+    result = cli.refused("run", "delivery", "--serials", str(path))
+    assert (
+        where(path, 3, "sku") + "{ordered} did not order LAPTOP-DEV-16".format(**cli.world.refs)
+        in result.err
+    )
+
+
 def test_a_shipping_notice_naming_a_serial_twice_is_refused_with_both_lines(
     cli: Cli, tmp_path: Path
 ) -> None:
