@@ -15,7 +15,17 @@ from sqlmodel import Field, Session, SQLModel, col, select
 
 from models import audit
 from models.errors import FieldErrors, InputError, Problem, in_file_order
-from models.fields import Amount, Code, Currency, Email, Name, Quantity, single_line
+from models.fields import (
+    Amount,
+    Code,
+    Currency,
+    DefaultNo,
+    DefaultYes,
+    Email,
+    Name,
+    Quantity,
+    single_line,
+)
 from models.records import tally, upsert
 from models.sources import Document, Path_, load_document, valid, validate
 from models.types import Money, UTCDateTime, utcnow
@@ -168,7 +178,7 @@ class SupplierCreate(BaseModel):
     sla_terms: Name = PField(default="", max_length=500)
     warranty_terms: Name = PField(default="", max_length=500)
     return_terms: Name = PField(default="", max_length=500)
-    certified_erasure: bool = False
+    certified_erasure: DefaultNo = False
 
 
 def _spec_value(value: Any) -> str | int | bool:
@@ -196,8 +206,8 @@ class ItemCreate(BaseModel):
     supplier: Code
     specs: dict[Name, SpecValue] = PField(default_factory=dict)
     warranty_months: int = PField(default=36, ge=0, le=120)
-    active: bool = True
-    holds_data: bool = True  # false: a dock, a headset; returned, no erasure is needed
+    active: DefaultYes = True
+    holds_data: DefaultYes = True  # false: a dock, a headset; returned, no erasure is needed
     lead_time_days: int | None = PField(default=None, ge=0, le=365)  # CSV: creates the supplier
 
     @field_validator("category")

@@ -192,3 +192,16 @@ Quantity = Annotated[int, BeforeValidator(quantity)]
 Amount = Annotated[Decimal, BeforeValidator(amount)]
 Currency = Annotated[str, BeforeValidator(currency)]
 Flag = Annotated[bool | None, BeforeValidator(flag)]  # None: the file does not say
+
+
+def _flag_or(default: bool) -> Any:
+    def read(value: Any) -> bool:
+        found = flag(value)
+        return default if found is None else found
+
+    return BeforeValidator(read)
+
+
+# A yes/no field with a default (an empty CSV cell, or null, means the default).
+DefaultYes = Annotated[bool, _flag_or(True)]
+DefaultNo = Annotated[bool, _flag_or(False)]

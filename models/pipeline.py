@@ -23,7 +23,7 @@ from sqlmodel import Session, SQLModel, select
 from models import audit, reference
 from models.calendar import Calendar
 from models.errors import FieldErrors, InputError, Problem, in_file_order
-from models.fields import Amount, Code, Currency, Name, Slug, roles_list
+from models.fields import Amount, Code, Currency, DefaultNo, Name, Slug, roles_list
 from models.org import PIPELINE_ROLES
 from models.sources import Path_, parse_yaml, read_text, valid, validate
 from models.types import UTCDateTime, utcnow
@@ -337,7 +337,7 @@ class PipelineSpec(BaseModel):
     offboarding: Offboarding = Offboarding()
     # Approved requests are ordered by the orchestration (call-offs and purchase orders) without
     # waiting for someone to run `procure order`.
-    auto_order: bool = False
+    auto_order: DefaultNo = False
     stages: tuple[StageSpec, ...] = Field(min_length=1, max_length=50)
 
     def dependencies(self, stage: StageSpec) -> tuple[str, ...]:

@@ -1882,6 +1882,8 @@ def test_a_catalog_csv_says_which_items_hold_no_data(shared: Engine, tmp_path: P
         MOUSE-HOLDS-1,Mouse,accessory,19.00,NORDIC-IT,false
         STICK-HOLDS-1,USB stick,accessory,9.00,NORDIC-IT,true
         CABLE-HOLDS-1,Cable,accessory,5.00,NORDIC-IT,
+        PAD-HOLDS-1,Mouse pad,accessory,5.00,NORDIC-IT,No
+        DISK-HOLDS-1,Disk,accessory,55.00,NORDIC-IT,yes
         """,
     )
     load_catalog_path(shared, path)
@@ -1890,8 +1892,26 @@ def test_a_catalog_csv_says_which_items_hold_no_data(shared: Engine, tmp_path: P
             select(Item.sku, Item.holds_data).where(col(Item.sku).like("%-HOLDS-1"))
         ).all()
     # An empty cell keeps the default: an item holds data unless its catalog says otherwise.
+    # Yes and no read as in the organisation file, in any case.
     assert sorted(tuple(r) for r in rows) == [
         ("CABLE-HOLDS-1", True),
+        ("DISK-HOLDS-1", True),
         ("MOUSE-HOLDS-1", False),
+        ("PAD-HOLDS-1", False),
         ("STICK-HOLDS-1", True),
     ]
+    # Anything else is refused naming the value, by file, line and field; nothing is loaded.
+    bad = write(
+        tmp_path / "items.yaml",
+        """\
+        items:
+          - {sku: PEN-HOLDS-1, name: Pen, category: accessory, list_price: 1.00, supplier: NORDIC-IT, holds_data: nope}
+        """,
+    )
+    before = row_counts(shared)
+    with pytest.raises(InputError) as caught:
+        load_catalog_path(shared, bad)
+    (problem,) = caught.value.problems
+    assert (problem.line, problem.field) == (2, "items[0].holds_data")
+    assert problem.message == "expected true or false (or yes/no, on/off, 1/0), not 'nope'"
+    assert row_counts(shared) == before
