@@ -246,11 +246,13 @@ class Dispatcher:
                 slack_send(job.message, target)
             else:
                 apprise_send(job.message, target)
-        except DeliveryError as exc:
-            return str(exc), False
+        except DeliveryError as exc:  # a service's own words may quote the URL: scrubbed
+            return target.route.scrub(str(exc)), False
         except Exception as exc:  # a transport bug must not lose the row: it is retried
-            log.exception("sending notification %s to %s", job.row.id, target.key)
-            return f"{type(exc).__name__}: {exc}", False
+            why = target.route.scrub(f"{type(exc).__name__}: {exc}")
+            # No traceback: its text may quote the URL, and with it the route's secrets.
+            log.error("sending notification %s to %s: %s", job.row.id, target.key, why)
+            return why, False
         failpoints.hit("after-send")  # handed over, not yet recorded (a crash rehearsal)
         try:
             self._record(job, at=job.envelope.at)

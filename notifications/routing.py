@@ -23,20 +23,25 @@ address and to every `people` route, addressed to them.
 
 Secrets never live in the file: `${NAME}` reads the environment, `${prefect-secret:NAME}` a
 Prefect Secret block. A substitution inside a URL is URL-encoded (a password may hold `@` or
-`/`); one that is the whole URL is taken as it is. Logs and `procure notify` show URLs with
-their secrets masked (Apprise's privacy form).
+`/`); one that is the whole URL is taken as it is. Logs, `procure notify` and delivery records
+show URLs with their secrets masked: Apprise's privacy form, and every value substituted from
+`${…}` replaced by `****` (of a whole-URL substitution, everything but its scheme and its host
+name: `json://hooks.example.com/****`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode, urlsplit
 
 import apprise
 from apprise.plugins.email.base import NotifyEmail
@@ -52,6 +57,8 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 _TAG = re.compile(r"[a-z0-9][a-z0-9_.+@-]*")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_HOSTNAME = re.compile(r"(?:[A-Za-z0-9-]+\.)+[A-Za-z0-9-]+|localhost|\[[0-9A-Fa-f:.]+\]")
+MASK = "****"
 
 Secrets = Callable[[str], str]
 
@@ -72,7 +79,8 @@ def prefect_secret(name: str) -> str:
 
 @dataclass(frozen=True)
 class Route:
-    """One URL of the routes file. `url` holds secrets: show `masked`, never `url`."""
+    """One URL of the routes file. `url` holds secrets: show `masked`, never `url`, and pass
+    any text that may quote the URL (a service's error) through `scrub`."""
 
     url: str
     masked: str
@@ -81,9 +89,15 @@ class Route:
     line: int | None = None
     # An email route's own addresses (`to=`); a `people` route is addressed per message.
     recipients: tuple[str, ...] = ()
+    # The values substituted from ${…} into the URL: masked wherever the URL may show.
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
     def __repr__(self) -> str:  # never print the secret URL by accident
         return f"Route({self.masked!r}, tags={sorted(self.tags)})"
+
+    def scrub(self, text: str) -> str:
+        """text with every value substituted into this route's URL masked."""
+        return mask_values(text, self.secrets)
 
     @property
     def personal(self) -> bool:
@@ -146,6 +160,28 @@ class Routes:
         return [t for t in needed if t not in have]
 
 
+class _Hush(logging.Filter):
+    """Drops Apprise's log records in a thread while it tries a URL only to show it."""
+
+    local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.local, "on", False)
+
+
+_HUSH = _Hush()
+logging.getLogger("apprise").addFilter(_HUSH)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    _HUSH.local.on = True
+    try:
+        yield
+    finally:
+        _HUSH.local.on = False
+
+
 def instantiate(url: str, **extra: str) -> Any:
     """An Apprise plugin for a URL, with extra URL arguments (None when Apprise cannot read
     it). Never throttled: procure paces its own sends."""
@@ -165,8 +201,55 @@ def service_of(plugin: Any) -> str:
     return str(getattr(plugin, "service_name", type(plugin).__name__)).lower()
 
 
-def substitute(text: str, *, doc: Document, path: Path_, secrets: Secrets = prefect_secret) -> str:
-    """Replace ${ENV} and ${prefect-secret:NAME}; a missing one is named with its line."""
+def mask_values(text: str, values: Iterable[str]) -> str:
+    """text with each of values masked, as it is and URL-encoded, whatever its case."""
+    forms = {
+        form
+        for value in values
+        if value
+        for form in (value, quote(value, safe=""), quote(value), quote_plus(value), unquote(value))
+        if form
+    }
+    if not forms:
+        return text
+    pattern = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
+    return re.sub(pattern, MASK, text, flags=re.IGNORECASE)
+
+
+def _parts(value: str, whole: bool) -> list[str]:
+    """What to mask in text that may quote a substituted value: all of it, and of a whole URL
+    each of its parts that may be a token (its user and password, path, segments, query values)."""
+    if not whole:
+        return [value]
+    value = value.strip()
+    split = urlsplit(value)
+    userinfo = split.netloc.rpartition("@")[0]
+    parts = [value, userinfo, *userinfo.split(":"), split.path, split.query, split.fragment]
+    parts += [s for s in split.path.split("/") if len(s) >= 6]
+    parts += [v for _, v in parse_qsl(split.query)]
+    return [p for p in parts if p]
+
+
+def _shown_whole(value: str) -> str:
+    """A URL that came whole from ${…}, as shown: its scheme and host name, the rest masked (a
+    "host" that is no host name, as in Apprise's `discord://ID/TOKEN`, is masked too)."""
+    split = urlsplit(value.strip())
+    host = split.netloc.rpartition("@")[2]
+    if not _HOSTNAME.fullmatch(re.sub(r":\d+$", "", host)):
+        host = MASK
+    return f"{split.scheme or MASK}://{host}/{MASK}"
+
+
+def substitute(
+    text: str,
+    *,
+    doc: Document,
+    path: Path_,
+    secrets: Secrets = prefect_secret,
+    found: list[str] | None = None,
+) -> str:
+    """Replace ${ENV} and ${prefect-secret:NAME}; a missing one is named with its line. What
+    was put in is added to `found` (to be masked wherever the URL shows)."""
     whole = _SUBSTITUTION.fullmatch(text.strip()) is not None
 
     def value(match: re.Match[str]) -> str:
@@ -176,7 +259,7 @@ def substitute(text: str, *, doc: Document, path: Path_, secrets: Secrets = pref
             if not _SECRET_NAME.fullmatch(name):
                 raise InputError(doc.problem(path, f"{name!r} is not a Prefect block name"))
             try:
-                found = secrets(name)
+                got = secrets(name)
             except InputError as exc:
                 raise InputError(
                     doc.problem(path, f"${{prefect-secret:{name}}}: {exc.problems[0].message}")
@@ -192,8 +275,10 @@ def substitute(text: str, *, doc: Document, path: Path_, secrets: Secrets = pref
                 raise InputError(
                     doc.problem(path, f"${{{ref}}}: the environment variable {ref} is not set")
                 )
-            found = os.environ[ref]
-        return found if whole else quote(found, safe="")
+            got = os.environ[ref]
+        if found is not None:
+            found.extend(_parts(got, whole))
+        return got if whole else quote(got, safe="")
 
     return _SUBSTITUTION.sub(value, text)
 
@@ -276,6 +361,31 @@ def parse_routes(text: str, source: str, *, secrets: Secrets = prefect_secret) -
     return Routes(routes, source=source)
 
 
+def _with_args(url: str, args: Mapping[str, str]) -> str:
+    return url + ("&" if "?" in url else "?") + urlencode(args) if args else url
+
+
+def _shown(raw_url: Any, raw_args: Mapping[str, str], put_in: list[str], plugin: Any) -> str:
+    """A route's URL as shown: Apprise's privacy form, with each ${…} as ****. Built from the
+    URL with a placeholder for each ${…}, so only the substituted parts are masked; when
+    Apprise cannot read that form (a port or a token of a fixed form from ${…}), every
+    substituted value is masked wherever it appears in the privacy form of the real URL."""
+    count = iter(range(1_000_000))
+
+    def placeholder(match: re.Match[str]) -> str:
+        return f"procuremask{next(count)}x"
+
+    url = _with_args(
+        _SUBSTITUTION.sub(placeholder, str(raw_url)),
+        {k: _SUBSTITUTION.sub(placeholder, v) for k, v in raw_args.items()},
+    )
+    with _quiet():  # a placeholder may not fit (a port, a Slack token): no error logged
+        shape = instantiate(url)
+    if shape is not None:
+        return re.sub(r"procuremask\d+x", MASK, shape.url(privacy=True), flags=re.IGNORECASE)
+    return mask_values(plugin.url(privacy=True), put_in)
+
+
 def _route(
     doc: Document,
     path: Path_,
@@ -286,8 +396,11 @@ def _route(
     secrets: Secrets,
 ) -> Route:
     """One entry of the routes file."""
-    url = substitute(str(raw_url), doc=doc, path=path, secrets=secrets)
+    put_in: list[str] = []  # every substituted value, to be masked wherever the URL shows
+    url = substitute(str(raw_url), doc=doc, path=path, secrets=secrets, found=put_in)
+    whole = url if _SUBSTITUTION.fullmatch(str(raw_url).strip()) else None
     args: dict[str, str] = {}
+    raw_args: dict[str, str] = {}  # as written, ${…} and all
     tags = set(common)
     for key, value in settings.items():
         if key == "tag":
@@ -296,11 +409,13 @@ def _route(
             text_value = "" if value is None else str(value)
             if isinstance(value, bool):
                 text_value = "yes" if value else "no"
-            args[str(key)] = substitute(text_value, doc=doc, path=(*where, key), secrets=secrets)
+            raw_args[str(key)] = text_value
+            args[str(key)] = substitute(
+                text_value, doc=doc, path=(*where, key), secrets=secrets, found=put_in
+            )
         else:
             raise InputError(doc.problem((*where, key), f"{key}: expected a single value"))
-    if args:
-        url += ("&" if "?" in url else "?") + urlencode(args)
+    url = _with_args(url, args)
     if "://" not in url:
         raise InputError(doc.problem(path, "is not a URL (e.g. mailtos://user:pass@host)"))
     schema = url.split("://", 1)[0]
@@ -332,11 +447,14 @@ def _route(
             raise InputError(doc.problem(path, "a team's email URL needs to= (the team's address)"))
     return Route(
         url=url,
-        masked=plugin.url(privacy=True),
+        masked=_shown_whole(whole)
+        if whole is not None
+        else _shown(raw_url, raw_args, put_in, plugin),
         tags=frozenset(tags),
         service=service,
         line=doc.line_of(path),
         recipients=recipients,
+        secrets=tuple(put_in),
     )
 
 

@@ -11,6 +11,7 @@ from notifications.sink import MailSink, free_port
 from tests.conftest import Databases
 from tests.e2e.test_cli import Cli
 from tests.factories import IDA, NOW, PAUL, RITA, submit
+from tests.wire import WebhookReceiver
 
 
 def routes_file(path: Path, port: int) -> Path:
@@ -136,6 +137,67 @@ def test_a_dead_row_is_requeued_by_notify_retry(
         assert code == 1 and f"notification #{dead[0]['id']} is pending, not dead" in err
         assert cli.json("notify", "send")["sent"] == 1
         assert len(sink.to(RITA)) == 1
+
+
+HOOK_TOKEN = "HOOKTOKEN12345"  # a recognisable fake secret: it must show nowhere
+
+
+def test_a_secret_substituted_into_a_webhook_path_shows_nowhere(
+    world: tuple[Cli, str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A webhook whose path holds ${HOOK_TOKEN}: `notify check`, the delivery rows, `notify
+    status` and the operators' undeliverable notice show the route with the token masked."""
+    cli, _, tmp = world
+    monkeypatch.setenv("HOOK_TOKEN", HOOK_TOKEN)
+    monkeypatch.setenv("PROCURE_MAX_ATTEMPTS", "1")
+    with MailSink() as sink, WebhookReceiver() as hook:
+        hook.status, hook.reply = 500, f"no hook /hooks/it-{HOOK_TOKEN}".encode()
+        routes = routes_file(tmp / "apprise.yml", sink.port)
+        port = hook.url.rsplit(":", 1)[1]
+        routes.write_text(
+            routes.read_text()
+            + f'  - "json://127.0.0.1:{port}/hooks/it-${{HOOK_TOKEN}}":\n      - tag: it\n'
+        )
+        monkeypatch.setenv("PROCURE_APPRISE_CONFIG", str(routes))
+        shown: list[str] = []
+        code, out, err = cli("notify", "check")
+        assert code == 0, err
+        assert f"it -> json://127.0.0.1:{port}/hooks/it-****?" in out  # still recognisable
+        shown += [out, err]
+        checked = cli.json("notify", "check")
+        assert any(
+            r["url"].startswith(f"json://127.0.0.1:{port}/hooks/it-****") for r in checked["routes"]
+        )
+        shown.append(str(checked))
+        report = cli.json("notify", "send", code=1)
+        assert report["dead"] == 1
+        assert hook.posts and hook.posts[0].path == f"/hooks/it-{HOOK_TOKEN}"  # the real URL
+        shown.append(str(report))
+        (alert,) = sink.to("operators@example.com")
+        assert "Undeliverable" in alert.subject
+        shown += [alert.subject, alert.part("plain"), alert.part("html")]
+        code, out, err = cli("notify", "status", "--failed")
+        assert code == 0 and "/hooks/it-****" in out
+        shown += [out, err]
+        status = cli.json("notify", "status", "--failed")
+        (dead,) = [i for i in status["items"] if i["status"] == "dead"]
+        assert any("/hooks/it-****" in d["target"] for d in dead["deliveries"])
+        shown.append(str(status))
+    from sqlmodel import Session, select
+
+    from models.db import make_engine
+    from models.outbox import Delivery, Notification
+
+    engine = make_engine(cli.url)
+    with Session(engine) as session:
+        shown += [f"{d.target} {d.error}" for d in session.exec(select(Delivery)).all()]
+        shown += [f"{n.last_error} {n.context}" for n in session.exec(select(Notification)).all()]
+    engine.dispose()
+    shown += [r.getMessage() for r in caplog.records]
+    leaked = [text for text in shown if HOOK_TOKEN.lower() in text.lower()]
+    assert leaked == []
 
 
 @pytest.mark.parametrize(

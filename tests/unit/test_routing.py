@@ -116,7 +116,7 @@ def test_a_team_gets_its_slack_and_webhook_routes(routes: Routes) -> None:
     assert routes.targets("team:hr") == [purchasing]
     (finance,) = routes.targets("team:finance")
     assert finance.route.url == "json://127.0.0.1:9/finance"
-    assert finance.key.startswith("json json://127.0.0.1:9/finance")
+    assert finance.key.startswith("json json://127.0.0.1:9/**** #")  # the path came with it
 
 
 def test_team_names_are_not_case_sensitive(routes: Routes) -> None:
@@ -372,7 +372,7 @@ def test_masked_urls_hold_no_secret(routes: Routes) -> None:
             for secret in secrets_:
                 assert secret not in shown, (shown, secret)
     email = routes.routes[0]
-    assert email.masked.startswith("mailtos://procure:****@smtp.example.com")
+    assert email.masked.startswith("mailtos://****:****@smtp.example.com")  # both from ${…}
     assert PASSWORD in instantiate(email.url).password  # the real URL still works
     slack = routes.routes[2]
     assert slack.url == SLACK_HOOK
@@ -385,6 +385,64 @@ def test_a_route_shown_in_a_list_or_an_error_holds_no_secret(routes: Routes) -> 
     shown = repr(routes.routes) + repr(routes.targets("person:bob@example.com"))
     for secret in (PASSWORD, "p%40ss%2Fw%3Ard", BOT_TOKEN, *SLACK_TOKENS):
         assert secret not in shown
+
+
+HOOK_TOKEN = "HOOKTOKEN12345"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "json://127.0.0.1:48826/hooks/finance-${HOOK_TOKEN}",
+            "json://127.0.0.1:48826/hooks/finance-****?method=POST",
+        ),
+        ("json://h.example.com:${HOOK_PORT}/hooks/a", "json://h.example.com:****/hooks/a?"),
+        ("json://${HOOK_TOKEN}:pw@h.example.com/a", "json://****:****@h.example.com/a?"),
+        ("${WHOLE_HOOK}", "json://hooks.example.com:8443/****"),
+        ("${DISCORD_HOOK}", "discord://****/****"),
+        ("mailtos://u@smtp.example.com?to=a@example.com&pass=${HOOK_TOKEN}", "mailtos://u:****@"),
+    ],
+    ids=["path", "port", "user", "whole", "whole-token-host", "setting"],
+)
+def test_a_value_from_the_environment_is_masked_where_it_stands(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, url: str, shown: str
+) -> None:
+    monkeypatch.setenv("HOOK_TOKEN", HOOK_TOKEN)
+    monkeypatch.setenv("HOOK_PORT", "48826")
+    monkeypatch.setenv("WHOLE_HOOK", f"json://hooks.example.com:8443/x/{HOOK_TOKEN}?k={HOOK_TOKEN}")
+    monkeypatch.setenv("DISCORD_HOOK", f"discord://4174216298/{HOOK_TOKEN}")
+    text = f'urls:\n  - "{url}":\n      - tag: finance\n'
+    (route,) = parse_routes(text, "apprise.yml", secrets=secrets).routes
+    assert route.masked.startswith(shown), route.masked
+    for secret in (HOOK_TOKEN, "4174216298"):
+        assert secret not in route.masked
+    (target,) = Routes([route], source="apprise.yml").targets("team:finance")
+    assert HOOK_TOKEN not in target.key and "****" in target.key
+    assert [r.getMessage() for r in caplog.records if r.name == "apprise"] == []
+
+
+def test_a_service_s_error_quoting_the_url_is_scrubbed_of_what_came_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HOOK_TOKEN", "tok/en+1 2")
+    text = 'urls:\n  - "json://127.0.0.1:9/hooks/${HOOK_TOKEN}":\n      - tag: it\n'
+    (route,) = parse_routes(text, "apprise.yml", secrets=secrets).routes
+    assert route.url == "json://127.0.0.1:9/hooks/tok%2Fen%2B1%202"
+    error = f"404 at {route.url} (path /hooks/tok/en+1 2, TOK%2FEN%2B1%202, tok%2Fen%2B1+2)"
+    assert (
+        route.scrub(error) == "404 at json://127.0.0.1:9/hooks/**** (path /hooks/****, ****, ****)"
+    )
+
+
+def test_a_placeholder_apprise_cannot_read_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """The bot token's route is shown from Apprise's privacy form (a placeholder is no Slack
+    token), and trying the placeholder logs no Apprise error."""
+    text = "urls:\n  - slack://${prefect-secret:slack-bot-token}/#bob: {tag: bob@example.com}\n"
+    (route,) = parse_routes(text, "apprise.yml", secrets=secrets).routes
+    assert route.masked.startswith("slack://x...d/%23bob/")
+    assert BOT_TOKEN not in route.masked
+    assert [r.getMessage() for r in caplog.records if r.name == "apprise"] == []
 
 
 def test_two_webhooks_that_differ_only_in_their_secrets_are_two_targets() -> None:
