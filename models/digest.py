@@ -8,6 +8,7 @@ from typing import Any
 from sqlmodel import Session, col, func, select
 
 from models import outbox
+from models.actions import decisions_of, spec_for, stages_of
 from models.assets import Asset
 from models.catalog import Item
 from models.lifecycle import AssetStatus, RequestStatus, StageStatus
@@ -15,31 +16,54 @@ from models.org import Role
 from models.outbox import Notice, team
 from models.pipeline import PipelineSpec
 from models.requests import Request, RequestKind, Stage, format_ref
+from models.views import pending
 
 LIMIT = 20  # items listed per section; the counts cover all
 
 
-def _waiting(session: Session, role: str, now: datetime) -> dict[str, Any]:
-    """Open stages that need this role: how many, how many overdue, the oldest deadlines first."""
-    stages = session.exec(
-        select(Stage)
-        .join(Request, Request.id == Stage.request_id)  # type: ignore[arg-type]
-        .where(Stage.status == StageStatus.OPEN, Request.status == RequestStatus.IN_REVIEW)
-        .order_by(col(Stage.due_at))
+def open_parts(session: Session, now: datetime) -> list[dict[str, Any]]:
+    """Every open stage of a request in review with a part still to decide, and the roles
+    deciding those parts (as the inbox has them, from views.pending: the roles of the open parts
+    and the role any of them went to), oldest deadline first."""
+    requests = session.exec(
+        select(Request)
+        .where(
+            Request.status == RequestStatus.IN_REVIEW,
+            col(Request.id).in_(select(Stage.request_id).where(Stage.status == StageStatus.OPEN)),
+        )
+        .order_by(col(Request.id))
     ).all()
-    mine = [s for s in stages if role in s.roles]
-    overdue = [s for s in mine if s.due_at is not None and s.due_at < now]
+    out = []
+    for request in requests:
+        stages = stages_of(session, request)
+        by_key = {s.key: s for s in stages}
+        today = spec_for(session, request).calendar.today(now)
+        for part in pending(session, request, stages, decisions_of(session, request), today):
+            roles = {*part["roles"], *(e["to"] for e in part["escalated"])}
+            due_at = by_key[part["stage"]].due_at
+            out.append(
+                {"id": request.ref, "stage": part["stage"], "due_at": due_at, "roles": roles}
+            )
+    out.sort(key=lambda p: (p["due_at"] is None, p["due_at"] or now, p["id"]))
+    return out
+
+
+def _waiting(role: str, parts: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
+    """Open stages with a part this role decides: how many, how many overdue, the oldest
+    deadlines first."""
+    mine = [p for p in parts if role in p["roles"]]
+    overdue = [p for p in mine if p["due_at"] is not None and p["due_at"] < now]
     return {
         "count": len(mine),
         "overdue": len(overdue),
         "items": [
             {
-                "id": format_ref(s.request_id),
-                "stage": s.key,
-                "due_at": s.due_at,
-                "overdue": s in overdue,
+                "id": p["id"],
+                "stage": p["stage"],
+                "due_at": p["due_at"],
+                "overdue": p in overdue,
             }
-            for s in mine[:LIMIT]
+            for p in mine[:LIMIT]
         ],
     }
 
@@ -84,11 +108,18 @@ def _assets(session: Session, status: str, *, holding_data: bool | None = None) 
 
 
 def team_digest(
-    session: Session, role: str, *, spec: PipelineSpec, now: datetime
+    session: Session,
+    role: str,
+    *,
+    spec: PipelineSpec,
+    now: datetime,
+    parts: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """What one team should look at this week."""
+    """What one team should look at this week (`parts`: open_parts, when known already)."""
     today = spec.calendar.today(now)
-    sections: dict[str, Any] = {"waiting_for_you": _waiting(session, role, now)}
+    if parts is None:
+        parts = open_parts(session, now)
+    sections: dict[str, Any] = {"waiting_for_you": _waiting(role, parts, now)}
     if role == Role.PURCHASING:
         sections["to_order"] = _requests(session, RequestStatus.APPROVED)
         sections["past_order_by"] = _requests(
@@ -125,10 +156,11 @@ def _week(now: datetime, spec: PipelineSpec) -> str:
 def send_digests(session: Session, *, spec: PipelineSpec, now: datetime) -> list[str]:
     """Queue this week's digest for every team (once a week: the week is in the dedup key)."""
     sent = []
+    parts = open_parts(session, now)
     for role in Role:
         if role == Role.REQUESTER:
             continue
-        content = team_digest(session, role.value, spec=spec, now=now)
+        content = team_digest(session, role.value, spec=spec, now=now, parts=parts)
         if outbox.queue(
             session,
             Notice("digest", team(role), f"digest/{content['week']}", content),

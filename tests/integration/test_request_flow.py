@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from models import actions, audit, digest, pipeline
+from models import actions, audit, digest, pipeline, views
 from models.assets import Asset, Assignment, SerialIn
 from models.audit import AuditEvent
 from models.db import transaction
 from models.errors import RuleViolation, TransitionNotAllowed
-from models.org import Person
+from models.org import Person, person_by_email
 from models.outbox import Notification
 from tests.factories import (
     BOB,
@@ -27,6 +27,7 @@ from tests.factories import (
     NINA,
     NOW,
     PAUL,
+    PETRA,
     RITA,
     TODAY,
     approve_all,
@@ -1043,3 +1044,29 @@ def test_an_older_org_file_keeps_a_leaver_inactive_until_it_says_active_true(
     # Active again, she stays so with the older file.
     assert "kept inactive" not in org_load(engine, older, capsys)
     assert nina(engine) == (None, True)
+
+
+def test_a_team_s_digest_waits_only_for_the_parts_it_still_has_to_decide(engine: Engine) -> None:
+    """Purchasing approved its part of one request and IT its part of another: each team's
+    digest lists only the request whose part it still decides, as its members' inboxes do."""
+    it_open, purchasing_open, untouched = (
+        submit(engine, idempotency_key=f"digest-{i}") for i in range(3)
+    )
+    decide(engine, it_open, PETRA)  # purchasing's part of the joint review
+    decide(engine, purchasing_open, IDA)  # IT's part
+    with transaction(engine) as session:
+        _, spec = pipeline.active(session)
+        assert set(digest.send_digests(session, spec=spec, now=NOW)) >= {"it", "purchasing"}
+    with transaction(engine, readonly=True) as session:
+        waiting = {
+            n.audience: [i["id"] for i in n.context["sections"]["waiting_for_you"]["items"]]
+            for n in session.exec(select(Notification).where(Notification.event == "digest"))
+        }
+        inbox = {
+            who: [i["id"] for i in views.inbox(session, person, now=NOW)]
+            for who in (IVAN, PAUL)
+            if (person := person_by_email(session, who)) is not None
+        }
+    assert waiting["team:it"] == [it_open, untouched] == inbox[IVAN]
+    assert waiting["team:purchasing"] == [purchasing_open, untouched] == inbox[PAUL]
+    assert waiting["team:finance"] == []
