@@ -28,7 +28,7 @@ from models.lifecycle import RequestStatus, StageStatus
 from models.outbox import Notice, team
 from models.pipeline import PipelineSpec
 from models.requests import Request, Stage
-from models.rules import Directory, escalation_role
+from models.rules import Directory, escalation_role, open_slots
 from models.types import as_utc
 
 
@@ -158,7 +158,11 @@ def _notify(
                     "stage_name": stage.name,
                     "due_at": stage.due_at,
                     "approvers": approvers,
-                    "roles": list(stage.roles),  # who did not decide in time
+                    # Who did not decide in time: the roles of the parts still open (those
+                    # whose approvers were told it is overdue), not the parts decided.
+                    "roles": list(
+                        dict.fromkeys(r for _, roles in open_slots(stage, decisions) for r in roles)
+                    ),
                 },
                 stage_id=stage.id,
             )

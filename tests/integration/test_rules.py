@@ -805,6 +805,24 @@ def sweep(engine: Engine, when: datetime) -> sla.SweepResult:
         return sla.sweep(session, stage_ids=sla.watched_stages(session, now=when), now=when)
 
 
+def test_an_escalation_names_only_the_parts_still_open(engine: Engine) -> None:
+    """Purchasing approved its part of the joint review, IT did not: past the deadline
+    management hears that IT did not decide, not IT and purchasing; and only IT is overdue."""
+    ref = submit(engine)
+    decide(engine, ref, PETRA)
+    due = datetime.fromisoformat(show(engine, ref)["pending"][0]["due_at"])
+    assert sweep(engine, due + timedelta(minutes=1)).escalations == 1
+    (told,) = notices(engine, ref, "escalation", "joint_review").values()
+    assert told["roles"] == ["it"]
+    assert set(notices(engine, ref, "overdue", "joint_review")) == {
+        f"person:{IDA}",
+        f"person:{IVAN}",
+    }
+    text = rendered(engine, ref, "escalation", "team:management", "joint_review").text
+    assert "without a decision from IT." in text, text
+    assert "purchasing." not in text and "IT, purchasing" not in text
+
+
 def test_a_part_nobody_may_decide_nor_its_escalation_role_waits_and_says_why_and_what_to_do(
     engine: Engine,
 ) -> None:
