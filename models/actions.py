@@ -1733,12 +1733,16 @@ def _check_final_approval(
     )
     if not budget.exceeds:
         return None
+    assert budget.remaining is not None  # it exceeds a budget that is set
+    # As of the approval (the budget_exceeded notice says these, not the budget as it stands
+    # when the notice is sent, when this request counts as committed already).
     figures = {
         "cost_centre": budget.cost_centre,
         "fiscal_year": budget.fiscal_year,
         "budget": budget.amount,
-        "remaining": budget.remaining,
+        "remaining": budget.remaining,  # before this request
         "request_total": budget.request_total,
+        "remaining_after": money(budget.remaining - budget.request_total),
     }
     if budget.policy == "stop":
         raise RuleViolation(

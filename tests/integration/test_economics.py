@@ -46,6 +46,8 @@ from models.economics import LedgerEntry
 from models.errors import InputError, RuleViolation
 from models.org import Budget, CostCentre, load_org, read_org_file
 from models.outbox import Notification
+from notifications.context import ContextBuilder, Links
+from notifications.render import Renderer
 from sample import AGREEMENTS, CATALOG, ORG
 from tests.factories import (
     BOB,
@@ -1078,16 +1080,31 @@ def test_over_budget_under_warn_approves_records_it_and_tells_finance(agreed: En
         "budget": "1000.00",
         "remaining": "1000.00",
         "request_total": "1798.00",
+        "remaining_after": "-798.00",
     }
     (warning,) = audit_rows(agreed, ref, "budget_exceeded")
     assert warning.details == figures
     with transaction(agreed, readonly=True) as session:
         told = session.exec(
-            select(Notification.audience, Notification.context).where(
-                Notification.event == "budget_exceeded"
-            )
+            select(Notification).where(Notification.event == "budget_exceeded")
         ).all()
-    assert [tuple(t) for t in told] == [("team:finance", figures)]
+        assert [(t.audience, t.context) for t in told] == [("team:finance", figures)]
+        # Sent after the approval, when the request counts as committed: the notice still says
+        # the figures of the approval, the same in its message and its budget lines.
+        links = Links("https://procure.example.com", b"economics-tests-key-0123456789abcdef", NOW)
+        message = Renderer().render(
+            "budget_exceeded", ContextBuilder(session, links).build(told[0])
+        )
+    assert (
+        f"{ref} (€1,798.00) is approved and goes over what is left of the FY2026 budget of "
+        "CC-TINY: €1,000.00 of €1,000.00." in message.text
+    )
+    assert (
+        "Budget CC-TINY FY2026 at the approval: €1,000.00 left of €1,000.00, this request "
+        "€1,798.00, -€798.00 left after it" in message.text
+    ), message.text
+    assert "€0.00" not in message.text and "€0.00" not in message.html
+    assert "-€798.00</strong> left after it" in message.html
 
     # Committed on approval, spent on order.
     budget = show(agreed, ref)["budget"]
