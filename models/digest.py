@@ -42,7 +42,13 @@ def open_parts(session: Session, now: datetime) -> list[dict[str, Any]]:
             roles = {*part["roles"], *(e["to"] for e in part["escalated"])}
             due_at = by_key[part["stage"]].due_at
             out.append(
-                {"id": request.ref, "stage": part["stage"], "due_at": due_at, "roles": roles}
+                {
+                    "id": request.ref,
+                    "stage": part["stage"],
+                    "name": part["name"],
+                    "due_at": due_at,
+                    "roles": roles,
+                }
             )
     out.sort(key=lambda p: (p["due_at"] is None, p["due_at"] or now, p["id"]))
     return out
@@ -60,6 +66,7 @@ def _waiting(role: str, parts: list[dict[str, Any]], now: datetime) -> dict[str,
             {
                 "id": p["id"],
                 "stage": p["stage"],
+                "name": p["name"],  # as the other notices name it: "Finance approval"
                 "due_at": p["due_at"],
                 "overdue": p in overdue,
             }

@@ -245,8 +245,10 @@ def check(
                     outcome = {"ok": False, "error": str(exc)}
                     break
                 outcome["ok"] = outcome["ok"] and not message.warnings
-                outcome["warnings"] += message.warnings
-                problems += [Problem(w, source=f"{event}.j2") for w in message.warnings]
+                # Each copy falls back alike when an override fails: report it once.
+                new = [w for w in message.warnings if w not in outcome["warnings"]]
+                outcome["warnings"] += new
+                problems += [Problem(w, source=f"{event}.j2") for w in new]
             report["events"][event] = outcome
     if json_:
         _cli().emit(report)

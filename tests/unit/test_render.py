@@ -1006,6 +1006,43 @@ def test_a_calendar_entry_folds_multibyte_text_by_octets() -> None:
     assert not [line for line in unfolded if line.startswith("X-INJECTED")]
 
 
+# ------------------------------------------------------------------ wording
+
+
+def test_a_team_s_review_notice_reads_as_sentences(session: Session, renderer: Renderer) -> None:
+    finance = renderer.render(
+        "review_needed", builder(session).build(sample_rows(session, "finance")["review_needed"])
+    )
+    assert re.search(r"waits for Finance approval\. Decide by \w{3} \d", finance.text), finance.text
+    joint = renderer.render(
+        "review_needed", builder(session).build(sample_rows(session, "it")["review_needed"])
+    )
+    assert "the contract terms; decide by " in joint.text
+    for message in (finance, joint):
+        assert not re.search(r"\. [a-z]", message.text.split("\n\n")[1]), message.text
+
+
+def test_the_digest_names_stages_as_the_other_notices_do(
+    session: Session, renderer: Renderer
+) -> None:
+    message = renderer.render("digest", context_of(session, "digest"))
+    assert " · Joint review (IT and purchasing) · due " in message.text, message.text
+    assert " · joint review · " not in message.text
+    assert " &middot; Joint review (IT and purchasing) &middot; due " in message.html
+    assert "\n\nThis is the " in message.text
+
+
+def test_the_undeliverable_notice_leaves_a_blank_line_after_the_error(
+    session: Session, renderer: Renderer
+) -> None:
+    """The error stands apart from the summary of the request the notification was about."""
+    context = context_of(session, "undeliverable")
+    context["request"] = context_of(session, "approved")["request"]
+    message = renderer.render("undeliverable", context)
+    error = context["notice"]["error"]
+    assert f"Last error:\n  {error}\n\n  Request     PR-" in message.text, message.text
+
+
 # ------------------------------------------------------------------ procure notify
 
 
@@ -1063,6 +1100,8 @@ def test_notify_check_fails_on_a_broken_override(cli: Any, tmp_path: Path) -> No
     assert f"{len(EVENTS) - 1} of {len(EVENTS)} events render cleanly" in out
     assert "approved.j2" in err and "'no_such_value' is undefined" in err
     assert "template override failed" in err
+    # The person's copy and the team's fall back alike: the failure is reported once.
+    assert err.count("'no_such_value' is undefined") == 1, err
 
 
 def test_notify_check_names_an_override_no_event_uses(cli: Any, tmp_path: Path) -> None:
