@@ -17,11 +17,12 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, delete
+from sqlalchemy import bindparam, delete, func
 from sqlmodel import Session, col, select
 
 from models import audit, outbox, pipeline
 from models.assets import Asset, Assignment, ErasureRecord, Ownership, SerialIn
+from models.audit import AuditEvent
 from models.calendar import add_months
 from models.catalog import (
     Bundle,
@@ -34,6 +35,7 @@ from models.catalog import (
 )
 from models.db import add_unless_taken, by_id, insert_all
 from models.economics import (
+    SPENT_STATES,
     TERMS,
     agreement_options,
     budget_status,
@@ -106,6 +108,7 @@ from models.rules import (
     slots_of,
     terms_deciders,
     terms_seats,
+    terms_slot,
 )
 from models.sources import remap
 from models.types import difference_text, money, money_text, utcnow
@@ -1225,12 +1228,14 @@ def stale_notices(session: Session, notifications: Sequence[outbox.Notification]
 
 def _approve_request(session: Session, request: Request, now: datetime) -> None:
     requester = requester_of(session, request)
+    # Approved again after a re-sourcing sent it back to review (reopen): a new round, told anew.
+    key = f"{request.ref}/r{request.round}"
     notices = [
-        Notice("approved", person(requester.email), request.ref),
-        Notice("approved", team(Role.PURCHASING), request.ref),
+        Notice("approved", person(requester.email), key),
+        Notice("approved", team(Role.PURCHASING), key),
     ]
     if request.kind == RequestKind.ONBOARDING:
-        notices.append(Notice("approved", team(Role.HR), request.ref))
+        notices.append(Notice("approved", team(Role.HR), key))
     fire(
         session,
         request,
@@ -2188,7 +2193,7 @@ def record_quote(
     if problems:
         raise InputError(problems)
     request = lock_request(session, ref)
-    _while_open(request, "quotes are for requests under review")
+    _until_ordered(request, QUOTING_STATES, "quotes are recorded")
     actor = find_actor(session, actor_email)
     _need_purchasing(session, actor, "record quotes")
     if line_no not in {ln.line_no for ln in lines_of(session, request)}:
@@ -2258,10 +2263,7 @@ def set_sourcing(
     except ValueError as exc:
         raise InputError(Problem(str(exc), field="--justification")) from None
     request = lock_request(session, ref)
-    if request.status not in (RequestStatus.SUBMITTED, RequestStatus.IN_REVIEW):
-        raise TransitionNotAllowed(
-            f"request {request.ref} is {request.status}: sourcing is chosen during the review"
-        )
+    _until_ordered(request, SOURCING_STATES, "sourcing is chosen")
     actor = find_actor(session, actor_email)
     _need_purchasing(session, actor, "choose sourcing")
     lines = lines_of(session, request)
@@ -2317,6 +2319,8 @@ def set_sourcing(
         "agreement": line.agreement_id,
         "unit_price": str(line.unit_price),
     }
+    was_total, was_agreement = request.total, line.agreement_id
+    count = session.exec(_SOURCING_CHANGES, params={"id": request.id}).one()
     line.sourcing = sourced.sourcing
     line.agreement_id = sourced.agreement.id if sourced.agreement else None
     line.offer_id = sourced.offer.id if sourced.offer else None
@@ -2353,6 +2357,23 @@ def set_sourcing(
     )
     if request.status == RequestStatus.IN_REVIEW:
         _review_again(session, request, lines, spec, now)
+    elif request.status == RequestStatus.APPROVED:
+        change = {
+            "by": actor.email,
+            "line": line_no,
+            "sku": line.sku,
+            "from": {**before, "agreement": _agreement_code(session, was_agreement)},
+            "to": {
+                "sourcing": line.sourcing,
+                "agreement": sourced.agreement.code if sourced.agreement else None,
+                "ownership": line.ownership,
+                "unit_price": str(line.unit_price),
+            },
+            "justification": line.sourcing_note,
+            "total_before": str(was_total),
+            "total": str(request.total),
+        }
+        _after_approval(session, request, lines, spec, actor, change, f"{count + 1}", now)
     return line
 
 
@@ -2430,6 +2451,111 @@ def _review_again(
     _advance(session, request, spec, stages, decisions, now, lines=lines)
 
 
+_SOURCING_CHANGES = (
+    select(func.count())
+    .select_from(AuditEvent)
+    .where(AuditEvent.request_id == bindparam("id"), AuditEvent.action == "sourcing")
+)
+
+
+def _after_approval(
+    session: Session,
+    request: Request,
+    lines: list[RequestLine],
+    spec: PipelineSpec,
+    actor: Person,
+    change: dict[str, Any],
+    number: str,
+    now: datetime,
+) -> None:
+    """After purchasing re-sourced a line of an approved request (not ordered yet). The approvals
+    were given for an amount, on complete contract terms; they still cover the request unless
+
+    - the total rose: every stage whose inputs changed decides again (as after a resubmission);
+    - a stage whose condition did not hold now holds: it joins;
+    - the contract terms are no longer all settled (off the agreement that settled them): the
+      stage where purchasing confirms them (rules.terms_slot; the last stage in a pipeline
+      without one) decides again, and the final approval waits for them as the first one did.
+
+    None of these: it stays approved and can be ordered. Otherwise it goes back to review
+    (reopen), those stages start a new round (a stage that no longer applies is skipped) and
+    open as their turn comes, their approvers asked; the final approval checks the budget and
+    the terms again. Either way the requester and everyone who approved are told (re_sourced)."""
+    context = condition_context(session, request, lines)
+    specs = {s.id: s for s in spec.stages}
+    stages = stages_of(session, request)
+    decisions = decisions_of(session, request)
+    rose = request.total > Decimal(change["total_before"])
+    missing = terms_view(request.terms)["missing"]
+    applying = [s for s in stages if _applies(specs[s.key], context)]
+    terms_stage, _ = terms_slot(applying)
+    if terms_stage is None and applying:
+        terms_stage = max(applying, key=lambda s: s.position)
+    again: dict[str, str] = {}
+    fresh: dict[str, str] = {}
+    for stage in applying:
+        fresh[stage.key] = inputs_hash(specs[stage.key], request, lines)
+        if stage.status == StageStatus.SKIPPED:
+            again[stage.key] = "applies now"
+        elif rose and stage.inputs_hash != fresh[stage.key]:
+            again[stage.key] = "inputs changed"
+        elif missing and stage is terms_stage:
+            again[stage.key] = "contract terms open"
+    # Told: the requester, and whoever gave the approvals (a delegate and the one they stood
+    # in for); not the purchaser who made the change.
+    given = [d for s in stages for d in current(s, decisions) if d.outcome == Outcome.APPROVE]
+    ids = dict.fromkeys(i for d in given for i in (d.actor_id, d.on_behalf_of_id) if i)
+    approvers = [p.email for p in (by_id(session, Person, i) for i in ids) if p is not None]
+    told = dict.fromkeys([requester_of(session, request).email, *approvers])
+    status = RequestStatus.IN_REVIEW if again else RequestStatus.APPROVED
+    notice = {**change, "status": status.value, "again": list(again), "terms_open": missing}
+    notices = [
+        Notice("re_sourced", person(email), f"{request.ref}/sourcing/{number}", notice)
+        for email in told
+        if email != actor.email
+    ]
+    if not again:
+        outbox.defer(session, notices, request_id=request.id, at=now)
+        return
+    fire(
+        session,
+        request,
+        RequestEvent.REOPEN,
+        actor=actor.email,
+        at=now,
+        changes={"round": request.round + 1, "decided_at": None},
+        details={
+            "reason": "sourcing",
+            "line": change["line"],
+            "total": [change["total_before"], change["total"]],
+            "decide_again": again,
+            **({"terms_open": missing} if missing else {}),
+        },
+        notices=notices,
+    )
+    for stage in stages:
+        if stage not in applying:
+            if stage.status != StageStatus.SKIPPED:
+                _skip(session, stage, specs[stage.key], now)
+        elif stage.key in again:
+            fire(
+                session,
+                stage,
+                StageEvent.RESET,
+                actor=SYSTEM,
+                at=now,
+                changes={
+                    "round": stage.round + 1,
+                    "inputs_hash": fresh[stage.key],
+                    "opened_at": None,
+                    "due_at": None,
+                    "closed_at": None,
+                },
+                details={"reason": f"{again[stage.key]}: sourcing", "total": request.total},
+            )
+    _advance(session, request, spec, stages, decisions, now, lines=lines)
+
+
 # What _source_line() names a line's fields, as set_sourcing()'s options.
 _SOURCING_OPTIONS = {
     "line.sku": "--line",
@@ -2445,6 +2571,34 @@ def _while_open(request: Request, why: str) -> None:
     """Refuse purchasing's review work once the request is decided."""
     if request.status not in OPEN_REQUEST_STATES:
         raise TransitionNotAllowed(f"request {request.ref} is {request.status}: {why}")
+
+
+# Where purchasing may still choose how lines are sourced (and collect quotes for them): during
+# the review, and once approved until the request is ordered (set_sourcing: _after_approval).
+SOURCING_STATES = frozenset(
+    {RequestStatus.SUBMITTED, RequestStatus.IN_REVIEW, RequestStatus.APPROVED}
+)
+QUOTING_STATES = frozenset({*OPEN_REQUEST_STATES, RequestStatus.APPROVED})
+
+
+def _until_ordered(request: Request, allowed: frozenset[RequestStatus], what: str) -> None:
+    """Refuse purchasing's sourcing work outside `allowed`, saying when it is done."""
+    if request.status in allowed:
+        return
+    if request.status in SPENT_STATES:
+        raise TransitionNotAllowed(
+            f"request {request.ref} is {request.status}: its purchase orders are placed, "
+            "so its sourcing no longer changes"
+        )
+    raise TransitionNotAllowed(
+        f"request {request.ref} is {request.status}: {what} during the review, "
+        "or after the approval until the request is ordered"
+    )
+
+
+def _agreement_code(session: Session, agreement_id: int | None) -> str | None:
+    agreement = by_id(session, FrameworkAgreement, agreement_id) if agreement_id else None
+    return agreement.code if agreement else None
 
 
 def _need_purchasing(session: Session, actor: Person, what: str) -> None:
@@ -2588,24 +2742,31 @@ def _check_call_offs(
     for line in lines:
         if line.agreement_id:
             wanted[line.agreement_id] += line.quantity
-    problems = []
+    problems: dict[int, str] = {}
     for agreement_id, quantity in wanted.items():
         agreement = agreements[agreement_id]
         if not agreement.active_on(today):
-            problems.append(
+            problems[agreement_id] = (
                 f"{agreement.code} is valid {agreement.valid_from} to {agreement.valid_to}, not on {today}"
             )
         elif agreement.committed_volume is not None:
             left = agreement.committed_volume - used.get(agreement_id, 0)
             if quantity > left:
-                problems.append(
+                problems[agreement_id] = (
                     f"{agreement.code} has {left} units left, the order calls off {quantity}"
                 )
     if problems:
+        numbers = [str(ln.line_no) for ln in lines if ln.agreement_id in problems]
+        which = f"line {numbers[0]}" if len(numbers) == 1 else f"lines {', '.join(numbers)}"
         raise RuleViolation(
             f"{request.ref} cannot be ordered as sourced: "
-            + "; ".join(problems)
-            + f" (purchasing can re-source it: procure sourcing {request.ref} ...)"
+            + "; ".join(problems.values())
+            + f". Purchasing can re-source {which}, then order it: procure sourcing "
+            f"{request.ref} --line {numbers[0]} --as PURCHASER with --agreement CODE (another "
+            "agreement), --individual (list price; --justification TEXT where an agreement "
+            "covers it), --quote ID (procure quote add first) or --offer lease|daas. It stays "
+            "approved if its total does not rise and its contract terms stay settled; else it "
+            "goes back to review for the stages concerned"
         )
 
 

@@ -47,6 +47,7 @@ class RequestEvent(StrEnum):
     SEND_BACK = "send_back"
     RESUBMIT = "resubmit"
     CANCEL = "cancel"
+    REOPEN = "reopen"  # re-sourced after the approval, which no longer covers it
     ORDER = "order"
     SCHEDULE_DELIVERY = "schedule_delivery"
     DELIVER = "deliver"
@@ -132,6 +133,7 @@ REQUEST_TRANSITIONS: Mapping[tuple[str, str], str] = {
     (R.IN_REVIEW, RE.CANCEL): R.CANCELLED,
     (R.CHANGES_REQUESTED, RE.CANCEL): R.CANCELLED,
     (R.APPROVED, RE.CANCEL): R.CANCELLED,
+    (R.APPROVED, RE.REOPEN): R.IN_REVIEW,  # the stages the change concerns decide again
     (R.APPROVED, RE.ORDER): R.ORDERED,
     (R.ORDERED, RE.SCHEDULE_DELIVERY): R.DELIVERY_SCHEDULED,
     (R.DELIVERY_SCHEDULED, RE.SCHEDULE_DELIVERY): R.DELIVERY_SCHEDULED,  # rescheduled

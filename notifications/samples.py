@@ -240,6 +240,22 @@ def populate(engine: Engine, now: datetime = NOW) -> None:
             session, now, "late-delivery", justification="Replacement for a broken laptop"
         )
         _approve_all(session, late, now)
+        # Before the order, purchasing buys the laptop individually: the total rises, so the
+        # request is back in review (re_sourced), and the stages it concerns decide again.
+        actions.set_sourcing(
+            session,
+            ref=late,
+            line_no=1,
+            actor_email=PAUL,
+            individual=True,
+            justification="The agreement's distributor cannot deliver in time.",
+            now=now,
+        )
+        for who in (IDA, PAUL, BOB):
+            actions.decide(
+                session, ref=late, actor_email=who, outcome="approve", now=now,
+                confirm_terms=who == PAUL,
+            )  # fmt: skip
         actions.place_order(session, ref=late, actor_email=PAUL, now=now)
         actions.schedule_delivery(
             session, ref=late, on=now.date() + timedelta(days=42), actor_email=IVAN, now=now

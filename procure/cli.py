@@ -907,11 +907,15 @@ def sourcing(
     ] = "",
     json_: JsonOpt = False,
 ) -> None:
-    """Purchasing chooses how a line is sourced: a framework agreement, or individually (list price or a quote)."""
-    from models.actions import get_request, set_sourcing
+    """Purchasing chooses how a line is sourced: a framework agreement, or individually (list
+    price or a quote), or an offer; during the review, or once approved until it is ordered."""
+    from models.actions import get_request, set_sourcing, stages_of
+    from models.lifecycle import RequestStatus, StageStatus
 
     st = state()
     with st.write() as session:
+        before = get_request(session, ref)
+        was, was_total = before.status, str(before.total)
         row = set_sourcing(
             session,
             ref=ref,
@@ -924,18 +928,47 @@ def sourcing(
             justification=justification,
             now=st.now(),
         )
-        currency = get_request(session, ref).currency
+        request = get_request(session, ref)
+        currency = request.currency
+        # Approved before: it stays approved, or is back in review for the stages that decide again.
+        again = (
+            [
+                s
+                for s in stages_of(session, request)
+                if s.status in (StageStatus.OPEN, StageStatus.WAITING)
+            ]
+            if was == RequestStatus.APPROVED
+            else []
+        )
         result = {
-            "id": ref,
+            "id": request.ref,
             "line": line,
             "sourcing": row.sourcing,
             "unit_price": str(row.unit_price),
             "total": str(row.total),
+            "status": str(request.status),
+            "request_total": str(request.total),
+            "decide_again": [s.key for s in again],
         }
-    emit(result) if json_ else typer.echo(
-        f"{ref} line {line}: {row.sourcing} at {money_text(str(row.unit_price), currency)} a unit, "
+    if json_:
+        emit(result)
+        return
+    typer.echo(
+        f"{result['id']} line {line}: {row.sourcing} at {money_text(str(row.unit_price), currency)} a unit, "
         f"{money_text(str(row.total), currency)} in total"
     )
+    if was == RequestStatus.APPROVED:
+        total = str(request.total)
+        figures = (
+            f"{money_text(was_total, currency)} before, {money_text(total, currency)} now"
+            if total != was_total
+            else money_text(total, currency)
+        )
+        typer.echo(
+            f"{result['id']} is back in review ({figures}): {', '.join(s.name for s in again)} decide again"
+            if again
+            else f"{result['id']} stays approved ({figures}): procure order {result['id']}"
+        )
 
 
 # ------------------------------------------------------------------ order, delivery, rollout

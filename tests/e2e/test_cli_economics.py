@@ -284,6 +284,9 @@ def test_purchasing_quotes_re_sources_and_confirms_terms_before_the_final_approv
         "sourcing": "individual",
         "unit_price": "920.00",
         "total": "9200.00",
+        "status": "in_review",
+        "request_total": "9200.00",
+        "decide_again": [],
     }
     code, _, err = cli("sourcing", ref, "--line", "1", "--individual", "--as", IDA)
     assert code == 1 and "needs the role purchasing" in err
@@ -324,6 +327,81 @@ def test_purchasing_quotes_re_sources_and_confirms_terms_before_the_final_approv
     assert f"{two}: confirmed warranty; still open: sla, returns, erasure" in first
     assert f"{two}: confirmed sla, returns, erasure; the checklist is complete" in rest
     assert f"{two}: confirmed nothing new; the checklist is complete" in again
+
+
+def test_an_approved_request_the_agreement_ran_out_for_is_re_sourced_and_ordered(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """The outside tester's case: two approved requests of 1,200 laptops each under
+    FA-2026-NORDIC (2,000 units committed). The second cannot be ordered as sourced; what the
+    refusal advises works: purchasing buys it individually, the higher total sends it back to
+    review, the stages it concerns decide again, and then it orders."""
+    approvers = (IDA, PAUL, BOB, FIONA, MAX)
+    refs = []
+    for team in ("A", "B"):
+        path = laptops_file(
+            tmp_path, f"r{team}.yaml", 1200, "2027-02-26", justification=f"Team {team}"
+        )
+        (ref,) = cli.json("request", "submit", path)["ids"]
+        approve(cli, ref, *approvers)
+        assert cli.json("request", "show", ref)["status"] == "approved"
+        refs.append(ref)
+    first, second = refs
+    assert cli.json("order", first, "--as", PAUL)["status"] == "ordered"
+
+    code, out, err = cli("order", second, "--as", PAUL)
+    assert (code, out) == (1, "")
+    assert "FA-2026-NORDIC has 800 units left, the order calls off 1200" in err
+    advice = f"procure sourcing {second} --line 1 --as PURCHASER with --agreement CODE"
+    assert advice in err and "--individual" in err
+    assert cli.json("request", "show", second)["status"] == "approved"
+
+    out = cli.ok(
+        "sourcing", second, "--line", "1", "--individual", "--justification", "x", "--as", PAUL
+    )
+    assert f"{second} line 1: individual at 949.00 EUR a unit" in out
+    assert (
+        f"{second} is back in review (1,030,800.00 EUR before, 1,138,800.00 EUR now): "
+        "Joint review (IT and purchasing), Budget owner approval, Finance approval, "
+        "Management approval decide again"
+    ) in out
+    detail = cli.json("request", "show", second)
+    assert (detail["status"], detail["total"]) == ("in_review", "1138800.00")
+    assert [(s["stage"], s["status"], s["round"]) for s in detail["stages"]] == [
+        ("joint_review", "open", 2),
+        ("budget_owner", "waiting", 2),
+        ("finance", "waiting", 2),
+        ("management", "waiting", 2),
+    ]
+    # Audited: the re-sourcing by Paul, then the request reopened for it, with the figures.
+    changes = [e for e in detail["timeline"] if e["action"] in ("sourcing", "reopen")]
+    assert [(e["action"], e["actor"], e["to"]) for e in changes] == [
+        ("sourcing", PAUL, None),
+        ("reopen", PAUL, "in_review"),
+    ]
+    assert changes[1]["details"]["total"] == ["1030800.00", "1138800.00"]
+    # Only the stages that opened ask: the joint review's approvers (IT, and purchasing, which
+    # confirms the contract terms the agreement no longer settles).
+    assert detail["pending"][0]["stage"] == "joint_review"
+    assert detail["terms"]["missing"] == ["warranty", "sla", "returns", "erasure"]
+
+    approve(cli, second, *approvers)
+    assert cli.json("request", "show", second)["status"] == "approved"
+    ordered = cli.json("order", second, "--as", PAUL)
+    assert ordered["status"] == "ordered"
+    (po,) = ordered["purchase_orders"]
+    assert [(ln["quantity"], ln["agreement"]) for ln in po["lines"]] == [(1200, None)]
+
+    # Ordered: its sourcing no longer changes, and nothing is written.
+    engine = make_engine(cli.url)
+    try:
+        before = row_counts(engine)
+        code, out, err = cli("sourcing", second, "--line", "1", "--individual", "--as", PAUL)
+        assert (code, out) == (1, "")
+        assert f"{second} is ordered: its purchase orders are placed" in err
+        assert row_counts(engine) == before
+    finally:
+        engine.dispose()
 
 
 def test_terms_are_confirmed_by_whoever_may_decide_purchasing_s_part_of_the_review(
