@@ -1848,6 +1848,46 @@ def _terms_confirmers(
     return f"{escalation.to} (in place of purchasing, as {escalation.text})"
 
 
+def _filled_part(
+    directory: Directory,
+    actor: Person,
+    stages: list[Stage],
+    decisions: list[Decision],
+    stage_key: str | None,
+) -> tuple[Stage, Decision] | None:
+    """A part of a stage the actor (in person or for someone) could have decided that someone
+    else decided first in its current round: the stage and that decision."""
+    principals = [actor, *directory.delegators_of(actor)]
+    decided = (StageStatus.OPEN, StageStatus.APPROVED, StageStatus.REJECTED, StageStatus.SENT_BACK)
+    for stage in stages:
+        if stage.status not in decided or (stage_key and stage.key != stage_key):
+            continue
+        filled = {d.slot: d for d in current(stage, decisions)}
+        for slot, roles in slots_of(stage):
+            if slot in filled and any(directory.holds(p, r) for p in principals for r in roles):
+                return stage, filled[slot]
+    return None
+
+
+def decided_before(
+    session: Session, request: Request, stage: Stage, person: Person, *, now: datetime
+) -> Decision | None:
+    """The decision that leaves the person nothing to decide of an open stage in its current
+    round: their own, or someone else's of the part they could decide. None while they may
+    still decide it (or may not for another reason, which `decide` names)."""
+    decisions = decisions_of(session, request)
+    mine = [d for d in current(stage, decisions) if d.actor_id == person.id]
+    if mine:
+        return mine[-1]
+    directory = Directory(session, request, spec_for(session, request).calendar.today(now))
+    stages = stages_of(session, request)
+    found, _ = seats(directory, person, request, stages, decisions, stage.key)
+    if found:
+        return None
+    taken = _filled_part(directory, person, stages, decisions, stage.key)
+    return taken[1] if taken is not None else None
+
+
 def _why_not(
     request: Request,
     stages: list[Stage],
@@ -1879,17 +1919,12 @@ def _why_not(
             f"{request.ref}: you may not decide: " + "; ".join(dict.fromkeys(reasons))
         )
     # Could the actor have filled a slot that someone else filled first (in this round)?
-    principals = [actor, *directory.delegators_of(actor)]
-    decided = (StageStatus.OPEN, StageStatus.APPROVED, StageStatus.REJECTED, StageStatus.SENT_BACK)
-    for stage in stages:
-        if stage.status not in decided or (stage_key and stage.key != stage_key):
-            continue
-        filled = {d.slot for d in current(stage, decisions)}
-        for slot, roles in slots_of(stage):
-            if slot in filled and any(directory.holds(p, r) for p in principals for r in roles):
-                return AlreadyDecided(
-                    f"{request.ref} {stage.key}: the {slot} part was already decided by someone else"
-                )
+    taken = _filled_part(directory, actor, stages, decisions, stage_key)
+    if taken is not None:
+        stage, filled = taken
+        return AlreadyDecided(
+            f"{request.ref} {stage.key}: the {filled.slot} part was already decided by someone else"
+        )
     lapsed = [d for d in directory.delegations_of(actor) if not d.covers(directory.today)]
     stage_of = {s.id: s for s in stages if s.id is not None}
     roles_needed: set[str] = set()

@@ -23,6 +23,7 @@ from models.errors import AlreadyDecided, RuleViolation
 from models.lifecycle import RequestStatus, StageStatus
 from models.org import Person
 from models.requests import Request, Stage
+from models.rules import ANY_SLOT
 from models.tokens import ApprovalToken
 from models.types import as_utc
 
@@ -32,7 +33,8 @@ class LinkUsed(AlreadyDecided):
 
 
 class LinkOutdated(RuleViolation):
-    """The stage this link was sent for has moved on (decided, reopened, request changed)."""
+    """The stage this link was sent for has moved on (decided, reopened, request changed), or
+    its addressee's part of it was decided (by them elsewhere, or by someone else)."""
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,17 @@ def describe(result: actions.DecisionResult) -> dict[str, Any]:
     }
 
 
-def check_link(session: Any, grant: ApprovalToken) -> tuple[Request, Stage, Person]:
-    """What an approval link is for, if it can still decide; else LinkUsed / LinkOutdated."""
+def _when(session: Any, request: Request, at: datetime) -> str:
+    """A moment as the emails show it: in the organisation's time zone."""
+    zone = ZoneInfo(actions.spec_for(session, request).calendar.timezone)
+    return f"{as_utc(at).astimezone(zone):%d %b %Y at %H:%M %Z}"
+
+
+def check_link(
+    session: Any, grant: ApprovalToken, *, now: datetime
+) -> tuple[Request, Stage, Person]:
+    """What an approval link is for, if it can still decide; else LinkUsed / LinkOutdated
+    (used, the request or stage moved on, or its addressee's part decided already)."""
     request = session.get(Request, grant.request_id)
     stage = session.get(Stage, grant.stage_id)
     person = session.get(Person, grant.person_id)
@@ -70,11 +81,9 @@ def check_link(session: Any, grant: ApprovalToken) -> tuple[Request, Stage, Pers
         raise LinkOutdated("this link points at a request that no longer exists")
     earlier = links.used(session, grant.nonce)
     if earlier is not None:
-        zone = ZoneInfo(actions.spec_for(session, request).calendar.timezone)  # as emails
-        used = as_utc(earlier.used_at).astimezone(zone)
         raise LinkUsed(
             f"this link was already used: {earlier.outcome.replace('_', ' ')} on "
-            f"{used:%d %b %Y at %H:%M %Z}; it decides once"
+            f"{_when(session, request, earlier.used_at)}; it decides once"
         )
     if request.status != RequestStatus.IN_REVIEW:
         raise LinkOutdated(
@@ -84,6 +93,23 @@ def check_link(session: Any, grant: ApprovalToken) -> tuple[Request, Stage, Pers
         raise LinkOutdated(
             f"{stage.name} of {request.ref} has moved on since this link was sent "
             f"(it is {stage.status.replace('_', ' ')}); a newer email has the current link"
+        )
+    before = actions.decided_before(session, request, stage, person, now=now)
+    if before is not None:
+        outcome = before.outcome.replace("_", " ")
+        when = _when(session, request, before.decided_at)
+        if before.actor_id == person.id:
+            raise LinkOutdated(
+                f"you already decided {stage.name} of {request.ref}: {outcome} on {when}; "
+                "a decision cannot be changed"
+            )
+        by = session.get(Person, before.actor_id)
+        on_behalf = session.get(Person, before.on_behalf_of_id) if before.on_behalf_of_id else None
+        who = (by.name if by else "someone") + (f" for {on_behalf.name}" if on_behalf else "")
+        part = "it" if before.slot == ANY_SLOT else f"the {before.slot.replace('_', ' ')} part"
+        raise LinkOutdated(
+            f"{stage.name} of {request.ref} has moved on since this link was sent: {part} "
+            f"was already decided by {who} ({outcome} on {when})"
         )
     return request, stage, person
 
@@ -104,7 +130,7 @@ def record(
             actor = decision.actor_email
             if link is not None:
                 actions.lock_request(session, link.request_id)  # one decision at a time
-                _, stage, person = check_link(session, link)
+                _, stage, person = check_link(session, link, now=now)
                 stage_key, actor = stage.key, person.email
             result = actions.decide(
                 session,

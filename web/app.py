@@ -278,7 +278,7 @@ def _approval_form(
     form it comes back with the reason, the decision chosen and the comment typed."""
     with Session(web.engine) as session:
         try:
-            req, stage, person = check_link(session, grant)
+            req, stage, person = check_link(session, grant, now=web.now())
         except (LinkUsed, LinkOutdated) as exc:
             return web.problem(409, "Nothing to decide here", str(exc))
         context = ContextBuilder(session, web.links()).page(req.id or 0)

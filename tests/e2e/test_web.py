@@ -92,6 +92,41 @@ def test_approving_from_the_page_decides_once_and_tells_the_next_approver(site: 
     assert site.decisions() == 2
 
 
+def test_a_link_whose_part_was_decided_elsewhere_says_who_decided_and_when(site: Site) -> None:
+    """Ida approves IT's part of the joint review from the command line: Ivan's link (IT too)
+    and Ida's own now say so on opening, by name and time, with no form; opening them and
+    pressing a forged button change nothing. Paul's part (purchasing) still has its form."""
+    ref = submit(site.engine)
+    site.dispatch()
+    ivan, ida = site.approval_link(IVAN), site.approval_link(IDA)
+    decide(site.engine, ref, IDA, comment="Fine by IT")
+    page = site.client.get(ivan)
+    assert page.status_code == 409, page.text
+    assert "Nothing to decide here" in page.text and "<form" not in page.text
+    assert (
+        f"Joint review (IT and purchasing) of {ref} has moved on since this link was sent: "
+        "the it part was already decided by Ida Infrastructure (approve on 25 Nov 2026 at "
+        "10:00 CET)"
+    ) in page.text, page.text
+    own = site.client.get(ida)
+    assert own.status_code == 409 and "<form" not in own.text
+    assert (
+        f"you already decided Joint review (IT and purchasing) of {ref}: approve on "
+        "25 Nov 2026 at 10:00 CET; a decision cannot be changed"
+    ) in own.text, own.text
+    for link, outcome in ((ivan, "reject"), (ida, "approve")):
+        pressed = site.client.post(
+            link,
+            data={"csrf": "x", "decision": outcome, "comment": "No"},
+            headers={**site.origin, "Cookie": "procure_csrf=x"},
+        )
+        assert pressed.status_code == 409 and "already decided" in pressed.text, pressed.text
+    assert site.decisions() == 1
+    with Session(site.engine) as session:
+        assert session.exec(select(func.count()).select_from(UsedLink)).one() == 0
+    assert "<form" in site.client.get(site.approval_link(PAUL)).text
+
+
 def test_finance_decides_from_its_email_a_budget_its_owner_asked_for(site: Site) -> None:
     """Bob asks from the budget he owns: nobody may give the budget owner's approval, so it is
     escalated to finance at once. Finance's team hears of it, and Fiona decides it from the
