@@ -52,6 +52,7 @@ PAGES = Path(__file__).resolve().parent / "templates"
 CSRF_COOKIE = "procure_csrf"
 FORM_MAX = 64 * 1024
 OUTCOMES = {"approve": "Approve", "reject": "Reject", "send_back": "Send back"}
+DONE = {"approve": "Approved", "reject": "Rejected", "send_back": "Sent back"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
@@ -360,4 +361,11 @@ def _decide(web: Web, token: str, form: dict[str, str]) -> Response:
         return web.problem(409, "That did not work", str(exc))
     with transaction(web.engine, readonly=True) as session:
         context = ContextBuilder(session, web.links()).page(grant.request_id)
-    return web.page("done.j2", **context, result=result, outcomes=OUTCOMES)
+    if result.noop:
+        done = "Already recorded"
+    elif result.outcome == "approve" and result.request_status != "approved":
+        done = "Your approval is recorded"  # a part or a stage: the request still waits
+    else:
+        done = DONE[result.outcome]
+    decided = next(s for s in context["request"]["stages"] if s["stage"] == result.stage)
+    return web.page("done.j2", **context, result=result, done=done, decided_stage=decided)

@@ -69,7 +69,14 @@ def test_approving_from_the_page_decides_once_and_tells_the_next_approver(site: 
     before = len(site.sink.received)
     answer = site.form(site.approval_link(IDA), "approve", comment="Fine by IT")
     assert answer.status_code == 200, answer.text
-    assert "Thank you: approve" in answer.text and ref in answer.text
+    # IT's part of the joint review: recorded, but neither the stage nor the request is approved.
+    assert f"<title>Your approval is recorded: {ref} · procure</title>" in answer.text
+    assert "Thank you: your approval is recorded" in answer.text
+    assert "Joint review (IT and purchasing): <strong>approve</strong>" in answer.text
+    assert (
+        "Joint review (IT and purchasing) is not approved yet: it still waits for purchasing."
+    ) in answer.text, answer.text
+    assert "Approved:" not in answer.text and "approved yet" in answer.text
     assert site.decisions() == 1
     purchasing = site.form(site.approval_link(PAUL), "approve", confirm_terms="yes")
     assert purchasing.status_code == 200, purchasing.text
@@ -153,7 +160,8 @@ def test_finance_decides_from_its_email_a_budget_its_owner_asked_for(site: Site)
     )
     assert refused.status_code == 403 and "finance in place of budget_owner" in refused.text
     answer = site.form(site.approval_link(FIONA), "approve", comment="Checked by finance")
-    assert answer.status_code == 200 and "Thank you: approve" in answer.text, answer.text
+    assert answer.status_code == 200 and "Thank you: approved" in answer.text, answer.text
+    assert f"<title>Approved: {ref} · procure</title>" in answer.text
     assert "The request's status is now <strong>approved</strong>." in answer.text
 
 
@@ -176,7 +184,9 @@ def test_management_deciding_purchasing_s_part_confirms_the_terms_from_its_page(
     link = site.approval_link(MAX)
     assert "I confirm the contract terms still open" in site.client.get(link).text
     answer = site.form(link, "approve", confirm_terms="yes")
-    assert answer.status_code == 200 and "Thank you: approve" in answer.text, answer.text
+    assert answer.status_code == 200, answer.text
+    assert "Thank you: your approval is recorded" in answer.text and "as management" in answer.text
+    assert "not approved yet" not in answer.text  # the joint review is done; Bob's stage waits
     assert decide(site.engine, ref, BOB).request_status == "approved"
 
 
@@ -204,7 +214,8 @@ def test_a_refused_approval_comes_back_with_the_form_to_send_back_instead(site: 
     assert "Not decided yet:" in refused.text and "terms" in refused.text
     assert 'value="approve" required checked' in refused.text and "Fine by me" in refused.text
     back = site.form(link, "send_back", comment="Purchasing: please confirm the terms.")
-    assert back.status_code == 200 and "Thank you: send back" in back.text, back.text[-2000:]
+    assert back.status_code == 200 and "Thank you: sent back" in back.text, back.text[-2000:]
+    assert f"<title>Sent back: {ref} · procure</title>" in back.text
     assert "The request's status is now <strong>changes requested</strong>." in back.text
 
 
@@ -220,6 +231,16 @@ def test_sending_back_from_the_page_reaches_the_requester_with_the_comment(site:
     assert wait_for(lambda: any(f"{ref} sent back to you" in m.subject for m in site.sink.to(RITA)))
     (mail,) = [m for m in site.sink.to(RITA) if "sent back" in m.subject]
     assert "Please add a dock <b>now</b>" in mail.part("plain")
+
+
+def test_rejecting_from_the_page_says_rejected(site: Site) -> None:
+    ref = submit(site.engine)
+    site.dispatch()
+    answer = site.form(site.approval_link(IDA), "reject", comment="Not this model.")
+    assert answer.status_code == 200, answer.text
+    assert f"<title>Rejected: {ref} · procure</title>" in answer.text
+    assert "Thank you: rejected" in answer.text and "Rejectd" not in answer.text
+    assert "The request's status is now <strong>rejected</strong>." in answer.text
 
 
 def test_sending_back_without_a_comment_shows_the_form_again_with_the_reason(site: Site) -> None:

@@ -28,7 +28,9 @@ def test_approving_in_chromium_from_the_emailed_link(site: Site, tmp_path: objec
         page.get_by_label(re.compile("^Comment")).fill("Terms checked, framework price.")
         page.get_by_role("button", name="Submit decision").click()
         page.wait_for_load_state()
-        assert "Thank you: approve" in page.content(), page.content()[-3000:]
+        # The joint review is approved, the request is not: the budget owner decides next.
+        assert page.title() == f"Your approval is recorded: {ref} · procure"
+        assert "Thank you: your approval is recorded" in page.content(), page.content()[-3000:]
         page.screenshot(path=str(site.sink_folder / "approved.png"), full_page=True)
         # The link decides once: back and submit again is refused, nothing changes.
         page.go_back()
