@@ -271,12 +271,14 @@ def _approval_form(
     *,
     chosen: str | None,
     comment: str = "",
+    confirmed: bool = False,
     error: str | None = None,
     invalid: set[str] | None = None,
     status: int = 200,
 ) -> Response:
     """The approval page: the request and the form, with a fresh CSRF cookie. After a refused
-    form it comes back with the reason, the decision chosen and the comment typed."""
+    form it comes back with the reason, the decision chosen, the comment typed and the
+    contract terms' box as it was."""
     with Session(web.engine) as session:
         try:
             req, stage, person = check_link(session, grant, now=web.now())
@@ -303,6 +305,7 @@ def _approval_form(
         outcomes=OUTCOMES,
         ask_terms=purchasing,
         comment=comment,
+        confirmed=confirmed,
         error=error,
         invalid=invalid or set(),
     )
@@ -353,6 +356,7 @@ def _decide(web: Web, token: str, form: dict[str, str]) -> Response:
             grant,
             chosen=outcome,
             comment=form.get("comment", ""),
+            confirmed=form.get("confirm_terms") == "yes",
             error="; ".join(str(p) for p in problems) or str(exc),
             invalid={p.field for p in problems if p.field},
             status=400 if isinstance(exc, InputError) else 403,

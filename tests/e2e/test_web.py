@@ -272,6 +272,22 @@ def test_sending_back_without_a_comment_shows_the_form_again_with_the_reason(sit
     assert site.decisions() == 1
 
 
+def test_a_refused_form_keeps_the_contract_terms_box_as_it_was(site: Site) -> None:
+    """Paul ticks the contract terms and Reject, but writes no reason: the form comes back
+    with the box still ticked (and unticked when it was)."""
+    submit(site.engine)
+    site.dispatch()
+    link = site.approval_link(PAUL)
+    ticked = site.form(link, "reject", confirm_terms="yes", comment="")
+    assert ticked.status_code == 400, ticked.text
+    assert 'value="reject" required checked' in ticked.text
+    assert 'name="confirm_terms" value="yes" checked>' in ticked.text
+    unticked = site.form(link, "send_back", comment="")
+    assert unticked.status_code == 400, unticked.text
+    assert 'name="confirm_terms" value="yes">' in unticked.text
+    assert site.decisions() == 0
+
+
 def test_a_refused_comment_comes_back_escaped_in_the_form(site: Site) -> None:
     submit(site.engine)
     site.dispatch()
