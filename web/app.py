@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import jinja2
 from fastapi import FastAPI, Request
@@ -137,6 +137,25 @@ def _token_problem(web: Web, exc: tokens.TokenError) -> HTMLResponse:
     return web.problem(410 if expired else 400, "This link cannot be used", str(exc))
 
 
+def _read_form(body: bytes) -> tuple[dict[str, str], list[str]]:
+    """A form's fields as text, and what cannot be read: a field that is not UTF-8 (the page is;
+    a browser sends it so) is named, never stored with its bytes replaced."""
+    form: dict[str, str] = {}
+    problems: list[str] = []
+    # Latin-1 keeps every byte as it came (raw or %-escaped); each field is then decoded itself.
+    for raw_name, raw_value in parse_qsl(body.decode("latin-1"), encoding="latin-1"):
+        try:
+            name = raw_name.encode("latin-1").decode("utf-8")
+        except UnicodeDecodeError:
+            problems.append("a field's name is not UTF-8 text")
+            continue
+        try:
+            form[name] = raw_value.encode("latin-1").decode("utf-8")
+        except UnicodeDecodeError:
+            problems.append(f"{name}: is not UTF-8 text")
+    return form, problems
+
+
 def _same_origin(request: Request, base_url: str) -> bool:
     """A browser's POST names the page it came from; it must be this site."""
     origin = request.headers.get("origin") or request.headers.get("referer")
@@ -202,7 +221,7 @@ def create_app(settings: Any | None = None, engine: Engine | None = None) -> Fas
         body = await request.body()
         if len(body) > FORM_MAX:
             return web.problem(413, "Too much", "the form is larger than a decision can be")
-        form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        form, unreadable = _read_form(body)
         cookie = request.cookies.get(CSRF_COOKIE, "")
         given = form.get("csrf", "")
         if (
@@ -216,6 +235,8 @@ def create_app(settings: Any | None = None, engine: Engine | None = None) -> Fas
                 "this form did not come from procure's approval page (or the page is too old): "
                 "open the link from your email again and press the button there",
             )
+        if unreadable:
+            return web.problem(400, "This form cannot be read", "; ".join(unreadable))
         return await run_in_threadpool(_decide, web, token, form)
 
     @app.get("/r/{token}", response_class=HTMLResponse, include_in_schema=False)

@@ -301,6 +301,37 @@ def test_a_refused_comment_comes_back_escaped_in_the_form(site: Site) -> None:
     assert site.decisions() == 0
 
 
+def test_a_comment_that_is_not_utf8_is_refused_by_name_and_nothing_is_written(
+    site: Site,
+) -> None:
+    submit(site.engine)
+    site.dispatch()
+    link = site.approval_link(IDA)
+    site.client.get(link)  # the page's cookie
+    csrf = site.client.cookies["procure_csrf"]
+    for body in (
+        f"csrf={csrf}&decision=reject&comment=%FF%FEbad".encode(),
+        f"csrf={csrf}&decision=reject&comment=".encode() + b"\xff\xfebad",  # raw bytes too
+    ):
+        answer = site.client.post(
+            link,
+            content=body,
+            headers={**site.origin, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert answer.status_code == 400, answer.text
+        assert "comment: is not UTF-8 text" in answer.text and "Nothing was changed" in answer.text
+    assert site.decisions() == 0
+    with Session(site.engine) as session:
+        assert session.exec(select(func.count()).select_from(UsedLink)).one() == 0
+    # Text in any script is UTF-8 and decides as usual.
+    fine = site.client.post(
+        link,
+        content=f"csrf={csrf}&decision=reject&comment=%C3%BCber+%E2%9C%93".encode(),
+        headers={**site.origin, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert fine.status_code == 200 and "über ✓" in fine.text, fine.text
+
+
 def test_link_scanners_fetching_every_link_decide_nothing(site: Site) -> None:
     for i in range(5):
         submit(site.engine, idempotency_key=f"scan-{i}")
