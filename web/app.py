@@ -139,9 +139,11 @@ def _token_problem(web: Web, exc: tokens.TokenError) -> HTMLResponse:
 
 def _read_form(body: bytes) -> tuple[dict[str, str], list[str]]:
     """A form's fields as text, and what cannot be read: a field that is not UTF-8 (the page is;
-    a browser sends it so) is named, never stored with its bytes replaced."""
+    a browser sends it so) is named, never stored with its bytes replaced, and so is a field
+    sent more than once (the page has one of each: two decisions are not one)."""
     form: dict[str, str] = {}
     problems: list[str] = []
+    repeated: dict[str, int] = {}
     # Latin-1 keeps every byte as it came (raw or %-escaped); each field is then decoded itself.
     for raw_name, raw_value in parse_qsl(body.decode("latin-1"), encoding="latin-1"):
         try:
@@ -149,20 +151,28 @@ def _read_form(body: bytes) -> tuple[dict[str, str], list[str]]:
         except UnicodeDecodeError:
             problems.append("a field's name is not UTF-8 text")
             continue
+        if name in form:
+            repeated[name] = repeated.get(name, 1) + 1
         try:
             form[name] = raw_value.encode("latin-1").decode("utf-8")
         except UnicodeDecodeError:
             problems.append(f"{name}: is not UTF-8 text")
+    problems += [f"{name}: sent {n} times; the form sends one" for name, n in repeated.items()]
     return form, problems
 
 
 def _same_origin(request: Request, base_url: str) -> bool:
     """A browser's POST names the page it came from; it must be this site."""
     origin = request.headers.get("origin") or request.headers.get("referer")
-    if not origin or origin == "null":
+    if not origin:
         # None sent, or hidden by a privacy setting: the CSRF cookie (SameSite=Strict, which
         # another site can neither read nor send) and the form's copy of it decide.
         return True
+    if origin == "null":
+        # An opaque origin: a sandboxed frame, a data: or file: page, a cross-site redirect.
+        # The approval page's own form (Referrer-Policy same-origin) names this site, so a
+        # `null` one came from elsewhere (Django's CSRF check refuses it too).
+        return False
     seen = urlsplit(origin)
     allowed = {urlsplit(base_url).netloc, request.headers.get("host", "")}
     return seen.netloc in allowed
@@ -350,6 +360,13 @@ def _decide(web: Web, token: str, form: dict[str, str]) -> Response:
     outcome = form.get("decision", "")
     if outcome not in OUTCOMES:
         return web.problem(400, "Choose a decision", "choose approve, reject or send back")
+    terms = form.get("confirm_terms")
+    if terms not in (None, "yes"):
+        return web.problem(
+            400,
+            "This form cannot be read",
+            f"confirm_terms: is {terms!r}; the box sends 'yes' when ticked and nothing when not",
+        )
     try:
         result = record(
             web.engine,
@@ -358,7 +375,7 @@ def _decide(web: Web, token: str, form: dict[str, str]) -> Response:
                 actor_email="",
                 outcome=outcome,
                 comment=form.get("comment", ""),
-                confirm_terms=form.get("confirm_terms") == "yes",
+                confirm_terms=terms == "yes",
             ),
             now=web.now(),
             link=grant,

@@ -440,7 +440,52 @@ def test_a_post_without_the_page_s_csrf_token_or_from_elsewhere_is_refused(site:
         headers={"Cookie": "procure_csrf=abc", "Origin": "https://evil.example.com"},
     )
     assert foreign.status_code == 403 and "did not come from procure" in foreign.text
+    # An opaque origin (a sandboxed frame, a data: page) is not this site either, even with
+    # the cookie and its copy.
+    opaque = site.client.post(
+        link,
+        data={"csrf": "abc", "decision": "approve"},
+        headers={"Cookie": "procure_csrf=abc", "Origin": "null"},
+    )
+    assert opaque.status_code == 403 and "did not come from procure" in opaque.text
     assert site.decisions() == 0
+
+
+def test_a_forged_form_is_refused_not_half_understood(site: Site) -> None:
+    """Only what the page sends decides: one decision, the terms' box 'yes' or absent."""
+    submit(site.engine)
+    site.dispatch()
+    link = site.approval_link(PAUL)
+    site.client.get(link)
+    csrf = site.client.cookies["procure_csrf"]
+    form = "application/x-www-form-urlencoded"
+    for body, problem in (
+        (
+            "decision=reject&decision=approve&comment=x",
+            "decision: sent 2 times; the form sends one",
+        ),
+        (
+            "decision=approve&confirm_terms=maybe",
+            "confirm_terms: is &#39;maybe&#39;; the box sends",
+        ),
+        ("decision=approve&confirm_terms=yes&confirm_terms=no", "confirm_terms: sent 2 times"),
+    ):
+        answer = site.client.post(
+            link,
+            content=f"csrf={csrf}&{body}".encode(),
+            headers={**site.origin, "Content-Type": form},
+        )
+        assert answer.status_code == 400 and problem in answer.text, (body, answer.text)
+    assert site.decisions() == 0
+    with Session(site.engine) as session:
+        assert session.exec(select(func.count()).select_from(UsedLink)).one() == 0
+    ticked = site.client.post(
+        link,
+        content=f"csrf={csrf}&decision=approve&confirm_terms=yes".encode(),
+        headers={**site.origin, "Content-Type": form},
+    )
+    assert ticked.status_code == 200, ticked.text
+    assert site.decisions() == 1
 
 
 def test_fifty_concurrent_posts_on_one_stage_make_one_decision(site: Site) -> None:
