@@ -85,6 +85,16 @@ def deployments(timezone: str) -> list[Any]:
     return out
 
 
+def check_routes(settings: Any) -> None:
+    """Refuse to start with a routes file that cannot be used (missing, unreadable, a bad line,
+    an unset ${VAR} or Prefect Secret), as `procure notify check` names it: InputError, exit 2.
+    Unset, nothing is sent and the web app and dispatcher say so, as before."""
+    if settings.apprise_config is not None:
+        from notifications.routing import load_routes
+
+        load_routes(settings.apprise_config)
+
+
 def web_server(host: str, port: int) -> Any:
     """The approval web app under uvicorn. No access log: a link's path is its token."""
     import uvicorn

@@ -125,6 +125,8 @@ class Web:
         try:
             now = self.now()
             dispatcher(self.engine, self.settings, now=now).run(now=now, request_ids=[request_id])
+        except InputError as exc:  # the routes file broke since the start: one line, no trace
+            log.error("sending the notifications of %s: %s", format_ref(request_id), exc)
         except Exception:
             log.exception("sending the notifications of %s", format_ref(request_id))
 

@@ -681,6 +681,59 @@ def test_the_api_answers_every_refusal_in_its_own_shape_with_the_documented_stat
     assert site.client.get("/api/requests", headers=auth).json() == []
 
 
+def test_procure_web_and_serve_refuse_to_start_with_a_broken_routes_file(
+    databases: Any, tmp_path: Path, capsys: Any, monkeypatch: Any
+) -> None:
+    """A routes file that is missing or has a bad line is named at the start (exit 2), as
+    `procure notify check` names it, not in a traceback at every decision."""
+    from procure import serving
+    from procure.cli import main
+
+    started: list[str] = []
+
+    class Server:
+        def run(self) -> None:
+            started.append("web")
+
+    monkeypatch.setattr(serving, "web_server", lambda host, port: Server())
+    monkeypatch.setattr(serving, "serve_all", lambda *a, **k: started.append("serve") or 0)
+    monkeypatch.setenv("PROCURE_HOME", str(tmp_path / "home"))
+    bad = tmp_path / "routes.yml"
+    bad.write_text("urls:\n  - nothing://here:\n      tag: it\n", encoding="utf-8")
+    url = databases.url("sample")
+    for routes, named in (
+        (tmp_path / "missing.yml", "missing.yml: no such file"),
+        (bad, ":2: urls[0]: Apprise cannot use this nothing://"),
+    ):
+        monkeypatch.setenv("PROCURE_APPRISE_CONFIG", str(routes))
+        for command in (["web", "--port", "8999"], ["serve", "--web-port", "8999"]):
+            capsys.readouterr()
+            assert main(["--db", url, *command]) == 2, command
+            out, err = capsys.readouterr()
+            assert f"procure: bad input: {routes}" in err and named in err, (command, err)
+            assert "procure web: http" not in out and "Traceback" not in err
+    assert started == []
+    assert main(["--db", url, "notify", "check"]) == 2  # the same file, named the same way
+    assert f"procure: bad input: {bad}" in capsys.readouterr().err
+
+
+def test_a_routes_file_broken_after_the_start_is_logged_in_one_line(
+    site: Site, caplog: Any
+) -> None:
+    submit(site.engine)
+    site.dispatch()
+    link = site.approval_link(IDA)
+    assert site.settings.apprise_config is not None
+    Path(site.settings.apprise_config).unlink()
+    with caplog.at_level("ERROR", logger="procure.web"):
+        assert site.form(link, "approve").status_code == 200
+        assert wait_for(
+            lambda: any("sending the notifications" in r.message for r in caplog.records)
+        )
+    (record,) = [r for r in caplog.records if r.name == "procure.web"]
+    assert "apprise.yml: no such file" in record.getMessage() and record.exc_info is None
+
+
 def test_procure_web_serves_the_pages_and_logs_no_token(databases: Any, tmp_path: Path) -> None:
     """The documented command, as a process: it answers, refuses a bad link, stops cleanly,
     and never writes a link's token (a link's path) to its output."""
