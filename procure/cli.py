@@ -1536,14 +1536,22 @@ def serve(
 ) -> None:
     """One command for a working installation: a Prefect server (unless PREFECT_API_URL names
     one), every deployment with its schedule, and the approval web app, from this process."""
-    from procure.serving import check_routes, serve_all
+    from procure.serving import check_routes, listen, serve_all
 
     st = state()
     st.engine()
     check_routes(st.settings)  # a broken routes file is named now, not at every send
+    # A busy --web-port is named before anything starts.
+    web_socket = None if no_web else listen("127.0.0.1", web_port, port_option="--web-port")
     os.environ["PROCURE_DATABASE_URL"] = st.url  # the web app reads the same database
     raise typer.Exit(
-        serve_all(st.url, port=port, limit=limit, web_port=None if no_web else web_port)
+        serve_all(
+            st.url,
+            port=port,
+            limit=limit,
+            web_port=None if no_web else web_port,
+            web_socket=web_socket,
+        )
     )
 
 
@@ -1554,15 +1562,17 @@ def web(
 ) -> None:
     """The approval web app and the HTTP API on their own (procure serve starts them too).
     Set PROCURE_BASE_URL to the address people reach it at."""
-    from procure.serving import check_routes, web_server
+    from procure.serving import check_routes, listen, web_server
 
     st = state()
     st.engine()
     st.settings.signing_key()  # refuse to start without a usable key
     check_routes(st.settings)  # a broken routes file is named now, not at every decision
     os.environ["PROCURE_DATABASE_URL"] = st.url
+    sock = listen(host, port)  # a busy port or a bad --host is named before "listening"
+    server = web_server(host, port)
     typer.echo(f"procure web: http://{host}:{port}/ (API docs: /api/docs); Ctrl-C stops")
-    web_server(host, port).run()
+    server.run(sockets=[sock])
 
 
 # ------------------------------------------------------------------ audit and demo

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +14,7 @@ from typing import Any
 
 import typer
 
+from models.errors import InputError, Problem
 from procure.orchestration import DEPLOYMENTS, api_url, load_flow, prepare_environment
 
 
@@ -95,6 +98,51 @@ def check_routes(settings: Any) -> None:
         load_routes(settings.apprise_config)
 
 
+def listen(
+    host: str, port: int, *, host_option: str = "--host", port_option: str = "--port"
+) -> socket.socket:
+    """The web app's socket, bound to host:port before anything says it listens; InputError
+    naming the option when it cannot be: the port in use or not allowed, a host that is not
+    this machine's address or no address at all."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InputError(
+            Problem(f"{host!r} is not an address or a known host name ({exc})", field=host_option)
+        ) from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart at once
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise InputError(
+                Problem(
+                    f"{port} is in use on {host} (another program listens there): "
+                    f"choose another {port_option}",
+                    field=port_option,
+                )
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise InputError(
+                Problem(
+                    f"{port} needs privileges on this machine: choose one above 1023",
+                    field=port_option,
+                )
+            ) from None
+        raise InputError(
+            Problem(
+                f"cannot listen on {host} ({exc.strerror}): give one of this machine's "
+                "addresses (127.0.0.1, or 0.0.0.0 for every one)",
+                field=host_option,
+            )
+        ) from None
+    return sock
+
+
 def web_server(host: str, port: int) -> Any:
     """The approval web app under uvicorn. No access log: a link's path is its token."""
     import uvicorn
@@ -113,12 +161,18 @@ def web_server(host: str, port: int) -> Any:
     return uvicorn.Server(config)
 
 
-def start_web(host: str, port: int) -> tuple[Any, threading.Thread]:
-    """The web app in a thread of this process (for `procure serve`), once it answers."""
+def start_web(
+    host: str, port: int, sock: socket.socket | None = None
+) -> tuple[Any, threading.Thread]:
+    """The web app in a thread of this process (for `procure serve`), once it answers; on
+    `sock` when bound already."""
     import httpx
 
+    sock = sock or listen(host, port, port_option="--web-port")
     server = web_server(host, port)
-    thread = threading.Thread(target=server.run, name="procure-web", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="procure-web", daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -140,6 +194,7 @@ def serve_all(
     limit: int,
     web_host: str = "127.0.0.1",
     web_port: int | None = 8000,
+    web_socket: socket.socket | None = None,
 ) -> int:
     """Serve until interrupted; returns the exit code."""
     prepare_environment()
@@ -147,7 +202,7 @@ def serve_all(
     server = None
     web = None
     if web_port is not None:
-        web, web_thread = start_web(web_host, web_port)
+        web, web_thread = start_web(web_host, web_port, web_socket)
         typer.echo(f"procure serve: approval pages and API on http://{web_host}:{web_port}/")
     if api_url() is None:
         typer.echo("procure serve: no PREFECT_API_URL: starting a Prefect server on 127.0.0.1 ...")

@@ -717,6 +717,33 @@ def test_procure_web_and_serve_refuse_to_start_with_a_broken_routes_file(
     assert f"procure: bad input: {bad}" in capsys.readouterr().err
 
 
+def test_procure_web_and_serve_name_a_busy_port_or_a_bad_host_before_listening(
+    databases: Any, capsys: Any, monkeypatch: Any
+) -> None:
+    """One line naming the option, exit 2, and no "procure web: http://…" line before it."""
+    import socket
+
+    from procure.cli import main
+
+    monkeypatch.delenv("PROCURE_APPRISE_CONFIG", raising=False)
+    url = databases.url("sample")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        for command, named in (
+            (["web", "--port", port], f"--port: {port} is in use on 127.0.0.1"),
+            (["serve", "--web-port", port], f"--web-port: {port} is in use on 127.0.0.1"),
+            (["web", "--host", "192.0.2.1"], "--host: cannot listen on 192.0.2.1"),  # TEST-NET
+            (["web", "--host", "no-such-host.invalid"], "--host: 'no-such-host.invalid' is not"),
+        ):
+            capsys.readouterr()
+            assert main(["--db", url, *command]) == 2, command
+            out, err = capsys.readouterr()
+            assert out == "" and err.startswith(f"procure: bad input: {named}"), (command, err)
+            assert len(err.splitlines()) == 1, err
+
+
 def test_a_routes_file_broken_after_the_start_is_logged_in_one_line(
     site: Site, caplog: Any
 ) -> None:
