@@ -1192,11 +1192,27 @@ def record_escalation(
 ASKING = frozenset({"approval_needed", "reminder", "overdue", "review_needed", "no_approver"})
 
 
+# The notices a later change makes stale: a newer notice of one of these events, to the same
+# audience about the same request and device, supersedes a notice not yet sent (the delivery
+# date moved again; a device asked back, then kept, or the other way round).
+SUPERSEDED_BY: Mapping[str, frozenset[str]] = {
+    "delivery_scheduled": frozenset({"delivery_scheduled"}),
+    "return_requested": frozenset({"return_requested", "return_cancelled"}),
+    "return_cancelled": frozenset({"return_requested", "return_cancelled"}),
+}
+# A notice that takes back an earlier one (to the same audience, about the same device): not
+# sent when the last of the thread that reached them is not what it takes back (the request
+# never went, or they were told it was taken back already).
+TAKES_BACK: Mapping[str, str] = {"return_cancelled": "return_requested"}
+
+
 def stale_notices(session: Session, notifications: Sequence[outbox.Notification]) -> dict[int, str]:
-    """The notices (by id) asking for a stage's decision that no longer apply, with why: the
-    stage is no longer open, or every decision a notice asked for (its roles) has been made
-    since. Each stage and its request's decisions are read once, however many notices ask."""
-    why: dict[int, str] = {}
+    """The notices (by id) that no longer apply, with why: one asking for a stage's decision
+    when the stage is no longer open, or every decision it asked for (its roles) has been made
+    since; one superseded by a newer notice (SUPERSEDED_BY); one taking back a notice that was
+    never sent (TAKES_BACK). Each stage and its request's decisions are read once, however many
+    notices ask, and the other notices of the rows' threads in one query."""
+    why = _superseded(session, notifications)
     stages: dict[int, tuple[Stage | None, list[Decision]]] = {}
     for n in notifications:
         if n.event not in ASKING or n.stage_id is None or n.id is None:
@@ -1223,6 +1239,33 @@ def stale_notices(session: Session, notifications: Sequence[outbox.Notification]
         still_open = {r for _, roles in open_slots(stage, decisions) for r in roles}
         if asked and not asked & still_open:
             why[n.id] = f"stage {stage.key} has its {' and '.join(sorted(asked))} decision already"
+    return why
+
+
+def _superseded(session: Session, notifications: Sequence[outbox.Notification]) -> dict[int, str]:
+    """stale_notices' superseded notices, and those taking back what the reader was not told."""
+    rows = [n for n in notifications if n.event in SUPERSEDED_BY]
+    events = set().union(*(SUPERSEDED_BY[n.event] for n in rows))
+    threads = outbox.siblings(session, rows, events)
+    why: dict[int, str] = {}
+    for n in rows:
+        assert n.id is not None
+        others = threads.get(n.id, [])
+        newer = [s for s in others if s.id > n.id and s.event in SUPERSEDED_BY[n.event]]
+        if newer:
+            latest = newer[-1]
+            why[n.id] = f"superseded by notification {latest.id} ({latest.event})"
+            continue
+        taken_back = TAKES_BACK.get(n.event)
+        earlier = [s for s in others if s.id < n.id]
+        if not any(s.event == taken_back for s in earlier):
+            continue  # nothing to take back was ever queued for them: it is news
+        told = [s for s in earlier if s.delivered]
+        if not told:
+            why[n.id] = f"the {taken_back} it takes back never reached them"
+        elif told[-1].event != taken_back:
+            last = told[-1]
+            why[n.id] = f"the last they were told is notification {last.id} ({last.event})"
     return why
 
 
@@ -2826,15 +2869,21 @@ def schedule_delivery(
         raise InputError(Problem(f"{on} is in the past (today is {today})", field="date"))
     if on > today + timedelta(days=MAX_HORIZON_DAYS):
         raise InputError(Problem(f"{on} is more than five years ahead", field="date"))
+    if request.status == RequestStatus.DELIVERY_SCHEDULED and request.delivery_on == on:
+        return request  # scheduled for that day already: nothing changes, nobody is told again
     requester = requester_of(session, request)
-    notices = [
-        Notice("delivery_scheduled", person(requester.email), f"{request.ref}/{on}", {"date": on}),
-        Notice("delivery_scheduled", team(Role.IT), f"{request.ref}/{on}", {"date": on}),
-    ]
+    # Each change is told once, also a move back to a date told before (the key holds the
+    # request's version); the calendar entry it carries replaces the one sent before (its
+    # SEQUENCE: the version). Notices of an earlier date still waiting are not sent
+    # (stale_notices: a newer one supersedes them).
+    key, context = (
+        f"{request.ref}/{on}/v{request.version}",
+        {"date": on, "sequence": request.version},
+    )
+    audiences = [person(requester.email), team(Role.IT)]
     if request.kind == RequestKind.ONBOARDING:
-        notices.append(
-            Notice("delivery_scheduled", team(Role.HR), f"{request.ref}/{on}", {"date": on})
-        )
+        audiences.append(team(Role.HR))
+    notices = [Notice("delivery_scheduled", audience, key, context) for audience in audiences]
     fire(
         session,
         request,
@@ -3283,10 +3332,11 @@ def _return_move(
     holder = by_id(session, Person, asset.assigned_to_id) if asset.assigned_to_id else None
     audiences = ([team(Role.IT)] if tell_it else []) + ([person(holder.email)] if holder else [])
     context = {"serial": asset.serial, "reason": reason}
-    notices = [
-        Notice(notice, audience, asset.serial or "", context, asset_id=asset.id)
-        for audience in audiences
-    ]
+    # Asked back again after a return was taken back: told again (the key holds the device's
+    # version). A request or cancellation still waiting when the other follows is not sent
+    # (stale_notices).
+    key = f"{asset.serial or ''}/v{asset.version}"
+    notices = [Notice(notice, audience, key, context, asset_id=asset.id) for audience in audiences]
     fire(session, asset, event, actor=actor, at=now, details={"reason": reason}, notices=notices)
     return asset
 

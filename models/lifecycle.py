@@ -103,7 +103,8 @@ class NotificationStatus(StrEnum):
     SENDING = "sending"  # claimed by a dispatcher until next_attempt_at (its lease)
     SENT = "sent"
     DEAD = "dead"  # gave up after the last attempt; the operators were told
-    # Not sent: it asked someone to decide a stage that was decided (or closed) before it went.
+    # Not sent: it asked someone to decide a stage that was decided (or closed) before it went,
+    # or a later change made it stale (a newer delivery date, a return taken back).
     DROPPED = "dropped"
 
 
@@ -113,7 +114,7 @@ class NotificationEvent(StrEnum):
     RETRY = "retry"  # some destination failed: try again after a back-off
     GIVE_UP = "give_up"
     REQUEUE = "requeue"  # an operator sends a dead one again
-    DROP = "drop"  # what it asks for is done: not sent
+    DROP = "drop"  # what it asks for is done, or a later change made it stale: not sent
 
 
 R, RE = RequestStatus, RequestEvent

@@ -6,15 +6,16 @@ queueing idempotent, so a retried action never queues the same message twice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import JSON, Index
+from sqlalchemy import JSON, Index, or_
 from sqlalchemy import event as sa_event
 from sqlalchemy import inspect as sa_inspect
-from sqlmodel import Field, Session, SQLModel
+from sqlalchemy import select as sa_select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from models.audit import plain_json
 from models.db import insert_unless_taken
@@ -146,6 +147,63 @@ def _rows(
                 "sent_at": None,
             }
     return rows
+
+
+class Sibling(NamedTuple):
+    """Another notification of the same thread (see siblings()), as much as is needed to judge
+    whether it supersedes a row or was ever delivered."""
+
+    id: int
+    event: str
+    delivered: bool  # some destination has it
+
+
+def siblings(
+    session: Session, rows: Sequence[Notification], events: Collection[str]
+) -> dict[int, list[Sibling]]:
+    """For each row (by id), the other notifications of `events` to the same audience about the
+    same request and device (its thread: the delivery dates of a request told to HR, a device
+    asked back and kept), oldest first, whatever their status, each with whether any
+    destination has it. Two queries for all the rows."""
+    mine = [r for r in rows if r.id is not None and (r.request_id, r.asset_id) != (None, None)]
+    if not mine or not events:
+        return {}
+    Row = Notification
+    subject = or_(
+        col(Row.request_id).in_({r.request_id for r in mine if r.request_id is not None}),
+        col(Row.asset_id).in_({r.asset_id for r in mine if r.asset_id is not None}),
+    )
+    names = ("id", "event", "audience", "request_id", "asset_id")
+    found = session.execute(
+        sa_select(*(col(getattr(Row, name)) for name in names))
+        .where(
+            col(Row.event).in_(set(events)),
+            col(Row.audience).in_({r.audience for r in mine}),
+            subject,
+        )
+        .order_by(col(Row.id))
+    ).all()
+    ids = [f[0] for f in found]
+    delivered = (
+        set(
+            session.exec(
+                select(Delivery.notification_id)
+                .where(col(Delivery.notification_id).in_(ids), col(Delivery.ok).is_(True))
+                .distinct()
+            ).all()
+        )
+        if ids
+        else set()
+    )
+    threads: dict[tuple[str, int | None, int | None], list[Sibling]] = {}
+    for id_, event, audience, request_id, asset_id in found:
+        sibling = Sibling(id_, event, id_ in delivered)
+        threads.setdefault((audience, request_id, asset_id), []).append(sibling)
+    return {
+        r.id: [s for s in threads.get((r.audience, r.request_id, r.asset_id), []) if s.id != r.id]
+        for r in mine
+        if r.id is not None
+    }
 
 
 # ------------------------------------------------------------------ deferred notices

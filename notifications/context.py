@@ -17,6 +17,7 @@ The context of every event has the same top-level names (templates never guess):
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -185,7 +186,12 @@ class ContextBuilder:
                     links.update(self.links.approval(request, stage, reader))
             if row.event == "delivery_scheduled" and notice.get("date"):
                 attachments.append(
-                    delivery_invite(request_view, str(notice["date"]), self.links.now)
+                    delivery_invite(
+                        request_view,
+                        str(notice["date"]),
+                        self.links.now,
+                        sequence=int(notice.get("sequence") or 0),
+                    )
                 )
         if row.asset_id is not None:
             asset = self.session.get(Asset, row.asset_id)
@@ -249,9 +255,15 @@ def _ics_text(value: str) -> str:
     )
 
 
-def delivery_invite(request: dict[str, Any], on: str, now: datetime) -> Attachment:
-    """An all-day calendar entry for a delivery date (RFC 5545), to drop into a calendar."""
+def delivery_invite(
+    request: dict[str, Any], on: str, now: datetime, *, sequence: int = 0
+) -> Attachment:
+    """An all-day calendar entry for a delivery date (RFC 5545), to drop into a calendar. One
+    event per request (its UID), whatever the date: a moved date comes with a higher `sequence`
+    and replaces the entry in the reader's calendar instead of adding one."""
     day = on.replace("-", "")
+    # The request's creation time tells it from another installation's request of that number.
+    created = hashlib.sha256(str(request.get("created_at") or "").encode()).hexdigest()[:12]
     devices = sum(int(line["quantity"]) for line in request["lines"])
     summary = _ics_text(f"Delivery of {request['id']}: {devices} device(s)")
     description = _ics_text(
@@ -267,7 +279,8 @@ def delivery_invite(request: dict[str, Any], on: str, now: datetime) -> Attachme
             "PRODID:-//procure//delivery//EN",
             "METHOD:PUBLISH",
             "BEGIN:VEVENT",
-            f"UID:delivery-{request['id']}-{day}@procure",
+            f"UID:delivery-{request['id']}-{created}@procure",
+            f"SEQUENCE:{sequence}",
             f"DTSTAMP:{stamp}",
             f"DTSTART;VALUE=DATE:{day}",
             f"SUMMARY:{summary}",

@@ -7,7 +7,9 @@ yet, records each result in `notification_delivery`, and settles the row:
 - every destination has it: sent (never sent again: its dedup key was unique when queued,
   and delivered destinations are skipped on any later run);
 - some failed: pending again, next try after a back-off (1, 2, 4 ... minutes, at most 6 h);
-- failed `max_attempts` times: dead, and the operators' team is told (`undeliverable`).
+- failed `max_attempts` times: dead, and the operators' team is told (`undeliverable`);
+- stale before it went (actions.stale_notices: a decision it asks for was made, a newer
+  notice supersedes it): dropped, not sent.
 
 A crash between sending and recording leaves the row claimed; when its lease lapses the next
 run sends it again (at most once more, never lost).
@@ -69,7 +71,9 @@ class DispatchReport:
     sent: int = 0
     retried: int = 0
     dead: int = 0
-    dropped: int = 0  # asked for a decision made before they could go: not sent
+    # Asked for a decision made before they could go, or a later change made them stale (a
+    # newer delivery date, a return taken back): not sent.
+    dropped: int = 0
     deliveries: int = 0
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -173,7 +177,8 @@ class Dispatcher:
                 ).all()
             }
             builder = ContextBuilder(session, self.links)
-            # "Waits for your decision", after it was made: dropped, not sent.
+            # "Waits for your decision", after it was made; "delivery on the 8th", after it
+            # moved to the 15th: dropped, not sent.
             dropped = stale_notices(session, rows)
             for row in rows:
                 assert row.id is not None

@@ -332,7 +332,8 @@ def status(
             counts_query = counts_query.where(Notification.request_id == rid)
         counts = {s.value: 0 for s in NotificationStatus}
         counts.update({str(s): int(n) for s, n in session.exec(counts_query).all()})
-        # A dropped row is done, not failing: it asked for a decision made before it went.
+        # A dropped row is done, not failing: it asked for a decision made before it went, or a
+        # later change made it stale.
         done = [NotificationStatus.SENT, NotificationStatus.DROPPED]
         if failed:
             query = query.where(

@@ -6,8 +6,9 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from apprise.plugins.slack import NotifySlack
@@ -15,13 +16,15 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from models import actions, lifecycle
+from models.assets import SerialIn
 from models.db import transaction
+from models.errors import TransitionNotAllowed
 from models.outbox import Delivery, Notification
 from notifications.context import Links
 from notifications.dispatch import LEASE, Dispatcher, backoff
 from notifications.routing import Routes, parse_routes
 from notifications.sink import MailSink, free_port
-from tests.factories import IDA, IVAN, NOW, PAUL, RITA, approve_all, decide, submit
+from tests.factories import IDA, IVAN, NINA, NOW, PAUL, RITA, approve_all, decide, status, submit
 from tests.wire import WebhookReceiver
 
 KEY = b"k" * 32
@@ -191,6 +194,161 @@ def test_a_scheduled_delivery_carries_a_calendar_invitation(engine: Engine, sink
     body = invite.get_content()
     day = (NOW.date() + timedelta(days=20)).strftime("%Y%m%d")
     assert f"DTSTART;VALUE=DATE:{day}" in body and ref in body
+
+
+def _invite(mail: Any) -> dict[str, str]:
+    """A mailed delivery_scheduled's calendar entry, unfolded, by property."""
+    (invite,) = list(mail.message.iter_attachments())
+    lines = invite.get_content().replace("\r\n ", "").split("\r\n")
+    return dict(line.split(":", 1) for line in lines if ":" in line)
+
+
+def _ordered(engine: Engine) -> str:
+    ref = submit(engine)
+    approve_all(engine, ref)
+    with transaction(engine) as session:
+        actions.place_order(session, ref=ref, actor_email=PAUL, now=NOW)
+    return ref
+
+
+def _schedule(engine: Engine, ref: str, on: date) -> None:
+    with transaction(engine) as session:
+        actions.schedule_delivery(session, ref=ref, on=on, actor_email=IVAN, now=NOW)
+
+
+def test_a_delivery_date_moved_back_is_told_once_per_change_and_supersedes_what_waits(
+    engine: Engine, sink: MailSink
+) -> None:
+    """8 Dec, then 15 Dec, then 8 Dec again: the move back was told nobody (its key was the
+    date's, taken by the first), and the 15 Dec notices still waiting would have gone too."""
+    ref = _ordered(engine)
+    relay = dispatcher(engine, routes_for(sink.port))
+    first, second = date(2026, 12, 8), date(2026, 12, 15)
+    _schedule(engine, ref, first)
+    relay.run(now=NOW)
+    (told,) = [m for m in sink.to(RITA) if "delivery scheduled" in m.message["Subject"]]
+    invite = _invite(told)
+    assert invite["DTSTART;VALUE=DATE"] == "20261208"
+
+    _schedule(engine, ref, second)
+    _schedule(engine, ref, first)
+    queued = [r for r in rows(engine) if r.event == "delivery_scheduled"]
+    # Each real change queued one notice per audience: the requester, IT, HR (onboarding).
+    assert len(queued) == 9
+    _schedule(engine, ref, first)  # the same date again: nothing changes, nobody is told
+    assert len([r for r in rows(engine) if r.event == "delivery_scheduled"]) == 9
+    assert status(engine, ref) == "delivery_scheduled"
+
+    report = relay.run(now=NOW + timedelta(minutes=1))
+    settled = [r for r in rows(engine) if r.event == "delivery_scheduled"][3:]
+    stale, latest = settled[:3], settled[3:]
+    assert report.dropped == 3 and report.sent == 3 and not report.failures
+    assert [r.status for r in stale] == ["dropped"] * 3
+    assert [r.status for r in latest] == ["sent"] * 3
+    for old, new in zip(stale, latest, strict=True):
+        assert old.context["date"] == "2026-12-15" and new.context["date"] == "2026-12-08"
+        assert (
+            old.last_error == f"not sent: superseded by notification {new.id} (delivery_scheduled)"
+        )
+    # Rita, IT and HR hear of the 8th again; nobody hears of the 15th.
+    for address in (RITA, "it-team@example.com", "hr@example.com"):
+        mails = [m for m in sink.to(address) if "delivery scheduled" in m.message["Subject"]]
+        assert [m.message["Subject"].split(" for ", 1)[1][:15] for m in mails] == [
+            "Tue 8 Dec 2026",
+            "Tue 8 Dec 2026",
+        ], address
+    # The invitation updates the same calendar event: same UID, a higher SEQUENCE.
+    moved = _invite([m for m in sink.to(RITA) if "delivery scheduled" in m.message["Subject"]][1])
+    assert moved["UID"] == invite["UID"] and ref in moved["UID"]
+    assert int(moved["SEQUENCE"]) > int(invite["SEQUENCE"])
+    assert moved["DTSTART;VALUE=DATE"] == "20261208"
+
+
+def _handed_out(engine: Engine, serial: str) -> None:
+    ref = _ordered(engine)
+    with transaction(engine) as session:
+        actions.deliver(session, ref=ref, units=[SerialIn(serial)], actor_email=IVAN, now=NOW)
+        actions.roll_out(session, ref=ref, actor_email=IVAN, now=NOW)
+
+
+def _return_mails(sink: MailSink) -> list[str]:
+    """What Nina was told of her laptop's return, in order: asked back, or kept."""
+    subjects = [m.message["Subject"] for m in sink.to(NINA)]
+    return [
+        "asked" if s.startswith("Please return") else "kept"
+        for s in subjects
+        if s.startswith(("Please return", "You keep"))
+    ]
+
+
+def test_a_device_asked_back_again_after_a_cancelled_return_is_told_again(
+    engine: Engine, sink: MailSink
+) -> None:
+    """Asked back, kept, asked back again: the second request queued nothing (its key was the
+    serial, taken by the first), so Nina's last message said she keeps the laptop."""
+    _handed_out(engine, "N-1")
+    relay = dispatcher(engine, routes_for(sink.port))
+    relay.run(now=NOW)  # the request's own news, up to the hand-out
+    moments = iter(NOW + timedelta(minutes=n) for n in range(1, 20))
+
+    def move(step: Any, **kw: Any) -> None:
+        with transaction(engine) as session:
+            step(session, serial="N-1", actor_email=IDA, now=NOW, **kw)
+
+    # Asked back and kept before the dispatcher runs: nobody hears of either.
+    move(actions.request_return, reason="Refresh")
+    move(actions.cancel_return, reason="Not yet")
+    report = relay.run(now=next(moments))
+    assert report.sent == 0 and report.dropped == 4 and _return_mails(sink) == []
+    assert {r.last_error for r in rows(engine) if r.event == "return_cancelled"} == {
+        "not sent: the return_requested it takes back never reached them"
+    }
+
+    move(actions.request_return, reason="Refresh")
+    relay.run(now=next(moments))
+    move(actions.cancel_return, reason="The refresh is postponed")
+    relay.run(now=next(moments))
+    assert _return_mails(sink) == ["asked", "kept"]
+    move(actions.request_return, reason="The refresh is on after all")
+    report = relay.run(now=next(moments))
+    assert report.sent == 2 and report.dropped == 0  # Nina and IT
+    assert _return_mails(sink) == ["asked", "kept", "asked"]
+    (last,) = [m for m in sink.to(NINA) if "The refresh is on after all" in m.part("plain")]
+    assert last.message["Subject"].startswith("Please return")
+
+    # Asked back again while asked back: refused, nothing queued.
+    before = len(rows(engine))
+    with pytest.raises(TransitionNotAllowed), transaction(engine) as session:
+        actions.request_return(session, serial="N-1", actor_email=IDA, now=NOW)
+    assert len(rows(engine)) == before
+
+    # Kept, asked back, kept, before the dispatcher runs: only the last, which tells of the
+    # change from what Nina heard last (asked back), goes; the two before it are stale.
+    move(actions.cancel_return, reason="Postponed")
+    move(actions.request_return, reason="On")
+    move(actions.cancel_return, reason="Postponed for good")
+    report = relay.run(now=next(moments))
+    assert report.sent == 2 and report.dropped == 4 and not report.failures
+    assert _return_mails(sink) == ["asked", "kept", "asked", "kept"]
+    assert "Postponed for good" in sink.to(NINA)[-1].part("plain")
+
+    # Asked back and kept again before the dispatcher runs: the last Nina heard is that she
+    # keeps it: neither goes.
+    move(actions.request_return, reason="Refresh")
+    move(actions.cancel_return, reason="No refresh")
+    report = relay.run(now=next(moments))
+    assert report.sent == 0 and report.dropped == 4
+    assert _return_mails(sink) == ["asked", "kept", "asked", "kept"]
+    cancels = [r for r in rows(engine) if r.event == "return_cancelled"]
+    told = {r.audience: r.id for r in cancels if r.context["reason"] == "Postponed for good"}
+    assert {(r.audience, r.status, r.last_error) for r in cancels[-2:]} == {
+        (
+            audience,
+            "dropped",
+            f"not sent: the last they were told is notification {id_} (return_cancelled)",
+        )
+        for audience, id_ in told.items()
+    }
 
 
 # ------------------------------------------------------------------ Slack

@@ -969,11 +969,40 @@ def test_delivery_scheduled_attaches_a_calendar_entry(session: Session, renderer
     assert unfolded[0] == "BEGIN:VCALENDAR" and unfolded[-2] == "END:VCALENDAR"
     on = context["notice"]["date"].replace("-", "")
     assert f"DTSTART;VALUE=DATE:{on}" in unfolded
-    assert f"UID:delivery-{request_id}-{on}@procure" in unfolded
+    (uid,) = [line for line in unfolded if line.startswith("UID:")]
+    assert re.fullmatch(rf"UID:delivery-{request_id}-[0-9a-f]{{12}}@procure", uid)
+    assert f"SEQUENCE:{context['notice']['sequence']}" in unfolded
     assert f"DTSTAMP:{NOW:%Y%m%dT%H%M%SZ}" in unfolded
     assert any(line.startswith(f"SUMMARY:Delivery of {request_id}") for line in unfolded)
     # The folded continuation lines start with a space.
     assert any(line.startswith(b" ") for line in lines)
+
+
+def test_a_moved_delivery_date_updates_the_same_calendar_event() -> None:
+    """The UID held the date: a moved delivery added a second event to the calendar, the old
+    date's stayed. Now one event per request, its SEQUENCE rising with each change; another
+    installation's request of the same number (created at another time) is another event."""
+    request = {
+        "id": "PR-0042",
+        "kind": "onboarding",
+        "on_behalf_of": "nina@example.com",
+        "requester": "rita@example.com",
+        "needed_by": "2026-12-30",
+        "created_at": "2026-11-25T09:00:00+00:00",
+        "lines": [{"quantity": 1}],
+    }
+
+    def entry(on: str, sequence: int, **changes: str) -> dict[str, str]:
+        data = delivery_invite({**request, **changes}, on, NOW, sequence=sequence).data
+        lines = data.decode().replace("\r\n ", "").split("\r\n")
+        return dict(line.split(":", 1) for line in lines if ":" in line)
+
+    first, moved = entry("2026-12-08", 3), entry("2026-12-15", 5)
+    assert first["UID"] == moved["UID"]
+    assert (first["SEQUENCE"], moved["SEQUENCE"]) == ("3", "5")
+    assert (first["DTSTART;VALUE=DATE"], moved["DTSTART;VALUE=DATE"]) == ("20261208", "20261215")
+    elsewhere = entry("2026-12-08", 3, created_at="2026-10-01T12:00:00+00:00")
+    assert elsewhere["UID"] != first["UID"]
 
 
 def test_only_delivery_scheduled_has_an_attachment(session: Session, renderer: Renderer) -> None:
