@@ -3219,19 +3219,11 @@ def roll_out(
             asset,
             {"assigned_to_id": holder.id, "deployed_at": now, "acknowledged_at": None},
             {"assigned_to": holder.email},
-            [
-                Notice(
-                    "device_assigned",
-                    person(holder.email),
-                    asset.serial or "",
-                    {"serial": asset.serial, "sku": asset.sku},
-                    asset_id=asset.id,
-                )
-            ],
         )
         for asset, holder in plan
     ]
     fire_many(session, moves, AssetEvent.DEPLOY, actor=actor, at=now)
+    outbox.defer(session, _assigned_notices(session, request, plan), request_id=request.id, at=now)
     remaining = sum(1 for a in assets if a.status in (AssetStatus.ORDERED, AssetStatus.DELIVERED))
     if remaining == 0:
         requester = requester_of(session, request)
@@ -3242,6 +3234,38 @@ def roll_out(
     return Progress(
         request.ref, len(plan), remaining, request.status, [a.serial or "" for a, _ in plan]
     )
+
+
+def _assigned_notices(
+    session: Session, request: Request, plan: list[tuple[Asset, Person]]
+) -> list[Notice]:
+    """One device_assigned per person handed devices, listing theirs (serial, SKU and item
+    name, in the rollout's order): a hundred laptops and docks for one person are one message,
+    not two hundred. Its key names the request and the devices, so a retried rollout queues it
+    once; the device is the row's own only when there is one."""
+    names = dict(
+        session.exec(
+            select(Item.id, Item.name).where(col(Item.id).in_({a.item_id for a, _ in plan}))
+        ).all()
+    )
+    by_holder: dict[str, list[Asset]] = {}
+    for asset, holder in plan:
+        by_holder.setdefault(holder.email, []).append(asset)
+    notices = []
+    for email, assets in by_holder.items():
+        serials = sorted(a.serial or "" for a in assets)
+        digest = hashlib.sha256("\n".join(serials).encode()).hexdigest()[:16]
+        devices = [{"serial": a.serial, "sku": a.sku, "name": names.get(a.item_id)} for a in assets]
+        notices.append(
+            Notice(
+                "device_assigned",
+                person(email),
+                f"{request.ref}/{digest}",
+                {"count": len(devices), "devices": devices},
+                asset_id=assets[0].id if len(assets) == 1 else None,
+            )
+        )
+    return notices
 
 
 # ------------------------------------------------------------------ asset end of life

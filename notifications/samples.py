@@ -345,26 +345,35 @@ def sample_database() -> Iterator[Engine]:
             engine.dispose()
 
 
-def sample_variant(row: Notification) -> tuple[str, bool]:
+def sample_variant(row: Notification) -> tuple[str, bool, bool]:
     """What a template renders differently: a person's copy or a team's (each built from its
-    own notice), and whether it tells of a part nobody may decide (no_approver's other case)."""
-    escalation = row.context.get("escalation") if isinstance(row.context, dict) else None
+    own notice), whether it tells of a part nobody may decide (no_approver's other case), and
+    whether it lists several devices (a rollout's, a lifecycle alert's) or names one."""
+    context = row.context if isinstance(row.context, dict) else {}
+    escalation = context.get("escalation")
     stuck = isinstance(escalation, dict) and bool(escalation.get("nobody"))
-    return row.audience.split(":", 1)[0], stuck
+    devices = context.get("devices")
+    several = isinstance(devices, list) and len(devices) > 1
+    return row.audience.split(":", 1)[0], stuck, several
 
 
 def _better(row: Notification, best: Notification) -> bool:
-    """Whether a later row of an event makes a better sample than the one chosen so far: a
-    person's copy over a team's, the common case over a part nobody may decide."""
-    if sample_variant(row)[1] and not sample_variant(best)[1]:
+    """Whether a later row of an event makes a better sample than the one chosen so far: the
+    common case before a part nobody may decide, a list of devices before one device, a
+    person's copy over a team's."""
+    kind, stuck, several = sample_variant(row)
+    best_kind, best_stuck, best_several = sample_variant(best)
+    if stuck and not best_stuck:
         return False
-    return row.audience.startswith("person:") or best.audience.startswith("team:")
+    if several != best_several:
+        return several
+    return kind == "person" or best_kind == "team"
 
 
 def sample_rows(session: Session, to: str | None = None) -> dict[str, Notification]:
     """One notification per event: the latest, a person's copy where there is one (it has
     links; the latest approval request is the one still waiting), the common case before a
-    part nobody may decide. `to`: only the copies to that person or team (an email, or a team
+    part nobody may decide, a list of devices before one device. `to`: only the copies to that person or team (an email, or a team
     such as it), the latest of each event."""
     rows: dict[str, Notification] = {}
     for row in session.exec(select(Notification).order_by(col(Notification.id))).all():
@@ -383,7 +392,8 @@ def sample_rows(session: Session, to: str | None = None) -> dict[str, Notificati
 def sample_copies(session: Session) -> dict[str, list[Notification]]:
     """Every event's sample row (sample_rows), then the latest copy of each other variant
     where there is one (sample_variant: a team's copy is built from its own notice, whose fields can
-    differ from a person's; a part nobody may decide reads otherwise), so a check renders all."""
+    differ from a person's; a part nobody may decide reads otherwise, and so does one device
+    where a list was shown), so a check renders all."""
     chosen = sample_rows(session)
     copies = {event: [row] for event, row in chosen.items()}
     for row in session.exec(select(Notification).order_by(col(Notification.id).desc())).all():

@@ -220,6 +220,93 @@ def test_a_request_walks_from_order_to_closure(engine: Engine) -> None:
     ]
 
 
+def test_a_rollout_tells_each_person_once_listing_their_devices(engine: Engine) -> None:
+    """100 laptops and 100 docks handed to the requester queued 200 device_assigned messages
+    to her; Nina, given a laptop and a dock, got two."""
+    ref = submit(
+        engine,
+        kind="rollout",
+        on_behalf_of=None,
+        justification="The sales team's desks.",
+        lines=[{"sku": "LAPTOP-STD-14", "quantity": 100}, {"sku": "DOCK-USB4", "quantity": 100}],
+    )
+    approve_all(engine, ref)
+    units = [SerialIn(f"L-{n:03}", "LAPTOP-STD-14") for n in range(100)]
+    units += [SerialIn(f"D-{n:03}", "DOCK-USB4") for n in range(100)]
+    with transaction(engine) as session:
+        actions.place_order(session, ref=ref, actor_email=PAUL, now=NOW)
+        actions.deliver(session, ref=ref, units=units, actor_email=IDA, now=NOW)
+        actions.roll_out(session, ref=ref, actor_email=IDA, now=NOW)  # all to the requester
+    with transaction(engine, readonly=True) as session:
+        rows = session.exec(
+            select(Notification).where(
+                col(Notification.event).in_(["device_assigned", "rolled_out"])
+            )
+        ).all()
+    assert sorted((r.event, r.audience) for r in rows) == [
+        ("device_assigned", f"person:{RITA}"),
+        ("rolled_out", f"person:{RITA}"),
+    ]
+    (assigned,) = [r for r in rows if r.event == "device_assigned"]
+    assert assigned.context["count"] == 200 and assigned.asset_id is None
+    devices = assigned.context["devices"]
+    assert [d["serial"] for d in devices] == [u.serial for u in units]
+    assert devices[0] == {"serial": "L-000", "sku": "LAPTOP-STD-14", "name": 'Standard laptop 14"'}
+    assert devices[-1] == {"serial": "D-099", "sku": "DOCK-USB4", "name": "USB4 docking station"}
+    # Rolled out: the same command again is refused and queues nothing.
+    before = row_counts(engine)
+    with pytest.raises(TransitionNotAllowed), transaction(engine) as session:
+        actions.roll_out(session, ref=ref, actor_email=IDA, now=NOW)
+    assert row_counts(engine) == before
+
+
+def test_a_rollout_to_named_people_tells_each_once_and_a_second_batch_again(
+    engine: Engine,
+) -> None:
+    ref = submit(
+        engine,
+        kind="rollout",
+        on_behalf_of=None,
+        justification="Desks for the platform team.",
+        lines=[{"sku": "LAPTOP-STD-14", "quantity": 3}, {"sku": "DOCK-USB4", "quantity": 2}],
+    )
+    approve_all(engine, ref)
+    kit = [("L-1", "LAPTOP-STD-14"), ("D-1", "DOCK-USB4"), ("L-2", "LAPTOP-STD-14")]
+    kit += [("L-3", "LAPTOP-STD-14"), ("D-2", "DOCK-USB4")]
+    with transaction(engine) as session:
+        actions.place_order(session, ref=ref, actor_email=PAUL, now=NOW)
+        actions.deliver(session, ref=ref, units=[SerialIn(s, sku) for s, sku in kit], now=NOW)
+        actions.roll_out(
+            session,
+            ref=ref,
+            assignments=[Assignment("L-1", NINA), Assignment("D-1", NINA), Assignment("L-2", BOB)],
+            actor_email=IDA,
+            now=NOW,
+        )
+    # Later, Nina's second desk: a second message for her, of that batch's devices.
+    with transaction(engine) as session:
+        actions.roll_out(
+            session,
+            ref=ref,
+            assignments=[Assignment("L-3", NINA), Assignment("D-2", NINA)],
+            actor_email=IDA,
+            now=NOW + timedelta(days=1),
+        )
+    told = notices(engine, "device_assigned")
+    assert [(a, [d["serial"] for d in c["devices"]]) for a, c in told] == [
+        (f"person:{NINA}", ["L-1", "D-1"]),
+        (f"person:{BOB}", ["L-2"]),
+        (f"person:{NINA}", ["L-3", "D-2"]),
+    ]
+    with transaction(engine, readonly=True) as session:
+        rows = session.exec(
+            select(Notification).where(Notification.event == "device_assigned")
+        ).all()
+        bob_laptop = session.exec(select(Asset).where(Asset.serial == "L-2")).one()
+    # One device: the notice is that device's (its asset view); several: the list only.
+    assert [r.asset_id for r in rows] == [None, bob_laptop.id, None]
+
+
 def test_a_returned_dock_or_headset_needs_no_erasure_a_laptop_does(engine: Engine) -> None:
     """The catalog says the dock and the headset hold no data: back in IT's hands they are done
     (or go to the recycler at once); the laptop still needs its certificate, and the request

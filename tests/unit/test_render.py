@@ -221,7 +221,16 @@ def test_the_check_renders_a_persons_and_a_teams_copy_of_an_event(
     # no_approver's other case is checked too: a part nobody may decide, not even in its
     # escalation role's place (its own headline, reason and remedy), after the common one.
     common, stuck = copies["no_approver"]
-    assert (sample_variant(common), sample_variant(stuck)) == (("team", False), ("team", True))
+    assert (sample_variant(common), sample_variant(stuck)) == (
+        ("team", False, False),
+        ("team", True, False),
+    )
+    # device_assigned's: a list of a person's devices (the preview), and one device.
+    several, one = copies["device_assigned"]
+    assert (sample_variant(several), sample_variant(one)) == (
+        ("person", False, True),
+        ("person", False, False),
+    )
     message = renderer.render("no_approver", builder(session).build(stuck))
     assert message.subject.startswith("Nobody may decide PR-")
     assert "It waits until the roles change: give the role finance" in message.text
@@ -892,6 +901,62 @@ def test_filters_are_the_same_in_every_output(renderer: Renderer) -> None:
     expected = "2 devices $1,500.00 to order Mon 7 Dec 2026"
     for env in renderer.envs.values():
         assert env.from_string(source).render(values) == expected
+
+
+# ------------------------------------------------------------------ devices handed out
+
+
+def test_device_assigned_lists_a_persons_devices_in_one_message(
+    session: Session, renderer: Renderer
+) -> None:
+    """Nina's laptop and dock were two messages; the preview is her one message listing both."""
+    row, context = sample(session, "device_assigned")
+    assert row.audience == f"person:{NINA}"
+    devices = context["notice"]["devices"]
+    assert [(d["serial"], d["sku"]) for d in devices] == [
+        ("SN-SAMPLE-0001", "LAPTOP-STD-14"),
+        ("SN-SAMPLE-0002", "DOCK-USB4"),
+    ]
+    message = renderer.render("device_assigned", context)
+    ref = context["request"]["id"]
+    assert message.subject == f"Your 2 devices of {ref} are ready"
+    assert f"IT assigned the 2 devices listed below to you ({ref})." in message.text
+    for part in (message.text, message.slack):
+        assert '  SN-SAMPLE-0001 · LAPTOP-STD-14 (Standard laptop 14")\n' in part
+        assert "  SN-SAMPLE-0002 · DOCK-USB4 (USB4 docking station)\n" in part
+    tree = Tree(message.html)
+    cells = [text for text, where in tree.texts if where and where[-1][0] == "td"]
+    assert [c for c in cells if c.startswith(("SN-", "LAPTOP", "DOCK"))] == [
+        "SN-SAMPLE-0001",
+        "LAPTOP-STD-14 ",
+        "SN-SAMPLE-0002",
+        "DOCK-USB4 ",
+    ]
+    assert "Standard laptop 14&#34;" in message.html and "USB4 docking station" in message.html
+    assert "With</th>" not in message.html  # they are all the reader's: no holder column
+    assert not LEAKS.search(message.text + message.html)
+
+
+def test_device_assigned_for_one_device_names_it_and_an_older_row_reads_so_too(
+    session: Session, renderer: Renderer
+) -> None:
+    (one,) = [r for r in sample_copies(session)["device_assigned"] if not sample_variant(r)[2]]
+    context = builder(session).build(one)
+    (device,) = context["notice"]["devices"]
+    message = renderer.render("device_assigned", context)
+    assert message.subject == f"Your LAPTOP-STD-14 ({device['serial']}) is ready"
+    assert (
+        f'IT assigned the device LAPTOP-STD-14 (Standard laptop 14") with serial number '
+        f"{device['serial']} to you ({context['request']['id']})."
+    ) in message.text
+    assert "Your devices" not in message.text and "Serial</th>" not in message.html
+    assert context["asset"]["serial"] == device["serial"]  # the one device's own row
+    # A row queued before devices were grouped holds its device's serial and sku only.
+    legacy = copy.deepcopy(context)
+    legacy["notice"] = {"serial": device["serial"], "sku": device["sku"]}
+    old = renderer.render("device_assigned", legacy)
+    assert old.subject == message.subject
+    assert f"IT assigned the device LAPTOP-STD-14 with serial number {device['serial']}" in old.text
 
 
 # ------------------------------------------------------------------ lifecycle alerts
