@@ -18,15 +18,16 @@ named with its file and line before anything is sent:
           - tag: bob.budget@example.com
 
 Audiences: `team:NAME` goes to the routes tagged NAME (it, purchasing, hr, finance, management,
-operators, or any team the pipeline names); `person:EMAIL` goes to the routes tagged with that
-address and to every `people` route, addressed to them.
+operators, or requester: the roles are the teams); `person:EMAIL` goes to the routes tagged with
+that address and to every `people` route, addressed to them. Any other tag is a typo and refused.
 
 Secrets never live in the file: `${NAME}` reads the environment, `${prefect-secret:NAME}` a
 Prefect Secret block. A substitution inside a URL is URL-encoded (a password may hold `@` or
 `/`); one that is the whole URL is taken as it is. Logs, `procure notify` and delivery records
 show URLs with their secrets masked: Apprise's privacy form, and every value substituted from
 `${…}` replaced by `****` (of a whole-URL substitution, everything but its scheme and its host
-name: `json://hooks.example.com/****`).
+name: `json://hooks.example.com/****`). A password written into the file itself is read, but
+`Routes.warnings` names its line (`procure notify check` shows it): move it to `${…}`.
 """
 
 from __future__ import annotations
@@ -48,10 +49,15 @@ from apprise.plugins.email.base import NotifyEmail
 from apprise.plugins.slack import NotifySlack
 
 from models.errors import InputError, Problem
+from models.org import Role
 from models.sources import Document, Path_, parse_yaml, read_text
 
 PEOPLE = "people"  # the tag of routes that reach every person at their own address
-TEAMS = ("it", "purchasing", "hr", "finance", "management", "operators")
+TEAMS = ("it", "purchasing", "hr", "finance", "management", "operators")  # each needs a route
+# Every team a notification may go to: the roles (models.actions.TEAMS) and the operators.
+KNOWN_TEAMS = (*TEAMS, *(r.value for r in Role if r.value not in TEAMS))
+_PASSWORD_ARGS = frozenset({"pass", "password"})  # Apprise's URL arguments for a password
+_PLACEHOLDER = "procuresubstitution"
 _SUBSTITUTION = re.compile(r"\$\{([^}]*)\}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
@@ -128,6 +134,8 @@ class Routes:
 
     routes: list[Route] = field(default_factory=list)
     source: str = "(no routes)"
+    # What is read but should not be there (a password written into the file), by line.
+    warnings: list[Problem] = field(default_factory=list)
 
     def targets(self, audience: str) -> list[Target]:
         """Every destination of an audience (`team:it`, `person:bob@example.com`)."""
@@ -296,6 +304,14 @@ def _tags(value: Any, doc: Document, path: Path_) -> set[str]:
             raise InputError(doc.problem(path, f"tag {tag!r} is not a team name or an address"))
         if "@" in tag and not _EMAIL.fullmatch(tag):
             raise InputError(doc.problem(path, f"tag {tag!r} is not an email address"))
+        if "@" not in tag and tag != PEOPLE and tag not in KNOWN_TEAMS:
+            raise InputError(
+                doc.problem(
+                    path,
+                    f"tag {tag!r} is no team: {', '.join(KNOWN_TEAMS)}, "
+                    f"or {PEOPLE}, or an email address",
+                )
+            )
         out.add(tag)
     return out
 
@@ -351,14 +367,46 @@ def parse_routes(text: str, source: str, *, secrets: Secrets = prefect_secret) -
     common = _tags(doc.data.get("tag") if isinstance(doc.data, dict) else None, doc, ("tag",))
     routes: list[Route] = []
     problems: list[Problem] = []
+    warnings: list[Problem] = []
     for path, where, raw_url, settings in _entries(doc):
         try:
             routes.append(_route(doc, path, where, raw_url, settings, common, secrets))
         except InputError as exc:
             problems += exc.problems
+        if _literal_password(str(raw_url), settings):
+            problem = doc.problem(
+                path,
+                "a password is written in the file: take it from the environment "
+                "(${SMTP_PASSWORD}) or a Prefect Secret block (${prefect-secret:NAME})",
+            )
+            if problem not in warnings:  # one per URL, not one per list of its settings
+                warnings.append(problem)
     if problems:
         raise InputError(problems)
-    return Routes(routes, source=source)
+    return Routes(routes, source=source, warnings=warnings)
+
+
+def _literal_password(raw_url: str, settings: Mapping[str, Any]) -> bool:
+    """Whether a URL as written holds a password that does not come from ${…}: in its user
+    part (`user:secret@host`) or as a `pass=` / `password=` argument."""
+
+    def literal(value: Any) -> bool:
+        return bool(str(value).strip()) and _PLACEHOLDER not in str(value)
+
+    try:
+        split = urlsplit(_SUBSTITUTION.sub(_PLACEHOLDER, raw_url.strip()))
+    except ValueError:  # not a URL at all: refused as such
+        return False
+    userinfo = split.netloc.rpartition("@")[0]
+    if ":" in userinfo and literal(userinfo.partition(":")[2]):
+        return True
+    args = [*parse_qsl(split.query), *settings.items()]
+    return any(
+        str(key).lower() in _PASSWORD_ARGS
+        and value is not None
+        and literal(_SUBSTITUTION.sub(_PLACEHOLDER, str(value)))
+        for key, value in args
+    )
 
 
 def _with_args(url: str, args: Mapping[str, str]) -> str:

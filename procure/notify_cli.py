@@ -219,7 +219,12 @@ def check(
     st = _cli().state()
     routes_file = routes or st.settings.apprise_config
     folder = templates or st.settings.templates_dir
-    report: dict[str, Any] = {"routes": None, "teams_without_route": [], "events": {}}
+    report: dict[str, Any] = {
+        "routes": None,
+        "teams_without_route": [],
+        "routes_warnings": [],
+        "events": {},
+    }
     if routes_file is not None:
         loaded = load_routes(routes_file)
         report["routes"] = [
@@ -227,6 +232,9 @@ def check(
             for r in loaded.routes
         ]
         report["teams_without_route"] = loaded.missing()
+        report["routes_warnings"] = [str(w) for w in loaded.warnings]
+        for warning in report["routes_warnings"]:  # read all the same: not a failure
+            typer.echo(f"procure: warning: {warning}", err=True)
     renderer = Renderer(folder)
     problems: list[Problem] = renderer.stray_overrides()
     with sample_database() as engine, Session(engine) as session:

@@ -247,6 +247,41 @@ def test_a_broken_routes_file_is_named_with_its_line(
     assert cli.json("notify", "status")["counts"]["pending"] == 8
 
 
+def test_check_refuses_a_typo_d_team_tag_and_warns_of_a_written_password(
+    world: tuple[Cli, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tag: itt` once passed with "no route for: it, …" and exit 0; now refused by line, by
+    `notify check` and wherever the routes are read. A password written into the file is read
+    (a test server may take any) but warned of by line, never shown."""
+    cli, _, tmp = world
+    path = routes_file(tmp / "apprise.yml", 25)
+    good = path.read_text()
+    path.write_text(good.replace("tag: it\n", "tag: itt\n"))
+    monkeypatch.setenv("PROCURE_APPRISE_CONFIG", str(path))
+    code, out, err = cli("notify", "check")
+    assert code == 2, out
+    assert err.strip() == (
+        f"procure: bad input: {path}:6: urls[1].mailto://127.0.0.1:25?from=procure@example.com&cto=2"
+        "&to=it@example.com[0].tag: tag 'itt' is no team: it, purchasing, hr, finance, "
+        "management, operators, requester, or people, or an email address"
+    )
+    code, _, err = cli("notify", "send")
+    assert code == 2 and f"{path}:6:" in err and "'itt' is no team" in err
+    path.write_text(
+        good
+        + '  - "mailtos://procure:hunter2@smtp.example.com?from=p@example.com&to=hr@example.com":\n'
+        "      - tag: hr\n"
+    )
+    code, out, err = cli("notify", "check")
+    assert code == 0, err
+    assert f"procure: warning: {path}:17: urls[7]: a password is written in the file" in err
+    assert "hunter2" not in out + err
+    assert cli.json("notify", "check")["routes_warnings"] == [
+        f"{path}:17: urls[7]: a password is written in the file: take it from the environment "
+        "(${SMTP_PASSWORD}) or a Prefect Secret block (${prefect-secret:NAME})"
+    ]
+
+
 def test_preview_renders_the_queued_message_of_a_request(world: tuple[Cli, str, Path]) -> None:
     cli, ref, tmp = world
     code, out, _ = cli("notify", "preview", "approval_needed", "--request", ref, "--to", PAUL)

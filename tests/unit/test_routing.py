@@ -610,6 +610,78 @@ def test_a_bad_tag_is_refused_with_its_line(tags: str, message: str) -> None:
     assert problem.field == "urls[0].json://127.0.0.1:9/a[0].tag"
 
 
+NO_TEAM = (
+    "is no team: it, purchasing, hr, finance, management, operators, requester, "
+    "or people, or an email address"
+)
+
+
+@pytest.mark.parametrize(
+    ("tags", "bad"), [("itt", "itt"), ("[it, purchase]", "purchase"), ("hr, peoples", "peoples")]
+)
+def test_a_tag_that_is_no_team_is_refused_with_its_line(tags: str, bad: str) -> None:
+    """A typo'd team would leave that team's notifications undelivered: refused, not routed."""
+    problem = refused(
+        f"urls:\n  - json://127.0.0.1:9/b: {{tag: it}}\n  - json://127.0.0.1:9/a:\n"
+        f"      - tag: {tags}\n"
+    )
+    assert problem.line == 4
+    assert problem.message == f"tag {bad!r} {NO_TEAM}"
+    assert str(problem).startswith("apprise.yml:4: ")
+
+
+def test_a_top_level_tag_that_is_no_team_is_refused() -> None:
+    problem = refused("version: 1\ntag: itt\nurls:\n  - json://127.0.0.1:9/a\n")
+    assert str(problem) == f"apprise.yml:2: tag: tag 'itt' {NO_TEAM}"
+
+
+def test_every_role_is_a_team_a_route_may_take() -> None:
+    from models.org import Role
+
+    tags = ", ".join([*(r.value for r in Role), "operators"])
+    routes = parse_routes(
+        f"urls:\n  - json://127.0.0.1:9/a: {{tag: '{tags}'}}\n", "apprise.yml", secrets=secrets
+    )
+    assert routes.targets("team:requester") and routes.targets("team:operators")
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "mailtos://procure:hunter2@smtp.example.com?from=p@example.com: {tag: people}",
+        "'mailtos://smtp.example.com?from=p@example.com&user=procure&pass=hunter2': {tag: people}",
+        "mailtos://smtp.example.com?from=p@example.com: {tag: people, user: u, password: hunter2}",
+    ],
+)
+def test_a_password_written_in_the_file_is_warned_of_by_line(entry: str) -> None:
+    text = f"urls:\n  - json://127.0.0.1:9/a: {{tag: it}}\n  - {entry}\n"
+    routes = parse_routes(text, "apprise.yml", secrets=secrets)
+    assert len(routes.routes) == 2  # read all the same
+    (warning,) = routes.warnings
+    assert warning.line == 3
+    assert str(warning).startswith("apprise.yml:3: urls[1]: a password is written in the file: ")
+    assert "hunter2" not in str(warning)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "mailtos://${SMTP_USER}:${SMTP_PASSWORD}@smtp.example.com?from=p@example.com",
+        "mailtos://${SMTP_USER}:${prefect-secret:smtp-password}@smtp.example.com?from=p@x.com",
+        "'mailtos://smtp.example.com?from=p@example.com&user=u&pass=${SMTP_PASSWORD}'",
+        "mailto://127.0.0.1:25?from=p@example.com",  # a local server without a password
+        "mailto://procure@127.0.0.1:25?from=p@example.com",  # a user, no password
+    ],
+)
+def test_no_warning_for_a_password_from_a_substitution_or_none(entry: str) -> None:
+    routes = parse_routes(f"urls:\n  - {entry}: {{tag: people}}\n", "apprise.yml", secrets=secrets)
+    assert routes.warnings == []
+
+
+def test_the_example_routes_warn_of_nothing() -> None:
+    assert parse_routes(ROUTES, "apprise.yml", secrets=secrets).warnings == []
+
+
 def test_a_bad_top_level_tag_is_refused_with_its_line() -> None:
     problem = refused("version: 1\ntag: it team\nurls:\n  - json://127.0.0.1:9/a\n")
     assert str(problem) == "apprise.yml:2: tag: tag 'it team' is not a team name or an address"
