@@ -96,6 +96,7 @@ from models.requests import (
     parse_ref,
 )
 from models.rules import (
+    ANY_SLOT,
     Directory,
     Escalation,
     Seat,
@@ -111,7 +112,7 @@ from models.rules import (
     terms_slot,
 )
 from models.sources import remap
-from models.types import difference_text, money, money_text, utcnow
+from models.types import difference_text, label, moment_text, money, money_text, utcnow
 
 SYSTEM = "system"
 MAX_HORIZON_DAYS = 5 * 366
@@ -1386,8 +1387,9 @@ def decide(
                 "already recorded: nothing changed",
             )
         raise AlreadyDecided(
-            f"{request.ref} {stage.key}: you already decided {previous.outcome} "
-            f"at {previous.decided_at:%Y-%m-%d %H:%M} UTC; a decision cannot be changed"
+            f"{request.ref} {stage.key}: you already decided {label(previous.outcome)} "
+            f"on {local_time(session, request, previous.decided_at)}; "
+            "a decision cannot be changed"
         )
     if not actor.active:
         raise RuleViolation(f"{actor.email} is not active and cannot decide")
@@ -1912,6 +1914,29 @@ def _filled_part(
     return None
 
 
+def local_time(session: Session, request: Request, at: datetime) -> str:
+    """A moment as messages show it: in the organisation's time zone (the calendar of the
+    request's pipeline), '25 Nov 2026 at 10:00 CET'."""
+    return moment_text(at, spec_for(session, request).calendar.timezone)
+
+
+def part_of(slot: str) -> str:
+    """A stage's part in words: 'it' (an any-of stage's one decision), else 'the IT part'."""
+    return "it" if slot == ANY_SLOT else f"the {label(slot)} part"
+
+
+def decided_by(session: Session, request: Request, decision: Decision) -> str:
+    """Who made a decision, what and when, for a message: 'Ida Infrastructure (approve on
+    25 Nov 2026 at 10:00 CET)', with 'for NAME' when they decided in someone's place."""
+    by = by_id(session, Person, decision.actor_id)
+    principal = (
+        by_id(session, Person, decision.on_behalf_of_id) if decision.on_behalf_of_id else None
+    )
+    who = (by.name if by else "someone") + (f" for {principal.name}" if principal else "")
+    when = local_time(session, request, decision.decided_at)
+    return f"{who} ({label(decision.outcome)} on {when})"
+
+
 def decided_before(
     session: Session, request: Request, stage: Stage, person: Person, *, now: datetime
 ) -> Decision | None:
@@ -1966,7 +1991,8 @@ def _why_not(
     if taken is not None:
         stage, filled = taken
         return AlreadyDecided(
-            f"{request.ref} {stage.key}: the {filled.slot} part was already decided by someone else"
+            f"{request.ref} {stage.key}: {part_of(filled.slot)} was already decided by "
+            f"{decided_by(directory.session, request, filled)}"
         )
     lapsed = [d for d in directory.delegations_of(actor) if not d.covers(directory.today)]
     stage_of = {s.id: s for s in stages if s.id is not None}

@@ -1,10 +1,12 @@
-"""Money and time: Decimal quantized with one rounding rule, timezone-aware UTC datetimes."""
+"""Money and time: Decimal quantized with one rounding rule, timezone-aware UTC datetimes; and
+how both read in messages."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import BigInteger, DateTime
 from sqlalchemy.engine import Dialect
@@ -28,6 +30,23 @@ def difference_text(amount: str | Decimal, currency: str) -> str:
     if not value:
         return "the same"
     return f"{money_text(abs(value), currency)} {'more' if value > 0 else 'less'}"
+
+
+def moment_text(at: datetime, timezone: str) -> str:
+    """25 Nov 2026 at 10:00 CET: a moment as people read it, in a time zone (the organisation's:
+    its pipeline's calendar)."""
+    return f"{as_utc(at).astimezone(ZoneInfo(timezone)):%d %b %Y at %H:%M %Z}"
+
+
+# Words people write in capitals (roles, contract terms, sourcing options).
+_CAPITALS = {"it": "IT", "hr": "HR", "sla": "SLA", "daas": "DaaS", "tco": "TCO"}
+
+
+def label(value: Any) -> str:
+    """'in_review' -> 'in review', 'send_back' -> 'send back', 'daas' -> 'DaaS'."""
+    if value is None:
+        return "—"
+    return " ".join(_CAPITALS.get(w, w) for w in str(value).replace("_", " ").split(" "))
 
 
 def money(value: Any) -> Decimal:

@@ -44,6 +44,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
 from models.errors import InputError, Problem
+from models.types import label
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PARTS = ("subject", "text", "html", "slack")
@@ -179,17 +180,6 @@ def who_html(ctx: Any, email: Any) -> Markup:
     """who(), isolated for HTML: a name in Arabic or Hebrew inside an English sentence must not
     reorder the words and numbers around it (<bdi>, bidirectional isolation; escaped inside)."""
     return Markup("<bdi>{}</bdi>").format(who(ctx, email))
-
-
-# Words people write in capitals (roles, contract terms, sourcing options).
-_CAPITALS = {"it": "IT", "hr": "HR", "sla": "SLA", "daas": "DaaS", "tco": "TCO"}
-
-
-def label(value: Any) -> str:
-    """'in_review' -> 'in review', 'send_back' -> 'send back', 'daas' -> 'DaaS'."""
-    if value is None:
-        return "—"
-    return " ".join(_CAPITALS.get(w, w) for w in str(value).replace("_", " ").split(" "))
 
 
 def plural(count: Any, one: str, many: str | None = None) -> str:

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -23,9 +22,8 @@ from models.errors import AlreadyDecided, RuleViolation
 from models.lifecycle import RequestStatus, StageStatus
 from models.org import Person
 from models.requests import Request, Stage
-from models.rules import ANY_SLOT
 from models.tokens import ApprovalToken
-from models.types import as_utc
+from models.types import label
 
 
 class LinkUsed(AlreadyDecided):
@@ -63,12 +61,6 @@ def describe(result: actions.DecisionResult) -> dict[str, Any]:
     }
 
 
-def _when(session: Any, request: Request, at: datetime) -> str:
-    """A moment as the emails show it: in the organisation's time zone."""
-    zone = ZoneInfo(actions.spec_for(session, request).calendar.timezone)
-    return f"{as_utc(at).astimezone(zone):%d %b %Y at %H:%M %Z}"
-
-
 def check_link(
     session: Any, grant: ApprovalToken, *, now: datetime
 ) -> tuple[Request, Stage, Person]:
@@ -83,7 +75,7 @@ def check_link(
     if earlier is not None:
         raise LinkUsed(
             f"this link was already used: {earlier.outcome.replace('_', ' ')} on "
-            f"{_when(session, request, earlier.used_at)}; it decides once"
+            f"{actions.local_time(session, request, earlier.used_at)}; it decides once"
         )
     if request.status != RequestStatus.IN_REVIEW:
         raise LinkOutdated(
@@ -96,20 +88,16 @@ def check_link(
         )
     before = actions.decided_before(session, request, stage, person, now=now)
     if before is not None:
-        outcome = before.outcome.replace("_", " ")
-        when = _when(session, request, before.decided_at)
         if before.actor_id == person.id:
             raise LinkOutdated(
-                f"you already decided {stage.name} of {request.ref}: {outcome} on {when}; "
+                f"you already decided {stage.name} of {request.ref}: {label(before.outcome)} "
+                f"on {actions.local_time(session, request, before.decided_at)}; "
                 "a decision cannot be changed"
             )
-        by = session.get(Person, before.actor_id)
-        on_behalf = session.get(Person, before.on_behalf_of_id) if before.on_behalf_of_id else None
-        who = (by.name if by else "someone") + (f" for {on_behalf.name}" if on_behalf else "")
-        part = "it" if before.slot == ANY_SLOT else f"the {before.slot.replace('_', ' ')} part"
         raise LinkOutdated(
-            f"{stage.name} of {request.ref} has moved on since this link was sent: {part} "
-            f"was already decided by {who} ({outcome} on {when})"
+            f"{stage.name} of {request.ref} has moved on since this link was sent: "
+            f"{actions.part_of(before.slot)} was already decided by "
+            f"{actions.decided_by(session, request, before)}"
         )
     return request, stage, person
 

@@ -221,7 +221,11 @@ def test_the_whole_lifecycle_through_the_cli(cli: Cli, tmp_path: Path) -> None:
     assert code == 1 and "delegation is not in force" in err
     assert cli.json("decide", "PR-0001", "--as", BOB, "--approve")["status"] == "approved"
     code, _, err = cli("decide", "PR-0001", "--as", BOB, "--reject", "--comment", "too late")
-    assert code == 1 and "cannot be changed" in err
+    # When, in the organisation's time zone (NOW is 09:00 UTC), not in UTC.
+    assert code == 1 and err.strip().endswith(
+        "PR-0001 budget_owner: you already decided approve on 25 Nov 2026 at "
+        "10:00 CET; a decision cannot be changed"
+    ), err
     order = cli.json("order", "PR-0001", "--as", PAUL)
     assert order["status"] == "ordered" and order["purchase_orders"][0]["supplier"] == "NORDIC-IT"
     assert cli.json("schedule", "PR-0001", "--date", "2026-12-10")["status"] == "delivery_scheduled"

@@ -112,7 +112,7 @@ def test_a_link_whose_part_was_decided_elsewhere_says_who_decided_and_when(site:
     assert "Nothing to decide here" in page.text and "<form" not in page.text
     assert (
         f"Joint review (IT and purchasing) of {ref} has moved on since this link was sent: "
-        "the it part was already decided by Ida Infrastructure (approve on 25 Nov 2026 at "
+        "the IT part was already decided by Ida Infrastructure (approve on 25 Nov 2026 at "
         "10:00 CET)"
     ) in page.text, page.text
     own = site.client.get(ida)
@@ -555,6 +555,27 @@ def test_the_api_needs_its_token_and_answers_json(site: Site) -> None:
         headers=auth,
     )
     assert decided.status_code == 200 and decided.json()["changed"] is True
+    # Too late: who decided and when, in the organisation's time zone (NOW: 09:00 UTC).
+    for approver, outcome, said in (
+        (
+            IVAN,
+            "approve",
+            "the IT part was already decided by Ida Infrastructure (approve on 25 Nov 2026 at "
+            "10:00 CET)",
+        ),
+        (
+            IDA,
+            "reject",
+            "you already decided approve on 25 Nov 2026 at 10:00 CET; a decision cannot be changed",
+        ),
+    ):
+        late = site.client.post(
+            f"/api/requests/{ref}/decisions",
+            json={"approver": approver, "decision": outcome, "comment": "late"},
+            headers=auth,
+        )
+        assert late.status_code == 409, late.text
+        assert late.json()["error"] == f"{ref} joint_review: {said}"
     own = site.client.post(
         f"/api/requests/{ref}/decisions",
         json={"approver": RITA, "decision": "approve"},

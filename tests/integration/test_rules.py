@@ -1114,7 +1114,12 @@ def test_a_different_decision_by_the_same_person_is_refused_with_already_decided
     ]:
         ref = submit(engine, justification=f"{first} then {second}")
         decide(engine, ref, IDA, first)
-        refused(engine, ref, IDA, AlreadyDecided, f"you already decided {first}", second)
+        # When, in the organisation's time zone (NOW is 09:00 UTC: 10:00 in Berlin).
+        said = (
+            f"{ref} joint_review: you already decided "
+            f"{first.replace('_', ' ')} on 25 Nov 2026 at 10:00 CET; a decision cannot be changed"
+        )
+        refused(engine, ref, IDA, AlreadyDecided, f"^{re.escape(said)}$", second)
         outcomes = [d["outcome"] for d in stages(show(engine, ref))["joint_review"]["decisions"]]
         assert outcomes == [first], (first, second)
 
@@ -1124,7 +1129,11 @@ def test_another_person_on_an_already_decided_slot_is_told_already_decided(
 ) -> None:
     ref = submit(engine)
     decide(engine, ref, IDA)
-    match = "the it part was already decided by someone else"
+    # Who decided and when, in the organisation's time zone, as the approval page says it.
+    match = re.escape(
+        f"{ref} joint_review: the IT part was already decided by "
+        "Ida Infrastructure (approve on 25 Nov 2026 at 10:00 CET)"
+    )
     refused(engine, ref, IVAN, AlreadyDecided, match)
     refused(engine, ref, IVAN, AlreadyDecided, match, stage_key="joint_review")
     refused(engine, ref, IVAN, AlreadyDecided, match, "reject")
