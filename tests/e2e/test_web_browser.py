@@ -42,3 +42,57 @@ def test_approving_in_chromium_from_the_emailed_link(site: Site, tmp_path: objec
             m.subject.startswith(f"Your decision: {ref}") for m in site.sink.received[before:]
         )
     ), [m.subject for m in site.sink.received[before:]]
+
+
+def test_the_lines_read_on_a_phone_without_scrolling_sideways(site: Site) -> None:
+    """At 390 px the Lines table once scrolled sideways inside its card with nothing to show
+    it, the Sourcing column cut off ("Individual", "Terms no…"). Each line now stacks its cells
+    as label and value: the table fits its card and every line's sourcing shows in full."""
+    justification = "A dealer round the corner delivers tomorrow and takes returns for a month."
+    ref = submit(
+        site.engine,
+        lines=[
+            {
+                "sku": "MON-27",
+                "quantity": 12,
+                "sourcing": "individual",
+                "sourcing_justification": justification,
+            },
+            {"sku": "LAPTOP-STD-14", "quantity": 1},
+        ],
+    )
+    site.dispatch()
+    with phone_page() as page:
+        page.goto(site.approval_link(IDA))
+        assert page.title() == f"Decide {ref} · procure"
+        page.screenshot(path=str(site.sink_folder / "lines-phone.png"), full_page=True)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        table = page.locator("h2:text-is('Lines') + table")
+        # Nothing of the table hides beyond its own box or its card's.
+        widths = table.evaluate(
+            "t => [t.scrollWidth, t.clientWidth, t.parentElement.scrollWidth,"
+            " t.parentElement.clientWidth]"
+        )
+        assert widths[0] <= widths[1] and widths[2] <= widths[3], widths
+        card = page.locator("section.card", has=table).bounding_box()
+        assert card is not None
+        for text in ("Individual order", justification, "Terms not covered", "€", "Monitor"):
+            shown = table.get_by_text(text).first
+            assert shown.is_visible(), text
+            box = shown.bounding_box()
+            assert box is not None, text
+            # Within the card, not cut off at its edge (the card scrolls nothing sideways).
+            assert card["x"] <= box["x"] and box["x"] + box["width"] <= card["x"] + card["width"], (
+                text,
+                box,
+                card,
+            )
+        # Each value names its column (the headings row is hidden on a phone).
+        assert not table.locator("th").first.is_visible()
+        named = table.locator("td[data-label='Sourcing']").first.evaluate(
+            "td => getComputedStyle(td, '::before').content"
+        )
+        assert named == '"Sourcing"'
+        # On a wider screen the lines are a table with its headings again.
+        page.set_viewport_size({"width": 900, "height": 844})
+        assert table.locator("th").first.is_visible()
