@@ -316,6 +316,16 @@ def _tags(value: Any, doc: Document, path: Path_) -> set[str]:
     return out
 
 
+class _UrlKey(str):
+    """A URL that is a key of its settings, in a path: it finds the settings' line as the URL
+    does, and is named by its scheme alone in a problem's field (a password written in the URL
+    never reaches a message)."""
+
+    def __str__(self) -> str:
+        scheme, found, _ = str.__str__(self).partition("://")
+        return f"{scheme}://…" if found else "(a URL)"
+
+
 def _entries(doc: Document) -> list[tuple[Path_, Path_, str, Mapping[str, Any]]]:
     """(path of the URL, path of its settings, url, settings) per URL entry of an Apprise YAML
     document. A URL's problems are reported at its own line, a setting's at the setting's."""
@@ -345,7 +355,7 @@ def _entries(doc: Document) -> list[tuple[Path_, Path_, str, Mapping[str, Any]]]
                 doc.problem(path, "each entry is a URL, or a URL with a list of its settings")
             )
         ((url, settings),) = entry.items()
-        inner = (*path, url)
+        inner = (*path, _UrlKey(str(url)))
         if settings is None:
             out.append((path, inner, str(url), {}))
         elif isinstance(settings, dict):

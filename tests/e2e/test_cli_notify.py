@@ -261,8 +261,8 @@ def test_check_refuses_a_typo_d_team_tag_and_warns_of_a_written_password(
     code, out, err = cli("notify", "check")
     assert code == 2, out
     assert err.strip() == (
-        f"procure: bad input: {path}:6: urls[1].mailto://127.0.0.1:25?from=procure@example.com&cto=2"
-        "&to=it@example.com[0].tag: tag 'itt' is no team: it, purchasing, hr, finance, "
+        f"procure: bad input: {path}:6: urls[1].mailto://…[0].tag: tag 'itt' is no team: it, "
+        "purchasing, hr, finance, "
         "management, operators, requester, or people, or an email address"
     )
     code, _, err = cli("notify", "send")

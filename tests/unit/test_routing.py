@@ -607,7 +607,7 @@ def test_a_bad_tag_is_refused_with_its_line(tags: str, message: str) -> None:
     problem = refused(f"urls:\n  - json://127.0.0.1:9/a:\n      - tag: {tags}\n")
     assert problem.line == 3
     assert problem.message == message
-    assert problem.field == "urls[0].json://127.0.0.1:9/a[0].tag"
+    assert problem.field == "urls[0].json://…[0].tag"  # the URL by its scheme alone
 
 
 NO_TEAM = (
@@ -628,6 +628,15 @@ def test_a_tag_that_is_no_team_is_refused_with_its_line(tags: str, bad: str) -> 
     assert problem.line == 4
     assert problem.message == f"tag {bad!r} {NO_TEAM}"
     assert str(problem).startswith("apprise.yml:4: ")
+
+
+def test_a_settings_problem_names_its_url_by_the_scheme_alone_never_its_password() -> None:
+    problem = refused(
+        "urls:\n  - mailto://user:hunter2-written@127.0.0.1:25?from=a@example.com:\n"
+        "      - tag: itt\n"
+    )
+    assert (problem.line, problem.field) == (3, "urls[0].mailto://…[0].tag")
+    assert "hunter2" not in str(problem)
 
 
 def test_a_top_level_tag_that_is_no_team_is_refused() -> None:
