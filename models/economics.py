@@ -113,6 +113,8 @@ _OPEN_DEMAND = (
     .join(Request, Request.id == RequestLine.request_id)  # type: ignore[arg-type]
     .where(
         col(RequestLine.item_id).in_(bindparam("items", expanding=True)),
+        # Bought together: a leased or DaaS line is a service contract, not units to order.
+        RequestLine.ownership == "bought",
         col(Request.status).in_(list(DEMAND_STATES)),
         Request.needed_by >= bindparam("start"),
         Request.needed_by <= bindparam("end"),
@@ -358,7 +360,8 @@ class LineFacts:
     sourcing: str  # framework | individual
     complete_terms: bool  # ordered under an agreement whose terms are complete
     framework_available: bool  # an agreement covered the item when it was requested
-    bundling_possible: bool  # other open demand for the item could have been ordered with it
+    # other open demand for the item, ordered with it, would have reached a better agreement price
+    bundling_possible: bool
 
 
 @dataclass(frozen=True)
@@ -383,8 +386,10 @@ def ledger(
     """Per source of error, the devices it costs (incurred) and the devices early work spared (avoided).
 
     unclear terms:     every device not ordered under an agreement with complete terms
-    individual order:  every device ordered alone where an agreement or bundling was possible
-                       (framework devices count as avoided; items nobody could bundle, neither)
+    individual order:  every device ordered alone where an agreement covered it, or where
+                       ordering it with other open demand reached a better agreement price
+                       (framework devices count as avoided; devices nothing could have priced
+                       better, neither)
     delivery planning: every device of a request ordered after its order-by date
     """
     devices = sum(ln.quantity for ln in lines)
@@ -489,6 +494,12 @@ class BundlingChance:
     combined_price: Decimal | None  # the best tier the combined quantity reaches, if any
     saving: Decimal  # on this request's units
 
+    @property
+    def better_price(self) -> bool:
+        """Ordered together, the units reach an agreement price below this line's: only then
+        was bundling a chance missed by ordering alone (the ledger's individual order)."""
+        return self.combined_price is not None and self.combined_price < self.unit_price
+
 
 def open_demand(
     session: Session,
@@ -498,7 +509,8 @@ def open_demand(
     window_days: int,
     exclude: int | None,
 ) -> dict[int, list[tuple[str, int]]]:
-    """Per item: (request ref, units) of open requests needing it within the window."""
+    """Per item: (request ref, units) of the bought lines of open requests needing it within the
+    window (demand that could be ordered together; leased and DaaS lines are not bought)."""
     if not item_ids:
         return {}
     rows = session.execute(
@@ -680,7 +692,7 @@ def facts(lines: Sequence[LineEconomics], economics: Economics) -> list[LineFact
             le.line.sourcing,
             le.complete_terms,
             le.line.framework_available or le.best is not None,
-            le.bundling is not None,
+            le.bundling is not None and le.bundling.better_price,
         )
         for le in lines
     ]

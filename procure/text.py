@@ -171,7 +171,7 @@ def print_economics(d: dict[str, Any]) -> None:
         price = (
             f" reaching {money_text(chance['combined_price'], cur)} a unit (saves {money_text(chance['saving'], cur)})"
             if chance["combined_price"]
-            else ""
+            else ", but no agreement has a price for them"
         )
         echo(
             f"  bundling: {chance['sku']} is also wanted by {', '.join(chance['with'])}: {chance['combined_quantity']} units together{price}"

@@ -20,7 +20,7 @@ import pytest
 from models.db import make_engine
 from procure.cli import main
 from tests.conftest import Databases
-from tests.factories import BOB, FIONA, IDA, MAX, NOW, PAUL, PETRA, RITA, row_counts
+from tests.factories import BOB, FIONA, IDA, MAX, NOW, PAUL, PETRA, RITA, SARA, row_counts
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -109,6 +109,39 @@ def test_request_economics_says_which_lines_are_not_counted_as_devices(
     assert (
         "not counted as devices (economics.peripheral_categories): 100 × DOCK-USB4 (dock)" in out
     ), out
+
+
+def phones_file(tmp_path: Path, name: str, ownership: str = "bought") -> str:
+    """One PHONE-STD for Sara's sales team (no agreement covers phones)."""
+    path = tmp_path / name
+    path.write_text(
+        f"kind: onboarding\nrequester: {SARA}\ncost_centre: CC-SALES\nneeded_by: 2026-12-20\n"
+        f"justification: A phone ({name}).\nlines:\n  - sku: PHONE-STD\n    quantity: 1\n"
+        f"    ownership: {ownership}\n",
+        encoding="utf-8",
+    )
+    return str(path)
+
+
+def test_a_phone_no_agreement_covers_is_charged_no_individual_order_for_other_phone_demand(
+    cli: Cli, tmp_path: Path
+) -> None:
+    (ref,) = cli.json("request", "submit", phones_file(tmp_path, "bought.yaml"))["ids"]
+    no_charge = "Individual order instead of a framework agreement        0 ×"
+    assert no_charge in cli.ok("request", "economics", str(ref))
+    # Phones as a service are no units to buy together with this one.
+    (daas,) = cli.json("request", "submit", phones_file(tmp_path, "daas.yaml", "daas"))["ids"]
+    out = cli.ok("request", "economics", str(ref))
+    assert no_charge in out and "bundling" not in out, out
+    # Another bought phone is bundling, but no agreement prices the two: nothing was missed.
+    (other,) = cli.json("request", "submit", phones_file(tmp_path, "other.yaml"))["ids"]
+    out = cli.ok("request", "economics", str(ref))
+    assert no_charge in out, out
+    assert (
+        f"bundling: PHONE-STD is also wanted by {other}: 2 units together, "
+        "but no agreement has a price for them"
+    ) in out, out
+    assert daas not in out
 
 
 def approve(cli: Cli, ref: str, *approvers: str) -> None:

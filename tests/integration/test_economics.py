@@ -852,11 +852,12 @@ def test_docks_and_headsets_rolled_out_with_the_laptops_are_not_counted_as_devic
     again = submit(agreed, **{**kit, "justification": "The same kit, every unit counted."})
     ledger = show(agreed, again)["ledger"]
     assert ledger["peripherals"] == []
-    # 300 units of each (the headsets could have been bundled with the first request's):
-    # 27,000.00 + 21,000.00 + 24,000.00
+    # 300 units: 27,000.00 + 14,000.00 + 24,000.00. Ordered alone: the laptops and docks an
+    # agreement covers (200), not the headsets: bought with the first request's, no agreement
+    # prices them either.
     assert [(e["kind"], e["devices"], e["incurred"]) for e in ledger["entries"]] == [
         ("unclear_terms", 300, "27000.00"),
-        ("individual_order", 300, "21000.00"),
+        ("individual_order", 200, "14000.00"),
         ("missed_delivery_planning", 300, "24000.00"),
     ]
 
@@ -1491,17 +1492,31 @@ def test_open_demand_for_the_same_item_within_the_window_is_shown_with_the_tier_
     assert show(agreed, second)["bundling"] == []
 
 
-def test_an_individual_line_that_could_have_been_bundled_counts_as_an_individual_order(
+def individual_order(engine: Engine, ref: str) -> tuple[int, str]:
+    """The individual-order row of a request's ledger: (devices, incurred)."""
+    (entry,) = [
+        e for e in show(engine, ref)["ledger"]["entries"] if e["kind"] == "individual_order"
+    ]
+    return entry["devices"], entry["incurred"]
+
+
+def test_demand_no_agreement_prices_is_no_missed_bundling_and_daas_demand_is_none_at_all(
     agreed: Engine,
 ) -> None:
     # No agreement covers PHONE-STD: alone, ordering it individually costs nothing extra.
     alone = submit(agreed, needed_by=in_days(100), lines=[{"sku": "PHONE-STD", "quantity": 3}])
-    entries = {e["kind"]: e for e in show(agreed, alone)["ledger"]["entries"]}
-    assert (entries["individual_order"]["devices"], entries["individual_order"]["incurred"]) == (
-        0,
-        "0.00",
+    assert individual_order(agreed, alone) == (0, "0.00")
+    # Phones as a service are a DaaS contract, not units to buy together with these.
+    submit(
+        agreed,
+        needed_by=in_days(95),
+        justification="phones as a service",
+        lines=[{"sku": "PHONE-STD", "quantity": 2, "ownership": "daas"}],
     )
-    # With other open demand for it in the window, the 3 phones could have been bundled.
+    assert show(agreed, alone)["bundling"] == []
+    assert individual_order(agreed, alone) == (0, "0.00")
+    # Other phones bought in the window: shown as bundling, but together they reach no
+    # agreement price either, so ordering alone missed nothing.
     other = submit(agreed, needed_by=in_days(95), lines=[{"sku": "PHONE-STD", "quantity": 2}])
     (chance,) = show(agreed, alone)["bundling"]
     assert (chance["with"], chance["combined_quantity"], chance["combined_price"]) == (
@@ -1509,11 +1524,7 @@ def test_an_individual_line_that_could_have_been_bundled_counts_as_an_individual
         5,
         None,
     )
-    entries = {e["kind"]: e for e in show(agreed, alone)["ledger"]["entries"]}
-    assert (entries["individual_order"]["devices"], entries["individual_order"]["incurred"]) == (
-        3,
-        "210.00",  # 3 x 70.00
-    )
+    assert individual_order(agreed, alone) == (0, "0.00")
 
 
 # ------------------------------------------------------------------ reports over a hand-built dataset

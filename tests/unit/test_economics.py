@@ -21,6 +21,7 @@ from models.economics import (
     KINDS,
     LABELS,
     BudgetStatus,
+    BundlingChance,
     LineFacts,
     TcoOption,
     Tier,
@@ -583,6 +584,33 @@ def test_an_individual_order_without_any_agreement_counts_only_if_it_could_have_
 ) -> None:
     lines = [LineFacts(12, "individual", False, False, bundling_possible)]
     assert entries(lines, missed=False)[1] == expected
+
+
+@pytest.mark.parametrize(
+    ("combined_price", "better"),
+    [
+        (None, False),  # no agreement prices the units together
+        ("899.00", False),  # together, no lower than this line's own price
+        ("949.00", False),
+        ("879.00", True),  # a tier below this line's price: bundling was the better order
+    ],
+)
+def test_bundling_is_a_missed_chance_only_where_ordering_together_reaches_a_better_price(
+    combined_price: str | None, better: bool
+) -> None:
+    saving = (
+        D("0.00") if combined_price is None else max(D("0.00"), D("899.00") - D(combined_price))
+    )
+    chance = BundlingChance(
+        "LAPTOP-STD-14",
+        ("PR-0002",),
+        30,
+        55,
+        D("899.00"),
+        None if combined_price is None else D(combined_price),
+        saving * 30,
+    )
+    assert chance.better_price is better
 
 
 def test_a_missed_order_by_date_costs_every_device_of_the_request() -> None:
