@@ -610,10 +610,11 @@ def _line_economics(
             # A leased or DaaS line: buying is the alternative, at the best price to buy at.
             purchase_price = best.unit_price if best else ln.list_price
             buy_supplier = best.agreement.supplier_id if best else item.supplier_id
+            provider = suppliers.get(buy_supplier, "")
         else:
+            # A bought line: whom it is bought from (its quote's, agreement's or item's).
             purchase_price = ln.unit_price
-            buy_supplier = agreement.supplier_id if agreement else item.supplier_id
-        provider = suppliers.get(buy_supplier, "")
+            provider = supplier_of(session, ln).name
         item_offers = [
             (o, suppliers.get(o.supplier_id, "")) for o in offers if o.item_id == ln.item_id
         ]

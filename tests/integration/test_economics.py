@@ -1382,6 +1382,15 @@ def test_lines_are_ordered_from_and_reported_under_the_supplier_they_were_source
                 session, ref=ref, line_no=line_no, actor_email=PAUL, quote_id=quote.id,
                 justification="Cheaper this week.", now=NOW,
             )  # fmt: skip
+    # Buy vs lease vs DaaS names whom a bought line is bought from: the quote's supplier, not
+    # the agreement's or the item's; for the DaaS line, buying is the alternative, from the
+    # agreement that would supply it.
+    buy = {t["line"]: t["options"][0] for t in show(agreed, ref)["tco"]}
+    assert [(line, o["option"], o["provider"]) for line, o in buy.items()] == [
+        (1, "buy", "Nordic IT Distribution"),
+        (2, "buy", "Dealer Z"),
+        (3, "buy", "DaaS Company"),
+    ]
     approve_all(agreed, ref)
     with transaction(agreed) as session:
         placed = actions.place_order(session, ref=ref, actor_email=PAUL, now=NOW)
