@@ -111,11 +111,12 @@ def print_economics(d: dict[str, Any]) -> None:
         for o in t["options"]:
             mark = "  ← cheapest" if o["cheapest"] else ""
             incl = f"  incl. {', '.join(o['includes'])}" if o["includes"] else ""
-            # total = CAPEX + OPEX - what the bought devices are worth at the end of the term
+            # total = CAPEX + OPEX less what the bought devices are worth at the end of the
+            # term: the residual value, positive as in --json, named as what the total subtracts
             residual = (
-                f"  residual {'-' + money_text(o['residual'], cur):>17}"
+                f"  less residual value {money_text(o['residual'], cur):>16}"
                 if Decimal(o["residual"])
-                else " " * 28  # the column, empty: the rows stay aligned
+                else " " * 38  # the column, empty: the rows stay aligned
             )
             echo(
                 f"    {o['option']:<5} {o['provider'][:22]:<22} CAPEX {money_text(o['capex'], cur):>16}  OPEX {money_text(o['opex'], cur):>16}"

@@ -265,9 +265,12 @@ def test_request_show_has_the_sourcing_tco_delivery_ledger_budget_bundling_and_t
     (cheapest,) = [row for row in out.splitlines() if "← cheapest" in row]
     assert cheapest.split()[0] == "daas" and "120,600.00 EUR" in cheapest
     assert "3,350.00 EUR/month" in cheapest
-    # Buying shows what its total subtracts: the devices' residual value at the end of the term.
+    # Buying shows what its total subtracts: the devices' residual value at the end of the term,
+    # positive as in --json (94,900.00 + 41,300.00 less 12,000.00 = 124,200.00).
     (buy,) = [row for row in out.splitlines() if row.split()[:1] == ["buy"] and "CAPEX" in row]
-    assert "residual    -12,000.00 EUR  total   124,200.00 EUR" in buy, buy
+    assert "less residual value    12,000.00 EUR  total   124,200.00 EUR" in buy, buy
+    assert "-12,000.00" not in out
+    assert detail["tco"][0]["options"][0]["residual"] == "12000.00"
     assert len({row.index("total") for row in out.splitlines() if "CAPEX" in row}) == 1
 
 
