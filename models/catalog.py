@@ -301,13 +301,17 @@ def tier_problems(tiers: list[TierCreate]) -> list[tuple[Path_, str]]:
         if tier.to is not None and tier.to < tier.from_:
             problems.append(((index, "to"), f"ends ({tier.to}) before it starts ({tier.from_})"))
             return problems
-        if tier.from_ > expected:
+        if tier.from_ > expected and index == 0:
             problems.append(
-                (
-                    (index, "from"),
-                    f"leaves a gap: units {expected} to {tier.from_ - 1} have no price",
-                )
+                ((index, "from"), f"tiers must start at 1 (the first starts at {tier.from_})")
             )
+        elif tier.from_ > expected:
+            unpriced = (
+                f"unit {expected} has"
+                if tier.from_ - 1 == expected
+                else f"units {expected} to {tier.from_ - 1} have"
+            )
+            problems.append(((index, "from"), f"leaves a gap: {unpriced} no price"))
         elif tier.from_ < expected:
             problems.append(
                 ((index, "from"), f"overlaps the tier before it (which runs to {expected - 1})")

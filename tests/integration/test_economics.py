@@ -302,6 +302,12 @@ BAD_CATALOGS = {
         "agreements[0].prices[0].tiers[1].from",
         "leaves a gap: units 10 to 19 have no price",
     ),
+    "a tier table that starts at 2": BadCatalog(
+        "{from: 1, to: 9, unit_price: 45.00}",
+        "{from: 2, to: 9, unit_price: 45.00}",
+        "agreements[0].prices[0].tiers[0].from",
+        "tiers must start at 1 (the first starts at 2)",
+    ),
     "a tier table with an overlap": BadCatalog(
         "{from: 10, unit_price: 42.00}",
         "{from: 5, unit_price: 42.00}",

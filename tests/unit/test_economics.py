@@ -143,16 +143,16 @@ def tiers(*spans: tuple[int, int | None]) -> list[TierCreate]:
         ),
         pytest.param(
             [(5, 49), (50, None)],
-            # Tables start at 1: units 1 to 4 (= 5 - 1) are unpriced.
-            [((0, "from"), "leaves a gap: units 1 to 4 have no price")],
+            # Tables start at 1: said so, not as a gap before the first tier.
+            [((0, "from"), "tiers must start at 1 (the first starts at 5)")],
             id="not-starting-at-1",
         ),
         pytest.param(
-            [(2, 49), (60, None)],
-            # Both holes at once: 1 to 1 (= 2 - 1), and 50 (= 49 + 1) to 59 (= 60 - 1).
+            [(2, 49), (51, None)],
+            # Both at once: the start at 2, and the one unit 50 (= 49 + 1 = 51 - 1) unpriced.
             [
-                ((0, "from"), "leaves a gap: units 1 to 1 have no price"),
-                ((1, "from"), "leaves a gap: units 50 to 59 have no price"),
+                ((0, "from"), "tiers must start at 1 (the first starts at 2)"),
+                ((1, "from"), "leaves a gap: unit 50 has no price"),
             ],
             id="two-gaps",
         ),
