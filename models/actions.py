@@ -2397,7 +2397,8 @@ def set_sourcing(
         wanted = LineCreate.model_validate(
             {
                 **bought,
-                "unit_price": line.list_price,
+                # The list price it was requested at (none: a catalog item priced at 0.00).
+                "unit_price": line.list_price or None,
                 "sourcing": "individual",
                 "sourcing_justification": justification,
             }

@@ -202,6 +202,16 @@ class LineCreate(BaseModel):
     agreement: Code | None = None
     sourcing_justification: Text = PField(default="", max_length=2000)
 
+    @field_validator("unit_price")
+    @classmethod
+    def _a_price(cls, value: Decimal | None) -> Decimal | None:
+        if value is not None and not value:
+            raise ValueError(
+                "must be more than 0.00: a line's price is what it costs "
+                "(leave unit_price out for the agreement's or the list price)"
+            )
+        return value
+
     @field_validator("agreement")
     @classmethod
     def _not_individual(cls, value: str | None, info: ValidationInfo) -> str | None:

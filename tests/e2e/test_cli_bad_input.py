@@ -280,6 +280,7 @@ MALFORMED_REQUEST_FILES = [
     # money
     pytest.param("req.yaml", REQUEST, "279.00", "279.999", 9, "lines[1].unit_price", "has more than two decimals (got 279.999)", id="three decimals"),
     pytest.param("req.yaml", REQUEST, "279.00", "-279.00", 9, "lines[1].unit_price", "must not be negative", id="negative price"),
+    pytest.param("req.yaml", REQUEST, "279.00", "0.00", 9, "lines[1].unit_price", "must be more than 0.00", id="zero price"),
     pytest.param("req.json", REQUEST_JSON, "279.00", "279.005", 8, "lines[1].unit_price", "has more than two decimals (got 279.005)", id="json three decimals"),
     pytest.param("req.yaml", REQUEST, JUSTIFICATION, "Nina.\ncurrency: DOGE", 7, "currency", "unknown currency 'DOGE'", id="unknown currency"),
     pytest.param("req.yaml", REQUEST, "279.00", "1.0e999999", 9, "lines[1].unit_price", "", id="astronomic price"),

@@ -151,6 +151,7 @@ BAD_VALUES = [
     # money: more than two decimals, negative, absurd, a decimal comma, an unknown currency
     pytest.param("279.00", "279.001", 9, "lines[1].unit_price", "has more than two decimals (got 279.001)", id="three decimals"),
     pytest.param("279.00", "-279.00", 9, "lines[1].unit_price", "must not be negative (got -279.00)", id="negative price"),
+    pytest.param("279.00", "0.00", 9, "lines[1].unit_price", "must be more than 0.00", id="zero price"),
     pytest.param("279.00", "2000000.00", 9, "lines[1].unit_price", "is implausibly large", id="absurd price"),
     pytest.param("279.00", "'279,00'", 9, "lines[1].unit_price", "not an amount: '279,00'", id="decimal comma"),
     pytest.param("279.00", "1.0e999999", 9, "lines[1].unit_price", "", id="astronomic price"),
@@ -379,6 +380,7 @@ BAD_JSON = [
     pytest.param('"quantity": 1}', '"quantity": -1}', 9, "lines[0].quantity", "must be at least 1 (got -1)", id="negative quantity"),
     pytest.param("279.00", "279.001", 10, "lines[1].unit_price", "has more than two decimals (got 279.001)", id="three decimals"),
     pytest.param("279.00", "-0.01", 10, "lines[1].unit_price", "must not be negative", id="negative price"),
+    pytest.param("279.00", "0", 10, "lines[1].unit_price", "must be more than 0.00", id="zero price"),
     pytest.param('"CC-ENG",', '"CC-ENG",\n  "currency": "XXX",', 6, "currency", "unknown currency 'XXX'", id="unknown currency"),
     pytest.param("Nina joins", "Nina\\u0007 joins", 7, "justification", "control character (U+0007)", id="control character"),
     pytest.param("Nina joins", "Nina \\u202e joins", 7, "justification", "invisible character (U+202E)", id="bidi override"),
@@ -427,6 +429,7 @@ BAD_CSV = [
     pytest.param("DOCK-USB4,1,", "DOCK-USB4,99999,", 4, "lines[0].quantity", "must be at most 10,000", id="absurd quantity"),
     pytest.param("279.00", "279.001", 3, "lines[1].unit_price", "has more than two decimals", id="three decimals"),
     pytest.param("279.00", "-279.00", 3, "lines[1].unit_price", "must not be negative", id="negative price"),
+    pytest.param("279.00", "0.00", 3, "lines[1].unit_price", "must be more than 0.00", id="zero price"),
     pytest.param("Dock for the desk", "=1+2", 4, "justification", "starts with '='", id="formula ="),
     pytest.param("Dock for the desk", "@SUM(A1:A2)", 4, "justification", "starts with '@'", id="formula @"),
     pytest.param("Dock for the desk", "Dock\x0bfor the desk", 4, "justification", "control character (U+000B)", id="vertical tab"),

@@ -1243,6 +1243,39 @@ def test_purchasing_compares_quotes_and_switches_a_line_to_the_agreement_and_bac
     ]
 
 
+def test_re_sourcing_individually_an_item_listed_at_zero_takes_its_list_price(
+    agreed: Engine, tmp_path: Path
+) -> None:
+    # A request line may not be priced 0.00, but a catalog item may be listed at it (here one
+    # an agreement sells at 5.00): ordered individually, the line takes that list price.
+    load_catalog_path(
+        agreed,
+        write(
+            tmp_path / "free.yaml",
+            """
+            items:
+              - {sku: CABLE-C, name: USB-C cable, category: accessory, list_price: 0.00, supplier: NORDIC-IT}
+            agreements:
+              - code: FA-CABLES
+                name: Cables
+                supplier: NORDIC-IT
+                valid_from: 2026-01-01
+                valid_to: 2027-12-31
+                prices:
+                  - sku: CABLE-C
+                    tiers: [{from: 1, unit_price: 5.00}]
+            """,
+        ),
+    )
+    ref = submit(agreed, justification="cables", lines=[{"sku": "CABLE-C", "quantity": 4}])
+    with transaction(agreed) as session:
+        actions.set_sourcing(
+            session, ref=ref, line_no=1, actor_email=PAUL, individual=True,
+            justification="Free from the shop.", now=NOW,
+        )  # fmt: skip
+    assert sourcing_of(show(agreed, ref)) == [("CABLE-C", 4, "individual", None, "0.00")]
+
+
 def _stages(engine: Engine, ref: str) -> dict[str, tuple[str, int]]:
     return {s["stage"]: (s["status"], s["round"]) for s in show(engine, ref)["stages"]}
 
