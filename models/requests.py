@@ -413,14 +413,19 @@ def read_request_file(path: Path | str) -> list[Draft]:
 
 
 def _drafts_from_csv(doc: Document) -> list[Draft]:
-    """Group CSV rows into requests: by the `ref` column, else one request per row."""
+    """Group CSV rows into requests: by the `ref` column (every row names its request), else
+    one request per row."""
     if not doc.data:
         raise InputError(doc.problem((), "holds no request: only a header, no rows"))
-    groups: dict[str, list[int]] = {}
-    for index, row in enumerate(doc.data):
-        groups.setdefault(row.get("ref") or f"#row{index}", []).append(index)
     drafts: list[Draft] = []
     problems: list[Problem] = []
+    groups: dict[str, list[int]] = {}
+    for index, row in enumerate(doc.data):
+        if "ref" in doc.columns and "ref" not in row:
+            # Not a request of its own: a row that lost its ref would be ordered apart.
+            problems.append(doc.problem((index, "ref"), "is empty: every row names its request"))
+            continue
+        groups.setdefault(row.get("ref") or f"#row{index}", []).append(index)
     for ref, indexes in groups.items():
         first = doc.data[indexes[0]]
         header = {k: first[k] for k in HEADER_FIELDS if k in first}

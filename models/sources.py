@@ -38,6 +38,7 @@ class Document:
     data: Any
     lines: dict[Path_, int] = field(default_factory=dict)
     table: bool = False  # CSV: a row is named by its line, not by its index as well
+    columns: tuple[str, ...] = ()  # CSV: the header's columns (a row leaves out its empty cells)
 
     def line_of(self, path: Path_) -> int | None:
         """The line of the value at path, or of its nearest enclosing value."""
@@ -312,7 +313,7 @@ def parse_csv(text: str, source: str, *, required: set[str], known: set[str]) ->
         problems.append(Problem(f"invalid CSV: {exc}", source, reader.line_num))
     if problems:
         raise InputError(problems)
-    return Document(source, rows, lines, table=True)
+    return Document(source, rows, lines, table=True, columns=tuple(columns))
 
 
 def load_document(path: Path | str, **csv_columns: Any) -> Document:

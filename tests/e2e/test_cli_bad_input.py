@@ -277,6 +277,7 @@ MALFORMED_REQUEST_FILES = [
     pytest.param("req.yaml", REQUEST, "quantity: 1}", "quantity: 50000}", 8, "lines[0].quantity", "must be at most 10,000 per line (got 50,000)", id="absurd quantity"),
     pytest.param("req.json", REQUEST_JSON, '"quantity": 1}', '"quantity": 2.5}', 7, "lines[0].quantity", "must be a whole number (got 2.5)", id="json fractional quantity"),
     pytest.param("req.csv", REQUEST_CSV, "MON-27,2,", "MON-27,0.5,", 3, "lines[1].quantity", "must be a whole number (got '0.5')", id="csv fractional quantity"),
+    pytest.param("req.csv", REQUEST_CSV, "B,refresh", ",refresh", 4, "ref", "is empty: every row names its request", id="csv row without its request"),
     # money
     pytest.param("req.yaml", REQUEST, "279.00", "279.999", 9, "lines[1].unit_price", "has more than two decimals (got 279.999)", id="three decimals"),
     pytest.param("req.yaml", REQUEST, "279.00", "-279.00", 9, "lines[1].unit_price", "must not be negative", id="negative price"),

@@ -422,6 +422,16 @@ def test_the_sample_csv_groups_its_rows_into_requests(tmp_path: Path) -> None:
     ]
 
 
+def test_a_csv_without_a_ref_column_makes_each_row_a_request(tmp_path: Path) -> None:
+    without_ref = "\n".join(row.split(",", 1)[1] for row in REQUEST_CSV.splitlines()) + "\n"
+    drafts = read_request_file(write(tmp_path / "req.csv", without_ref))
+    assert [[ln.sku for ln in d.create.lines] for d in drafts] == [
+        ["LAPTOP-STD-14"],
+        ["MON-27"],
+        ["DOCK-USB4"],
+    ]
+
+
 # fmt: off
 BAD_CSV = [
     pytest.param("MON-27,2,", "MON-27,1.5,", 3, "lines[1].quantity", "must be a whole number (got '1.5')", id="fractional quantity"),
@@ -430,6 +440,9 @@ BAD_CSV = [
     pytest.param("279.00", "279.001", 3, "lines[1].unit_price", "has more than two decimals", id="three decimals"),
     pytest.param("279.00", "-279.00", 3, "lines[1].unit_price", "must not be negative", id="negative price"),
     pytest.param("279.00", "0.00", 3, "lines[1].unit_price", "must be more than 0.00", id="zero price"),
+    # a row of request A that lost its ref: not a request of its own
+    pytest.param("A,onboarding,rita.requester@example.com,nina.newhire@example.com,CC-ENG,2026-12-23,New hire,MON-27", ",onboarding,rita.requester@example.com,nina.newhire@example.com,CC-ENG,2026-12-23,New hire,MON-27", 3, "ref", "is empty: every row names its request", id="row without its request"),
+    pytest.param("B,refresh", " ,refresh", 4, "ref", "is empty: every row names its request", id="blank ref"),
     pytest.param("Dock for the desk", "=1+2", 4, "justification", "starts with '='", id="formula ="),
     pytest.param("Dock for the desk", "@SUM(A1:A2)", 4, "justification", "starts with '@'", id="formula @"),
     pytest.param("Dock for the desk", "Dock\x0bfor the desk", 4, "justification", "control character (U+000B)", id="vertical tab"),
