@@ -2143,27 +2143,41 @@ def _replan(
         )
         if keep:
             continue
-        fire(
+        _reset(
             session,
             stage,
-            StageEvent.RESET,
-            actor=SYSTEM,
-            at=now,
-            changes={
-                "round": stage.round + 1,
-                "inputs_hash": fresh,
-                "opened_at": None,
-                "due_at": None,
-                "closed_at": None,
-            },
-            details={
+            fresh,
+            {
                 "reason": "sent back"
                 if stage.status == StageStatus.SENT_BACK
                 else "inputs changed"
                 if stage.inputs_hash != fresh
                 else "applies again"
             },
+            now,
         )
+
+
+def _reset(
+    session: Session, stage: Stage, fresh: str, details: dict[str, Any], now: datetime
+) -> None:
+    """A stage decides again, in a new round on its new inputs (`fresh`: their hash), from the
+    start: not yet opened, no deadline."""
+    fire(
+        session,
+        stage,
+        StageEvent.RESET,
+        actor=SYSTEM,
+        at=now,
+        changes={
+            "round": stage.round + 1,
+            "inputs_hash": fresh,
+            "opened_at": None,
+            "due_at": None,
+            "closed_at": None,
+        },
+        details=details,
+    )
 
 
 def cancel(
@@ -2513,14 +2527,8 @@ def _review_again(
             stage.status == StageStatus.APPROVED and changed
         ):
             why = "applies now" if stage.status == StageStatus.SKIPPED else "inputs changed"
-            fire(
-                session,
-                stage,
-                StageEvent.RESET,
-                actor=SYSTEM,
-                at=now,
-                changes={**round_changes, "opened_at": None, "closed_at": None},
-                details={"reason": f"{why}: sourcing", "total": request.total},
+            _reset(
+                session, stage, fresh, {"reason": f"{why}: sourcing", "total": request.total}, now
             )
         elif (
             stage.status == StageStatus.OPEN
@@ -2643,21 +2651,8 @@ def _after_approval(
             if stage.status != StageStatus.SKIPPED:
                 _skip(session, stage, specs[stage.key], now)
         elif stage.key in again:
-            fire(
-                session,
-                stage,
-                StageEvent.RESET,
-                actor=SYSTEM,
-                at=now,
-                changes={
-                    "round": stage.round + 1,
-                    "inputs_hash": fresh[stage.key],
-                    "opened_at": None,
-                    "due_at": None,
-                    "closed_at": None,
-                },
-                details={"reason": f"{again[stage.key]}: sourcing", "total": request.total},
-            )
+            details = {"reason": f"{again[stage.key]}: sourcing", "total": request.total}
+            _reset(session, stage, fresh[stage.key], details, now)
     _advance(session, request, spec, stages, decisions, now, lines=lines)
 
 
