@@ -6,10 +6,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 import sample
 from models import actions, pipeline
+from models.audit import AuditEvent
 from models.catalog import load_catalog, read_catalog_file
 from models.db import transaction
 from models.org import load_org
@@ -178,3 +179,20 @@ def stale_notices(engine: Engine) -> set[int]:
     with transaction(engine, readonly=True) as session:
         rows = session.exec(select(Notification).where(Notification.status != "sent")).all()
         return set(actions.stale_notices(session, rows))
+
+
+def audit_rows(engine: Engine, ref: str, action: str) -> list[AuditEvent]:
+    """A request's (or its part's) audit rows of one action, oldest first."""
+    with transaction(engine, readonly=True) as session:
+        return list(
+            session.exec(
+                select(AuditEvent)
+                .where(AuditEvent.entity_id == ref, AuditEvent.action == action)
+                .order_by(col(AuditEvent.seq))
+            ).all()
+        )
+
+
+def stage_rounds(engine: Engine, ref: str) -> dict[str, tuple[str, int]]:
+    """Each stage of a request: (its status, its round)."""
+    return {s["stage"]: (s["status"], s["round"]) for s in show(engine, ref)["stages"]}

@@ -28,7 +28,6 @@ from sqlmodel import Session, col, select
 
 from models import actions, digest, pipeline, reports
 from models.assets import SerialIn
-from models.audit import AuditEvent
 from models.catalog import (
     AgreementPrice,
     Bundle,
@@ -60,12 +59,14 @@ from tests.factories import (
     SARA,
     TODAY,
     approve_all,
+    audit_rows,
     decide,
     install_edited_pipeline,
     load_catalog_path,
     load_org_data,
     row_counts,
     show,
+    stage_rounds,
     submit,
 )
 
@@ -117,17 +118,6 @@ def shared(
 def order(engine: Engine, ref: str, now: datetime = NOW) -> dict[str, Any]:
     with transaction(engine) as session:
         return actions.place_order(session, ref=ref, actor_email=PAUL, now=now)
-
-
-def audit_rows(engine: Engine, ref: str, action: str) -> list[AuditEvent]:
-    with transaction(engine, readonly=True) as session:
-        return list(
-            session.exec(
-                select(AuditEvent)
-                .where(AuditEvent.entity_id == ref, AuditEvent.action == action)
-                .order_by(col(AuditEvent.seq))
-            ).all()
-        )
 
 
 def ledger_rows(engine: Engine, ref: str) -> list[tuple[Any, ...]]:
@@ -1276,10 +1266,6 @@ def test_re_sourcing_individually_an_item_listed_at_zero_takes_its_list_price(
     assert sourcing_of(show(agreed, ref)) == [("CABLE-C", 4, "individual", None, "0.00")]
 
 
-def _stages(engine: Engine, ref: str) -> dict[str, tuple[str, int]]:
-    return {s["stage"]: (s["status"], s["round"]) for s in show(engine, ref)["stages"]}
-
-
 def _quote_and_source(engine: Engine, ref: str, price: str) -> None:
     """Purchasing records a quote for line 1 and buys the line at it."""
     with transaction(engine) as session:
@@ -1301,14 +1287,14 @@ def test_re_sourcing_in_the_joint_review_brings_in_the_approvals_the_new_total_n
     )
     assert show(agreed, ref)["total"] == "4495.00"
     decide(agreed, ref, IDA)  # IT's half of the joint review, at 4,495.00
-    assert _stages(agreed, ref)["finance"] == ("skipped", 1)
+    assert stage_rounds(agreed, ref)["finance"] == ("skipped", 1)
 
     _quote_and_source(agreed, ref, "19000.00")  # 95,000.00 in total
 
     assert show(agreed, ref)["total"] == "95000.00"
     # Finance and management now apply; the joint review, where purchasing settles the
     # sourcing, keeps IT's approval.
-    assert _stages(agreed, ref) == {
+    assert stage_rounds(agreed, ref) == {
         "joint_review": ("open", 1),
         "budget_owner": ("waiting", 1),
         "finance": ("waiting", 2),
@@ -1317,7 +1303,7 @@ def test_re_sourcing_in_the_joint_review_brings_in_the_approvals_the_new_total_n
     decide(agreed, ref, PAUL)
     decide(agreed, ref, BOB)
     assert show(agreed, ref)["status"] == "in_review"
-    assert _stages(agreed, ref)["finance"] == ("open", 2)
+    assert stage_rounds(agreed, ref)["finance"] == ("open", 2)
     detail = approve_all(agreed, ref)
     assert detail["status"] == "approved"
     deciders = {s["stage"]: [x["by"] for x in s["decisions"]] for s in detail["stages"]}
@@ -1340,13 +1326,13 @@ def test_re_sourcing_after_an_approval_by_amount_has_that_stage_decide_again(
     decide(agreed, ref, IDA)
     decide(agreed, ref, PAUL)
     decide(agreed, ref, BOB)
-    assert _stages(agreed, ref)["finance"] == ("open", 1)  # 10,788.00
+    assert stage_rounds(agreed, ref)["finance"] == ("open", 1)  # 10,788.00
 
     _quote_and_source(agreed, ref, "1000.00")  # 12,000.00: the budget owner approved less
 
     # Every stage that decided on the lines or the total decides again, in order: the joint
     # review (its inputs include the lines' prices) first.
-    assert _stages(agreed, ref) == {
+    assert stage_rounds(agreed, ref) == {
         "joint_review": ("open", 2),
         "budget_owner": ("waiting", 2),
         "finance": ("waiting", 2),
@@ -1388,14 +1374,14 @@ def test_re_sourcing_below_a_threshold_skips_the_stage_still_waiting(agreed: Eng
             }
         ],
     )
-    assert _stages(agreed, ref)["finance"] == ("waiting", 1)  # 12 x 949.00 = 11,388.00
+    assert stage_rounds(agreed, ref)["finance"] == ("waiting", 1)  # 12 x 949.00 = 11,388.00
     with transaction(agreed) as session:
         actions.set_sourcing(
             session, ref=ref, line_no=1, actor_email=PAUL, agreement="FA-2026-NORDIC", now=NOW
         )
     assert show(agreed, ref)["total"] == "10788.00"
     _quote_and_source(agreed, ref, "800.00")  # 9,600.00
-    assert _stages(agreed, ref)["finance"] == ("skipped", 1)
+    assert stage_rounds(agreed, ref)["finance"] == ("skipped", 1)
     assert approve_all(agreed, ref)["status"] == "approved"
 
 

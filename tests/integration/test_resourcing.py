@@ -19,7 +19,6 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from models import actions
-from models.audit import AuditEvent
 from models.db import transaction
 from models.errors import InputError, RuleViolation, TransitionNotAllowed
 from models.outbox import Notification
@@ -32,10 +31,12 @@ from tests.factories import (
     PAUL,
     RITA,
     TODAY,
+    audit_rows,
     decide,
     load_catalog_path,
     row_counts,
     show,
+    stage_rounds,
     submit,
 )
 
@@ -100,21 +101,6 @@ def source(engine: Engine, ref: str, who: str = PAUL, **how: Any) -> None:
         actions.set_sourcing(session, ref=ref, line_no=1, actor_email=who, now=LATER, **how)
 
 
-def stages(engine: Engine, ref: str) -> dict[str, tuple[str, int]]:
-    return {s["stage"]: (s["status"], s["round"]) for s in show(engine, ref)["stages"]}
-
-
-def audit_of(engine: Engine, ref: str, action: str) -> list[AuditEvent]:
-    with transaction(engine, readonly=True) as session:
-        return list(
-            session.exec(
-                select(AuditEvent)
-                .where(AuditEvent.entity_id == ref, AuditEvent.action == action)
-                .order_by(col(AuditEvent.seq))
-            ).all()
-        )
-
-
 def notices(engine: Engine, ref: str, event: str) -> list[Notification]:
     with transaction(engine, readonly=True) as session:
         return list(
@@ -159,19 +145,19 @@ def test_a_cheaper_agreement_keeps_the_approval_and_the_request_orders(
     detail = show(engine, second)
     assert (detail["status"], detail["total"], detail["round"]) == ("approved", "570.00", 1)
     assert detail["terms"]["missing"] == []  # FA-HEADSET-B settles them too
-    assert stages(engine, second) == {
+    assert stage_rounds(engine, second) == {
         "joint_review": ("approved", 1),
         "budget_owner": ("approved", 1),
         "finance": ("skipped", 1),
         "management": ("skipped", 1),
     }
-    (change,) = audit_of(engine, second, "sourcing")
+    (change,) = audit_rows(engine, second, "sourcing")
     assert (change.actor, change.details["to"]["agreement"], change.details["total"]) == (
         PAUL,
         "FA-HEADSET-B",
         "570.00",
     )
-    assert audit_of(engine, second, "reopen") == []
+    assert audit_rows(engine, second, "reopen") == []
     # The requester and the approvers are told; the purchaser who made the change is not.
     told = notices(engine, second, "re_sourced")
     assert sorted(n.audience for n in told) == [f"person:{BOB}", f"person:{IDA}", f"person:{RITA}"]
@@ -204,14 +190,14 @@ def test_a_higher_total_goes_back_to_review_and_the_changed_stages_decide_again(
     assert detail["decided_at"] is None
     # The joint review (its inputs are the lines) and the budget owner (the total) decide
     # again, in order; the contract terms, no longer settled by an agreement, are open.
-    assert stages(engine, second) == {
+    assert stage_rounds(engine, second) == {
         "joint_review": ("open", 2),
         "budget_owner": ("waiting", 2),
         "finance": ("skipped", 1),
         "management": ("skipped", 1),
     }
     assert detail["terms"]["missing"] == ["warranty", "sla", "returns", "erasure"]
-    (reopen,) = audit_of(engine, second, "reopen")
+    (reopen,) = audit_rows(engine, second, "reopen")
     assert (reopen.actor, reopen.from_status, reopen.to_status) == (PAUL, "approved", "in_review")
     assert reopen.details["total"] == ["594.00", "774.00"]
     assert reopen.details["decide_again"] == {
@@ -275,9 +261,9 @@ def test_terms_left_open_at_a_lower_total_send_back_only_the_joint_review(
     detail = show(engine, second)
     assert (detail["status"], detail["total"]) == ("in_review", "540.00")
     # The budget owner approved more than this: that approval stands.
-    assert stages(engine, second)["budget_owner"] == ("approved", 1)
-    assert stages(engine, second)["joint_review"] == ("open", 2)
-    (reopen,) = audit_of(engine, second, "reopen")
+    assert stage_rounds(engine, second)["budget_owner"] == ("approved", 1)
+    assert stage_rounds(engine, second)["joint_review"] == ("open", 2)
+    (reopen,) = audit_rows(engine, second, "reopen")
     assert reopen.details["decide_again"] == {"joint_review": "contract terms open"}
     decide(engine, second, IDA)
     assert decide(engine, second, PAUL).request_status == "approved"  # confirms the terms
