@@ -1937,23 +1937,29 @@ def decided_by(session: Session, request: Request, decision: Decision) -> str:
     return f"{who} ({label(decision.outcome)} on {when})"
 
 
-def decided_before(
+def standing(
     session: Session, request: Request, stage: Stage, person: Person, *, now: datetime
-) -> Decision | None:
-    """The decision that leaves the person nothing to decide of an open stage in its current
-    round: their own, or someone else's of the part they could decide. None while they may
-    still decide it (or may not for another reason, which `decide` names)."""
+) -> Decision | RuleViolation | AlreadyDecided | None:
+    """Whether the person may decide an open stage in its current round now, as `decide`
+    judges it: None if they may; the decision that leaves them nothing to decide (their own,
+    or someone else's of the part they could decide); else why they may not (not active, their
+    own request, a delegation not in force, one person per stage ...)."""
     decisions = decisions_of(session, request)
     mine = [d for d in current(stage, decisions) if d.actor_id == person.id]
     if mine:
         return mine[-1]
+    if not person.active:
+        return RuleViolation(f"{person.email} is not active and cannot decide")
     directory = Directory(session, request, spec_for(session, request).calendar.today(now))
     stages = stages_of(session, request)
-    found, _ = seats(directory, person, request, stages, decisions, stage.key)
+    found, reasons = seats(directory, person, request, stages, decisions, stage.key)
     if found:
         return None
     taken = _filled_part(directory, person, stages, decisions, stage.key)
-    return taken[1] if taken is not None else None
+    if taken is not None:
+        return taken[1]
+    why = _why_not(request, stages, decisions, person, directory, stage.key, reasons)
+    return why if isinstance(why, RuleViolation | AlreadyDecided) else RuleViolation(str(why))
 
 
 def _why_not(

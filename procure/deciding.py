@@ -30,6 +30,11 @@ class LinkUsed(AlreadyDecided):
     """The approval link was used before: it decides once."""
 
 
+class LinkRefused(RuleViolation):
+    """The link's addressee may not decide its stage now (no longer active, a delegation not
+    in force, one person per stage, ...): what `decide` would refuse, said on opening."""
+
+
 class LinkOutdated(RuleViolation):
     """The stage this link was sent for has moved on (decided, reopened, request changed), or
     its addressee's part of it was decided (by them elsewhere, or by someone else)."""
@@ -86,7 +91,13 @@ def check_link(
             f"{stage.name} of {request.ref} has moved on since this link was sent "
             f"(it is {stage.status.replace('_', ' ')}); a newer email has the current link"
         )
-    before = actions.decided_before(session, request, stage, person, now=now)
+    before = actions.standing(session, request, stage, person, now=now)
+    if isinstance(before, AlreadyDecided):
+        raise LinkOutdated(str(before))
+    if isinstance(before, RuleViolation):
+        # Not theirs to decide now, for a reason a newer email does not change: said on opening
+        # the link, not after they have chosen and pressed the button.
+        raise LinkRefused(str(before))
     if before is not None:
         if before.actor_id == person.id:
             raise LinkOutdated(

@@ -44,7 +44,7 @@ from models.types import utcnow
 from models.views import inbox as inbox_view
 from notifications.context import ContextBuilder, Links
 from notifications.render import TEMPLATES, configure
-from procure.deciding import Decision, LinkOutdated, LinkUsed, check_link, record
+from procure.deciding import Decision, LinkOutdated, LinkRefused, LinkUsed, check_link, record
 
 log = logging.getLogger("procure.web")
 
@@ -317,6 +317,8 @@ def _approval_form(
             req, stage, person = check_link(session, grant, now=web.now())
         except (LinkUsed, LinkOutdated) as exc:
             return web.problem(409, "Nothing to decide here", str(exc))
+        except LinkRefused as exc:
+            return web.problem(403, "Not yours to decide now", str(exc))
         context = ContextBuilder(session, web.links()).page(req.id or 0)
         view = context["request"]
         stage_view = next(s for s in view["stages"] if s["stage"] == stage.key)

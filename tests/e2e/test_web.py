@@ -29,6 +29,7 @@ from tests.factories import (
     RITA,
     SARA,
     decide,
+    load_org_data,
     submit,
 )
 
@@ -132,6 +133,28 @@ def test_a_link_whose_part_was_decided_elsewhere_says_who_decided_and_when(site:
     with Session(site.engine) as session:
         assert session.exec(select(func.count()).select_from(UsedLink)).one() == 0
     assert "<form" in site.client.get(site.approval_link(PAUL)).text
+
+
+def test_a_link_its_addressee_may_no_longer_use_says_why_on_opening(site: Site) -> None:
+    """Ivan left after his email went out: his link says so when he opens it (403, no form),
+    not after he has chosen and pressed the button; nothing is written either way."""
+    submit(site.engine)
+    site.dispatch()
+    link = site.approval_link(IVAN)
+    ivan = {"email": IVAN, "name": "Ivan Install", "department": "IT", "roles": ["it"]}
+    load_org_data(site.engine, {"people": [{**ivan, "active": False}]})
+    page = site.client.get(link)
+    assert page.status_code == 403, page.text
+    assert "Not yours to decide now" in page.text and "<form" not in page.text
+    assert f"{IVAN} is not active and cannot decide" in page.text
+    pressed = site.client.post(
+        link,
+        data={"csrf": "x", "decision": "approve"},
+        headers={**site.origin, "Cookie": "procure_csrf=x"},
+    )
+    assert pressed.status_code == 403 and "is not active" in pressed.text, pressed.text
+    assert site.decisions() == 0
+    assert "<form" in site.client.get(site.approval_link(IDA)).text  # Ida still may
 
 
 def test_finance_decides_from_its_email_a_budget_its_owner_asked_for(site: Site) -> None:
@@ -388,8 +411,9 @@ def test_forged_expired_and_outdated_links_are_refused_with_a_reason(site: Site)
         expires=NOW + timedelta(days=1),
         key=key,
     )
-    refused = site.form(f"/a/{own}", "approve")
-    assert refused.status_code == 403 and "own" in refused.text
+    refused = site.client.get(f"/a/{own}")  # said on opening: no form to fill in first
+    assert refused.status_code == 403 and "<form" not in refused.text
+    assert "nobody approves their own request" in refused.text
     # A stage that is not open yet, and an earlier round of an open one.
     waiting = tokens.approval_token(
         request_id=stage.request_id,
