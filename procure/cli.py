@@ -1013,8 +1013,24 @@ def schedule(
     st = state()
     with st.write() as session:
         request = schedule_delivery(session, ref=ref, on=day, actor_email=as_, now=st.now())
-        result = {"id": request.ref, "status": request.status, "delivery_on": day.isoformat()}
-    emit(result) if json_ else typer.echo(f"{result['id']}  {result['status']} for {day}")
+        late = max((day - request.needed_by).days, 0)
+        result = {
+            "id": request.ref,
+            "status": request.status,
+            "delivery_on": day.isoformat(),
+            "needed_by": request.needed_by.isoformat(),
+            "days_late": late,
+        }
+    if json_:
+        emit(result)
+        return
+    typer.echo(f"{result['id']}  {result['status']} for {day}")
+    if late:
+        typer.echo(
+            f"procure: warning: {day} is {late} day{'s' if late != 1 else ''} after "
+            f"{result['id']} is needed ({request.needed_by}): tell the requester",
+            err=True,
+        )
 
 
 @app.command()

@@ -229,7 +229,16 @@ def test_the_whole_lifecycle_through_the_cli(cli: Cli, tmp_path: Path) -> None:
     ), err
     order = cli.json("order", "PR-0001", "--as", PAUL)
     assert order["status"] == "ordered" and order["purchase_orders"][0]["supplier"] == "NORDIC-IT"
-    assert cli.json("schedule", "PR-0001", "--date", "2026-12-10")["status"] == "delivery_scheduled"
+    # Needed by 2026-12-20: a date after it is recorded, with a warning (the supplier's date
+    # is what it is); the date agreed is then moved back in time.
+    code, out, err = cli("schedule", "PR-0001", "--date", "2026-12-23")
+    assert code == 0 and out == "PR-0001  delivery_scheduled for 2026-12-23\n", out
+    assert err == (
+        "procure: warning: 2026-12-23 is 3 days after PR-0001 is needed (2026-12-20): "
+        "tell the requester\n"
+    )
+    on_time = cli.json("schedule", "PR-0001", "--date", "2026-12-10")
+    assert (on_time["status"], on_time["days_late"]) == ("delivery_scheduled", 0)
     serials = write(
         tmp_path / "serials.csv", "serial,sku\nSN-1,LAPTOP-STD-14\nSN-2,MON-27\nSN-3,MON-27\n"
     )
