@@ -437,6 +437,7 @@ class BudgetStatus:
     spent: Decimal
     request_total: Decimal  # this request, if it is not yet counted in the figures above
     policy: str
+    counted: bool = False  # approved or ordered: the request is in committed or spent already
 
     @property
     def remaining(self) -> Decimal | None:
@@ -444,8 +445,16 @@ class BudgetStatus:
 
     @property
     def exceeds(self) -> bool:
+        """Whether the request, not yet counted, would take more than is left."""
         remaining = self.remaining
-        return remaining is not None and self.request_total > remaining
+        return not self.counted and remaining is not None and self.request_total > remaining
+
+    @property
+    def overspent(self) -> bool:
+        """Whether the cost centre has committed or spent more than its budget (a budget
+        lowered after approvals, or approvals the warn policy let through)."""
+        remaining = self.remaining
+        return remaining is not None and remaining < 0
 
 
 def budget_status(
@@ -476,6 +485,7 @@ def budget_status(
         spent,
         ZERO if counted else request.total,
         economics.budget_policy,
+        counted,
     )
 
 
@@ -848,7 +858,10 @@ def request_economics(
             "committed": str(budget.committed),
             "spent": str(budget.spent),
             "remaining": _money_view(budget.remaining),
-            "this_request": str(budget.request_total),
+            # The request's own total; `counted`: already in committed or spent above.
+            "this_request": str(request.total),
+            "counted": budget.counted,
+            "overspent": budget.overspent,
             "exceeds": budget.exceeds,
             "policy": budget.policy,
         },

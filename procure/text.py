@@ -163,7 +163,13 @@ def print_economics(d: dict[str, Any]) -> None:
     if b["amount"] is None:
         echo(f"  budget {b['cost_centre']} {b['fiscal_year']}: none set")
     else:
-        over = f"  EXCEEDS the remainder ({b['policy']})" if b["exceeds"] else ""
+        over = (
+            f"  EXCEEDS the remainder ({b['policy']})"
+            if b["exceeds"]
+            else "  OVERSPENT"
+            if b.get("overspent")
+            else ""
+        )
         echo(
             f"  budget {b['cost_centre']} {b['fiscal_year']}: {money_text(b['amount'], cur)}, committed {money_text(b['committed'], cur)}, "
             f"spent {money_text(b['spent'], cur)}, remaining {money_text(b['remaining'], cur)}{over}"

@@ -218,6 +218,8 @@ def test_request_show_has_the_sourcing_tco_delivery_ledger_budget_bundling_and_t
         "spent": "0.00",
         "remaining": "250000.00",
         "this_request": "94900.00",  # 100 x 949.00
+        "counted": False,
+        "overspent": False,
         "exceeds": False,
         "policy": "warn",
     }

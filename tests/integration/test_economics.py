@@ -1056,6 +1056,17 @@ def two_laptops(engine: Engine, **overrides: Any) -> str:
     )
 
 
+def capsys_text(printing: Any) -> str:
+    """What a CLI printer writes, as text."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        printing()
+    return out.getvalue()
+
+
 def test_over_budget_under_warn_approves_records_it_and_tells_finance(agreed: Engine) -> None:
     load_org_data(agreed, TINY)
     ref = two_laptops(agreed)
@@ -1067,6 +1078,8 @@ def test_over_budget_under_warn_approves_records_it_and_tells_finance(agreed: En
         "spent": "0.00",
         "remaining": "1000.00",
         "this_request": "1798.00",
+        "counted": False,
+        "overspent": False,
         "exceeds": True,
         "policy": "warn",
     }
@@ -1110,7 +1123,19 @@ def test_over_budget_under_warn_approves_records_it_and_tells_finance(agreed: En
         "0.00",
         "-798.00",
     )
-    assert budget["this_request"] == "0.00"
+    # Counted in it now: its own total with that said, never "this request 0.00"; and no more
+    # "exceeds" (it is in the figures), but the cost centre is overspent.
+    assert (budget["this_request"], budget["counted"], budget["exceeds"]) == (
+        "1798.00",
+        True,
+        False,
+    )
+    assert budget["overspent"] is True
+    # As the CLI prints it (request show, request economics): overspent, not "exceeds".
+    from procure.text import print_economics
+
+    printed = capsys_text(lambda: print_economics(show(agreed, ref)))
+    assert "remaining -798.00 EUR  OVERSPENT" in printed and "EXCEEDS" not in printed
     order(agreed, ref)
     budget = show(agreed, ref)["budget"]
     assert (budget["committed"], budget["spent"], budget["remaining"]) == (
