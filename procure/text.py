@@ -73,12 +73,34 @@ def print_detail(d: dict[str, Any]) -> None:
 
 
 def print_timeline(events: list[dict[str, Any]]) -> None:
-    for e in events:
+    """One line an event; the devices one move took together (a delivery's, a rollout's: the
+    same action, moment and actor) on one line, counted, with the first and last serial."""
+    for group in _together(events):
+        e = group[0]
         move = f"{e['from']} → {e['to']}" if e["to"] and e["from"] != e["to"] else (e["to"] or "")
         for_ = f" (for {e['on_behalf_of']})" if e["on_behalf_of"] else ""
+        what = e["entity_id"]
+        if len(group) > 1:
+            what = f"{len(group)} devices {group[0]['entity_id']} … {group[-1]['entity_id']}"
         typer.echo(
-            f"    {e['at'][:19].replace('T', ' ')}  {e['entity_id']:<28} {e['action']:<20} {move:<32} {e['actor']}{for_}"
+            f"    {e['at'][:19].replace('T', ' ')}  {what:<28} {e['action']:<20} {move:<32} {e['actor']}{for_}"
         )
+
+
+def _together(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Consecutive device events that differ only in the device, grouped."""
+    groups: list[list[dict[str, Any]]] = []
+
+    def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+        keys = ("at", "action", "from", "to", "actor", "on_behalf_of")
+        return a["entity"] == b["entity"] == "asset" and all(a[k] == b[k] for k in keys)
+
+    for e in events:
+        if groups and same(groups[-1][-1], e):
+            groups[-1].append(e)
+        else:
+            groups.append([e])
+    return groups
 
 
 def print_economics(d: dict[str, Any]) -> None:

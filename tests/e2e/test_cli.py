@@ -247,6 +247,15 @@ def test_the_whole_lifecycle_through_the_cli(cli: Cli, tmp_path: Path) -> None:
         tmp_path / "assign.csv", f"serial,email\nSN-1,{NINA}\nSN-2,{NINA}\nSN-3,{NINA}\n"
     )
     assert cli.json("rollout", "PR-0001", "--assign", assign)["status"] == "rolled_out"
+    # The timeline says a delivery's or a rollout's devices on one line each, counted.
+    code, out, _ = cli("request", "show", "PR-0001")
+    timeline = out.split("  timeline\n")[1].splitlines()
+    grouped = [t for t in timeline if "3 devices SN-1 … SN-3" in t]
+    assert [t.split()[7:10] for t in grouped] == [
+        ["deliver", "ordered", "→"],
+        ["deploy", "delivered", "→"],
+    ], timeline
+    assert not any(" SN-2 " in t for t in timeline)
     assert cli.json("asset", "ack", "SN-1", "--as", NINA)["acknowledged_at"] is not None
     # A return asked by mistake is taken back (IT or HR); the holder keeps the device.
     asked = cli.json("asset", "request-return", "SN-1", "--reason", "Refresh", "--as", IDA)
