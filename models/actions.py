@@ -1773,10 +1773,13 @@ def _check_final_approval(
     missing = terms_view(request.terms)["missing"]
     if missing:
         confirmers = _terms_confirmers(directory, request, stages, decisions)
-        placeholder = "PURCHASER" if confirmers == Role.PURCHASING.value else "EMAIL"
+        # Said to the final approver, who cannot confirm them: whom to ask, and how they do it.
+        people = terms_deciders(directory, request, stages, decisions)[0]
+        who = f" ({', '.join(p.name for p in people)})" if people else ""
         raise RuleViolation(
-            f"{request.ref}: before the final approval {confirmers} must confirm the contract terms "
-            f"still open: {', '.join(missing)} (procure terms {request.ref} --confirm --as {placeholder})"
+            f"{request.ref}: before the final approval {confirmers}{who} must confirm the contract "
+            f"terms still open: {', '.join(missing)}; they confirm them from their inbox or "
+            f"with procure terms {request.ref} --confirm"
         )
     budget = budget_status(
         session, request=request, economics=spec.economics, today=spec.calendar.today(now)

@@ -675,8 +675,9 @@ def test_an_escalated_manager_confirms_the_terms_and_completes_the_approval(
         RuleViolation,
         re.escape(
             f"{afterwards}: before the final approval management (in place of purchasing, as "
-            f"{reason}) must confirm the contract terms still open: warranty, sla, returns, "
-            f"erasure (procure terms {afterwards} --confirm --as EMAIL)"
+            f"{reason}) (Max Management) must confirm the contract terms still open: warranty, "
+            f"sla, returns, erasure; they confirm them from their inbox or with procure terms "
+            f"{afterwards} --confirm"
         ),
     )
     terms_refused(engine, afterwards, BOB, "needs the role management")
@@ -762,7 +763,14 @@ def test_without_a_purchasing_stage_purchasing_outside_the_exclusions_confirms_t
     ref = submit(engine, requester=PAUL)
     terms_refused(engine, ref, PAUL, "nobody confirms the contract terms of their own request")
     decide(engine, ref, IDA)
-    refused(engine, ref, BOB, RuleViolation, "purchasing must confirm the contract terms")
+    # Bob is told whom to ask: the purchasers who may confirm them (Paul asked for it).
+    refused(
+        engine,
+        ref,
+        BOB,
+        RuleViolation,
+        "purchasing \\(Petra Price\\) must confirm the contract terms",
+    )
     assert confirm_terms(engine, ref, PETRA)["missing"] == []
     assert decide(engine, ref, BOB).request_status == "approved"
     # Nobody in purchasing may: management, as for a stage's part nobody may decide.
