@@ -23,6 +23,7 @@ from models.fields import (
     DefaultYes,
     Email,
     Name,
+    Price,
     Quantity,
     single_line,
 )
@@ -201,7 +202,7 @@ class ItemCreate(BaseModel):
     sku: Code
     name: Name = PField(min_length=1, max_length=200)
     category: Code
-    list_price: Amount
+    list_price: Price
     currency: Currency = "EUR"
     supplier: Code
     specs: dict[Name, SpecValue] = PField(default_factory=dict)
@@ -221,7 +222,7 @@ class TierCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     from_: int = PField(alias="from", ge=1, le=1_000_000)
     to: int | None = PField(default=None, ge=1, le=1_000_000)
-    unit_price: Amount
+    unit_price: Price
 
 
 # An item's prices under an agreement.
@@ -260,7 +261,7 @@ class OfferCreate(BaseModel):
     sku: Code
     kind: Literal["lease", "daas"]
     provider: Code
-    monthly_rate: Amount
+    monthly_rate: Price
     term_months: int = PField(ge=1, le=120)
     includes: list[Literal["rollout", "support", "return", "erasure"]] = PField(
         default_factory=list

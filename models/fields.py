@@ -190,6 +190,16 @@ Code = Annotated[str, BeforeValidator(code)]
 Slug = Annotated[str, BeforeValidator(slug)]
 Quantity = Annotated[int, BeforeValidator(quantity)]
 Amount = Annotated[Decimal, BeforeValidator(amount)]
+
+
+def _priced(value: Decimal) -> Decimal:
+    if not value:
+        raise ValueError("must be more than 0.00: a price is what something costs")
+    return value
+
+
+# A catalog's price (a list price, a tier's, a monthly rate): an amount above 0.00.
+Price = Annotated[Decimal, BeforeValidator(amount), AfterValidator(_priced)]
 Currency = Annotated[str, BeforeValidator(currency)]
 Flag = Annotated[bool | None, BeforeValidator(flag)]  # None: the file does not say
 

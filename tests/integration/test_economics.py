@@ -1258,18 +1258,35 @@ def test_purchasing_compares_quotes_and_switches_a_line_to_the_agreement_and_bac
     ]
 
 
+def test_a_catalog_price_of_zero_is_refused_by_file_line_and_field(
+    agreed: Engine, tmp_path: Path
+) -> None:
+    before = row_counts(agreed)
+    for where, entry in [
+        ("items[0].list_price", "items:\n  - {sku: CABLE-Z, name: Cable, category: accessory, list_price: 0.00, supplier: NORDIC-IT}\n"),
+        ("offers[0].monthly_rate", "offers:\n  - {sku: LAPTOP-STD-14, kind: lease, provider: NORDIC-IT, monthly_rate: 0, term_months: 36}\n"),
+    ]:  # fmt: skip
+        with pytest.raises(InputError) as caught:
+            load_catalog_path(agreed, write(tmp_path / "zero.yaml", entry))
+        (problem,) = caught.value.problems
+        assert (problem.line, problem.field) == (2, where)
+        assert problem.message == "must be more than 0.00: a price is what something costs"
+    assert row_counts(agreed) == before
+
+
 def test_re_sourcing_individually_an_item_listed_at_zero_takes_its_list_price(
     agreed: Engine, tmp_path: Path
 ) -> None:
-    # A request line may not be priced 0.00, but a catalog item may be listed at it (here one
-    # an agreement sells at 5.00): ordered individually, the line takes that list price.
+    # A request line may not be priced 0.00, nor may a catalog list an item at it now; an item
+    # listed at 0.00 before that rule (here one an agreement sells at 5.00), ordered
+    # individually, takes that list price.
     load_catalog_path(
         agreed,
         write(
             tmp_path / "free.yaml",
             """
             items:
-              - {sku: CABLE-C, name: USB-C cable, category: accessory, list_price: 0.00, supplier: NORDIC-IT}
+              - {sku: CABLE-C, name: USB-C cable, category: accessory, list_price: 1.00, supplier: NORDIC-IT}
             agreements:
               - code: FA-CABLES
                 name: Cables
@@ -1282,6 +1299,10 @@ def test_re_sourcing_individually_an_item_listed_at_zero_takes_its_list_price(
             """,
         ),
     )
+    with transaction(agreed) as session:
+        cable = session.exec(select(Item).where(Item.sku == "CABLE-C")).one()
+        cable.list_price = Decimal("0.00")
+        session.add(cable)
     ref = submit(agreed, justification="cables", lines=[{"sku": "CABLE-C", "quantity": 4}])
     with transaction(agreed) as session:
         actions.set_sourcing(
