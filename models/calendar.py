@@ -40,6 +40,17 @@ class Calendar(BaseModel):
             ) from None
         return value
 
+    @field_validator("start", "end")
+    @classmethod
+    def _local_time(cls, value: time) -> time:
+        # A working day's hours are read in the calendar's own time zone.
+        if value.tzinfo is not None:
+            raise ValueError(
+                f"a time of day without a zone, e.g. 08:00 (the calendar's timezone applies), "
+                f"not {value.isoformat()}"
+            )
+        return value
+
     @field_validator("workdays")
     @classmethod
     def _known_days(cls, value: tuple[str, ...]) -> tuple[str, ...]:

@@ -941,6 +941,7 @@ BAD_PIPELINES = [
     pytest.param("version: 2", "version: 9223372036854776000", 2, "version", "less than or equal to 1000000", id="version beyond a database integer"),
     pytest.param("Europe/Berlin", "Mars/Olympus", 4, "calendar.timezone", "unknown time zone 'Mars/Olympus'", id="unknown time zone"),
     pytest.param("  timezone: Europe/Berlin\n", "  timezone: Europe/Berlin\n  start: '18:00'\n  end: '08:00'\n", 4, "calendar", "end (08:00:00) must be after start (18:00:00)", id="day ends before it starts"),
+    pytest.param("  timezone: Europe/Berlin\n", "  timezone: Europe/Berlin\n  end: '00:00Z'\n", 5, "calendar.end", "a time of day without a zone, e.g. 08:00 (the calendar's timezone applies), not 00:00:00+00:00", id="an hour with a zone (found by Hypothesis)"),
     pytest.param("    mode: any\n", "    mode: any\n    name: Again\n", 14, None, "duplicate key 'name' (first on line 11)", id="duplicate key"),
 ]
 # fmt: on
