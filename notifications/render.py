@@ -520,6 +520,11 @@ class Renderer:
             try:
                 template = env.get_template(name)
                 if bounded:
+                    # The time limit is for rendering: the layouts and macros a template
+                    # extends or imports are compiled first (once per environment), so a
+                    # first render on a busy machine is not cut short by compiling them.
+                    for shared in env.list_templates(filter_func=lambda n: n.startswith("_")):
+                        env.get_template(shared)
                     with _Deadline(OVERRIDE_SECONDS) as deadline:
                         started = time.monotonic()
                         try:
