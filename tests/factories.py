@@ -196,3 +196,19 @@ def audit_rows(engine: Engine, ref: str, action: str) -> list[AuditEvent]:
 def stage_rounds(engine: Engine, ref: str) -> dict[str, tuple[str, int]]:
     """Each stage of a request: (its status, its round)."""
     return {s["stage"]: (s["status"], s["round"]) for s in show(engine, ref)["stages"]}
+
+
+# A framework agreement for ten headsets at 99.00 (its committed volume), on complete terms.
+HEADSETS = """\
+agreements:
+  - code: FA-HEADSET
+    name: Headsets, ten units
+    supplier: NORDIC-IT
+    valid_from: 2026-01-01
+    valid_to: 2027-12-31
+    committed_volume: 10
+    terms: {sla: Next business day, warranty_months: 24, returns: 30 days, erasure: Not applicable}
+    prices:
+      - sku: HEADSET-BT
+        tiers: [{from: 1, unit_price: 99.00}]
+"""

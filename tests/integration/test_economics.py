@@ -50,6 +50,7 @@ from notifications.render import Renderer
 from sample import AGREEMENTS, CATALOG, ORG
 from tests.factories import (
     BOB,
+    HEADSETS,
     IDA,
     IVAN,
     NOW,
@@ -870,20 +871,6 @@ def test_peripheral_categories_must_be_catalog_codes() -> None:
 
 
 # ------------------------------------------------------------------ call-offs
-
-HEADSETS = """\
-agreements:
-  - code: FA-HEADSET
-    name: Headsets, ten units
-    supplier: NORDIC-IT
-    valid_from: 2026-01-01
-    valid_to: 2027-12-31
-    committed_volume: 10
-    terms: {sla: Next business day, warranty_months: 24, returns: 30 days, erasure: Not applicable}
-    prices:
-      - sku: HEADSET-BT
-        tiers: [{from: 1, unit_price: 99.00}]
-"""
 
 
 def headsets(engine: Engine, quantity: int, label: str) -> str:

@@ -26,6 +26,7 @@ from notifications.context import ContextBuilder, Links
 from notifications.render import Renderer
 from tests.factories import (
     BOB,
+    HEADSETS,
     IDA,
     NOW,
     PAUL,
@@ -43,18 +44,9 @@ from tests.factories import (
 LATER = NOW + timedelta(days=2)
 
 # Ten headsets under FA-HEADSET at 99.00; from tomorrow FA-HEADSET-B sells them at 95.00.
-HEADSETS = f"""\
-agreements:
-  - code: FA-HEADSET
-    name: Headsets, ten units
-    supplier: NORDIC-IT
-    valid_from: 2026-01-01
-    valid_to: 2027-12-31
-    committed_volume: 10
-    terms: {{sla: Next business day, warranty_months: 24, returns: 30 days, erasure: Not applicable}}
-    prices:
-      - sku: HEADSET-BT
-        tiers: [{{from: 1, unit_price: 99.00}}]
+TWO_AGREEMENTS = (
+    HEADSETS
+    + f"""\
   - code: FA-HEADSET-B
     name: Headsets from next week
     supplier: NORDIC-IT
@@ -65,6 +57,7 @@ agreements:
       - sku: HEADSET-BT
         tiers: [{{from: 1, unit_price: 95.00}}]
 """
+)
 
 
 @pytest.fixture
@@ -72,7 +65,7 @@ def stuck(engine: Engine, tmp_path: Path) -> tuple[Engine, str, str]:
     """Two approved requests of 6 headsets each under FA-HEADSET (10 units): the first is
     ordered, the second cannot be (4 units left)."""
     path = tmp_path / "headsets.yaml"
-    path.write_text(textwrap.dedent(HEADSETS), encoding="utf-8")
+    path.write_text(textwrap.dedent(TWO_AGREEMENTS), encoding="utf-8")
     load_catalog_path(engine, path)
     refs = []
     for team in ("A", "B"):
