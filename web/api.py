@@ -251,12 +251,13 @@ def install(app: FastAPI) -> None:
         # address does not take, a body it cannot read); the pages keep theirs.
         if not request.url.path.startswith("/api"):
             return await http_exception_handler(request, exc)
-        message = {404: f"no such API address: {request.url.path}"}.get(exc.status_code)
-        if exc.status_code == 405:
-            message = f"{request.method} is not allowed on {request.url.path}"
-        response = json(exc.status_code, message or str(exc.detail))
-        for name, value in (exc.headers or {}).items():
-            response.headers[name] = value
+        path = request.url.path
+        message = {
+            404: f"no such API address: {path}",
+            405: f"{request.method} is not allowed on {path}",
+        }.get(exc.status_code, str(exc.detail))
+        response = json(exc.status_code, message)
+        response.headers.update(exc.headers or {})
         return response
 
     @app.middleware("http")
