@@ -115,9 +115,15 @@ def submit_batch(drafts: list[Draft]) -> list[dict[str, Any]]:
     """Submit a batch of requests in one transaction; resubmitted keys return their request."""
     with write() as session:
         results = actions.submit(session, drafts=drafts, now=now())
+    # One line a batch, not one a request: a 1,000-request file is five lines, and its
+    # artifact table lists each request.
+    created = [r.ref for r in results if r.created]
+    known = [r.ref for r in results if not r.created]
     log = get_run_logger()
-    for r in results:
-        log.info("%s %s%s", r.ref, r.status, "" if r.created else " (already submitted)")
+    if created:
+        log.info("%s submitted: %s", len(created), ", ".join(created))
+    if known:
+        log.info("%s already submitted, nothing new: %s", len(known), ", ".join(known))
     return [{"id": r.ref, "status": str(r.status), "created": r.created} for r in results]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import textwrap
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,25 @@ def artifact(key: str) -> Any:
     return found
 
 
+def logged(since: datetime) -> list[str]:
+    """The messages of the runs' log lines at the Prefect server since then, oldest first (the
+    server is shared by the tests of a session)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterTimestamp
+    from prefect.client.schemas.sorting import LogSort
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    after = LogFilter(timestamp=LogFilterTimestamp(after_=since))
+
+    async def read() -> list[str]:
+        async with get_client() as client:
+            logs = await client.read_logs(log_filter=after, sort=LogSort.TIMESTAMP_ASC)
+            return [log.message for log in logs]
+
+    return list(run(read()))
+
+
 def count(engine: Engine, model: Any, *where: Any) -> int:
     with transaction(engine, readonly=True) as session:
         return int(session.exec(select(func.count()).select_from(model).where(*where)).one())
@@ -53,6 +72,7 @@ def test_intake_submits_a_file_in_batches_and_shows_its_progress(
         for i in range(5)
     )
     source = write(tmp_path / "batch.yaml", "requests:\n" + entries + "\n")
+    started = datetime.now(UTC)
     ids = run(intake(source, batch_size=2))
     assert ids == ["PR-0001", "PR-0002", "PR-0003", "PR-0004", "PR-0005"]
     assert all(show(flow_db, ref)["status"] == "in_review" for ref in ids)
@@ -60,6 +80,16 @@ def test_intake_submits_a_file_in_batches_and_shows_its_progress(
     # The same file again: every request is recognised, nothing new.
     assert run(intake(source, batch_size=2)) == ids
     assert count(flow_db, actions.Request) == 5
+    # The log says what each batch did in one line, not a line per request.
+    lines = [m for m in logged(started) if "submitted" in m]
+    assert lines == [
+        "2 submitted: PR-0001, PR-0002",
+        "2 submitted: PR-0003, PR-0004",
+        "1 submitted: PR-0005",
+        "2 already submitted, nothing new: PR-0001, PR-0002",
+        "2 already submitted, nothing new: PR-0003, PR-0004",
+        "1 already submitted, nothing new: PR-0005",
+    ]
 
 
 def test_intake_refuses_a_file_with_one_bad_request_before_writing_any(
