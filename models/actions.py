@@ -1779,7 +1779,7 @@ def _check_final_approval(
         raise RuleViolation(
             f"{request.ref}: before the final approval {confirmers}{who} must confirm the contract "
             f"terms still open: {', '.join(missing)}; they confirm them from their inbox or "
-            f"with procure terms {request.ref} --confirm"
+            f"with procure terms {request.ref} --as THEIR-EMAIL"
         )
     budget = budget_status(
         session, request=request, economics=spec.economics, today=spec.calendar.today(now)

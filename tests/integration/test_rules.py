@@ -677,7 +677,7 @@ def test_an_escalated_manager_confirms_the_terms_and_completes_the_approval(
             f"{afterwards}: before the final approval management (in place of purchasing, as "
             f"{reason}) (Max Management) must confirm the contract terms still open: warranty, "
             f"sla, returns, erasure; they confirm them from their inbox or with procure terms "
-            f"{afterwards} --confirm"
+            f"{afterwards} --as THEIR-EMAIL"
         ),
     )
     terms_refused(engine, afterwards, BOB, "needs the role management")
