@@ -2448,6 +2448,8 @@ def set_sourcing(
         "unit_price": str(line.unit_price),
     }
     was_total, was_agreement = request.total, line.agreement_id
+    was_supplier = supplier_of(session, line)
+    suppliers = {supplier_of(session, ln).code for ln in lines}
     count = session.exec(_SOURCING_CHANGES, params={"id": request.id}).one()
     line.sourcing = sourced.sourcing
     line.agreement_id = sourced.agreement.id if sourced.agreement else None
@@ -2461,7 +2463,13 @@ def set_sourcing(
     line.sourcing_note = "; ".join(p for p in (quote_note, sourced.note) if p)
     session.add(line)
     request.total = money(sum((ln.total for ln in lines), Decimal(0)))
-    _plan(session, request, lines, spec, keep=request.terms)
+    # Contract terms purchasing confirmed were confirmed for the suppliers the request was
+    # bought from: a supplier new to the request brings its own contract, to be confirmed again
+    # (what an agreement or offer settles is worked out afresh either way).
+    supplier = supplier_of(session, line)
+    confirmed = [k for k, v in request.terms.items() if v.get("by") != "agreement"]
+    reopened = confirmed if supplier.code not in suppliers else []
+    _plan(session, request, lines, spec, keep={} if reopened else request.terms)
     audit.append(
         session,
         actor=actor.email,
@@ -2471,15 +2479,17 @@ def set_sourcing(
         action="sourcing",
         details={
             "line": line_no,
-            "from": before,
+            "from": {**before, "supplier": was_supplier.code},
             "to": {
                 "sourcing": line.sourcing,
                 "agreement": sourced.agreement.code if sourced.agreement else None,
                 "offer": sourced.offer.id if sourced.offer else None,
                 "unit_price": str(line.unit_price),
+                "supplier": supplier.code,
             },
             "justification": line.sourcing_note,
             "total": request.total,
+            **({"terms_reopened": reopened} if reopened else {}),
         },
         at=now,
     )

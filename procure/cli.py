@@ -910,12 +910,14 @@ def sourcing(
     """Purchasing chooses how a line is sourced: a framework agreement, or individually (list
     price or a quote), or an offer; during the review, or once approved until it is ordered."""
     from models.actions import get_request, set_sourcing, stages_of
+    from models.economics import terms_view
     from models.lifecycle import RequestStatus, StageStatus
 
     st = state()
     with st.write() as session:
         before = get_request(session, ref)
         was, was_total = before.status, str(before.total)
+        was_open = terms_view(before.terms)["missing"]
         row = set_sourcing(
             session,
             ref=ref,
@@ -949,6 +951,7 @@ def sourcing(
             "status": str(request.status),
             "request_total": str(request.total),
             "decide_again": [s.key for s in again],
+            "terms_open": terms_view(request.terms)["missing"],
         }
     if json_:
         emit(result)
@@ -957,6 +960,12 @@ def sourcing(
         f"{result['id']} line {line}: {row.sourcing} at {money_text(str(row.unit_price), currency)} a unit, "
         f"{money_text(str(row.total), currency)} in total"
     )
+    reopened = [t for t in result["terms_open"] if t not in was_open]
+    if reopened:
+        typer.echo(
+            f"contract terms to confirm again (no longer settled, or a new supplier): "
+            f"{', '.join(reopened)}; procure terms {result['id']} --as PURCHASER"
+        )
     if was == RequestStatus.APPROVED:
         total = str(request.total)
         figures = (

@@ -325,6 +325,7 @@ def test_purchasing_quotes_re_sources_and_confirms_terms_before_the_final_approv
         "status": "in_review",
         "request_total": "9200.00",
         "decide_again": [],
+        "terms_open": ["warranty", "sla", "returns", "erasure"],  # no agreement settles them
     }
     code, _, err = cli("sourcing", ref, "--line", "1", "--individual", "--as", IDA)
     assert code == 1 and "needs the role purchasing" in err
@@ -402,6 +403,10 @@ def test_an_approved_request_the_agreement_ran_out_for_is_re_sourced_and_ordered
         f"{second} is back in review (1,030,800.00 EUR before, 1,138,800.00 EUR now): "
         "Joint review (IT and purchasing), Budget owner approval, Finance approval, "
         "Management approval decide again"
+    ) in out
+    assert (
+        "contract terms to confirm again (no longer settled, or a new supplier): warranty, sla, "
+        f"returns, erasure; procure terms {second} --as PURCHASER"
     ) in out
     detail = cli.json("request", "show", second)
     assert (detail["status"], detail["total"]) == ("in_review", "1138800.00")

@@ -263,6 +263,67 @@ def test_terms_left_open_at_a_lower_total_send_back_only_the_joint_review(
     assert order(engine, second)["status"] == "ordered"
 
 
+def test_terms_confirmed_for_one_supplier_are_confirmed_again_for_a_new_one(
+    stuck: tuple[Engine, str, str],
+) -> None:
+    """Purchasing confirmed the contract terms of Dealer A's quote. Another quote from Dealer A
+    keeps them; a quote from Dealer B is another contract: its terms are open again and the
+    joint review, where purchasing confirms them, decides again."""
+    engine, _, second = stuck
+
+    def quote(supplier: str, price: str) -> int:
+        with transaction(engine) as session:
+            row = actions.record_quote(
+                session, ref=second, line_no=1, supplier=supplier, unit_price=Decimal(price),
+                actor_email=PAUL, now=NOW,
+            )  # fmt: skip
+        assert row.id is not None
+        return row.id
+
+    why = "Dealer A delivers tomorrow."
+    source(engine, second, quote_id=quote("Dealer A", "90.00"), justification=why)
+    decide(engine, second, IDA)
+    assert decide(engine, second, PAUL).request_status == "approved"  # confirms the terms
+    assert show(engine, second)["terms"]["missing"] == []
+
+    # The same supplier, a better price: the terms stand, the request stays approved.
+    source(engine, second, quote_id=quote("Dealer A", "88.00"), justification=why)
+    detail = show(engine, second)
+    assert (detail["status"], detail["total"], detail["terms"]["missing"]) == (
+        "approved",
+        "528.00",
+        [],
+    )
+    (_, same) = audit_rows(engine, second, "sourcing")
+    assert (same.details["from"]["supplier"], same.details["to"]["supplier"]) == (
+        "Dealer A",
+        "Dealer A",
+    )
+    assert "terms_reopened" not in same.details
+
+    # Another supplier: what was confirmed for Dealer A does not cover Dealer B's contract.
+    source(engine, second, quote_id=quote("Dealer B", "85.00"), justification="Cheaper still.")
+    detail = show(engine, second)
+    assert (detail["status"], detail["total"]) == ("in_review", "510.00")
+    assert detail["terms"]["missing"] == ["warranty", "sla", "returns", "erasure"]
+    *_, moved = audit_rows(engine, second, "sourcing")
+    assert (moved.details["from"]["supplier"], moved.details["to"]["supplier"]) == (
+        "Dealer A",
+        "Dealer B",
+    )
+    assert moved.details["terms_reopened"] == ["warranty", "sla", "returns", "erasure"]
+    *_, reopen = audit_rows(engine, second, "reopen")
+    assert reopen.details["decide_again"] == {"joint_review": "contract terms open"}
+    assert stage_rounds(engine, second)["budget_owner"] == ("approved", 1)
+    *_, told = notices(engine, second, "re_sourced")
+    assert "(contract terms to confirm again: warranty, SLA, returns, erasure)" in rendered(
+        engine, told
+    )
+    decide(engine, second, IDA)
+    assert decide(engine, second, PAUL).request_status == "approved"  # confirms them again
+    assert order(engine, second)["status"] == "ordered"
+
+
 def test_an_ordered_request_or_another_role_cannot_re_source_and_nothing_is_written(
     stuck: tuple[Engine, str, str],
 ) -> None:
