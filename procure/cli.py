@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -1016,19 +1016,36 @@ def schedule(
     json_: JsonOpt = False,
 ) -> None:
     """Record (or change) the delivery date agreed with the supplier."""
-    from models.actions import schedule_delivery
+    from models.actions import lines_of, schedule_delivery, spec_for
+    from models.economics import supplier_of
 
     day = parse_date(on, "--date")
     st = state()
     with st.write() as session:
         request = schedule_delivery(session, ref=ref, on=day, actor_email=as_, now=st.now())
         late = max((day - request.needed_by).days, 0)
+        # The supplier that takes longest, counted from the order as the order-by date counts.
+        slowest = max(
+            (supplier_of(session, ln) for ln in lines_of(session, request)),
+            key=lambda s: s.lead_time_days,
+        )
+        assert request.ordered_at is not None  # only an ordered request is scheduled
+        ordered_on = spec_for(session, request).calendar.today(request.ordered_at)
+        usual = ordered_on + timedelta(days=slowest.lead_time_days)
+        early = max((usual - day).days, 0)
         result = {
             "id": request.ref,
             "status": request.status,
             "delivery_on": day.isoformat(),
             "needed_by": request.needed_by.isoformat(),
             "days_late": late,
+            "lead_time": {
+                "supplier": slowest.code,
+                "days": slowest.lead_time_days,
+                "ordered_on": ordered_on.isoformat(),
+                "usual_delivery": usual.isoformat(),
+                "days_early": early,
+            },
         }
     if json_:
         emit(result)
@@ -1038,6 +1055,13 @@ def schedule(
         typer.echo(
             f"procure: warning: {day} is {late} day{'s' if late != 1 else ''} after "
             f"{result['id']} is needed ({request.needed_by}): tell the requester",
+            err=True,
+        )
+    if early:
+        typer.echo(
+            f"procure: warning: {day} is {early} day{'s' if early != 1 else ''} sooner than "
+            f"{slowest.name} usually delivers ({slowest.lead_time_days} days from the order on "
+            f"{ordered_on}: {usual}): check the date with the supplier",
             err=True,
         )
 

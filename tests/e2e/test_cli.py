@@ -239,6 +239,22 @@ def test_the_whole_lifecycle_through_the_cli(cli: Cli, tmp_path: Path) -> None:
     )
     on_time = cli.json("schedule", "PR-0001", "--date", "2026-12-10")
     assert (on_time["status"], on_time["days_late"]) == ("delivery_scheduled", 0)
+    assert on_time["lead_time"] == {
+        "supplier": "NORDIC-IT",
+        "days": 10,
+        "ordered_on": "2026-11-25",
+        "usual_delivery": "2026-12-05",
+        "days_early": 0,
+    }
+    # Sooner than the supplier's lead time from the order: recorded (the supplier may have
+    # agreed to it), with a warning to check it.
+    code, out, err = cli("schedule", "PR-0001", "--date", "2026-12-01")
+    assert code == 0 and out == "PR-0001  delivery_scheduled for 2026-12-01\n", out
+    assert err == (
+        "procure: warning: 2026-12-01 is 4 days sooner than Nordic IT Distribution usually delivers "
+        "(10 days from the order on 2026-11-25: 2026-12-05): check the date with the supplier\n"
+    )
+    assert cli.json("schedule", "PR-0001", "--date", "2026-12-10")["delivery_on"] == "2026-12-10"
     serials = write(
         tmp_path / "serials.csv", "serial,sku\nSN-1,LAPTOP-STD-14\nSN-2,MON-27\nSN-3,MON-27\n"
     )
