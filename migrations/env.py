@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from migrations import migrating
 from models.db import make_engine
 from models.schema import metadata
 
@@ -23,8 +24,11 @@ def run() -> None:
     if not url:
         raise SystemExit("set PROCURE_DATABASE_URL to the database to migrate")
     engine = make_engine(url)
-    with engine.begin() as conn:
-        _run(conn)
+    try:
+        with migrating(engine) as conn:  # as `procure init` migrates: SQLite's keys checked
+            _run(conn)
+    finally:
+        engine.dispose()
 
 
 def _run(connection: Connection) -> None:

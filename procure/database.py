@@ -112,22 +112,7 @@ def migrate(url: str) -> tuple[Engine, str | None, str]:
     config.set_main_option("script_location", str(migrations.HERE))
     if before == migrations.HEAD:
         return engine, before, migrations.HEAD
-    with engine.connect() as connection:
-        sqlite = engine.dialect.name == "sqlite"
-        if sqlite:
-            # SQLite changes a table by copying it; foreign keys would refuse dropping the old
-            # copy while other tables point at it. Off for the migration (outside any
-            # transaction, where SQLite accepts it), checked before committing.
-            connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
-        try:
-            with connection.begin():
-                config.attributes["connection"] = connection
-                command.upgrade(config, "head")
-                if sqlite:
-                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-                    if broken:
-                        raise RuntimeError(f"the migration left broken references: {broken[:5]}")
-        finally:
-            if sqlite:
-                connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
+    with migrations.migrating(engine) as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
     return engine, before, migrations.HEAD

@@ -24,6 +24,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("person", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_person_leaves_on"))
-        batch_op.drop_column("leaves_on")
+    # Plain DROPs (not a batch): on SQLite a batch copies the table, and the copy loses the
+    # triggers that stamp changes to person (0006), which no upgrade puts back.
+    op.drop_index(op.f("ix_person_leaves_on"), table_name="person")
+    op.drop_column("person", "leaves_on")

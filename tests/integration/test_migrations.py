@@ -17,7 +17,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -242,6 +242,44 @@ def test_a_populated_database_at_0008_gets_holds_data_true_for_every_item(
     with again.connect() as connection:
         rows = connection.execute(text("SELECT sku, holds_data FROM item ORDER BY sku")).all()
     assert [tuple(r) for r in rows] == [("DOCK-USB4", True), ("LAPTOP-STD-14", True)]
+
+
+def test_a_populated_database_migrates_down_and_up_again_with_its_rows(
+    databases: Databases, blank_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`alembic downgrade` as a developer runs it (PROCURE_DATABASE_URL, no connection handed
+    over) on a database holding the sample organisation: on SQLite the batch copies of person
+    and item used to fail on their foreign keys. Up again with `procure init`'s migrate, the
+    rows and the audit chain are as they were."""
+    from tests.factories import load_sample
+
+    engine, _, _ = migrate(blank_url)
+    keep(databases, engine)
+    with transaction(engine) as session:
+        load_sample(session)
+    before = snapshot(engine)
+    engine.dispose()
+    monkeypatch.setenv("PROCURE_DATABASE_URL", blank_url)
+    command.downgrade(alembic_config(), "0006")
+    down = keep(databases, make_engine(blank_url))
+    assert revisions(down) == ["0006"]
+    columns = {c["name"] for c in inspect(down).get_columns("person")}
+    assert "leaves_on" not in columns and "email" in columns  # 0008's column is gone
+    down.dispose()
+    again, was, now = migrate(blank_url)
+    keep(databases, again)
+    assert (was, now) == ("0006", migrations.HEAD)
+    assert schema_diff(again) == []
+    # Every row as it was, but what the dropped column held: 0009 marks every item as holding
+    # data again (the sample's dock, monitor and headset said they do not). It is item's last
+    # column, added last both times.
+    after = snapshot(again)
+    items_before, items_after = before["rows"].pop("item"), after["rows"].pop("item")
+    assert after == before
+    assert [r[:-1] for r in items_after] == [r[:-1] for r in items_before]
+    assert {r[-1] for r in items_after} == {True} != {r[-1] for r in items_before}
+    with transaction(again, readonly=True) as session:
+        assert verify(session).ok
 
 
 # ------------------------------------------------------------------ open_database
