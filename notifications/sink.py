@@ -21,8 +21,6 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-TEAMS = ("it", "purchasing", "hr", "finance", "management", "operators")
-
 
 @dataclass(frozen=True)
 class Received:
@@ -91,9 +89,14 @@ class MailSink:
         """An Apprise URL that sends through this sink (add `&to=` for a fixed recipient)."""
         return f"mailto://127.0.0.1:{self.port}?from=procure@example.com&name=procure&cto=5"
 
-    def routes(self, teams: tuple[str, ...] = TEAMS) -> str:
+    def routes(self, teams: tuple[str, ...] | None = None) -> str:
         """An Apprise YAML routes file sending every person, and each team at
-        TEAM@example.com, to this sink."""
+        TEAM@example.com (every team a notification goes to, unless `teams` names some), to
+        this sink."""
+        if teams is None:
+            from notifications.routing import TEAMS  # imports Apprise: only when asked
+
+            teams = TEAMS
         return f'version: 1\nurls:\n  - "{self.url}":\n      - tag: people\n' + "".join(
             f'  - "{self.url}&to={t}@example.com":\n      - tag: {t}\n' for t in teams
         )
