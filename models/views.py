@@ -21,7 +21,7 @@ from models.assets import Asset, ErasureRecord
 from models.audit import AuditEvent
 from models.catalog import Item
 from models.economics import request_economics, terms_view
-from models.lifecycle import OPEN_REQUEST_STATES, RequestStatus, StageStatus
+from models.lifecycle import OPEN_REQUEST_STATES, AssetStatus, RequestStatus, StageStatus
 from models.org import CostCentre, Person
 from models.requests import Decision, Request, Stage, format_ref
 from models.rules import (
@@ -335,6 +335,54 @@ def request_rows(
             "waiting_for": open_stages.get(r.id or 0, []),
         }
         for r, email, code in rows
+    ]
+
+
+def asset_rows(
+    session: Session,
+    *,
+    request_id: int | None = None,
+    status: str | None = None,
+    holder: Person | None = None,
+    unacknowledged: bool = False,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Devices for listings, by request and serial (an order's units before delivery have no
+    serial yet): those of one request, in one status, held by one person, or handed out and not
+    yet confirmed by their holder (`unacknowledged`)."""
+    holders = Person.__table__.alias("holder")  # type: ignore[attr-defined]
+    query = (
+        select(Asset, holders.c.email, Item.name)
+        .outerjoin(holders, holders.c.id == Asset.assigned_to_id)
+        .join(Item, col(Item.id) == col(Asset.item_id))
+        .order_by(col(Asset.request_id), col(Asset.id))
+    )
+    if request_id is not None:
+        query = query.where(Asset.request_id == request_id)
+    if status is not None:
+        query = query.where(Asset.status == status)
+    if holder is not None:
+        query = query.where(Asset.assigned_to_id == holder.id)
+    if unacknowledged:
+        query = query.where(
+            Asset.status == AssetStatus.DEPLOYED, col(Asset.acknowledged_at).is_(None)
+        )
+    if limit is not None:
+        query = query.limit(limit)
+    return [
+        {
+            "serial": a.serial,
+            "request": format_ref(a.request_id),
+            "sku": a.sku,
+            "name": name,
+            "status": a.status,
+            "ownership": a.ownership,
+            "assigned_to": email,
+            "acknowledged_at": _iso(a.acknowledged_at),
+            "warranty_end": _iso(a.warranty_end),
+            "contract_end": _iso(a.contract_end),
+        }
+        for a, email, name in session.exec(query).all()
     ]
 
 

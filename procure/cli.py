@@ -1195,6 +1195,74 @@ def asset_show(serial: SerialArg, json_: JsonOpt = False) -> None:
         )
 
 
+@asset_app.command("list")
+def asset_list(
+    request: Annotated[
+        str | None, typer.Option("--request", metavar="ID", help="Only this request's devices.")
+    ] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="Only devices in this status.")
+    ] = None,
+    holder: Annotated[
+        str | None,
+        typer.Option("--holder", metavar="EMAIL", help="Only the devices handed to this person."),
+    ] = None,
+    unacknowledged: Annotated[
+        bool,
+        typer.Option(
+            "--unacknowledged", help="Only devices handed out whose holder has not confirmed them."
+        ),
+    ] = False,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """List devices (by request and serial): a rollout's, one person's, those in one status, or
+    those whose holder has not confirmed receipt yet."""
+    from models.actions import find_person, get_request
+    from models.lifecycle import AssetStatus
+    from models.views import asset_rows
+
+    if status is not None and status not in {s.value for s in AssetStatus}:
+        raise InputError(
+            Problem(
+                f"unknown status {status!r} (one of: {', '.join(s.value for s in AssetStatus)})",
+                field="--status",
+            )
+        )
+    with state().read() as session:
+        try:
+            request_id = get_request(session, request).id if request is not None else None
+        except InputError as exc:  # a malformed or unknown id (NotFound), named as the option
+            raise type(exc)([replace(p, field="--request") for p in exc.problems]) from None
+        person = find_person(session, holder, what="--holder") if holder is not None else None
+        rows = asset_rows(
+            session,
+            request_id=request_id,
+            status=status,
+            holder=person,
+            unacknowledged=unacknowledged,
+            limit=limit,
+        )
+    if json_:
+        emit({"devices": rows})
+        return
+    if not rows:
+        typer.echo("no devices")
+        return
+    typer.echo(
+        f"{'SERIAL':<20} {'REQUEST':<9} {'SKU':<16} {'STATUS':<20} {'CONFIRMED':<10} "
+        f"{'WARRANTY':<10} HOLDER"
+    )
+    for r in rows:
+        confirmed = r["acknowledged_at"][:10] if r["acknowledged_at"] else "-"
+        typer.echo(
+            f"{r['serial'] or '(not delivered)':<20} {r['request']:<9} {r['sku']:<16} "
+            f"{r['status']:<20} {confirmed:<10} {r['warranty_end'] or '-':<10} "
+            f"{r['assigned_to'] or '-'}"
+        )
+    typer.echo(f"{len(rows)} device{'s' if len(rows) != 1 else ''}")
+
+
 @asset_app.command("ack")
 def asset_ack(serial: SerialArg, as_: AsOpt = ..., json_: JsonOpt = False) -> None:  # type: ignore[assignment]
     """Confirm you received the device handed to you."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from decimal import Decimal
 from typing import Any
 
 import typer
 
 from models.types import difference_text, money_text
+
+DEVICES_LISTED = 12  # more than this, `request show` counts a request's devices by item
 
 
 def print_detail(d: dict[str, Any]) -> None:
@@ -61,7 +64,21 @@ def print_detail(d: dict[str, Any]) -> None:
             else:
                 parts.append(f"escalated to {e['to']}: {e['reason']}")
         echo(f"  pending {p['stage']}: {'; '.join(parts) or 'nobody may decide it'}")
-    if d["assets"]:
+    if len(d["assets"]) > DEVICES_LISTED:
+        # A rollout's hundreds of devices: counted by item and status; `asset list` lists them.
+        echo(f"  devices ({len(d['assets'])}; procure asset list --request {d['id']} lists them)")
+        counts = Counter((a["sku"], a["status"]) for a in d["assets"])
+        waiting = Counter(
+            a["sku"] for a in d["assets"] if a["status"] == "deployed" and not a["acknowledged_at"]
+        )
+        for (sku, status), n in counts.items():
+            note = (
+                f", {waiting[sku]} not yet confirmed by their holder"
+                if status == "deployed" and waiting[sku]
+                else ""
+            )
+            echo(f"    {n:>5} × {sku:<16} {status}{note}")
+    elif d["assets"]:
         echo("  devices")
         for a in d["assets"]:
             holder = f" → {a['assigned_to']}" if a["assigned_to"] else ""

@@ -315,6 +315,64 @@ def test_human_output_shows_the_request_and_its_timeline(cli: Cli, tmp_path: Pat
     assert code == 0 and "waiting for joint_review" in out
 
 
+def test_a_rollout_s_devices_are_counted_in_show_and_listed_by_asset_list(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """Eight laptops and eight docks for Nina: `request show` counts them by item (sixteen
+    lines would bury the request), `asset list` lists them, and finds those whose holder has not
+    confirmed receipt."""
+    cli.json("init", "--sample")
+    source = request_file(tmp_path, "kit.yaml")
+    text = Path(source).read_text(encoding="utf-8")
+    text = text.replace("{sku: LAPTOP-STD-14, quantity: 1}", "{sku: LAPTOP-STD-14, quantity: 8}")
+    text = text.replace("{sku: MON-27, quantity: 2}", "{sku: DOCK-USB4, quantity: 8}")
+    Path(source).write_text(text, encoding="utf-8")
+    (ref,) = cli.json("request", "submit", source)["ids"]
+    assert cli("asset", "list") == (0, "no devices\n", "")
+    for who in (IDA, PAUL, BOB):
+        cli.json("decide", ref, "--as", who, "--approve")
+    cli.json("order", ref, "--as", PAUL)
+    serials = [f"SN-L{i}" for i in range(8)] + [f"SN-D{i}" for i in range(8)]
+    skus = ["LAPTOP-STD-14"] * 8 + ["DOCK-USB4"] * 8
+    rows = "".join(f"{s},{k}\n" for s, k in zip(serials, skus, strict=True))
+    cli.json("deliver", ref, "--serials", write(tmp_path / "serials.csv", "serial,sku\n" + rows))
+    cli.json("rollout", ref)
+    for serial in ("SN-L0", "SN-L1"):
+        cli.json("asset", "ack", serial, "--as", NINA)
+
+    code, out, _ = cli("request", "show", ref)
+    assert code == 0
+    devices = out.split("  devices")[1].split("  timeline")[0].splitlines()
+    assert devices == [
+        f" (16; procure asset list --request {ref} lists them)",
+        "        8 × LAPTOP-STD-14    deployed, 6 not yet confirmed by their holder",
+        "        8 × DOCK-USB4        deployed, 8 not yet confirmed by their holder",
+    ], devices
+    assert len(cli.json("request", "show", ref)["assets"]) == 16  # --json keeps every device
+
+    listed = cli.json("asset", "list", "--request", ref)["devices"]
+    assert [d["serial"] for d in listed] == serials
+    assert {(d["assigned_to"], d["status"], d["request"]) for d in listed} == {
+        (NINA, "deployed", ref)
+    }
+    waiting = cli.json("asset", "list", "--request", ref, "--unacknowledged")["devices"]
+    assert [d["serial"] for d in waiting] == serials[2:]
+    assert [d["serial"] for d in cli.json("asset", "list", "--holder", NINA)["devices"]] == serials
+    assert cli.json("asset", "list", "--status", "returned")["devices"] == []
+    assert len(cli.json("asset", "list", "--limit", "3")["devices"]) == 3
+    code, out, _ = cli("asset", "list", "--unacknowledged", "--limit", "2")
+    assert code == 0
+    assert out.splitlines() == [
+        "SERIAL               REQUEST   SKU              STATUS               CONFIRMED  "
+        "WARRANTY   HOLDER",
+        f"SN-L2                {ref}   LAPTOP-STD-14    deployed             -          "
+        f"{listed[2]['warranty_end']} {NINA}",
+        f"SN-L3                {ref}   LAPTOP-STD-14    deployed             -          "
+        f"{listed[3]['warranty_end']} {NINA}",
+        "2 devices",
+    ]
+
+
 def own_budget_at_its_owner(cli: Cli, tmp_path: Path) -> None:
     """PR-0001: Bob asks from the budget he owns; its joint review is approved."""
     cli.json("init", "--sample")
@@ -383,6 +441,7 @@ def test_the_cli_shows_a_part_nobody_may_decide_with_why_and_what_to_do(
         ["request", "show", "PR-0001"],
         ["inbox", "--as", IDA],
         ["audit", "verify"],
+        ["asset", "list", "--unacknowledged"],
     ],
 )
 def test_read_only_commands_do_not_import_prefect(

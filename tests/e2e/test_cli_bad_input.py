@@ -133,6 +133,8 @@ USAGE_ERRORS = [
     pytest.param(("schedule", "{ordered}"), "Missing option '--date'", id="no date"),
     pytest.param(("asset", "erase", "SN-R-2", "--method", "NIST", "--provider", "X"), "Missing option '--certificate'", id="no certificate"),
     pytest.param(("pipeline", "check"), "Missing argument 'FILE'", id="check without a file"),
+    pytest.param(("asset", "list", "--status", "lost"), "--status: unknown status 'lost' (one of: ordered, delivered, deployed,", id="unknown device status"),
+    pytest.param(("asset", "list", "--limit", "0"), "Invalid value for '--limit'", id="device list limit 0"),
 ]
 # fmt: on
 
@@ -165,6 +167,9 @@ WRONG_ARGUMENTS = [
     pytest.param(("request", "cancel", "{in_review}", "--as", RITA, "--reason", "\u202edellecnac"), "reason: contains an invisible character (U+202E)", id="bidi in reason"),
     pytest.param(("asset", "show", "SN NOPE"), "serial: must be 1-64 letters", id="serial with a space"),
     pytest.param(("asset", "show", "SN-NOPE"), "no asset with serial SN-NOPE", id="unknown serial"),
+    pytest.param(("asset", "list", "--request", "PR-abc"), "--request: not a request id: 'PR-abc'", id="devices of PR-abc"),
+    pytest.param(("asset", "list", "--request", "PR-9999"), "--request: no request PR-9999", id="devices of an unknown request"),
+    pytest.param(("asset", "list", "--holder", "ghost@example.com"), "--holder: no person with email ghost@example.com", id="devices of nobody"),
     pytest.param(("asset", "ack", "SN-P-1", "--as", "nina"), "as: not an email address", id="ack as not an email"),
     pytest.param(("asset", "dispose", "SN-R-1", "--to", "landfill"), "to: unknown destination 'landfill'", id="unknown destination"),
     pytest.param(("asset", "request-return", "SN-P-1", "--reason", "=1+1"), "reason: starts with '='", id="formula return reason"),
