@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import date, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -445,6 +446,15 @@ def pipeline_show(json_: JsonOpt = False) -> None:
 # ------------------------------------------------------------------ requests
 
 
+def known_status(status: str | None, statuses: Iterable[StrEnum]) -> None:
+    """A listing's --status: one of the lifecycle's statuses (InputError naming them)."""
+    names = [s.value for s in statuses]
+    if status is not None and status not in names:
+        raise InputError(
+            Problem(f"unknown status {status!r} (one of: {', '.join(names)})", field="--status")
+        )
+
+
 def _check_drafts(session: Session, drafts: Any) -> list[Problem]:
     from models.actions import check_drafts
 
@@ -502,13 +512,7 @@ def request_list(
     from models.lifecycle import RequestStatus
     from models.views import request_rows
 
-    if status is not None and status not in {s.value for s in RequestStatus}:
-        raise InputError(
-            Problem(
-                f"unknown status {status!r} (one of: {', '.join(s.value for s in RequestStatus)})",
-                field="--status",
-            )
-        )
+    known_status(status, RequestStatus)
     with state().read() as session:
         rows = request_rows(session, status=status, limit=limit)
     if json_:
@@ -1222,13 +1226,7 @@ def asset_list(
     from models.lifecycle import AssetStatus
     from models.views import asset_rows
 
-    if status is not None and status not in {s.value for s in AssetStatus}:
-        raise InputError(
-            Problem(
-                f"unknown status {status!r} (one of: {', '.join(s.value for s in AssetStatus)})",
-                field="--status",
-            )
-        )
+    known_status(status, AssetStatus)
     with state().read() as session:
         try:
             request_id = get_request(session, request).id if request is not None else None
