@@ -21,6 +21,7 @@ import logging
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ CSRF_COOKIE = "procure_csrf"
 FORM_MAX = 64 * 1024
 OUTCOMES = {"approve": "Approve", "reject": "Reject", "send_back": "Send back"}
 DONE = {"approve": "Approved", "reject": "Rejected", "send_back": "Sent back"}
+CSRF_VERBS = {"approval": "decide"}  # "Please decide from the page"
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
@@ -134,33 +136,50 @@ class Web:
         self._sender.shutdown(wait=True)
 
 
-def _token_problem(web: Web, exc: tokens.TokenError) -> HTMLResponse:
+def token_problem(web: Web, exc: tokens.TokenError) -> HTMLResponse:
     expired = "expired" in str(exc)
     return web.problem(410 if expired else 400, "This link cannot be used", str(exc))
 
 
-def _read_form(body: bytes) -> tuple[dict[str, str], list[str]]:
+@dataclass
+class Form:
+    """A posted form as text: one value per field, a list for each field the page sends several
+    of (`lists`: checkboxes of one name), and what cannot be read."""
+
+    fields: dict[str, str]
+    lists: dict[str, list[str]]
+    problems: list[str]
+
+
+def read_form(body: bytes, lists: frozenset[str] = frozenset()) -> Form:
     """A form's fields as text, and what cannot be read: a field that is not UTF-8 (the page is;
     a browser sends it so) is named, never stored with its bytes replaced, and so is a field
-    sent more than once (the page has one of each: two decisions are not one)."""
-    form: dict[str, str] = {}
-    problems: list[str] = []
+    sent more than once (the page has one of each: two decisions are not one), or a value sent
+    twice under a name of `lists` (one checkbox ticked once)."""
+    form = Form({}, {name: [] for name in lists}, [])
     repeated: dict[str, int] = {}
     # Latin-1 keeps every byte as it came (raw or %-escaped); each field is then decoded itself.
     for raw_name, raw_value in parse_qsl(body.decode("latin-1"), encoding="latin-1"):
         try:
             name = raw_name.encode("latin-1").decode("utf-8")
         except UnicodeDecodeError:
-            problems.append("a field's name is not UTF-8 text")
+            form.problems.append("a field's name is not UTF-8 text")
             continue
-        if name in form:
+        if name in form.fields:
             repeated[name] = repeated.get(name, 1) + 1
         try:
-            form[name] = raw_value.encode("latin-1").decode("utf-8")
+            value = raw_value.encode("latin-1").decode("utf-8")
         except UnicodeDecodeError:
-            problems.append(f"{name}: is not UTF-8 text")
-    problems += [f"{name}: sent {n} times; the form sends one" for name, n in repeated.items()]
-    return form, problems
+            form.problems.append(f"{name}: is not UTF-8 text")
+            continue
+        if name not in lists:
+            form.fields[name] = value
+        elif value in form.lists[name]:
+            form.problems.append(f"{name}: {value} sent twice; the form sends each once")
+        else:
+            form.lists[name].append(value)
+    form.problems += [f"{name}: sent {n} times; the form sends one" for name, n in repeated.items()]
+    return form
 
 
 def _same_origin(request: Request, base_url: str) -> bool:
@@ -172,12 +191,45 @@ def _same_origin(request: Request, base_url: str) -> bool:
         return True
     if origin == "null":
         # An opaque origin: a sandboxed frame, a data: or file: page, a cross-site redirect.
-        # The approval page's own form (Referrer-Policy same-origin) names this site, so a
+        # procure's own forms (Referrer-Policy same-origin) name this site, so a
         # `null` one came from elsewhere (Django's CSRF check refuses it too).
         return False
     seen = urlsplit(origin)
     allowed = {urlsplit(base_url).netloc, request.headers.get("host", "")}
     return seen.netloc in allowed
+
+
+def csrf_refused(web: Web, request: Request, form: Form, page: str) -> HTMLResponse | None:
+    """A 403 page unless the form came from this site's `page` ("approval", "receipt"): its
+    CSRF field matches the cookie that page set, and the browser's Origin is this site."""
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    given = form.fields.get("csrf", "")
+    if (
+        cookie
+        and hmac.compare_digest(cookie.encode(), given.encode())  # any text, no TypeError
+        and _same_origin(request, web.settings.base_url)
+    ):
+        return None
+    return web.problem(
+        403,
+        f"Please {CSRF_VERBS[page]} from the page",
+        f"this form did not come from procure's {page} page (or the page is too old): "
+        "open the link from your email again and press the button there",
+    )
+
+
+def with_csrf(web: Web, response: Response, csrf: str, path: str) -> Response:
+    """The page's CSRF cookie, for the form posted back to `path` (its prefix: "/a/")."""
+    response.set_cookie(
+        CSRF_COOKIE,
+        csrf,
+        httponly=True,
+        samesite="strict",
+        secure=web.secure,
+        path=path,
+        max_age=3600,
+    )
+    return response
 
 
 def create_app(settings: Any | None = None, engine: Engine | None = None) -> FastAPI:
@@ -225,7 +277,7 @@ def create_app(settings: Any | None = None, engine: Engine | None = None) -> Fas
         try:
             grant = tokens.read_approval_token(token, web.key, web.now())
         except tokens.TokenError as exc:
-            return _token_problem(web, exc)
+            return token_problem(web, exc)
         return _approval_form(web, token, grant, chosen=decision)
 
     @app.post("/a/{token}", response_class=HTMLResponse, include_in_schema=False)
@@ -233,30 +285,20 @@ def create_app(settings: Any | None = None, engine: Engine | None = None) -> Fas
         body = await request.body()
         if len(body) > FORM_MAX:
             return web.problem(413, "Too much", "the form is larger than a decision can be")
-        form, unreadable = _read_form(body)
-        cookie = request.cookies.get(CSRF_COOKIE, "")
-        given = form.get("csrf", "")
-        if (
-            not cookie
-            or not hmac.compare_digest(cookie.encode(), given.encode())  # any text, no TypeError
-            or not _same_origin(request, web.settings.base_url)
-        ):
-            return web.problem(
-                403,
-                "Please decide from the page",
-                "this form did not come from procure's approval page (or the page is too old): "
-                "open the link from your email again and press the button there",
-            )
-        if unreadable:
-            return web.problem(400, "This form cannot be read", "; ".join(unreadable))
-        return await run_in_threadpool(_decide, web, token, form)
+        form = read_form(body)
+        refused = csrf_refused(web, request, form, "approval")
+        if refused is not None:
+            return refused
+        if form.problems:
+            return web.problem(400, "This form cannot be read", "; ".join(form.problems))
+        return await run_in_threadpool(_decide, web, token, form.fields)
 
     @app.get("/r/{token}", response_class=HTMLResponse, include_in_schema=False)
     def request_page(token: str) -> Response:
         try:
             grant = tokens.read_view_token(token, web.key, web.now())
         except tokens.TokenError as exc:
-            return _token_problem(web, exc)
+            return token_problem(web, exc)
         with Session(engine) as session:
             try:
                 context = ContextBuilder(session, web.links()).page(grant.request_id)
@@ -269,7 +311,7 @@ def create_app(settings: Any | None = None, engine: Engine | None = None) -> Fas
         try:
             person_id = tokens.read_inbox_token(token, web.key, web.now())
         except tokens.TokenError as exc:
-            return _token_problem(web, exc)
+            return token_problem(web, exc)
         with Session(engine) as session:
             person = session.get(Person, person_id)
             if person is None:
@@ -344,23 +386,14 @@ def _approval_form(
         error=error,
         invalid=invalid or set(),
     )
-    response.set_cookie(
-        CSRF_COOKIE,
-        csrf,
-        httponly=True,
-        samesite="strict",
-        secure=web.secure,
-        path="/a/",
-        max_age=3600,
-    )
-    return response
+    return with_csrf(web, response, csrf, "/a/")
 
 
 def _decide(web: Web, token: str, form: dict[str, str]) -> Response:
     try:
         grant = tokens.read_approval_token(token, web.key, web.now())
     except tokens.TokenError as exc:
-        return _token_problem(web, exc)
+        return token_problem(web, exc)
     outcome = form.get("decision", "")
     if outcome not in OUTCOMES:
         return web.problem(400, "Choose a decision", "choose approve, reject or send back")
