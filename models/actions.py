@@ -3337,6 +3337,107 @@ def acknowledge(
     return asset
 
 
+# What a device handed to a person is to them (their receipt link's page shows it): waiting for
+# their confirmation, confirmed, asked back before they confirmed it (a return IT asked for:
+# acknowledge() no longer takes it), or no longer with them (returned, or handed to someone else).
+WAITING, CONFIRMED, ASKED_BACK, GONE = "waiting", "confirmed", "asked_back", "gone"
+
+
+def handed_to(session: Session, request: Request, holder: Person) -> list[Asset]:
+    """The devices of a request handed to a person: those they hold, and those the audit trail
+    shows were rolled out to them and have gone back since (in the request's order)."""
+    rolled_out = {
+        serial
+        for serial, details in session.exec(
+            select(AuditEvent.entity_id, AuditEvent.details).where(
+                AuditEvent.request_id == request.id,
+                AuditEvent.entity == "asset",
+                AuditEvent.action == AssetEvent.DEPLOY.value,
+            )
+        ).all()
+        if (details or {}).get("assigned_to") == holder.email
+    }
+    return [
+        a
+        for a in assets_of(session, request)
+        if a.assigned_to_id == holder.id or (a.serial is not None and a.serial in rolled_out)
+    ]
+
+
+def receipt_state(asset: Asset, holder: Person) -> str:
+    """WAITING, CONFIRMED, ASKED_BACK or GONE: what a device handed to `holder` is to them now."""
+    if asset.assigned_to_id != holder.id or asset.status not in (
+        AssetStatus.DEPLOYED,
+        AssetStatus.RETURN_REQUESTED,
+    ):
+        return GONE
+    if asset.acknowledged_at is not None:
+        return CONFIRMED
+    return ASKED_BACK if asset.status == AssetStatus.RETURN_REQUESTED else WAITING
+
+
+def why_not_held(asset: Asset, holder: Person) -> str:
+    """Why a device handed to `holder` is no longer theirs to confirm (GONE or ASKED_BACK)."""
+    if asset.assigned_to_id == holder.id and asset.status == AssetStatus.RETURN_REQUESTED:
+        return "IT asked for it back"
+    if asset.assigned_to_id is not None and asset.assigned_to_id != holder.id:
+        return "it was handed to someone else"
+    return "it was returned"
+
+
+@dataclass
+class Receipt:
+    """What a person confirmed: the devices confirmed now, and those they ticked that were
+    confirmed before (each with its acknowledged_at)."""
+
+    confirmed: list[Asset]
+    already: list[Asset]
+
+
+def confirm_receipt(
+    session: Session,
+    *,
+    ref: str | int,
+    actor_email: str,
+    serials: Sequence[str],
+    now: datetime | None = None,
+) -> Receipt:
+    """A person confirms they have the devices of a request handed to them that they ticked
+    (their receipt link's form), each through acknowledge(), audited in their name. All or
+    nothing: a serial that is not one of theirs, or a device no longer with them, refuses the
+    lot. Ticked devices confirmed before are left as they are (and listed as such)."""
+    now = now or utcnow()
+    request = get_request(session, ref)
+    actor = find_actor(session, actor_email)
+    if not actor.active:
+        raise RuleViolation(f"{actor.email} is not active and cannot confirm receiving devices")
+    wanted = list(dict.fromkeys(serials))
+    if not wanted:
+        raise InputError(Problem("tick the devices you received", field="device"))
+    theirs = {a.serial for a in handed_to(session, request, actor)}
+    strangers = [s for s in wanted if s not in theirs]
+    if strangers:
+        raise InputError(
+            Problem(
+                f"{', '.join(strangers)}: not a device of {request.ref} handed to {actor.email}",
+                field="device",
+            )
+        )
+    assets = [find_asset(session, serial) for serial in wanted]  # locked, as they are now
+    moved = [a for a in assets if receipt_state(a, actor) in (GONE, ASKED_BACK)]
+    if moved:
+        raise RuleViolation(
+            "; ".join(f"{a.serial} cannot be confirmed: {why_not_held(a, actor)}" for a in moved)
+        )
+    already = [a for a in assets if a.acknowledged_at is not None]
+    confirmed = [
+        acknowledge(session, serial=a.serial or "", actor_email=actor.email, now=now)
+        for a in assets
+        if a.acknowledged_at is None
+    ]
+    return Receipt(confirmed, already)
+
+
 def request_return(
     session: Session,
     *,

@@ -1,4 +1,6 @@
-"""Signed links: an approval link carries a token bound to one request, stage, round and person.
+"""Signed links: an approval link carries a token bound to one request, stage, round and person;
+a view link one request and an audience; an inbox link one person; a receipt link one person
+and one request (the devices handed to them).
 
 HMAC-SHA256 from the standard library over a small JSON payload, base64url-encoded. The key
 comes from settings (never from the repository); the token expires; its nonce lets the web
@@ -161,3 +163,30 @@ def read_inbox_token(token: str, key: bytes, now: datetime) -> int:
     if now.timestamp() > expires:
         raise TokenError("this link has expired: ask procure for a new one")
     return person_id
+
+
+@dataclass(frozen=True)
+class ReceiptToken:
+    """What a receipt link grants: one person confirming the devices of one request handed to
+    them. No nonce: confirming is idempotent, and the link works until every device is confirmed
+    (a person may pick up a laptop today and its dock next week)."""
+
+    person_id: int
+    request_id: int
+    expires: int
+
+
+def receipt_token(*, person_id: int, request_id: int, expires: datetime, key: bytes) -> str:
+    return sign({"p": person_id, "r": request_id, "e": int(expires.timestamp())}, key, "receipt")
+
+
+def read_receipt_token(token: str, key: bytes, now: datetime) -> ReceiptToken:
+    """The grant of a receipt link; TokenError if it was altered, is malformed or has expired."""
+    payload = unsign(token, key, "receipt")
+    try:
+        grant = ReceiptToken(_int(payload["p"]), _int(payload["r"]), _int(payload["e"]))
+    except (KeyError, TypeError, ValueError):
+        raise TokenError("this link is not a procure receipt link") from None
+    if now.timestamp() > grant.expires:
+        raise TokenError("this link has expired: ask IT to record that you received your devices")
+    return grant

@@ -11,11 +11,17 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from models.actions import (
+    ASKED_BACK,
+    CONFIRMED,
+    GONE,
     assets_of,
     decisions_of,
+    handed_to,
     lines_of,
+    receipt_state,
     spec_for,
     stages_of,
+    why_not_held,
 )
 from models.assets import Asset, ErasureRecord
 from models.audit import AuditEvent
@@ -473,6 +479,32 @@ def _inbox_item(
         "due_at": _iso(due),
         "overdue": bool(due and due < now),
     }
+
+
+def received(session: Session, request: Request, holder: Person) -> list[dict[str, Any]]:
+    """The devices of a request handed to a person, as their receipt link's page lists them:
+    serial, sku, item name, `state` (actions.WAITING, CONFIRMED, ASKED_BACK or GONE), when they
+    confirmed it, and why one is no longer theirs to confirm."""
+    assets = handed_to(session, request, holder)
+    names = dict(
+        session.exec(
+            select(Item.id, Item.name).where(col(Item.id).in_({a.item_id for a in assets}))
+        ).all()
+    )
+    out = []
+    for a in assets:
+        state = receipt_state(a, holder)
+        out.append(
+            {
+                "serial": a.serial,
+                "sku": a.sku,
+                "name": names.get(a.item_id),
+                "state": state,
+                "acknowledged_at": _iso(a.acknowledged_at) if state == CONFIRMED else None,
+                "why": why_not_held(a, holder) if state in (GONE, ASKED_BACK) else None,
+            }
+        )
+    return out
 
 
 def asset_detail(session: Session, asset: Asset) -> dict[str, Any]:

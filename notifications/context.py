@@ -10,8 +10,9 @@ The context of every event has the same top-level names (templates never guess):
 - `stage`: the request's stage the notification is about (from `request.stages`) or None
 - `asset`: the device as `procure asset show --json` prints it, or None
 - `people`: {email: name} for everyone the request mentions (the `who` filter uses it)
-- `links`: URLs for the reader: `request` (read the request), `inbox`, and for an approver
-  `page`, `approve`, `reject`, `send_back` (each opens the approval page; only its POST decides)
+- `links`: URLs for the reader: `request` (read the request), `inbox`, for an approver
+  `page`, `approve`, `reject`, `send_back` (each opens the approval page; only its POST decides),
+  and for a person handed devices `receipt` (the page where they confirm they received them)
 - `attachments`: files to attach (a calendar entry for a delivery date)
 """
 
@@ -37,6 +38,9 @@ from notifications.render import Attachment, label
 
 # Events whose addressee decides a stage: their links carry an approval token.
 APPROVAL_EVENTS = frozenset({"approval_needed", "reminder", "overdue"})
+# Events that hand devices to their addressee: their links carry a receipt token.
+RECEIPT_EVENTS = frozenset({"device_assigned"})
+RECEIPT_DAYS = 30
 
 
 @dataclass
@@ -78,6 +82,18 @@ class Links:
             key=self.key,
         )
         return f"{self.base_url}/r/{token}"
+
+    def receipt(self, request_id: int, person: Person) -> str:
+        """The page where a person confirms they received the devices of a request handed to
+        them: 30 days, time to pick them up."""
+        assert person.id is not None
+        token = tokens.receipt_token(
+            person_id=person.id,
+            request_id=request_id,
+            expires=self.now + timedelta(days=RECEIPT_DAYS),
+            key=self.key,
+        )
+        return f"{self.base_url}/k/{token}"
 
     def inbox(self, person: Person) -> str:
         assert person.id is not None
@@ -184,6 +200,8 @@ class ContextBuilder:
                 stage = self.session.get(Stage, row.stage_id)
                 if stage is not None and stage.status == StageStatus.OPEN:
                     links.update(self.links.approval(request, stage, reader))
+            if row.event in RECEIPT_EVENTS and reader is not None:
+                links["receipt"] = self.links.receipt(request.id, reader)
             if row.event == "delivery_scheduled" and notice.get("date"):
                 attachments.append(
                     delivery_invite(

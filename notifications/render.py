@@ -577,6 +577,8 @@ def buttons(links: Mapping[str, str]) -> tuple[Button, ...]:
         out.append(Button("Reject", links["reject"], "danger"))
     if links.get("send_back"):
         out.append(Button("Send back", links["send_back"]))
+    if links.get("receipt"):
+        out.append(Button("Confirm receipt", links["receipt"], "primary"))
     if links.get("request"):
         out.append(Button("Open request", links["request"]))
     return tuple(out)

@@ -280,6 +280,12 @@ def slack_send(message: Message, target: Target) -> None:
             "send_back": links["Send back"],
             "open": links.get("Open request", links["Approve"]),
         }
+    elif "Confirm receipt" in links:
+        template = "receipt.json"
+        tokens = {
+            "receipt": links["Confirm receipt"],
+            "open": links.get("Open request", links["Confirm receipt"]),
+        }
     elif "Open request" in links:
         template, tokens = "link.json", {"open": links["Open request"]}
     else:

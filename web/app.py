@@ -8,6 +8,8 @@ Pages (server-rendered, no JavaScript):
   decision's transaction. CSRF-protected (a cookie and a form field that must match, and the
   Origin must be this site).
 - `GET /r/{token}`: a request's status and timeline. `GET /inbox/{token}`: what waits for a person.
+- `GET /k/{token}`, `POST /k/{token}`: a person confirms they received the devices of a request
+  handed to them (web/receipt.py).
 - `GET /health`.
 
 Every response carries strict security headers; tokens never reach a log line, and the
@@ -54,7 +56,7 @@ CSRF_COOKIE = "procure_csrf"
 FORM_MAX = 64 * 1024
 OUTCOMES = {"approve": "Approve", "reject": "Reject", "send_back": "Send back"}
 DONE = {"approve": "Approved", "reject": "Rejected", "send_back": "Sent back"}
-CSRF_VERBS = {"approval": "decide"}  # "Please decide from the page"
+CSRF_VERBS = {"approval": "decide", "receipt": "confirm"}  # "Please decide from the page"
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
@@ -333,8 +335,9 @@ def create_app(settings: Any | None = None, engine: Engine | None = None) -> Fas
             tz = ContextBuilder(session, links).timezone()  # as the emails and pages show times
         return web.page("inbox.j2", reader=person.name, items=items, tz=tz)
 
-    from web import api
+    from web import api, receipt
 
+    receipt.install(app, web)
     api.install(app)
     return app
 

@@ -96,3 +96,37 @@ def test_the_lines_read_on_a_phone_without_scrolling_sideways(site: Site) -> Non
         # On a wider screen the lines are a table with its headings again.
         page.set_viewport_size({"width": 900, "height": 844})
         assert table.locator("th").first.is_visible()
+
+
+def test_confirming_receipt_in_chromium_from_the_emailed_link(site: Site) -> None:
+    """Nina opens the link of her rollout email on her phone, unticks the dock she has not
+    picked up yet, presses the button: the laptop is confirmed, the dock waits."""
+    from sqlmodel import Session, select
+
+    from models.assets import Asset
+    from tests.e2e.test_web_receipt import DOCK, LAPTOP, receipt_link, rolled_out
+
+    ref = rolled_out(site)
+    with phone_page() as page:
+        page.goto(receipt_link(site))
+        assert page.title() == f"Your devices of {ref} · procure"
+        laptop, dock = page.get_by_label(re.compile(LAPTOP)), page.get_by_label(re.compile(DOCK))
+        assert laptop.is_checked() and dock.is_checked()  # ticked by default
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.screenshot(path=str(site.sink_folder / "receipt.png"), full_page=True)
+        dock.uncheck()
+        page.get_by_role("button", name="I have received these devices").click()
+        page.wait_for_load_state()
+        assert page.title() == f"Received: {ref} · procure"
+        content = page.content()
+        assert "You confirmed that you received 1 device of" in content, content[-3000:]
+        assert f"Still waiting for your confirmation: {DOCK}" in content
+        page.screenshot(path=str(site.sink_folder / "received.png"), full_page=True)
+        # Back to the page: only the dock has a box now.
+        page.go_back()
+        page.reload()
+        assert page.get_by_label(re.compile(DOCK)).is_checked()
+        assert page.get_by_label(re.compile(LAPTOP)).count() == 0
+    with Session(site.engine) as session:
+        confirmed = {a.serial: a.acknowledged_at is not None for a in session.exec(select(Asset))}
+    assert confirmed == {LAPTOP: True, DOCK: False}

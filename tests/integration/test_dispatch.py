@@ -392,6 +392,34 @@ def test_slack_gets_block_kit_with_link_buttons(
     assert [b["text"]["text"] for b in team[2]["elements"]] == ["Open request"]
 
 
+def test_slack_gets_a_receipt_button_for_devices_handed_to_a_person(
+    engine: Engine, sink: MailSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nina's notices go to Slack too: her rollout message has the receipt page's button."""
+    _handed_out(engine, "N-SLACK-1")
+    with WebhookReceiver() as hook:
+        monkeypatch.setattr(NotifySlack, "webhook_url", hook.url)
+        extra = f"""  - "{SLACK}":
+      - tag: {NINA}
+"""
+        report = dispatcher(engine, routes_for(sink.port, extra=extra)).run(now=NOW)
+    assert not report.failures
+    (blocks,) = [
+        p.json()["attachments"][0]["blocks"]
+        for p in hook.posts
+        if "is ready" in p.json()["attachments"][0]["blocks"][0]["text"]["text"]
+    ]
+    buttons = blocks[2]["elements"]
+    assert [(b["text"]["text"], b.get("style")) for b in buttons] == [
+        ("Confirm receipt", "primary"),
+        ("Open request", None),
+    ]
+    assert buttons[0]["url"].startswith("https://procure.example.com/k/")
+    assert f"Confirm you received it: {buttons[0]['url']}" in blocks[1]["text"]["text"]
+    (mail,) = [m for m in sink.to(NINA) if "is ready" in m.message["Subject"]]
+    assert buttons[0]["url"] in mail.part("plain")  # the same link by email
+
+
 def test_a_slack_error_is_retried_and_named(
     engine: Engine, sink: MailSink, monkeypatch: pytest.MonkeyPatch
 ) -> None:

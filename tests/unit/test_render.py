@@ -36,6 +36,7 @@ from models.lifecycle import RequestStatus
 from models.org import Person
 from models.outbox import Notification
 from models.requests import Decision, Request
+from models.tokens import read_receipt_token
 from notifications.context import APPROVAL_EVENTS, ContextBuilder, Links, delivery_invite
 from notifications.render import (
     OVERRIDE_SECONDS,
@@ -935,6 +936,28 @@ def test_device_assigned_lists_a_persons_devices_in_one_message(
     assert "Standard laptop 14&#34;" in message.html and "USB4 docking station" in message.html
     assert "With</th>" not in message.html  # they are all the reader's: no holder column
     assert not LEAKS.search(message.text + message.html)
+    # The way to confirm: a link to the receipt page, for Nina and this request, in each part.
+    link = context["links"]["receipt"]
+    assert link.startswith(f"{BASE_URL}/k/")
+    grant = read_receipt_token(link.rsplit("/", 1)[1], KEY, NOW)
+    nina = session.exec(select(Person).where(Person.email == NINA)).one()
+    assert (grant.person_id, grant.request_id) == (nina.id, row.request_id)
+    assert f"\n\nConfirm you received them: {link}\n\nYour devices\n" in message.text
+    assert f"Confirm you received them: {link}" in message.slack
+    assert f'href="{html.escape(link)}"' in message.html
+    assert "Confirm you received them</a>" in message.html
+    assert [(b.label, b.url, b.style) for b in message.buttons] == [
+        ("Confirm receipt", link, "primary"),
+        ("Open request", context["links"]["request"], ""),
+    ]
+
+
+def test_only_a_person_handed_devices_gets_a_receipt_link(session: Session) -> None:
+    for event, rows in sample_copies(session).items():
+        for row in rows:
+            links = builder(session).build(row)["links"]
+            expected = event == "device_assigned" and row.audience.startswith("person:")
+            assert ("receipt" in links) == expected, (event, row.audience)
 
 
 def test_device_assigned_for_one_device_names_it_and_an_older_row_reads_so_too(
@@ -950,6 +973,8 @@ def test_device_assigned_for_one_device_names_it_and_an_older_row_reads_so_too(
         f"{device['serial']} to you ({context['request']['id']})."
     ) in message.text
     assert "Your devices" not in message.text and "Serial</th>" not in message.html
+    assert f"Confirm you received it: {context['links']['receipt']}" in message.text
+    assert "Confirm you received it</a>" in message.html
     assert context["asset"]["serial"] == device["serial"]  # the one device's own row
     # A row queued before devices were grouped holds its device's serial and sku only.
     legacy = copy.deepcopy(context)

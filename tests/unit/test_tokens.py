@@ -20,13 +20,16 @@ from hypothesis import strategies as st
 from models.errors import InputError
 from models.tokens import (
     ApprovalToken,
+    ReceiptToken,
     TokenError,
     ViewToken,
     approval_token,
     inbox_token,
     read_approval_token,
     read_inbox_token,
+    read_receipt_token,
     read_view_token,
+    receipt_token,
     sign,
     unsign,
     view_token,
@@ -57,12 +60,17 @@ def _inbox(expires: datetime = LATER, key: bytes = KEY) -> str:
     return inbox_token(person_id=44, expires=expires, key=key)
 
 
+def _receipt(expires: datetime = LATER, key: bytes = KEY) -> str:
+    return receipt_token(person_id=44, request_id=11, expires=expires, key=key)
+
+
 KINDS: dict[str, tuple[Callable[..., str], Reader]] = {
     "approval": (_approval, read_approval_token),
     "view": (_view, read_view_token),
     "inbox": (_inbox, read_inbox_token),
+    "receipt": (_receipt, read_receipt_token),
 }
-READERS: list[Reader] = [read_approval_token, read_view_token, read_inbox_token]
+READERS: list[Reader] = [read_approval_token, read_view_token, read_inbox_token, read_receipt_token]
 
 
 def _forge(raw: bytes, purpose: str, key: bytes = KEY) -> str:
@@ -118,6 +126,14 @@ def test_an_inbox_token_carries_its_person() -> None:
     assert read_inbox_token(_inbox(), KEY, NOW) == 44
 
 
+def test_a_receipt_token_carries_its_person_and_request() -> None:
+    token = _receipt()
+    assert read_receipt_token(token, KEY, NOW) == ReceiptToken(44, 11, int(LATER.timestamp()))
+    assert set(token) <= set(URLSAFE + ".")
+    # The same grant signs the same token: no nonce, it confirms as often as it is used.
+    assert _receipt() == token
+
+
 json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8)
 small_payloads = st.dictionaries(
     st.text(max_size=5), json_scalars | st.lists(json_scalars, max_size=2), max_size=3
@@ -125,7 +141,10 @@ small_payloads = st.dictionaries(
 
 
 @settings(max_examples=60, deadline=None)
-@given(payload=small_payloads, purpose=st.sampled_from(["approval", "view", "inbox", "x"]))
+@given(
+    payload=small_payloads,
+    purpose=st.sampled_from(["approval", "view", "inbox", "receipt", "x"]),
+)
 def test_sign_and_unsign_round_trip_any_small_payload(
     payload: dict[str, Any], purpose: str
 ) -> None:
@@ -234,6 +253,14 @@ def test_a_token_that_expired_when_it_was_made_is_refused() -> None:
         ("inbox", read_inbox_token, {}, "not a procure inbox link"),
         ("inbox", read_inbox_token, {"p": 1}, "not a procure inbox link"),
         ("inbox", read_inbox_token, {"p": None, "e": 2**40}, "not a procure inbox link"),
+        ("receipt", read_receipt_token, {}, "not a procure receipt link"),
+        ("receipt", read_receipt_token, {"p": 1, "e": 2**40}, "not a procure receipt link"),
+        (
+            "receipt",
+            read_receipt_token,
+            {"p": 1, "r": "PR-0001", "e": 2**40},
+            "not a procure receipt link",
+        ),
     ],
 )
 def test_a_signed_payload_without_the_fields_of_its_kind_is_refused(
