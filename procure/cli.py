@@ -94,6 +94,23 @@ class State:
 
         self.settings = settings.load(**({"database_url": db} if db else {}))
         self._engine: Engine | None = None
+        # Where the URL came from, for a message about it: --db, the environment, or the
+        # default file under PROCURE_HOME (which --db replaces).
+        self.source = (
+            "PROCURE_DATABASE_URL" if not db and self.settings.database_url is not None else "--db"
+        )
+
+    @contextmanager
+    def opening(self) -> Iterator[None]:
+        """Problems with the database named by where its URL came from."""
+        try:
+            yield
+        except InputError as exc:
+            if self.source == "--db" or not any(p.field == "--db" for p in exc.problems):
+                raise
+            raise type(exc)(
+                [replace(p, field=self.source) if p.field == "--db" else p for p in exc.problems]
+            ) from None
 
     @property
     def url(self) -> str:
@@ -108,7 +125,8 @@ class State:
         if self._engine is None:
             from procure.database import open_database
 
-            self._engine = open_database(self.url)
+            with self.opening():
+                self._engine = open_database(self.url)
         return self._engine
 
     @contextmanager
@@ -248,7 +266,8 @@ def init(
     from sample import load as load_sample
 
     st = state()
-    engine, before, after = migrate(st.url)
+    with st.opening():
+        engine, before, after = migrate(st.url)
     st._engine = engine
     report: dict[str, Any] = {"database": _masked(st.url), "schema": {"from": before, "to": after}}
     now = st.now()

@@ -208,6 +208,26 @@ def test_a_missing_database_file_is_bad_input(
     assert not (tmp_path / "none.db").exists()
 
 
+def test_a_missing_database_named_by_the_environment_is_named_so(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    clock: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No --db given: the message names PROCURE_DATABASE_URL, where the URL came from."""
+    monkeypatch.setenv("PROCURE_DATABASE_URL", f"sqlite:///{tmp_path}/none.db")
+    result = Result(main(["request", "list"]), *capsys.readouterr())
+    assert_bad_input(result)
+    assert (
+        f"PROCURE_DATABASE_URL: no database at {tmp_path}/none.db: run `procure init` first"
+    ) in result.err
+    monkeypatch.setenv("PROCURE_DATABASE_URL", "nonsense://")
+    result = Result(main(["init"]), *capsys.readouterr())
+    assert_bad_input(result)
+    assert "PROCURE_DATABASE_URL: " in result.err and "--db" not in result.err
+    assert not (tmp_path / "none.db").exists()
+
+
 @pytest.mark.parametrize(
     ("value", "fragment"),
     [
