@@ -1,6 +1,7 @@
 """The `procure` command: operate the pipeline from a terminal.
 
-Exit codes: 0 success, 1 refused by a rule, 2 bad input (file, argument, reference).
+Exit codes: 0 success, 1 refused by a rule, 2 bad input (file, argument, reference) or a
+service that cannot be reached (the database, the Prefect server).
 Read-only commands (list, show, inbox, audit verify) never import Prefect.
 """
 
@@ -31,6 +32,7 @@ from models.errors import (
     problems_of,
 )
 from procure import failpoints
+from procure.orchestration import PrefectUnavailable
 from procure.text import money_text
 
 T = TypeVar("T")
@@ -204,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     except RuleViolation as exc:
         typer.echo(f"procure: refused: {exc}", err=True)
         return 1
+    except PrefectUnavailable as exc:  # a service procure needs, as the database below
+        typer.echo(f"procure: {exc}", err=True)
+        return 2
     except ProcureError as exc:
         typer.echo(f"procure: {exc}", err=True)
         return 1
@@ -1503,10 +1508,12 @@ app.add_typer(run_app, name="run")
 
 def _run(name: str, json_: bool, **parameters: Any) -> None:
     """Run a flow with the database of this invocation; print its result."""
-    from procure.orchestration import run_local
+    from procure.orchestration import check_api, prepare_environment, run_local
 
     st = state()
     st.engine()  # the database must exist and be current before a flow touches it
+    prepare_environment()  # PREFECT_HOME, whose profile may name the Prefect server
+    check_api()  # a configured server that does not answer is named before the flow starts
     os.environ["PROCURE_DATABASE_URL"] = st.url
     if st.settings.now is not None:
         os.environ["PROCURE_NOW"] = st.settings.now.isoformat()
@@ -1660,7 +1667,12 @@ for _name in ("sla-watchdog", "lifecycle-watch", "delivery-slip-check", "digest"
 def serve(
     port: Annotated[
         int,
-        typer.Option("--port", help="Port of the Prefect server started when none is configured."),
+        typer.Option(
+            "--port",
+            min=1,
+            max=65535,
+            help="Port of the Prefect server started when none is configured.",
+        ),
     ] = 4200,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Flow runs at a time.")] = 4,
     web_port: Annotated[
@@ -1670,13 +1682,25 @@ def serve(
 ) -> None:
     """One command for a working installation: a Prefect server (unless PREFECT_API_URL names
     one), every deployment with its schedule, and the approval web app, from this process."""
-    from procure.serving import check_routes, listen, serve_all
+    from procure.orchestration import api_setting, check_api, prepare_environment
+    from procure.serving import check_port, check_routes, listen, serve_all
 
     st = state()
     st.engine()
     check_routes(st.settings)  # a broken routes file is named now, not at every send
-    # A busy --web-port is named before anything starts.
+    prepare_environment()  # PREFECT_HOME, whose profile may name the Prefect server
+    # A busy --web-port or --port, or a Prefect server that does not answer, is named before
+    # anything starts.
     web_socket = None if no_web else listen("127.0.0.1", web_port, port_option="--web-port")
+    try:
+        if api_setting() is None:
+            check_port(port, web_port=None if no_web else web_port)
+        else:
+            check_api()
+    except BaseException:
+        if web_socket is not None:
+            web_socket.close()
+        raise
     os.environ["PROCURE_DATABASE_URL"] = st.url  # the web app reads the same database
     raise typer.Exit(
         serve_all(

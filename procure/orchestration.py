@@ -140,18 +140,63 @@ def run_local(name: str, **parameters: Any) -> Any:
     return asyncio.run(coroutine)
 
 
-def api_url() -> str | None:
-    """The Prefect API this installation talks to, if one is configured."""
+class PrefectUnavailable(ProcureError):
+    """The Prefect server procure is to use cannot be reached, or the one it starts did not
+    start. Not a bug and not a rule: CLI exit 2, as for a database that cannot be opened."""
+
+
+def api_setting() -> tuple[str, str] | None:
+    """The Prefect API this installation talks to and where that is set, if one is configured:
+    (url, "PREFECT_API_URL") from the environment, else from the active Prefect profile."""
     url = os.environ.get("PREFECT_API_URL")
     if url:
-        return url.rstrip("/")
-    profile_url = _profile_api_url()
-    return profile_url.rstrip("/") if profile_url else None
+        return url.rstrip("/"), "PREFECT_API_URL"
+    profile_url = _profile_setting("PREFECT_API_URL")
+    if profile_url:
+        return profile_url.rstrip("/"), f"PREFECT_API_URL in {_profiles_path()}"
+    return None
 
 
-def _profile_api_url() -> str | None:
-    # `prefect config set PREFECT_API_URL=...` writes it to the profile; read it without Prefect.
-    path = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")) / "profiles.toml"
+def api_url() -> str | None:
+    """The Prefect API this installation talks to, if one is configured."""
+    found = api_setting()
+    return found[0] if found else None
+
+
+def check_api(*, timeout: float = 5.0) -> str | None:
+    """The configured Prefect API, once it answers; None when none is configured (Prefect's
+    temporary server, or the one `procure serve` starts, is used then). PrefectUnavailable,
+    naming the address and where it is set, when nothing answers there or what answers is no
+    Prefect API: said before anything starts, not as a traceback from inside Prefect."""
+    found = api_setting()
+    if found is None:
+        return None
+    url, where = found
+    import httpx
+
+    try:
+        answer = httpx.get(f"{url}/health", timeout=timeout)
+    except httpx.HTTPError as exc:
+        reason = str(exc) or type(exc).__name__
+        raise PrefectUnavailable(
+            f"cannot reach the Prefect server at {url} ({where}): {reason}"
+        ) from None
+    if answer.status_code == 404:
+        # Something answers, but not Prefect's API (a wrong port, or the URL without /api).
+        raise PrefectUnavailable(
+            f"cannot reach the Prefect server at {url} ({where}): {url}/health answers 404, "
+            "so this is not a Prefect API (it ends in /api, e.g. http://127.0.0.1:4200/api)"
+        )
+    return url
+
+
+def _profiles_path() -> Path:
+    return Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")) / "profiles.toml"
+
+
+def _profile_setting(name: str) -> str | None:
+    # `prefect config set NAME=...` writes it to the profile; read it without Prefect.
+    path = _profiles_path()
     if not path.exists():
         return None
     try:
@@ -161,7 +206,7 @@ def _profile_api_url() -> str | None:
     except (OSError, ValueError):
         return None
     active = data.get("active", "ephemeral")
-    value = data.get("profiles", {}).get(active, {}).get("PREFECT_API_URL")
+    value = data.get("profiles", {}).get(active, {}).get(name)
     return str(value) if value else None
 
 

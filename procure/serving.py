@@ -14,16 +14,45 @@ from typing import Any
 
 import typer
 
-from models.errors import InputError, Problem
-from procure.orchestration import DEPLOYMENTS, api_url, load_flow, prepare_environment
+from models.errors import InputError, Problem, ProcureError
+from procure.orchestration import (
+    DEPLOYMENTS,
+    PrefectUnavailable,
+    api_setting,
+    load_flow,
+    prepare_environment,
+)
+
+# The Prefect server `procure serve` starts listens here only (its UI has no login).
+SERVER_HOST = "127.0.0.1"
+
+
+def check_port(port: int, *, web_port: int | None = None) -> None:
+    """Refuse a --port that the Prefect server `procure serve` starts could not listen on (in
+    use, privileged, or the web app's), before anything starts: InputError naming --port, as
+    for --web-port. Another Prefect server there would otherwise answer for the one that failed
+    to start, and this serve would run (and, stopped, pause) that server's deployments."""
+    if port == web_port:
+        raise InputError(
+            Problem(
+                f"{port} is the approval web app's --web-port too: choose another --port",
+                field="--port",
+            )
+        )
+    listen(SERVER_HOST, port).close()  # bound as `prefect server start` binds it, then let go
 
 
 def start_server(port: int) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `prefect server start` on loopback; returns the process and its API URL once healthy."""
+    """Start `prefect server start` on loopback; returns the process and its API URL once it
+    answers. Only this process's server counts: while another program answers on the port (it
+    took the port after check_port), this one is waited for until it stops, and its stop is
+    reported (a port in use: InputError naming --port; else PrefectUnavailable with its log)."""
     import httpx
 
     home = Path(os.environ["PREFECT_HOME"])
-    log = (home / "server.log").open("ab")
+    path = home / "server.log"
+    log = path.open("ab")
+    offset = log.tell()  # what this start writes: the file keeps the earlier starts' too
     process = subprocess.Popen(
         [
             sys.executable,
@@ -32,7 +61,7 @@ def start_server(port: int) -> tuple[subprocess.Popen[bytes], str]:
             "server",
             "start",
             "--host",
-            "127.0.0.1",
+            SERVER_HOST,
             "--port",
             str(port),
         ],
@@ -48,19 +77,83 @@ def start_server(port: int) -> tuple[subprocess.Popen[bytes], str]:
         # the runner never loses its server in the middle of shutting down.
         start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}/api"
+    log.close()  # the server holds its own copy
+    url = f"http://{SERVER_HOST}:{port}/api"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the Prefect server stopped at start; see {home / 'server.log'}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+            raise _stopped_at_start(port, path, offset)
+        if _holds_listener(process.pid, port) is not False:
+            try:
+                answered = httpx.get(f"{url}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                answered = False
+            if answered and process.poll() is None:
                 return process, url
-        except httpx.HTTPError:
-            pass
         time.sleep(0.5)
     process.terminate()
-    raise RuntimeError(f"the Prefect server did not answer within 120 s; see {home / 'server.log'}")
+    raise PrefectUnavailable(
+        f"the Prefect server procure serve started did not answer on {SERVER_HOST}:{port} "
+        f"within 120 s; see {path}"
+    )
+
+
+def _stopped_at_start(port: int, path: Path, offset: int) -> ProcureError:
+    """Why the Prefect server stopped as it started, from what it wrote to its log."""
+    try:
+        with path.open("rb") as log:
+            log.seek(offset)
+            text = log.read().decode("utf-8", "replace")
+    except OSError:
+        text = ""
+    if "already in use" in text or "already running on port" in text:
+        return InputError(
+            Problem(
+                f"{port} is in use on {SERVER_HOST} (another program listens there): "
+                "choose another --port",
+                field="--port",
+            )
+        )
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    last = f": {lines[-1]}" if lines else ""
+    return PrefectUnavailable(
+        f"the Prefect server procure serve started on {SERVER_HOST}:{port} stopped at "
+        f"start{last}; see {path}"
+    )
+
+
+def _holds_listener(pid: int, port: int) -> bool | None:
+    """Whether process `pid` holds the socket listening on `port` (Linux's /proc tells); None
+    where that cannot be told (then an answer on the port is taken to be its)."""
+    inodes: set[str] = set()
+    tables = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text(encoding="ascii").splitlines()[1:]
+        except OSError:
+            continue
+        tables += 1
+        for row in rows:
+            fields = row.split()
+            # sl local_address rem_address st ... inode; 0A: listening
+            if len(fields) > 9 and fields[3] == "0A" and fields[1].endswith(f":{port:04X}"):
+                inodes.add(fields[9])
+    if not tables:
+        return None
+    if not inodes:
+        return False
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return None
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for fd in fds:
+        try:
+            if os.readlink(fd) in wanted:
+                return True
+        except OSError:
+            continue  # closed since it was listed
+    return False
 
 
 def deployments(timezone: str) -> list[Any]:
@@ -196,18 +289,12 @@ def serve_all(
     web_port: int | None = 8000,
     web_socket: socket.socket | None = None,
 ) -> int:
-    """Serve until interrupted; returns the exit code."""
+    """Serve until interrupted; returns the exit code. Whatever it starts (the Prefect server,
+    the web app) is stopped when it returns or raises."""
+    import httpx
+
     prepare_environment()
     os.environ["PROCURE_DATABASE_URL"] = database_url
-    server = None
-    web = None
-    if web_port is not None:
-        web, web_thread = start_web(web_host, web_port, web_socket)
-        typer.echo(f"procure serve: approval pages and API on http://{web_host}:{web_port}/")
-    if api_url() is None:
-        typer.echo("procure serve: no PREFECT_API_URL: starting a Prefect server on 127.0.0.1 ...")
-        server, url = start_server(port)
-        os.environ["PREFECT_API_URL"] = url
     from models import pipeline
     from models.db import make_engine, transaction
 
@@ -216,21 +303,45 @@ def serve_all(
         _, spec = pipeline.active(session)
     engine.dispose()
     timezone = spec.calendar.timezone
-    from prefect import serve
-
-    url = os.environ["PREFECT_API_URL"]
-    typer.echo(f"procure serve: Prefect API {url} (UI: {url.removesuffix('/api')})")
-    typer.echo(
-        f"procure serve: serving {len(DEPLOYMENTS)} deployments, schedules in {timezone}; Ctrl-C stops"
-    )
+    server = None
+    web = None
+    web_thread = None
+    configured = api_setting()
     try:
-        serve(*deployments(timezone), limit=limit, print_starting_message=False)
+        if configured is None:
+            typer.echo(
+                f"procure serve: no PREFECT_API_URL: starting a Prefect server on {SERVER_HOST} ..."
+            )
+            server, url = start_server(port)
+            os.environ["PREFECT_API_URL"] = url
+            where = "started by procure serve"
+        else:
+            url, where = configured
+        if web_port is not None:
+            web, web_thread = start_web(web_host, web_port, web_socket)
+            typer.echo(f"procure serve: approval pages and API on http://{web_host}:{web_port}/")
+        from prefect import serve
+
+        typer.echo(f"procure serve: Prefect API {url} (UI: {url.removesuffix('/api')})")
+        typer.echo(
+            f"procure serve: serving {len(DEPLOYMENTS)} deployments, schedules in {timezone}; "
+            "Ctrl-C stops"
+        )
+        try:
+            serve(*deployments(timezone), limit=limit, print_starting_message=False)
+        except httpx.TransportError as exc:  # it stopped answering since it was checked
+            reason = str(exc) or type(exc).__name__
+            raise PrefectUnavailable(
+                f"cannot reach the Prefect server at {url} ({where}): {reason}"
+            ) from None
     except KeyboardInterrupt:
         pass
     finally:
-        if web is not None:
+        if web is not None and web_thread is not None:
             web.should_exit = True
             web_thread.join(timeout=10)
+        elif web_socket is not None:
+            web_socket.close()
         if server is not None:
             # Prefect's background observers still hold connections to the server as serve()
             # returns; losing them at shutdown is expected, not worth a traceback.

@@ -7,12 +7,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from models.errors import InputError
+from procure import serving
 from procure.orchestration import DEPLOYMENTS
 from tests.factories import NOW
 
@@ -50,6 +55,8 @@ def test_serve_starts_a_server_serves_every_deployment_and_runs_a_decision_from_
         "PROCURE_HOME": str(tmp_path / "home"),
         "PROCURE_NOW": NOW.isoformat(),
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        # The code under test, when it is not the installed one (a git worktree's).
+        **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
     }
     assert (
         subprocess.run(
@@ -99,6 +106,31 @@ def test_serve_starts_a_server_serves_every_deployment_and_runs_a_decision_from_
         }
         assert schedules["sla-watchdog"] == ["*/15 * * * *"]
         assert schedules["hr-sync"] == []  # no PROCURE_HR_EXPORT: run by hand
+        # A second serve on this one's --port is refused before it starts anything: it would
+        # serve (and, stopped, pause) this server's deployments.
+        other_web = free_port()
+        second = subprocess.run(
+            [PROCURE, "--db", db, "serve", "--port", str(port), "--web-port", str(other_web)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2, second.stderr
+        assert second.stderr == (
+            f"procure: bad input: --port: {port} is in use on 127.0.0.1 (another program "
+            "listens there): choose another --port\n"
+        )
+        assert second.stdout == ""
+        assert (
+            not (tmp_path / "home" / "prefect" / "server.log").read_text().count("already in use")
+        )  # no second Prefect server was started
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", other_web))  # nor its web app
+        paused = {
+            d["name"]: d["paused"] for d in client.post("/deployments/filter", json={}).json()
+        }
+        assert paused == dict.fromkeys(paused, False) and len(paused) == len(DEPLOYMENTS)
         # A decision as the Prefect UI would submit it: a run of record-decision with its form.
         deployment = client.get("/deployments/name/record-decision/record-decision").json()
 
@@ -173,6 +205,45 @@ def test_serve_starts_a_server_serves_every_deployment_and_runs_a_decision_from_
         raise AssertionError("the Prefect server outlived procure serve")
     except httpx.HTTPError:
         pass
+
+
+class _Health(BaseHTTPRequestHandler):
+    """Another program answering on the port as a Prefect server does: GET /api/health."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"true")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_prefect_server_that_cannot_listen_is_not_taken_for_another_answering_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The port taken after `procure serve` checked it: the Prefect server it starts stops at
+    once, while another program answers health checks on the port. That answer is not taken
+    for its server's (serve would run, and, stopped, pause, the other server's deployments):
+    the start is refused, naming --port."""
+    other = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    port = int(other.server_address[1])
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    (tmp_path / "prefect").mkdir()
+    try:
+        assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).json() is True
+        with pytest.raises(InputError) as refused:
+            serving.start_server(port)
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert str(refused.value) == (
+        f"--port: {port} is in use on 127.0.0.1 (another program listens there): "
+        "choose another --port"
+    )
+    assert "already in use" in (tmp_path / "prefect" / "server.log").read_text()
 
 
 _CHAINED = (

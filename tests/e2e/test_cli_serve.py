@@ -1,0 +1,203 @@
+"""`procure serve` and `procure run` before they start anything (in-process): a --port that
+cannot be used and a Prefect server that does not answer are named in one line, exit 2, and
+nothing starts (no Prefect server, no web app, no "serving" line).
+
+`tests/scale/test_serve.py` runs `procure serve` itself (a second serve on its busy --port)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from notifications.sink import free_port
+from procure.cli import main
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """PROCURE_HOME and PREFECT_HOME of their own; no Prefect server configured."""
+    monkeypatch.setenv("PROCURE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home" / "prefect"))
+    for name in (
+        "PREFECT_API_URL",
+        "PROCURE_APPRISE_CONFIG",
+        "PROCURE_DEBUG",
+        "PROCURE_HR_EXPORT",
+    ):
+        # Set, then unset: monkeypatch then restores each as it was, also one a command sets
+        # past monkeypatch.
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def db(sqlite_templates: dict[str, Path], tmp_path: Path) -> str:
+    """The sample database (SQLite: nothing here depends on the backend)."""
+    path = tmp_path / "procure.db"
+    shutil.copyfile(sqlite_templates["sample"], path)
+    return f"sqlite:///{path}"
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def nothing_started(home: Path, *ports: int) -> None:
+    """No Prefect server was started (it logs to PREFECT_HOME/server.log from its first line),
+    and the ports are free again (no web app left listening)."""
+    assert not (home / "prefect" / "server.log").exists()
+    for port in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port another program listens on."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        yield int(busy.getsockname()[1])
+
+
+class NotFound(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_error(404)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # quiet: the test reads stderr
+
+
+@pytest.fixture
+def not_prefect() -> Iterator[str]:
+    """An HTTP server that is no Prefect API (every path 404)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_serve_refuses_a_port_out_of_range_as_it_refuses_a_web_port_out_of_range(
+    db: str, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for option in ("--port", "--web-port"):
+        for value, bound in (
+            ("70000", "less than or equal to 65535"),
+            ("0", "greater than or equal to 1"),
+        ):
+            code, out, err = run(capsys, "--db", db, "serve", option, value)
+            assert code == 2, (option, value, err)
+            assert f"Invalid value for '{option}': Input should be {bound}" in err, err
+            assert out == "" and "Traceback" not in err and "internal error" not in err
+    nothing_started(home)
+
+
+def test_serve_refuses_a_port_another_program_listens_on_before_starting_anything(
+    db: str, home: Path, capsys: pytest.CaptureFixture[str], busy_port: int
+) -> None:
+    """Another Prefect server there would answer for the one that could not start: the serve
+    would run that server's deployments, and pause them all when stopped."""
+    web_port = free_port()
+    for extra in (["--no-web"], ["--web-port", str(web_port)]):
+        code, out, err = run(capsys, "--db", db, "serve", "--port", str(busy_port), *extra)
+        assert code == 2, (extra, err)
+        assert err == (
+            f"procure: bad input: --port: {busy_port} is in use on 127.0.0.1 (another program "
+            "listens there): choose another --port\n"
+        )
+        assert out == ""  # no "starting a Prefect server", no "serving"
+        nothing_started(home, web_port)
+    # The web app's port for the Prefect server too: one of them could not listen.
+    code, out, err = run(
+        capsys, "--db", db, "serve", "--port", str(web_port), "--web-port", str(web_port)
+    )
+    assert (code, out) == (2, "")
+    assert err == (
+        f"procure: bad input: --port: {web_port} is the approval web app's --web-port too: "
+        "choose another --port\n"
+    )
+    nothing_started(home, web_port)
+
+
+def test_serve_and_run_name_a_prefect_server_that_does_not_answer_and_start_nothing(
+    db: str,
+    home: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    not_prefect: str,
+) -> None:
+    closed = free_port()  # nothing listens there
+    web_port = free_port()
+    url = f"http://127.0.0.1:{closed}/api"
+    monkeypatch.setenv("PREFECT_API_URL", url)
+    for command in (
+        ["serve", "--port", str(free_port()), "--web-port", str(web_port)],
+        ["serve", "--no-web"],
+        ["run", "digest"],
+        ["run", "sla-watchdog", "--json"],
+    ):
+        code, out, err = run(capsys, "--db", db, *command)
+        assert code == 2, (command, err)
+        assert err.startswith(
+            f"procure: cannot reach the Prefect server at {url} (PREFECT_API_URL): "
+        ), (command, err)
+        assert len(err.splitlines()) == 1 and "internal error" not in err, err
+        assert out == "", (command, out)  # nothing "serving", no flow result
+        nothing_started(home, web_port)
+    # Set in the Prefect profile (`prefect config set PREFECT_API_URL=...`): named there.
+    monkeypatch.delenv("PREFECT_API_URL")
+    profiles = home / "prefect" / "profiles.toml"
+    profiles.parent.mkdir(parents=True, exist_ok=True)
+    profiles.write_text(
+        f'active = "work"\n[profiles.work]\nPREFECT_API_URL = "{url}"\n', encoding="utf-8"
+    )
+    for command in (["serve", "--web-port", str(web_port)], ["run", "digest"]):
+        code, out, err = run(capsys, "--db", db, *command)
+        assert (code, out) == (2, ""), (command, err)
+        assert err.startswith(
+            f"procure: cannot reach the Prefect server at {url} (PREFECT_API_URL in {profiles}): "
+        ), err
+    # Something answers there, but no Prefect API (here: the address without /api).
+    profiles.unlink()
+    monkeypatch.setenv("PREFECT_API_URL", not_prefect)
+    for command in (["serve", "--web-port", str(web_port)], ["run", "digest"]):
+        code, out, err = run(capsys, "--db", db, *command)
+        assert (code, out) == (2, ""), (command, err)
+        assert err == (
+            f"procure: cannot reach the Prefect server at {not_prefect} (PREFECT_API_URL): "
+            f"{not_prefect}/health answers 404, so this is not a Prefect API (it ends in /api, "
+            "e.g. http://127.0.0.1:4200/api)\n"
+        ), err
+    nothing_started(home, web_port)
+
+
+def test_a_decision_still_says_the_unreachable_server_in_a_note_and_succeeds(
+    db: str, home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decision is committed before its advance run is asked for: a note, exit 0, as before."""
+    from models.db import make_engine
+    from tests.factories import IDA, NOW, submit
+
+    monkeypatch.setenv("PROCURE_NOW", NOW.isoformat())
+    engine = make_engine(db)
+    ref = submit(engine)
+    engine.dispose()
+    url = f"http://127.0.0.1:{free_port()}/api"
+    monkeypatch.setenv("PREFECT_API_URL", url)
+    code, _, err = run(capsys, "--db", db, "decide", ref, "--as", IDA, "--approve")
+    assert code == 0, err
+    assert f"procure: note: could not start the advance flow at {url}" in err
