@@ -1681,7 +1681,8 @@ def serve(
     no_web: Annotated[bool, typer.Option("--no-web", help="Do not start the web app.")] = False,
 ) -> None:
     """One command for a working installation: a Prefect server (unless PREFECT_API_URL names
-    one), every deployment with its schedule, and the approval web app, from this process."""
+    one), every deployment with its schedule, and the approval web app, from this process.
+    Links in notifications point at the web app it serves unless PROCURE_BASE_URL is set."""
     from procure.orchestration import api_setting, check_api, prepare_environment
     from procure.serving import check_port, check_routes, listen, serve_all
 
@@ -1719,8 +1720,9 @@ def web(
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port.")] = 8000,
 ) -> None:
     """The approval web app and the HTTP API on their own (procure serve starts them too).
-    Set PROCURE_BASE_URL to the address people reach it at."""
-    from procure.serving import check_routes, listen, web_server
+    Links in notifications point at this address unless PROCURE_BASE_URL is set (set it to
+    the address people reach it at, behind your proxy)."""
+    from procure.serving import check_routes, listen, use_base_url, web_server
 
     st = state()
     st.engine()
@@ -1728,8 +1730,12 @@ def web(
     check_routes(st.settings)  # a broken routes file is named now, not at every decision
     os.environ["PROCURE_DATABASE_URL"] = st.url
     sock = listen(host, port)  # a busy port or a bad --host is named before "listening"
+    links = use_base_url(host, port)
     server = web_server(host, port)
-    typer.echo(f"procure web: http://{host}:{port}/ (API docs: /api/docs); Ctrl-C stops")
+    typer.echo(
+        f"procure web: http://{host}:{port}/ (API docs: /api/docs; links in notifications: "
+        f"{links}); Ctrl-C stops"
+    )
     server.run(sockets=[sock])
 
 

@@ -156,6 +156,23 @@ def _holds_listener(pid: int, port: int) -> bool | None:
     return False
 
 
+def base_url(host: str, port: int) -> str:
+    """The address of a web app listening on host:port, as links in notifications give it: a
+    wildcard address (every interface) by this machine's name."""
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 (naming it, not binding it)
+        host = socket.gethostname()
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
+    return f"http://{host}:{port}"
+
+
+def use_base_url(host: str, port: int) -> str:
+    """Links point at the web app this command serves unless PROCURE_BASE_URL says otherwise
+    (behind a proxy); set in the environment, so the flows' processes render them alike."""
+    os.environ.setdefault("PROCURE_BASE_URL", base_url(host, port))
+    return os.environ["PROCURE_BASE_URL"]
+
+
 def deployments(timezone: str) -> list[Any]:
     """Every deployment of procure, with its schedule in the organisation's time zone."""
     from prefect.schedules import Cron
@@ -295,6 +312,8 @@ def serve_all(
 
     prepare_environment()
     os.environ["PROCURE_DATABASE_URL"] = database_url
+    if web_port is not None:
+        use_base_url(web_host, web_port)
     from models import pipeline
     from models.db import make_engine, transaction
 
@@ -319,7 +338,10 @@ def serve_all(
             url, where = configured
         if web_port is not None:
             web, web_thread = start_web(web_host, web_port, web_socket)
-            typer.echo(f"procure serve: approval pages and API on http://{web_host}:{web_port}/")
+            typer.echo(
+                f"procure serve: approval pages and API on http://{web_host}:{web_port}/; "
+                f"links in notifications: {os.environ['PROCURE_BASE_URL']}"
+            )
         from prefect import serve
 
         typer.echo(f"procure serve: Prefect API {url} (UI: {url.removesuffix('/api')})")

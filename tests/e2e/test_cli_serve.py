@@ -2,7 +2,8 @@
 cannot be used and a Prefect server that does not answer are named in one line, exit 2, and
 nothing starts (no Prefect server, no web app, no "serving" line).
 
-`tests/scale/test_serve.py` runs `procure serve` itself (a second serve on its busy --port)."""
+`tests/scale/test_serve.py` runs `procure serve` itself (a second serve on its busy --port,
+the links following --web-port, the hr-sync line)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from notifications.sink import free_port
+from procure import serving
 from procure.cli import main
 
 
@@ -27,11 +29,12 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in (
         "PREFECT_API_URL",
         "PROCURE_APPRISE_CONFIG",
+        "PROCURE_BASE_URL",
         "PROCURE_DEBUG",
         "PROCURE_HR_EXPORT",
     ):
-        # Set, then unset: monkeypatch then restores each as it was, also one a command sets
-        # past monkeypatch.
+        # Set, then unset: monkeypatch then restores each as it was, also one a test sets
+        # past monkeypatch (serving.use_base_url sets PROCURE_BASE_URL as serve does).
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
     return tmp_path / "home"
@@ -201,3 +204,15 @@ def test_a_decision_still_says_the_unreachable_server_in_a_note_and_succeeds(
     code, _, err = run(capsys, "--db", db, "decide", ref, "--as", IDA, "--approve")
     assert code == 0, err
     assert f"procure: note: could not start the advance flow at {url}" in err
+
+
+def test_links_follow_the_address_served_unless_procure_base_url_is_set(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert serving.base_url("127.0.0.1", 8091) == "http://127.0.0.1:8091"
+    assert serving.base_url("::1", 8091) == "http://[::1]:8091"
+    # Every interface: the machine's name, the one address that could mean it to others.
+    assert serving.base_url("0.0.0.0", 8091) == f"http://{socket.gethostname()}:8091"
+    assert serving.use_base_url("127.0.0.1", 8091) == "http://127.0.0.1:8091"
+    monkeypatch.setenv("PROCURE_BASE_URL", "https://procure.example.com/approvals")
+    assert serving.use_base_url("127.0.0.1", 8092) == "https://procure.example.com/approvals"

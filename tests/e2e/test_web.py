@@ -808,22 +808,35 @@ def test_a_routes_file_broken_after_the_start_is_logged_in_one_line(
 
 def test_procure_web_serves_the_pages_and_logs_no_token(databases: Any, tmp_path: Path) -> None:
     """The documented command, as a process: it answers, refuses a bad link, stops cleanly,
-    and never writes a link's token (a link's path) to its output."""
+    never writes a link's token (a link's path) to its output, and, without PROCURE_BASE_URL,
+    renders its links at the address it serves (--port), not at the default port 8000."""
     import os
     import signal
     import subprocess
     import sys
     import time
 
+    from models.db import make_engine
+    from models.org import Person
     from notifications.sink import free_port
+    from tests.e2e.conftest import KEY
 
     port = free_port()
+    url = databases.url("sample")
+    engine = make_engine(url)
+    ref = submit(engine)
+    with Session(engine) as session:
+        ida = session.exec(select(Person).where(Person.email == IDA)).one()
+    engine.dispose()
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp_path),
         "PROCURE_HOME": str(tmp_path / "home"),
-        "PROCURE_DATABASE_URL": databases.url("sample"),
-        "PROCURE_BASE_URL": f"http://127.0.0.1:{port}",
+        "PROCURE_DATABASE_URL": url,
+        "PROCURE_SECRET_KEY": KEY,
+        "PROCURE_NOW": NOW.isoformat(),
+        # The code under test, when it is not the installed one (a git worktree's).
+        **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
     }
     procure = str(Path(sys.executable).with_name("procure"))
     log = (tmp_path / "web.log").open("wb")
@@ -845,9 +858,21 @@ def test_procure_web_serves_the_pages_and_logs_no_token(databases: Any, tmp_path
         home = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
         assert home.status_code == 200 and "open the one in your email" in home.text
         assert 'href="/api/docs"' in home.text
+        # A rendered link (Ida's inbox links to her approval page) is at this address.
+        assert ida.id is not None
+        token = tokens.inbox_token(
+            person_id=ida.id, expires=NOW + timedelta(days=1), key=KEY.encode()
+        )
+        inbox = httpx.get(f"http://127.0.0.1:{port}/inbox/{token}", timeout=10)
+        assert inbox.status_code == 200 and ref in inbox.text
+        links = re.findall(r'href="(https?://[^/"]+)/a/', inbox.text)
+        assert links == [f"http://127.0.0.1:{port}"], inbox.text
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
     output = (tmp_path / "web.log").read_text()
-    assert f"procure web: http://127.0.0.1:{port}/" in output
+    assert (
+        f"procure web: http://127.0.0.1:{port}/ (API docs: /api/docs; links in notifications: "
+        f"http://127.0.0.1:{port})" in output
+    )
     assert "eyJzZWNyZXQi" not in output and "Traceback" not in output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from models.errors import InputError
+from notifications.sink import MailSink
 from procure import serving
 from procure.orchestration import DEPLOYMENTS
 from tests.factories import NOW
@@ -49,12 +51,17 @@ def test_serve_starts_a_server_serves_every_deployment_and_runs_a_decision_from_
     web_port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     db = f"sqlite:///{tmp_path / 'procure.db'}"
+    sink = MailSink().start()
+    routes = tmp_path / "apprise.yml"
+    routes.write_text(sink.routes(), encoding="utf-8")
+    # No PROCURE_BASE_URL (links follow --web-port).
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp_path),
         "PROCURE_HOME": str(tmp_path / "home"),
         "PROCURE_NOW": NOW.isoformat(),
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "PROCURE_APPRISE_CONFIG": str(routes),
         # The code under test, when it is not the installed one (a git worktree's).
         **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
     }
@@ -173,6 +180,28 @@ def test_serve_starts_a_server_serves_every_deployment_and_runs_a_decision_from_
         assert run["state_type"] == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
         assert run["name"] == "decide-PR-0001"
         assert '"by": "ida.it@example.com"' in shown()
+        # The request's notifications, rendered by a flow run in its own process: their links
+        # point at the web app this serve runs (--web-port), and open there.
+        dispatcher = client.get(
+            "/deployments/name/dispatch-notifications/dispatch-notifications"
+        ).json()
+        sent = _retrying(
+            client.post,
+            f"/deployments/{dispatcher['id']}/create_flow_run",
+            json={"parameters": {"requests": ["PR-0001"]}},
+        )
+        assert sent.status_code == 201, sent.text[:500]
+        dispatched = ended(sent.json()["id"])
+        assert dispatched["state_type"] == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
+        links = [
+            link
+            for mail in sink.received
+            for link in re.findall(r"https?://[^/\s]+/a/[^\s?]+", mail.part("plain"))
+        ]
+        assert links, [mail.subject for mail in sink.received]
+        assert {link.split("/a/")[0] for link in links} == {f"http://127.0.0.1:{web_port}"}
+        page = httpx.get(links[0], timeout=10)
+        assert page.status_code == 200 and "PR-0001" in page.text
         # A form that is not a decision never becomes a run; nor does a send-back without a
         # comment (the form's schema says that a reject or a send-back needs one).
         assert form("ida.it@example.com", "maybe").status_code == 409
@@ -192,6 +221,7 @@ def test_serve_starts_a_server_serves_every_deployment_and_runs_a_decision_from_
         except subprocess.TimeoutExpired:
             os.killpg(serve.pid, signal.SIGKILL)
             serve.wait(timeout=10)
+        sink.stop()
     text = (tmp_path / "serve.log").read_text()
     # No traceback, except where a scheduled run happened to start as Ctrl-C reached the whole
     # process group: Prefect then reports that run's KeyboardInterrupt, which is the stop asked for.
