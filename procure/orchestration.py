@@ -17,6 +17,8 @@ from typing import Any
 from models.errors import ProcureError
 
 TIMEZONE = "Europe/Berlin"
+# `procure serve`'s runner asks for runs to start this often (Prefect's default: 10 s).
+RUNNER_POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,18 @@ def check_api(*, timeout: float = 5.0) -> str | None:
             "so this is not a Prefect API (it ends in /api, e.g. http://127.0.0.1:4200/api)"
         )
     return url
+
+
+def runner_poll_seconds() -> float | None:
+    """How often `procure serve` asks its Prefect server for runs to start: every second, so
+    that a decision's advance run starts about 2 s after it (bench/results/orchestration.md),
+    not up to Prefect's 10 s later; None when the operator set PREFECT_RUNNER_POLL_FREQUENCY
+    (in the environment or the Prefect profile), which Prefect then applies."""
+    if os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY") or _profile_setting(
+        "PREFECT_RUNNER_POLL_FREQUENCY"
+    ):
+        return None
+    return RUNNER_POLL_SECONDS
 
 
 def _profiles_path() -> Path:

@@ -21,6 +21,7 @@ from procure.orchestration import (
     api_setting,
     load_flow,
     prepare_environment,
+    runner_poll_seconds,
 )
 
 # The Prefect server `procure serve` starts listens here only (its UI has no login).
@@ -349,8 +350,10 @@ def serve_all(
             f"procure serve: serving {len(DEPLOYMENTS)} deployments, schedules in {timezone}; "
             "Ctrl-C stops"
         )
+        poll = runner_poll_seconds()
+        runner: dict[str, Any] = {"query_seconds": poll} if poll is not None else {}
         try:
-            serve(*deployments(timezone), limit=limit, print_starting_message=False)
+            serve(*deployments(timezone), limit=limit, print_starting_message=False, **runner)
         except httpx.TransportError as exc:  # it stopped answering since it was checked
             reason = str(exc) or type(exc).__name__
             raise PrefectUnavailable(

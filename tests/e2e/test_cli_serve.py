@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from notifications.sink import free_port
-from procure import serving
+from procure import orchestration, serving
 from procure.cli import main
 
 
@@ -28,6 +28,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home" / "prefect"))
     for name in (
         "PREFECT_API_URL",
+        "PREFECT_RUNNER_POLL_FREQUENCY",
         "PROCURE_APPRISE_CONFIG",
         "PROCURE_BASE_URL",
         "PROCURE_DEBUG",
@@ -204,6 +205,24 @@ def test_a_decision_still_says_the_unreachable_server_in_a_note_and_succeeds(
     code, _, err = run(capsys, "--db", db, "decide", ref, "--as", IDA, "--approve")
     assert code == 0, err
     assert f"procure: note: could not start the advance flow at {url}" in err
+
+
+def test_serve_polls_for_runs_every_second_unless_the_operator_says_otherwise(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decision's advance run starts about 2 s after it (README, bench/results), not up to
+    Prefect's 10 s default later; PREFECT_RUNNER_POLL_FREQUENCY, set in the environment or
+    the Prefect profile, is left to Prefect."""
+    assert orchestration.runner_poll_seconds() == 1.0
+    monkeypatch.setenv("PREFECT_RUNNER_POLL_FREQUENCY", "30")
+    assert orchestration.runner_poll_seconds() is None
+    monkeypatch.delenv("PREFECT_RUNNER_POLL_FREQUENCY")
+    profiles = home / "prefect" / "profiles.toml"
+    profiles.parent.mkdir(parents=True, exist_ok=True)
+    profiles.write_text(
+        'active = "work"\n[profiles.work]\nPREFECT_RUNNER_POLL_FREQUENCY = 5\n', encoding="utf-8"
+    )
+    assert orchestration.runner_poll_seconds() is None
 
 
 def test_links_follow_the_address_served_unless_procure_base_url_is_set(

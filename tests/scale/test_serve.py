@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -54,13 +55,13 @@ def test_serve_starts_a_server_serves_every_deployment_and_runs_a_decision_from_
     sink = MailSink().start()
     routes = tmp_path / "apprise.yml"
     routes.write_text(sink.routes(), encoding="utf-8")
-    # No PROCURE_BASE_URL (links follow --web-port).
+    # No PROCURE_BASE_URL (links follow --web-port), no PREFECT_RUNNER_POLL_FREQUENCY (serve
+    # polls every second).
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp_path),
         "PROCURE_HOME": str(tmp_path / "home"),
         "PROCURE_NOW": NOW.isoformat(),
-        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
         "PROCURE_APPRISE_CONFIG": str(routes),
         # The code under test, when it is not the installed one (a git worktree's).
         **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
@@ -202,6 +203,11 @@ def test_serve_starts_a_server_serves_every_deployment_and_runs_a_decision_from_
         assert {link.split("/a/")[0] for link in links} == {f"http://127.0.0.1:{web_port}"}
         page = httpx.get(links[0], timeout=10)
         assert page.status_code == 200 and "PR-0001" in page.text
+        # Serve's runner asks for runs every second: each run is taken up (Pending) within a
+        # few seconds of being asked for (under a second here; with Prefect's default, 10 s,
+        # both within 5 s one time in four).
+        for run_id in (created.json()["id"], sent.json()["id"]):
+            assert _taken_up_after(client, run_id) < 5.0
         # A form that is not a decision never becomes a run; nor does a send-back without a
         # comment (the form's schema says that a reject or a send-back needs one).
         assert form("ida.it@example.com", "maybe").status_code == 409
@@ -235,6 +241,13 @@ def test_serve_starts_a_server_serves_every_deployment_and_runs_a_decision_from_
         raise AssertionError("the Prefect server outlived procure serve")
     except httpx.HTTPError:
         pass
+
+
+def _taken_up_after(client: httpx.Client, run_id: str) -> float:
+    """Seconds from a run's Scheduled state to its Pending one (a runner took it up)."""
+    states = _retrying(client.get, "/flow_run_states/", params={"flow_run_id": run_id}).json()
+    at = {s["type"]: datetime.fromisoformat(s["timestamp"]) for s in states}
+    return (at["PENDING"] - at["SCHEDULED"]).total_seconds()
 
 
 class _Health(BaseHTTPRequestHandler):
