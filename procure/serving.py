@@ -346,6 +346,11 @@ def serve_all(
         from prefect import serve
 
         typer.echo(f"procure serve: Prefect API {url} (UI: {url.removesuffix('/api')})")
+        if not os.environ.get("PROCURE_HR_EXPORT"):
+            typer.echo(
+                "procure serve: hr-sync is not scheduled: PROCURE_HR_EXPORT is not set (set it "
+                "to the HR export's path for the daily sync; procure run hr-sync FILE runs one)"
+            )
         typer.echo(
             f"procure serve: serving {len(DEPLOYMENTS)} deployments, schedules in {timezone}; "
             "Ctrl-C stops"

@@ -56,7 +56,7 @@ def test_serve_starts_a_server_serves_every_deployment_and_runs_a_decision_from_
     routes = tmp_path / "apprise.yml"
     routes.write_text(sink.routes(), encoding="utf-8")
     # No PROCURE_BASE_URL (links follow --web-port), no PREFECT_RUNNER_POLL_FREQUENCY (serve
-    # polls every second).
+    # polls every second), no PROCURE_HR_EXPORT (hr-sync unscheduled, and said so).
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp_path),
@@ -114,6 +114,10 @@ def test_serve_starts_a_server_serves_every_deployment_and_runs_a_decision_from_
         }
         assert schedules["sla-watchdog"] == ["*/15 * * * *"]
         assert schedules["hr-sync"] == []  # no PROCURE_HR_EXPORT: run by hand
+        assert (
+            "procure serve: hr-sync is not scheduled: PROCURE_HR_EXPORT is not set"
+            in (tmp_path / "serve.log").read_text()
+        )
         # A second serve on this one's --port is refused before it starts anything: it would
         # serve (and, stopped, pause) this server's deployments.
         other_web = free_port()
