@@ -75,6 +75,13 @@ class Calendar(BaseModel):
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
+    @property
+    def workday_hours(self) -> float:
+        """The working hours of one working day (from start to end)."""
+        return (
+            datetime.combine(date.min, self.end) - datetime.combine(date.min, self.start)
+        ).total_seconds() / 3600
+
     def today(self, now: datetime) -> date:
         """The date at the organisation's location at the instant `now`."""
         return now.astimezone(self.zone).date()

@@ -1,4 +1,6 @@
-"""The weekly digest: for each team, what waits for it and what is late."""
+"""The weekly digest: for each team, what waits for it and what is late (its decisions past their
+deadline, the stages escalated to it past theirs, purchasing's requests past their order-by
+date)."""
 
 from __future__ import annotations
 
@@ -16,15 +18,18 @@ from models.org import Role
 from models.outbox import Notice, team
 from models.pipeline import PipelineSpec
 from models.requests import Request, RequestKind, Stage, format_ref
+from models.rules import escalation_role
 from models.views import pending
 
 LIMIT = 20  # items listed per section; the counts cover all
 
 
 def open_parts(session: Session, now: datetime) -> list[dict[str, Any]]:
-    """Every open stage of a request in review with a part still to decide, and the roles
-    deciding those parts (as the inbox has them, from views.pending: the roles of the open parts
-    and the role any of them went to), oldest deadline first."""
+    """Every open stage of a request in review with a part still to decide, oldest deadline
+    first: the roles deciding those parts (as the inbox has them, from views.pending: the roles
+    of the open parts and the role any of them went to), who may decide them now, the stage's
+    escalation role and, past its deadline, by how many working hours of the request's
+    calendar (SLAs count those)."""
     requests = session.exec(
         select(Request)
         .where(
@@ -37,10 +42,15 @@ def open_parts(session: Session, now: datetime) -> list[dict[str, Any]]:
     for request in requests:
         stages = stages_of(session, request)
         by_key = {s.key: s for s in stages}
-        today = spec_for(session, request).calendar.today(now)
+        calendar = spec_for(session, request).calendar
+        today = calendar.today(now)
         for part in pending(session, request, stages, decisions_of(session, request), today):
             roles = {*part["roles"], *(e["to"] for e in part["escalated"])}
-            due_at = by_key[part["stage"]].due_at
+            stage = by_key[part["stage"]]
+            due_at = stage.due_at
+            hours = None  # past the deadline: working hours since
+            if due_at is not None and due_at < now:
+                hours = calendar.business_hours_between(due_at, now)
             out.append(
                 {
                     "id": request.ref,
@@ -48,6 +58,14 @@ def open_parts(session: Session, now: datetime) -> list[dict[str, Any]]:
                     "name": part["name"],
                     "due_at": due_at,
                     "roles": roles,
+                    # Who still has to decide: the open parts' roles, and the people who may.
+                    "waiting_on": list(dict.fromkeys(part["roles"])),
+                    "approvers": part["approvers"],
+                    "escalate_to": escalation_role(stage),
+                    "late_hours": None if hours is None else int(hours),
+                    "late_workdays": None
+                    if hours is None
+                    else int(hours // calendar.workday_hours),
                 }
             )
     out.sort(key=lambda p: (p["due_at"] is None, p["due_at"] or now, p["id"]))
@@ -69,6 +87,29 @@ def _waiting(role: str, parts: list[dict[str, Any]], now: datetime) -> dict[str,
                 "name": p["name"],  # as the other notices name it: "Finance approval"
                 "due_at": p["due_at"],
                 "overdue": p in overdue,
+            }
+            for p in mine[:LIMIT]
+        ],
+    }
+
+
+def _late(role: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Open stages past their deadline whose escalation role is this team (the SLA watchdog
+    escalated them to it, sla.sweep): how many, the longest overdue first, each with by how much
+    and who still has to decide."""
+    mine = [p for p in parts if p["late_hours"] is not None and p["escalate_to"] == role]
+    return {
+        "count": len(mine),
+        "items": [
+            {
+                "id": p["id"],
+                "stage": p["stage"],
+                "name": p["name"],
+                "due_at": p["due_at"],
+                "late_hours": p["late_hours"],
+                "late_workdays": p["late_workdays"],
+                "waiting_on": p["waiting_on"],
+                "approvers": p["approvers"],
             }
             for p in mine[:LIMIT]
         ],
@@ -127,6 +168,11 @@ def team_digest(
     if parts is None:
         parts = open_parts(session, now)
     sections: dict[str, Any] = {"waiting_for_you": _waiting(role, parts, now)}
+    late = _late(role, parts)
+    # A team some stage escalates to hears what is late each week, nothing as well; another
+    # (IT, say) only when a request's own pipeline escalated a stage to it.
+    if late["count"] or role in {escalation_role(s) for s in spec.stages if s.sla_hours}:
+        sections["escalated_late"] = late
     if role == Role.PURCHASING:
         sections["to_order"] = _requests(session, RequestStatus.APPROVED)
         sections["past_order_by"] = _requests(

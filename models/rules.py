@@ -15,14 +15,16 @@ from models.audit import AuditEvent
 from models.db import by_id
 from models.lifecycle import StageStatus
 from models.org import BUDGET_OWNER, ROLES_OF, CostCentre, Delegation, Person, PersonRole, Role
+from models.pipeline import StageSpec
 from models.reference import shared
 from models.requests import Decision, Request, Stage, StageMode
 
 ANY_SLOT = "any"
 
 
-def escalation_role(stage: Stage) -> str:
-    """Whom a stage escalates to: its `escalate_to`, management by default."""
+def escalation_role(stage: Stage | StageSpec) -> str:
+    """Whom a stage (or a pipeline's stage as written) escalates to: its `escalate_to`,
+    management by default."""
     return stage.escalate_to or Role.MANAGEMENT.value
 
 

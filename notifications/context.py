@@ -9,7 +9,7 @@ The context of every event has the same top-level names (templates never guess):
   sourcing, tco, delivery, ledger, budget, terms, ...) or None
 - `stage`: the request's stage the notification is about (from `request.stages`) or None
 - `asset`: the device as `procure asset show --json` prints it, or None
-- `people`: {email: name} for everyone the request mentions (the `who` filter uses it)
+- `people`: {email: name} for everyone the request or the notice mentions (the `who` filter uses it)
 - `links`: URLs for the reader: `request` (read the request), `inbox`, for an approver
   `page`, `approve`, `reject`, `send_back` (each opens the approval page; only its POST decides),
   and for a person handed devices `receipt` (the page where they confirm they received them)
@@ -219,6 +219,9 @@ class ContextBuilder:
         for key in ("by", "on_behalf_of", "holder"):
             mentioned.add(notice.get(key))
         mentioned |= set(notice.get("approvers") or [])
+        for section in (notice.get("sections") or {}).values():  # a digest's, by name
+            for item in section.get("items", []) if isinstance(section, dict) else []:
+                mentioned |= set(item.get("approvers") or []) if isinstance(item, dict) else set()
         if reader is not None:
             links["inbox"] = self.links.inbox(reader)
         return {

@@ -312,6 +312,9 @@ def populate(engine: Engine, now: datetime = NOW) -> None:
             now=now + timedelta(days=40),
         )
         digest.send_digests(session, spec=spec, now=now)
+        # A week later the joint review waiting above is past its deadline: the digest of
+        # management, to whom it is escalated, lists it (with who still has to decide).
+        digest.send_digests(session, spec=spec, now=now + timedelta(days=7))
         outbox.queue(
             session,
             Notice(
@@ -347,8 +350,11 @@ def sample_database() -> Iterator[Engine]:
 
 def sample_variant(row: Notification) -> tuple[str, bool, bool]:
     """What a template renders differently: a person's copy or a team's (each built from its
-    own notice), whether it tells of a part nobody may decide (no_approver's other case), and
-    whether it lists several devices (a rollout's, a lifecycle alert's) or names one."""
+    own notice; a digest's sections differ from team to team: each team's is its own), whether
+    it tells of a part nobody may decide (no_approver's other case), and whether it lists
+    several devices (a rollout's, a lifecycle alert's) or names one."""
+    if row.event == "digest":
+        return row.audience, False, False
     context = row.context if isinstance(row.context, dict) else {}
     escalation = context.get("escalation")
     stuck = isinstance(escalation, dict) and bool(escalation.get("nobody"))

@@ -470,6 +470,14 @@ def test_the_delivery_slip_check_and_the_digest_tell_each_team_once(
         n for n in _notifications(flow_db, None) if n.event == "digest" and n.audience == "team:it"
     ]
     assert digests[0].context["sections"]["waiting_for_you"]["count"] == 1
+    # Its joint review was due Thursday 26 Nov, 17:00: late, escalated to management.
+    (management,) = [n for n in _notifications(flow_db, None) if n.audience == "team:management"]
+    (late,) = management.context["sections"]["escalated_late"]["items"]
+    assert (late["id"], late["stage"], late["waiting_on"]) == (
+        ref,
+        "joint_review",
+        ["it", "purchasing"],
+    )
 
 
 def _notifications(engine: Engine, ref: str | None) -> list[Notification]:

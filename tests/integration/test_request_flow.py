@@ -6,12 +6,13 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from models import actions, audit, digest, pipeline, views
+from models import actions, audit, digest, pipeline, sla, views
 from models.assets import Asset, Assignment, SerialIn
 from models.audit import AuditEvent
 from models.db import transaction
@@ -804,15 +805,16 @@ def hr_withdraws(engine: Engine, now: datetime = NOW, **fields: Any) -> Any:
         return hr.apply(session, rows=[row], now=now, spec=pipeline.active(session)[1])
 
 
-def told_it(engine: Engine, event: str) -> str:
-    """The plain text of IT's latest notice of `event`, rendered as it is sent."""
+def told_it(engine: Engine, event: str, audience: str = "team:it") -> str:
+    """The plain text of IT's (or `audience`'s) latest notice of `event`, rendered as it is
+    sent."""
     from notifications.context import ContextBuilder, Links
     from notifications.render import Renderer
 
     with transaction(engine, readonly=True) as session:
         row = session.exec(
             select(Notification)
-            .where(Notification.event == event, Notification.audience == "team:it")
+            .where(Notification.event == event, Notification.audience == audience)
             .order_by(col(Notification.id).desc())
         ).first()
         assert row is not None
@@ -1157,3 +1159,91 @@ def test_a_team_s_digest_waits_only_for_the_parts_it_still_has_to_decide(engine:
     assert waiting["team:it"] == [it_open, untouched] == inbox[IVAN]
     assert waiting["team:purchasing"] == [purchasing_open, untouched] == inbox[PAUL]
     assert waiting["team:finance"] == []
+
+
+def digests_of(engine: Engine, week: str) -> dict[str, dict[str, Any]]:
+    """Each team's digest of a week: its sections, by audience."""
+    with transaction(engine, readonly=True) as session:
+        return {
+            n.audience: n.context["sections"]
+            for n in session.exec(select(Notification).where(Notification.event == "digest"))
+            if n.context["week"] == week
+        }
+
+
+def send_digests(engine: Engine, at: datetime) -> list[str]:
+    with transaction(engine) as session:
+        _, spec = pipeline.active(session)
+        return digest.send_digests(session, spec=spec, now=at)
+
+
+def test_a_team_s_digest_lists_the_late_stages_escalated_to_it(engine: Engine) -> None:
+    """Past their SLA the SLA watchdog escalates a joint review to management and a budget
+    owner's approval to finance (the pipeline's escalate_to). Each team's weekly digest lists
+    what was escalated to it and is still open: the request, the stage, how late, and who still
+    has to decide; once a week, and no longer once decided."""
+    berlin = ZoneInfo("Europe/Berlin")
+    tuesday = datetime(2026, 12, 1, 9, 0, tzinfo=berlin)  # both stages due Wed 2 Dec, 16:00
+    review = submit(engine, tuesday, justification="Digest: waits for its joint review.")
+    owner = submit(engine, tuesday, justification="Digest: waits for its budget owner.")
+    decide(engine, owner, IDA, now=tuesday)
+    decide(engine, owner, PAUL, now=tuesday)
+    escalated = datetime(2026, 12, 8, 16, 0, tzinfo=berlin)
+    with transaction(engine) as session:
+        swept = sla.sweep(
+            session, stage_ids=sla.watched_stages(session, now=escalated), now=escalated
+        )
+    assert swept.escalations == 2
+    monday = datetime(2026, 12, 14, 7, 0, tzinfo=berlin)  # 7 working days of 9 hours since
+    assert set(send_digests(engine, monday)) == {"it", "purchasing", "hr", "finance", "management"}
+    sections = digests_of(engine, "2026-W51")
+    late = {team: s["escalated_late"] for team, s in sections.items() if "escalated_late" in s}
+    # Management and finance are the default pipeline's escalation roles; IT, purchasing and HR
+    # have nothing escalated to them and no such section.
+    assert set(late) == {"team:management", "team:finance"}
+    assert late["team:management"] == {
+        "count": 1,
+        "items": [
+            {
+                "id": review,
+                "stage": "joint_review",
+                "name": "Joint review (IT and purchasing)",
+                "due_at": "2026-12-02T15:00:00+00:00",
+                "late_hours": 64,
+                "late_workdays": 7,
+                "waiting_on": ["it", "purchasing"],
+                "approvers": sorted([IDA, IVAN, PAUL, PETRA]),
+            }
+        ],
+    }
+    ((finance,),) = [late["team:finance"]["items"]]
+    assert (finance["id"], finance["stage"], finance["late_workdays"]) == (owner, "budget_owner", 7)
+    assert (finance["waiting_on"], finance["approvers"]) == (["budget_owner"], [BOB])
+    # The joint review still waits for IT and purchasing, overdue: their own section says so.
+    assert sections["team:it"]["waiting_for_you"]["overdue"] == 1
+    text = told_it(engine, "digest", "team:management")
+    assert (
+        "Your week 2026-W51 (management): 0 decisions waiting, 1 late stage escalated to you"
+        in text
+    )
+    assert (
+        "Past their deadline, escalated to you: 1\n"
+        f"  {review} · Joint review (IT and purchasing) · due Wed 2 Dec 2026, 16:00 CET, "
+        "7 working days late · waiting for IT, purchasing: Ida Infrastructure, Ivan Install, "
+        "Paul Purchasing, Petra Price\n"
+    ) in text
+    assert f"  {owner} · Budget owner approval · " in told_it(engine, "digest", "team:finance")
+    assert "escalated to you" not in told_it(engine, "digest", "team:it")
+    # Once a week: the same week again queues nothing.
+    before = row_counts(engine)
+    assert send_digests(engine, monday + timedelta(days=4)) == []
+    assert row_counts(engine) == before
+    # Decided, a stage is no longer late for anyone: next week's digests have nothing escalated.
+    decide(engine, review, IDA, now=monday + timedelta(days=1))
+    decide(engine, review, PAUL, now=monday + timedelta(days=1))
+    decide(engine, review, BOB, now=monday + timedelta(days=1))  # its next stage, in time
+    decide(engine, owner, BOB, now=monday + timedelta(days=1))
+    send_digests(engine, monday + timedelta(days=7))
+    after = digests_of(engine, "2026-W52")
+    assert after["team:management"]["escalated_late"] == {"count": 0, "items": []}
+    assert after["team:finance"]["escalated_late"] == {"count": 0, "items": []}

@@ -1151,6 +1151,45 @@ def test_the_digest_names_stages_as_the_other_notices_do(
     assert "\n\nThis is the " in message.text
 
 
+def test_the_digest_lists_the_late_stages_escalated_to_the_team(
+    session: Session, renderer: Renderer
+) -> None:
+    """A week after the sample's joint review was due, management's digest lists it (and the
+    check renders every team's digest: their sections differ)."""
+    copies = {row.audience for row in sample_copies(session)["digest"]}
+    assert copies == {f"team:{t}" for t in ("it", "purchasing", "hr", "finance", "management")}
+    row = sample_rows(session, "management")["digest"]
+    context = copy.deepcopy(builder(session).build(row))
+    message = renderer.render("digest", context)
+    assert message.subject.endswith(", 3 late stages escalated to you"), message.subject
+    late = re.findall(
+        r"^  (PR-\d+) · (.+) · due (.+), (.+ late) · waiting for (.+)$", message.text, re.M
+    )
+    assert late[0][1:] == (
+        "Joint review (IT and purchasing)",
+        "Thu 26 Nov 2026, 17:00 CET",
+        "3 working days late",
+        "IT, purchasing: Ida Infrastructure, Ivan Install, Paul Purchasing, Petra Price",
+    ), message.text
+    assert late[-1][1:] == (
+        "Finance approval",
+        "Fri 27 Nov 2026, 16:00 CET",
+        "2 working days late",
+        "finance: nobody may decide it",
+    ), message.text
+    assert "Past their deadline, escalated to you: 3</h2>" in message.html
+    assert (
+        '3 working days late</strong> &middot; waiting for IT, purchasing: <span dir="auto"><bdi>Ida Infrastructure</bdi></span>'
+        in message.html
+    )
+    # Less than a working day late says the hours; past the day's end, less than one hour.
+    item = context["notice"]["sections"]["escalated_late"]["items"][0]
+    item.update(late_workdays=0, late_hours=1)
+    assert "17:00 CET, 1 working hour late · " in renderer.render("digest", context).text
+    item.update(late_workdays=0, late_hours=0)
+    assert "17:00 CET, less than a working hour late · " in renderer.render("digest", context).text
+
+
 def test_the_undeliverable_notice_leaves_a_blank_line_after_the_error(
     session: Session, renderer: Renderer
 ) -> None:
