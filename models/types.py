@@ -49,6 +49,25 @@ def label(value: Any) -> str:
     return " ".join(_CAPITALS.get(w, w) for w in str(value).replace("_", " ").split(" "))
 
 
+def sentence(value: Any) -> str:
+    """A text at the start of a sentence: its first letter a capital, the others as they are
+    ('DaaS contract' stays so, 'lease' -> 'Lease'), where Jinja's `capitalize` lowers them
+    ('Daas contract')."""
+    text = str(value)
+    return text[:1].upper() + text[1:]
+
+
+# What ends for a device that is not its warranty: its lease, or its DaaS contract (a "DaaS"
+# alone reads as the service, not the contract that ends).
+_ENDINGS = {"daas": "DaaS contract"}
+
+
+def ending(what: Any) -> str:
+    """What ends for a device (models.watch: 'warranty', 'lease' or 'daas'), as a noun in a
+    sentence: 'warranty', 'lease', 'DaaS contract'."""
+    return _ENDINGS.get(str(what), label(what))
+
+
 def money(value: Any) -> Decimal:
     """Return value as a Decimal quantized to cents (ROUND_HALF_UP); floats are refused."""
     if isinstance(value, bool | float):

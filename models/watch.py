@@ -25,6 +25,7 @@ from models.org import CostCentre, Person, Role
 from models.outbox import Notice, person, team
 from models.pipeline import PipelineSpec
 from models.requests import Request, RequestCreate, RequestKind, RequestLine
+from models.types import ending
 
 THRESHOLDS = (
     90,
@@ -137,7 +138,7 @@ def lifecycle_watch(
             actions.request_return(
                 session,
                 serial=asset.serial or "",
-                reason=f"the {what} ends on {end}",
+                reason=f"the {ending(what)} ends on {end}",
                 now=now,
                 # A group's alert already tells IT its devices are asked back.
                 tell_it=len(group.devices) == 1,
@@ -321,7 +322,8 @@ def _line(sku: str, quantity: int, sourced: tuple[str, int | None]) -> dict[str,
 def _naming(group: _Group, devices: list[Asset]) -> str:
     """A group refresh's justification: what ends when, and the devices (as many as fit)."""
     head = (
-        f"The {group.ends} of {len(devices)} devices of {group.request.ref} ends on {group.end}: "
+        f"The {ending(group.ends)} of {len(devices)} devices of {group.request.ref} ends on "
+        f"{group.end}: "
     )
     names = [f"{a.serial} ({a.sku})" for a in devices]
     text = head + ", ".join(names) + "."
@@ -354,7 +356,7 @@ def _draft_refresh(
             "on_behalf_of": holder.email,
             "cost_centre": centre.code,
             "needed_by": end.isoformat(),
-            "justification": f"The {what} of {asset.serial} ({asset.sku}) ends on {end}.",
+            "justification": f"The {ending(what)} of {asset.serial} ({asset.sku}) ends on {end}.",
             "lines": [_line(item.sku, 1, _sourced_as(session, asset))],
         }
     )

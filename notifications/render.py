@@ -44,7 +44,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
 from models.errors import InputError, Problem
-from models.types import label
+from models.types import ending, label, sentence
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PARTS = ("subject", "text", "html", "slack")
@@ -204,6 +204,8 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "when": when,
     "who": who,
     "label": label,
+    "sentence": sentence,
+    "ending": ending,
     "plural": plural,
 }
 # The HTML part's and the web pages' filters: the same, with names isolated.

@@ -3,6 +3,7 @@ and refreshed as one group, whichever batches the watch meets them in (SQLite an
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -455,3 +456,57 @@ def test_a_bought_group_is_still_renewed_by_buying(engine: Engine) -> None:
     (draft,) = run_watch(engine, AT_60).drafts
     (line,) = show(engine, draft, AT_60)["lines"]
     assert (line["ownership"], line["term_months"], line["quantity"]) == ("bought", None, 3)
+
+
+def rendered(engine: Engine, event: str, audience: str) -> tuple[str, str, str]:
+    """The subject, text and HTML of the latest `event` to `audience`, rendered as it is sent."""
+    from notifications.context import ContextBuilder, Links
+    from notifications.render import Renderer
+
+    with transaction(engine, readonly=True) as session:
+        row = session.exec(
+            select(Notification)
+            .where(Notification.event == event, Notification.audience == audience)
+            .order_by(col(Notification.id).desc())
+        ).first()
+        assert row is not None, (event, audience)
+        links = Links("https://procure.example.com", b"k" * 32, AT_30)
+        message = Renderer().render(event, ContextBuilder(session, links).build(row))
+    return message.subject, message.text, message.html
+
+
+@pytest.mark.parametrize(
+    ("ownership", "what"), [("daas", "DaaS contract"), ("leased", "lease")], ids=["daas", "lease"]
+)
+def test_the_notices_of_a_contract_s_end_name_it_as_people_write_it(
+    engine: Engine, ownership: str, what: str
+) -> None:
+    """'The DaaS contract of the 2 devices ...' (not 'The daas of', nor 'Daas of ...' in the
+    subject); a lease stays a lease. The alert, the holders' return notices, the refresh drafted
+    for the requester and its justification say it alike."""
+    ref, serials = rolled_out(engine, "CW", days=(0,) * 2, ownership=ownership)
+    result = run_watch(engine, AT_30)
+    assert sorted(result.returns) == serials and len(result.drafts) == 1
+    subject, text, html = rendered(engine, "lifecycle_alert", "team:it")
+    assert (
+        subject
+        == f"{what[0].upper()}{what[1:]} of 2 devices of {ref} ends Sun 25 Nov 2029 (in 26 days)"
+    )
+    assert f"The {what} of the 2 devices of {ref} listed below ends on Sun 25 Nov 2029." in text
+    assert f"The {what} of the 2 devices of {ref}" in html
+    _, text, _ = rendered(engine, "return_requested", f"person:{HOLDERS[0]}")
+    assert f'"the {what} ends on {END}"' in text, text
+    _, text, _ = rendered(engine, "draft_ready", f"person:{RITA}")
+    assert f"The {what} of 2 devices of {ref}, which you requested, ends on Sun 25 Nov 2029" in text
+    justification = show(engine, result.drafts[0], AT_30)["justification"]
+    assert justification.startswith(f"The {what} of 2 devices of {ref} ends on {END}: CW-01 ")
+    # Every notice of the request's life, from the joint review's (the line's sourcing: "DaaS,
+    # €33.50/month × 36" in HTML) to the return: "DaaS" as written, never "Daas" or "daas".
+    with transaction(engine, readonly=True) as session:
+        rows = {(r.event, r.audience) for r in session.exec(select(Notification)).all()}
+    everything = [rendered(engine, event, audience) for event, audience in sorted(rows)]
+    spelled = {w for m in everything for w in re.findall(r"(?i)daas", "".join(m))}
+    assert spelled == {"DaaS"}, spelled  # a lease's too: its buy / lease / DaaS comparison
+    review = rendered(engine, "review_needed", "team:purchasing")[2]
+    offer = {"daas": "DaaS, €33.50/month &times; 36", "leased": "Lease, €27.90/month &times; 36"}
+    assert offer[ownership] in review

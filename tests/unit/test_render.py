@@ -46,9 +46,11 @@ from notifications.render import (
     Renderer,
     RenderError,
     day,
+    ending,
     label,
     money,
     plural,
+    sentence,
     than,
 )
 from notifications.samples import (
@@ -842,6 +844,24 @@ def test_label() -> None:
     assert label("send_back") == "send back"
     assert label("approve") == "approve"
     assert label(None) == "—"
+
+
+def test_an_ownership_kind_keeps_its_capitals_at_the_start_of_a_sentence() -> None:
+    """'DaaS' and 'IT' keep their capitals where a sentence starts with them (Jinja's
+    capitalize made 'Daas'); what ends for a device reads 'DaaS contract', 'lease', 'warranty'."""
+    assert [label(k) for k in ("daas", "lease", "leased")] == ["DaaS", "lease", "leased"]
+    assert [sentence(label(k)) for k in ("daas", "lease", "it_review")] == [
+        "DaaS",
+        "Lease",
+        "IT review",
+    ]
+    assert [ending(k) for k in ("daas", "lease", "warranty")] == [
+        "DaaS contract",
+        "lease",
+        "warranty",
+    ]
+    assert [sentence(ending(k)) for k in ("daas", "lease")] == ["DaaS contract", "Lease"]
+    assert sentence("") == ""
 
 
 @pytest.mark.parametrize(
