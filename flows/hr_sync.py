@@ -8,6 +8,7 @@ from typing import Any
 
 from prefect import flow
 
+from models.types import plural
 from tasks.artifacts import publish_table, start_progress, update_progress
 from tasks.batching import BatchSize, as_is, chunks
 from tasks.watch import hr_batch, read_hr_export
@@ -41,9 +42,11 @@ async def hr_sync(export: str, batch_size: BatchSize = 200) -> dict[str, Any]:
         + [{"asked back": serial} for serial in totals["returns"]]
         + [{"left": email} for email in totals["deactivated"]]
         + [{"leave withdrawn": email} for email in totals["withdrawn"]],
-        f"{len(totals['joiners'])} joiners, {len(totals['moved'])} start dates moved, "
-        f"{len(totals['leavers'])} leavers to ask later, {len(totals['returns'])} devices asked "
-        f"back, {len(totals['withdrawn'])} leaves withdrawn",
+        f"{plural(len(totals['joiners']), 'joiner')}, "
+        f"{plural(len(totals['moved']), 'start date')} moved, "
+        f"{plural(len(totals['leavers']), 'leaver')} to ask later, "
+        f"{plural(len(totals['returns']), 'device')} asked back, "
+        f"{plural(len(totals['withdrawn']), 'leave')} withdrawn",
     )
     return totals
 

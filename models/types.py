@@ -49,6 +49,13 @@ def label(value: Any) -> str:
     return " ".join(_CAPITALS.get(w, w) for w in str(value).replace("_", " ").split(" "))
 
 
+def plural(count: Any, one: str, many: str | None = None) -> str:
+    """'1 device', '3 devices', '2 leaves' (plural(2, "leave")): a count and its noun, in
+    messages and logs."""
+    n = int(count)
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
 def sentence(value: Any) -> str:
     """A text at the start of a sentence: its first letter a capital, the others as they are
     ('DaaS contract' stays so, 'lease' -> 'Lease'), where Jinja's `capitalize` lowers them

@@ -44,7 +44,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
 from models.errors import InputError, Problem
-from models.types import ending, label, sentence
+from models.types import ending, label, plural, sentence
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PARTS = ("subject", "text", "html", "slack")
@@ -180,12 +180,6 @@ def who_html(ctx: Any, email: Any) -> Markup:
     """who(), isolated for HTML: a name in Arabic or Hebrew inside an English sentence must not
     reorder the words and numbers around it (<bdi>, bidirectional isolation; escaped inside)."""
     return Markup("<bdi>{}</bdi>").format(who(ctx, email))
-
-
-def plural(count: Any, one: str, many: str | None = None) -> str:
-    """'1 device', '3 devices'."""
-    n = int(count)
-    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 def than(difference: Any, currency: str = "EUR") -> str:

@@ -31,6 +31,7 @@ from models.errors import (
 )
 from models.lifecycle import AssetStatus, RequestStatus
 from models.requests import Draft, read_request_file
+from models.types import plural
 from models.views import request_detail
 from tasks.db import read, write
 
@@ -216,11 +217,11 @@ def place_orders(requests: list[str]) -> list[dict[str, Any]]:
         for po in result["purchase_orders"]:
             units = sum(line["quantity"] for line in po["lines"])
             log.info(
-                "%s ordered: %s from %s, %s units, %s %s",
+                "%s ordered: %s from %s, %s, %s %s",
                 ref,
                 po["number"],
                 po["supplier"],
-                units,
+                plural(units, "unit"),
                 po["total"],
                 po["currency"],
             )
@@ -294,7 +295,12 @@ def roll_out(
                 done.append({"id": request, "assigned": 0, "status": str(current.status)})
                 continue
             progress = actions.roll_out(session, ref=request, assignments=mine, now=now())
-        log.info("%s: %s devices handed out, %s to go", request, progress.done, progress.remaining)
+        log.info(
+            "%s: %s handed out, %s to go",
+            request,
+            plural(progress.done, "device"),
+            progress.remaining,
+        )
         done.append({"id": request, "assigned": progress.done, "status": str(progress.status)})
     return done
 

@@ -8,6 +8,7 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from models import digest, hr, pipeline, sla, watch
+from models.types import plural
 from tasks.db import read, write
 from tasks.requests import RETRIES, now, retry_unless_refused
 
@@ -25,10 +26,10 @@ def sla_sweep(stage_ids: list[int]) -> dict[str, int]:
         result = sla.sweep(session, stage_ids=stage_ids, now=now())
     if result.reminders or result.escalations:
         get_run_logger().info(
-            "%s stages checked: %s reminders, %s escalations",
-            result.checked,
-            result.reminders,
-            result.escalations,
+            "%s checked: %s, %s",
+            plural(result.checked, "stage"),
+            plural(result.reminders, "reminder"),
+            plural(result.escalations, "escalation"),
         )
     return {
         "checked": result.checked,
@@ -138,9 +139,16 @@ def hr_batch(rows: list[hr.HrRow]) -> dict[str, Any]:
     for ref in result.moved:
         log.info("%s: the joiner's start date moved (the request keeps its date)", ref)
     if result.leavers:
-        log.info("%s leavers recorded: their devices are asked back later", len(result.leavers))
+        log.info(
+            "%s recorded: their devices are asked back later",
+            plural(len(result.leavers), "leaver"),
+        )
     if result.returns:
-        log.info("%s devices asked back from leavers", len(result.returns))
+        log.info(
+            "%s asked back: %s",
+            plural(len(result.returns), "device"),
+            "its holder leaves" if len(result.returns) == 1 else "their holders leave",
+        )
     for email in result.withdrawn:
         log.info("%s: leave withdrawn, no longer leaving", email)
     return {

@@ -330,7 +330,9 @@ def test_the_sla_watchdog_reminds_at_half_the_sla_then_escalates_once_each(
     monkeypatch.setenv("PROCURE_NOW", "2026-11-26T08:30:00+01:00")  # Thursday 08:30: not yet
     assert run(sla_watchdog())["reminders"] == 0
     monkeypatch.setenv("PROCURE_NOW", "2026-11-26T09:00:00+01:00")
+    started = datetime.now(UTC)
     assert run(sla_watchdog())["reminders"] == 1
+    assert "1 stage checked: 1 reminder, 0 escalations" in logged(started)
     assert run(sla_watchdog())["reminders"] == 0  # never twice for one deadline
     monkeypatch.setenv("PROCURE_NOW", "2026-11-27T09:00:00+01:00")
     assert run(sla_watchdog())["escalations"] == 1
@@ -394,6 +396,7 @@ def test_hr_sync_onboards_joiners_with_their_kit_and_takes_devices_back_from_lea
         {NINA},Nina Newhire,Engineering,,,,,{TODAY + timedelta(days=10)}
         """,
     )
+    started = datetime.now(UTC)
     result = run(hr_sync(export, batch_size=1))
     (joiner,) = result["joiners"]
     detail = show(flow_db, joiner)
@@ -405,6 +408,12 @@ def test_hr_sync_onboards_joiners_with_their_kit_and_takes_devices_back_from_lea
         "MON-27",
     ]
     assert result["returns"] == ["N-1"]
+    # Counts agree with their nouns, in the log and in the artifact.
+    assert "1 device asked back: its holder leaves" in logged(started)
+    assert artifact("hr-sync").description == (
+        "1 joiner, 0 start dates moved, 0 leavers to ask later, 1 device asked back, "
+        "0 leaves withdrawn"
+    )
     again = run(hr_sync(export))
     assert again["joiners"] == [] and again["returns"] == [] and again["unchanged"] == 2
 
@@ -428,8 +437,10 @@ def test_a_leaver_named_once_months_ahead_is_asked_by_the_lifecycle_watch_when_d
         {NINA},Nina Newhire,Engineering,,,,,2027-03-12
         """,
     )
+    started = datetime.now(UTC)
     synced = run(hr_sync(export))
     assert (synced["leavers"], synced["returns"]) == ([NINA], [])
+    assert "1 leaver recorded: their devices are asked back later" in logged(started)
     assert "leaves (devices asked back later)" in str(artifact("hr-sync").data)
     assert count(flow_db, Notification, Notification.event == "leaver_announced") == 1
     assert run(lifecycle_watch())["leaver_returns"] == []
