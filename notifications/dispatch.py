@@ -78,6 +78,16 @@ class DispatchReport:
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def summary(self) -> str:
+        """The run in one line, as `procure notify send` prints it and the dispatch flow logs it:
+        every row claimed was sent, is to be retried, given up or dropped."""
+        return (
+            f"{self.claimed} due: {self.sent} sent, {self.retried} to retry, "
+            f"{self.dead} given up, {self.dropped} dropped (decided before they went) "
+            f"({self.deliveries} deliveries)"
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "claimed": self.claimed,

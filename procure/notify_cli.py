@@ -302,11 +302,7 @@ def send(
     if json_:
         _cli().emit(report.as_dict())
     else:
-        typer.echo(
-            f"{report.claimed} due: {report.sent} sent, {report.retried} to retry, "
-            f"{report.dead} given up, {report.dropped} dropped (decided before they went) "
-            f"({report.deliveries} deliveries)"
-        )
+        typer.echo(report.summary)
         for line in report.failures[:50]:
             typer.echo(f"  {line}")
         for warning in report.warnings[:20]:

@@ -46,11 +46,5 @@ def send_notifications(requests: list[str] | None = None) -> dict[str, Any]:
     for line in report.warnings[:20]:
         log.warning(line)
     if report.claimed:
-        log.info(
-            "%s due: %s sent, %s to retry, %s given up",
-            report.claimed,
-            report.sent,
-            report.retried,
-            report.dead,
-        )
+        log.info("%s", report.summary)  # as `procure notify send` prints it: the counts add up
     return report.as_dict()

@@ -602,6 +602,39 @@ def test_the_dispatcher_flow_sends_the_requests_named_as_procure_writes_them(
     assert {n.status for n in _notifications(flow_db, other)} == {"pending"}
 
 
+def test_the_dispatcher_flow_logs_every_outcome_as_notify_send_prints_them(
+    flow_db: Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Ida approves before the dispatcher's minute: her, Ivan's and the IT team's requests for
+    that decision are dropped. The run's line counts them, so its numbers add up."""
+    from flows.dispatch_notifications import dispatch_notifications
+    from notifications.sink import MailSink
+
+    monkeypatch.setenv("PROCURE_HOME", str(tmp_path / "home"))
+    ref = submit(flow_db)
+    with transaction(flow_db) as session:
+        actions.decide(session, ref=ref, actor_email=IDA, outcome="approve", now=NOW)
+    with MailSink() as sink:
+        routes = write(
+            tmp_path / "apprise.yml",
+            f"""
+            urls:
+              - "{sink.url}":
+                  - tag: people, it, purchasing, hr
+            """,
+        )
+        monkeypatch.setenv("PROCURE_APPRISE_CONFIG", routes)
+        started = datetime.now(UTC)
+        report = run(dispatch_notifications())
+    assert report["dropped"] == 3 and report["failures"] == []
+    (line,) = [m for m in logged(started) if " due: " in m]
+    assert line == (
+        f"{report['claimed']} due: {report['sent']} sent, 0 to retry, 0 given up, "
+        f"3 dropped (decided before they went) ({report['deliveries']} deliveries)"
+    )
+    assert report["claimed"] == report["sent"] + 3 == len(_notifications(flow_db, ref))
+
+
 def test_a_refused_task_is_not_retried_but_a_failing_one_is() -> None:
     from prefect.states import Failed
 

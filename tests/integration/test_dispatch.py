@@ -136,6 +136,11 @@ def test_a_request_for_a_decision_made_before_it_went_is_dropped_not_sent(
         ("review_needed", "team:it"),
     }
     assert report.dropped == 3 and report.sent == report.claimed - 3 and not report.failures
+    # The line `procure notify send` prints and the dispatch flow logs names every outcome.
+    assert report.summary == (
+        f"{report.claimed} due: {report.sent} sent, 0 to retry, 0 given up, "
+        f"3 dropped (decided before they went) ({report.deliveries} deliveries)"
+    )
     assert not sink.to(IDA) and not sink.to(IVAN) and not sink.to("it-team@example.com")
     assert sink.to(PAUL) and sink.to("purchasing@example.com") and sink.to(RITA)
     for row in rows(engine):
