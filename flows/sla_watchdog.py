@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from models.types import plural
 from tasks.artifacts import publish_table
 from tasks.batching import BatchSize, chunks
 from tasks.watch import sla_sweep, stages_to_watch
@@ -11,13 +12,24 @@ from tasks.watch import sla_sweep, stages_to_watch
 
 @flow(name="sla-watchdog", flow_run_name="sla-watchdog")
 async def sla_watchdog(batch_size: BatchSize = 500) -> dict[str, int]:
-    """Check every open stage with an SLA, in batches; nobody hears twice about one deadline."""
+    """Check every open stage with an SLA, in batches; nobody hears twice about one deadline.
+    The `sla-watchdog` artifact lists each reminder and escalation: request, stage, deadline,
+    who was told, and the role it was escalated to."""
     totals = {"checked": 0, "reminders": 0, "escalations": 0}
+    told: list[dict[str, str]] = []
     for batch in chunks(stages_to_watch(), batch_size):
-        for key, value in sla_sweep(batch).items():
-            totals[key] += value
-    if totals["reminders"] or totals["escalations"]:
-        publish_table("sla-watchdog", [totals], "reminders and escalations of this run")
+        swept = sla_sweep(batch)
+        for key in totals:
+            totals[key] += swept[key]
+        told += swept["told"]
+    if told:
+        publish_table(
+            "sla-watchdog",
+            told,
+            f"{plural(totals['reminders'], 'reminder')} and "
+            f"{plural(totals['escalations'], 'escalation')} of this run "
+            f"({plural(totals['checked'], 'stage')} with an SLA checked)",
+        )
     return totals
 
 

@@ -10,7 +10,7 @@ about one deadline.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlmodel import Session, col, select
@@ -29,21 +29,53 @@ from models.outbox import Notice, team
 from models.pipeline import PipelineSpec
 from models.requests import Request, Stage
 from models.rules import Directory, escalation_role, open_slots
-from models.types import as_utc
+from models.types import as_utc, label, moment_text
 
 
 @dataclass
 class SweepResult:
-    """What one pass of the watch found and did."""
+    """What one pass of the watch found and did; `told`: one row per reminder or escalation
+    queued (told_row), for a purchaser to read which requests and stages were chased, and whom."""
 
     checked: int = 0
     reminders: int = 0
     escalations: int = 0
+    told: list[dict[str, str]] = field(default_factory=list)
 
     def add(self, other: SweepResult) -> None:
         self.checked += other.checked
         self.reminders += other.reminders
         self.escalations += other.escalations
+        self.told += other.told
+
+
+def told_row(
+    request: Request,
+    stage: Stage,
+    spec: PipelineSpec,
+    *,
+    what: str,
+    told: Sequence[str],
+    escalated_to: str = "",
+) -> dict[str, str]:
+    """One reminder or escalation as a row of a table: the request, the stage, what was sent,
+    the stage's deadline (in the organisation's time zone), who was told (people by address,
+    teams as 'IT team') and the role it was escalated to."""
+    assert stage.due_at is not None
+    return {
+        "request": request.ref,
+        "stage": stage.name,
+        "sent": what,
+        "due": moment_text(stage.due_at, spec.calendar.timezone),
+        "told": ", ".join(_audience(a) for a in told) or "nobody may decide it",
+        "escalated to": label(escalated_to) if escalated_to else "",
+    }
+
+
+def _audience(audience: str) -> str:
+    """'team:it' -> 'IT team', 'person:ida@example.com' (or an address) -> the address."""
+    kind, _, name = audience.rpartition(":")
+    return f"{label(name)} team" if kind == "team" else name
 
 
 def watched_stages(session: Session, *, now: datetime) -> list[int]:
@@ -86,26 +118,42 @@ def sweep(session: Session, *, stage_ids: Sequence[int], now: datetime) -> Sweep
             event = "reminder"
         else:
             continue
-        if _notify(session, request, stage, spec, event, now):
+        approvers = _notify(session, request, stage, spec, event, now)
+        if approvers is not None:
             if event == "reminder":
                 result.reminders += 1
+                result.told.append(told_row(request, stage, spec, what=event, told=approvers))
             else:
                 result.escalations += 1
-        elif event == "escalation" and _nobody_again(session, request, stage, spec, now):
-            result.reminders += 1
+                result.told.append(
+                    told_row(
+                        request,
+                        stage,
+                        spec,
+                        what="escalation (the approvers told it is overdue)",
+                        told=approvers,
+                        escalated_to=escalation_role(stage),
+                    )
+                )
+        elif event == "escalation":
+            teams = _nobody_again(session, request, stage, spec, now)
+            if teams:
+                result.reminders += 1
+                what = "reminder: nobody may decide it"
+                result.told.append(told_row(request, stage, spec, what=what, told=teams))
     return result
 
 
 def _nobody_again(
     session: Session, request: Request, stage: Stage, spec: PipelineSpec, now: datetime
-) -> bool:
+) -> list[str]:
     """Past its deadline, remind the teams of a part that nobody may decide (nor its escalation
     role) once per further SLA period: it waits for the roles to change, and nobody else is asked.
-    Whether a reminder was queued (the audit trail recorded the fact once, when it arose)."""
+    The teams a reminder was queued for (the audit trail recorded the fact once, when it arose)."""
     assert stage.due_at is not None and stage.sla_hours and request.id is not None
     period = int(spec.calendar.business_hours_between(stage.due_at, now) // stage.sla_hours)
     if period < 1:
-        return False
+        return []
     stages = stages_of(session, request)
     directory = Directory(session, request, spec.calendar.today(now))
     notices, _, _ = approval_notices(
@@ -119,15 +167,15 @@ def _nobody_again(
         key_suffix=f"/{as_utc(stage.due_at).isoformat()}/{period}",
     )
     nobody = [n for n in notices if n.event == "no_approver" and n.key.endswith("/nobody")]
-    return any(
-        row is not None for row in outbox.queue_many(session, nobody, request_id=request.id, at=now)
-    )
+    rows = outbox.queue_many(session, nobody, request_id=request.id, at=now)
+    return [n.audience for n, row in zip(nobody, rows, strict=True) if row is not None]
 
 
 def _notify(
     session: Session, request: Request, stage: Stage, spec: PipelineSpec, event: str, now: datetime
-) -> bool:
-    """Queue the reminder or escalation for this deadline unless it is queued already."""
+) -> list[str] | None:
+    """Queue the reminder or escalation for this deadline unless it is queued already: the
+    approvers it went to (None: queued before)."""
     assert stage.due_at is not None and request.id is not None
     deadline = as_utc(stage.due_at).isoformat()
     stages = stages_of(session, request)
@@ -170,7 +218,7 @@ def _notify(
     rows = outbox.queue_many(session, notices, request_id=request.id, at=now)
     queued = [row for row in rows if row is not None]
     if not queued:
-        return False
+        return None
     if event == "escalation":
         record_escalation(
             session,
@@ -182,7 +230,7 @@ def _notify(
             reason="its deadline passed without a decision",
             at=now,
         )
-        return True
+        return approvers
     audit.append(
         session,
         actor=SYSTEM,
@@ -193,4 +241,4 @@ def _notify(
         details={"due_at": stage.due_at, "approvers": approvers, "escalated_to": None},
         at=now,
     )
-    return True
+    return approvers

@@ -20,8 +20,9 @@ def stages_to_watch() -> list[int]:
 
 
 @task(name="sla-sweep", **RETRIES)
-def sla_sweep(stage_ids: list[int]) -> dict[str, int]:
-    """Remind and escalate for one batch of stages (never twice for one deadline)."""
+def sla_sweep(stage_ids: list[int]) -> dict[str, Any]:
+    """Remind and escalate for one batch of stages (never twice for one deadline): the counts,
+    and `told`: a row per reminder or escalation queued (sla.told_row)."""
     with write() as session:
         result = sla.sweep(session, stage_ids=stage_ids, now=now())
     if result.reminders or result.escalations:
@@ -35,6 +36,7 @@ def sla_sweep(stage_ids: list[int]) -> dict[str, int]:
         "checked": result.checked,
         "reminders": result.reminders,
         "escalations": result.escalations,
+        "told": result.told,
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import textwrap
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,19 @@ from models.audit import AuditEvent
 from models.db import transaction
 from models.outbox import Notification
 from models.requests import DecisionCreate
-from tests.factories import IDA, NINA, NOW, RITA, TODAY, approve_all, show, submit
+from tests.factories import (
+    IDA,
+    IVAN,
+    NINA,
+    NOW,
+    PAUL,
+    PETRA,
+    RITA,
+    TODAY,
+    approve_all,
+    show,
+    submit,
+)
 
 
 def run(coroutine: Any) -> Any:
@@ -31,6 +44,14 @@ def artifact(key: str) -> Any:
     found = Artifact.get(key)
     assert found is not None, f"no artifact {key}"
     return found
+
+
+def table(key: str) -> list[dict[str, Any]]:
+    """The rows of the latest table artifact of that key."""
+    data = artifact(key).data
+    rows = json.loads(data) if isinstance(data, str) else data
+    assert isinstance(rows, list), rows
+    return rows
 
 
 def logged(since: datetime) -> list[str]:
@@ -324,7 +345,8 @@ def test_the_sla_watchdog_reminds_at_half_the_sla_then_escalates_once_each(
     from flows.sla_watchdog import sla_watchdog
 
     # Submitted Wednesday 25 Nov 2026 10:00 Berlin; the joint review's SLA is 16 business hours
-    # (08:00-17:00): half is 8 h -> Thursday 09:00 Berlin; the deadline is Friday 09:00 Berlin.
+    # (08:00-17:00): half is 8 h -> Thursday 09:00 Berlin; the deadline is Thursday 17:00 Berlin
+    # (the next working moment: Friday 08:00).
     ref = submit(flow_db)
     assert run(sla_watchdog()) == {"checked": 1, "reminders": 0, "escalations": 0}
     monkeypatch.setenv("PROCURE_NOW", "2026-11-26T08:30:00+01:00")  # Thursday 08:30: not yet
@@ -334,8 +356,27 @@ def test_the_sla_watchdog_reminds_at_half_the_sla_then_escalates_once_each(
     assert run(sla_watchdog())["reminders"] == 1
     assert "1 stage checked: 1 reminder, 0 escalations" in logged(started)
     assert run(sla_watchdog())["reminders"] == 0  # never twice for one deadline
+    # The artifact lists what was sent about which request and stage, and to whom.
+    (reminded,) = table("sla-watchdog")
+    assert reminded == {
+        "request": ref,
+        "stage": "Joint review (IT and purchasing)",
+        "sent": "reminder",
+        "due": "26 Nov 2026 at 17:00 CET",
+        "told": f"{IDA}, {IVAN}, {PAUL}, {PETRA}",
+        "escalated to": "",
+    }
     monkeypatch.setenv("PROCURE_NOW", "2026-11-27T09:00:00+01:00")
     assert run(sla_watchdog())["escalations"] == 1
+    (escalated,) = table("sla-watchdog")
+    assert (escalated["request"], escalated["sent"], escalated["escalated to"]) == (
+        ref,
+        "escalation (the approvers told it is overdue)",
+        "management",
+    )
+    assert artifact("sla-watchdog").description == (
+        "0 reminders and 1 escalation of this run (1 stage with an SLA checked)"
+    )
     assert run(sla_watchdog())["escalations"] == 0
     events = {n.event for n in _notifications(flow_db, ref)}
     assert {"reminder", "escalation"} <= events

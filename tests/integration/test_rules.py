@@ -819,7 +819,19 @@ def test_an_escalation_names_only_the_parts_still_open(engine: Engine) -> None:
     ref = submit(engine)
     decide(engine, ref, PETRA)
     due = datetime.fromisoformat(show(engine, ref)["pending"][0]["due_at"])
-    assert sweep(engine, due + timedelta(minutes=1)).escalations == 1
+    swept = sweep(engine, due + timedelta(minutes=1))
+    assert swept.escalations == 1
+    # The watchdog's artifact row: which request and stage, whom it told, to whom it escalated.
+    assert swept.told == [
+        {
+            "request": ref,
+            "stage": "Joint review (IT and purchasing)",
+            "sent": "escalation (the approvers told it is overdue)",
+            "due": "26 Nov 2026 at 17:00 CET",
+            "told": f"{IDA}, {IVAN}",
+            "escalated to": "management",
+        }
+    ]
     (told,) = notices(engine, ref, "escalation", "joint_review").values()
     assert told["roles"] == ["it"]
     assert set(notices(engine, ref, "overdue", "joint_review")) == {
@@ -902,8 +914,16 @@ def test_a_part_nobody_may_decide_nor_its_escalation_role_waits_and_says_why_and
         (one + timedelta(hours=1), 6),
         (two, 8),  # another one
     ]:
-        sweep(engine, when)
+        swept = sweep(engine, when)
         assert counted(engine, ref, "no_approver", "finance") == expected, when
+        if when == one:  # the teams told again, as the watchdog's artifact lists them
+            ((row),) = swept.told
+            assert (row["request"], row["stage"], row["sent"], row["told"]) == (
+                ref,
+                "Finance approval",
+                "reminder: nobody may decide it",
+                "management team, finance team",
+            )
     actions_ = [a for a, _, _ in trail(engine, ref, "finance")]
     assert (actions_.count("escalated"), actions_.count("reminded")) == (2, 1)
 
