@@ -10,6 +10,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from models.assets import by_request
+from models.types import plural
 from tasks.artifacts import publish_request, publish_table, start_progress, update_progress
 from tasks.batching import BatchSize, as_is, chunks
 from tasks.requests import (
@@ -60,7 +61,9 @@ async def delivery(
     if request is not None:
         publish_request(load_detail(request))
     else:
-        publish_table("delivery", results, f"{len(results)} requests in {Path(serials_file).name}")
+        publish_table(
+            "delivery", results, f"{plural(len(results), 'request')} in {Path(serials_file).name}"
+        )
     return results
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from prefect import flow
 
+from models.types import plural
 from tasks.artifacts import publish_table
 from tasks.batching import BatchSize, chunks
 from tasks.watch import requests_to_check, slip_batch
@@ -22,7 +23,7 @@ async def delivery_slip_check(batch_size: BatchSize = 500) -> dict[str, Any]:
         {"request": r, "slipping": "delivery after the needed-by date"}
         for r in totals["late_deliveries"]
     ]
-    publish_table("delivery-slips", rows, f"{len(rows)} requests slipping (newly told)")
+    publish_table("delivery-slips", rows, f"{plural(len(rows), 'request')} slipping (newly told)")
     return totals
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.runtime import flow_run
 
+from models.types import plural
 from tasks.artifacts import publish_table, start_progress, update_progress
 from tasks.batching import BatchSize, as_is, chunks
 from tasks.requests import read_requests, submit_batch
@@ -26,7 +27,9 @@ async def intake(source: str, batch_size: BatchSize = 200) -> list[str]:
     for batch in chunks(drafts, batch_size):
         submitted += submit_batch(as_is(batch))
         update_progress(progress, len(submitted), len(drafts), "requests submitted")
-    publish_table("intake", submitted, f"{len(submitted)} requests from {Path(source).name}")
+    publish_table(
+        "intake", submitted, f"{plural(len(submitted), 'request')} from {Path(source).name}"
+    )
     return [str(r["id"]) for r in submitted]
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from prefect import flow
 
+from models.types import plural
 from tasks.artifacts import publish_table
 from tasks.batching import BatchSize, chunks
 from tasks.watch import assets_to_watch, leaver_batch, leavers_to_watch, lifecycle_batch
@@ -37,8 +38,9 @@ async def lifecycle_watch(batch_size: BatchSize = 500) -> dict[str, Any]:
         + [{"asked back": s} for s in totals["returns"]]
         + [{"asked back from a leaver": s} for s in totals["leaver_returns"]]
         + [{"left": email} for email in totals["left"]],
-        f"{totals['alerts']} alerts, {len(totals['drafts'])} refreshes drafted, "
-        f"{len(totals['returns'])} devices asked back at their contract's end, "
+        f"{plural(totals['alerts'], 'alert')}, "
+        f"{plural(len(totals['drafts']), 'refresh', 'refreshes')} drafted, "
+        f"{plural(len(totals['returns']), 'device')} asked back at the contract's end, "
         f"{len(totals['leaver_returns'])} from leavers",
     )
     return totals

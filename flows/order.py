@@ -6,6 +6,7 @@ from typing import Any
 
 from prefect import flow
 
+from models.types import plural
 from tasks.artifacts import publish_table, start_progress, update_progress
 from tasks.batching import BatchSize, chunks
 from tasks.requests import approved_requests, place_orders
@@ -24,7 +25,7 @@ async def order(
         placed += place_orders(batch)
         done += len(batch)
         update_progress(progress, done, len(refs), "requests ordered")
-    publish_table("purchase-orders", placed, f"{len(placed)} purchase orders")
+    publish_table("purchase-orders", placed, plural(len(placed), "purchase order"))
     return placed
 
 

@@ -18,6 +18,8 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
+from models.types import plural
+
 
 def key_for(kind: str, ref: str) -> str:
     """request-pr-0042, timeline-pr-0042, costs-pr-0042."""
@@ -92,7 +94,7 @@ def cost_rows(detail: dict[str, Any]) -> list[dict[str, Any]]:
                 "line": "",
                 "sku": "",
                 "option": e["label"],
-                "provider": f"{e['devices']} devices",
+                "provider": plural(e["devices"], "device"),
                 "capex": "",
                 "opex": "",
                 "total": e["incurred"],

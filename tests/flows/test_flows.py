@@ -403,6 +403,9 @@ def test_the_lifecycle_watch_alerts_drafts_a_refresh_and_asks_a_daas_device_back
     monkeypatch.setenv("PROCURE_NOW", "2029-10-01T09:00:00+02:00")  # 55 days: alert and a draft
     second = run(lifecycle_watch())
     assert second["alerts"] == 2 and len(second["drafts"]) == 1
+    assert artifact("lifecycle-watch").description == (
+        "2 alerts, 1 refresh drafted, 0 devices asked back at the contract's end, 0 from leavers"
+    )
     draft = show(flow_db, second["drafts"][0])
     assert (draft["status"], draft["kind"], draft["requester"]) == ("draft", "refresh", NINA)
     monkeypatch.setenv("PROCURE_NOW", "2029-10-30T09:00:00+01:00")  # 26 days: asked back
