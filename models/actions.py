@@ -3497,7 +3497,7 @@ def _return_move(
     asset = find_asset(session, serial)
     holder = by_id(session, Person, asset.assigned_to_id) if asset.assigned_to_id else None
     audiences = ([team(Role.IT)] if tell_it else []) + ([person(holder.email)] if holder else [])
-    context = {"serial": asset.serial, "reason": reason}
+    context = {"serial": asset.serial, "reason": reason, "by": actor}
     # Asked back again after a return was taken back: told again (the key holds the device's
     # version). A request or cancellation still waiting when the other follows is not sent
     # (stale_notices).

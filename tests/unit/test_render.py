@@ -1004,6 +1004,29 @@ def test_device_assigned_for_one_device_names_it_and_an_older_row_reads_so_too(
     assert f"IT assigned the device LAPTOP-STD-14 with serial number {device['serial']}" in old.text
 
 
+@pytest.mark.parametrize("event", ["return_requested", "return_cancelled"])
+def test_a_return_s_reason_is_in_the_words_of_whoever_asked(
+    session: Session, renderer: Renderer, event: str
+) -> None:
+    """IT's reason is quoted under IT's name; a scheduled flow's (a lease ending, a leaver) reads
+    "Why: …"; a row queued before the asker was kept, the same way. Never "Reason wrote:"."""
+    row = sample_rows(session)[event]
+    context = builder(session).build(row)
+    asker = context["people"][context["notice"]["by"]]
+    said = context["notice"]["reason"]
+    message = renderer.render(event, context)
+    assert f'{asker} wrote:\n  "{said}"' in message.text
+    assert f"{html.escape(asker)}</bdi></span> wrote:" in message.html
+    for by in ("system", None):
+        flow = copy.deepcopy(context)
+        flow["notice"] = {**flow["notice"], "by": by, "reason": "the lease ends on 2027-01-31"}
+        if by is None:
+            del flow["notice"]["by"]
+        text = renderer.render(event, flow).text
+        assert "Why: The lease ends on 2027-01-31" in text and "wrote" not in text, by
+        assert "<strong>Why:</strong>" in renderer.render(event, flow).html
+
+
 # ------------------------------------------------------------------ lifecycle alerts
 
 
