@@ -400,14 +400,14 @@ def _source_from_offer(
     if line.sourcing is not None or line.agreement is not None:
         raise InputError(
             Problem(
-                f"a {line.ownership} line comes from its {kind} offer: leave sourcing and agreement out",
+                f"a {label(line.ownership)} line comes from its {label(kind)} offer: leave sourcing and agreement out",
                 field=f"{where}.sourcing" if line.sourcing is not None else f"{where}.agreement",
             )
         )
     if line.unit_price is not None:
         raise InputError(
             Problem(
-                f"the {kind} offer sets the price: leave unit_price out",
+                f"the {label(kind)} offer sets the price: leave unit_price out",
                 field=f"{where}.unit_price",
             )
         )
@@ -423,7 +423,7 @@ def _source_from_offer(
     if not offers:
         over = f" over {line.term_months} months" if line.term_months else ""
         raise InputError(
-            Problem(f"no {kind} offer for {line.sku}{over}", field=f"{where}.ownership")
+            Problem(f"no {label(kind)} offer for {line.sku}{over}", field=f"{where}.ownership")
         )
     offer = min(offers, key=lambda o: (o.monthly_rate * o.term_months, o.id or 0))
     provider = by_id(lookup.session, Supplier, offer.supplier_id)

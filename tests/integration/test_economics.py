@@ -1916,7 +1916,7 @@ def test_purchasing_switches_a_line_to_a_lease_and_the_order_goes_to_the_lessor(
         # 27.90 a month x 36 months = 1,004.40 a device
         assert line.unit_price == d("1004.40")
     with (
-        pytest.raises(InputError, match="no daas offer for MON-27"),
+        pytest.raises(InputError, match="no DaaS offer for MON-27"),
         transaction(agreed) as session,
     ):
         other = submit(
