@@ -1223,7 +1223,7 @@ def test_a_team_s_digest_lists_the_late_stages_escalated_to_it(engine: Engine) -
     assert sections["team:it"]["waiting_for_you"]["overdue"] == 1
     text = told_it(engine, "digest", "team:management")
     assert (
-        "Your week 2026-W51 (management): 0 decisions waiting, 1 late stage escalated to you"
+        "Your week 2026-W51 (Management): 0 decisions waiting, 1 late stage escalated to you"
         in text
     )
     assert (
