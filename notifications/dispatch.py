@@ -84,7 +84,7 @@ class DispatchReport:
         every row claimed was sent, is to be retried, given up or dropped."""
         return (
             f"{self.claimed} due: {self.sent} sent, {self.retried} to retry, "
-            f"{self.dead} given up, {self.dropped} dropped (decided before they went) "
+            f"{self.dead} given up, {self.dropped} dropped (out of date before they went) "
             f"({self.deliveries} deliveries)"
         )
 

@@ -79,7 +79,7 @@ def test_a_request_for_a_decision_already_made_is_dropped_counted_and_not_listed
         )
         code, out, _ = cli("notify", "send")
     assert code == 0
-    assert "3 dropped (decided before they went)" in out  # Ida's, Ivan's, the IT team's
+    assert "3 dropped (out of date before they went)" in out  # Ida's, Ivan's, the IT team's
     assert not [m for m in sink.received if IDA in m.recipients]
     status = cli.json("notify", "status")
     assert status["counts"]["dropped"] == 3 and status["counts"]["pending"] == 0

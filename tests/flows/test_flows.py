@@ -674,7 +674,7 @@ def test_the_dispatcher_flow_logs_every_outcome_as_notify_send_prints_them(
     (line,) = [m for m in logged(started) if " due: " in m]
     assert line == (
         f"{report['claimed']} due: {report['sent']} sent, 0 to retry, 0 given up, "
-        f"3 dropped (decided before they went) ({report['deliveries']} deliveries)"
+        f"3 dropped (out of date before they went) ({report['deliveries']} deliveries)"
     )
     assert report["claimed"] == report["sent"] + 3 == len(_notifications(flow_db, ref))
 

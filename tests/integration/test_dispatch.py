@@ -139,7 +139,7 @@ def test_a_request_for_a_decision_made_before_it_went_is_dropped_not_sent(
     # The line `procure notify send` prints and the dispatch flow logs names every outcome.
     assert report.summary == (
         f"{report.claimed} due: {report.sent} sent, 0 to retry, 0 given up, "
-        f"3 dropped (decided before they went) ({report.deliveries} deliveries)"
+        f"3 dropped (out of date before they went) ({report.deliveries} deliveries)"
     )
     assert not sink.to(IDA) and not sink.to(IVAN) and not sink.to("it-team@example.com")
     assert sink.to(PAUL) and sink.to("purchasing@example.com") and sink.to(RITA)
