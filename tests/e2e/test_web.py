@@ -730,34 +730,55 @@ def test_procure_web_and_serve_refuse_to_start_with_a_broken_routes_file(
     databases: Any, tmp_path: Path, capsys: Any, monkeypatch: Any
 ) -> None:
     """A routes file that is missing or has a bad line is named at the start (exit 2), as
-    `procure notify check` names it, not in a traceback at every decision."""
-    from procure import serving
+    `procure notify check` names it, not in a traceback at every decision. The real commands
+    run: one that started would listen until the timeout, and fail the test there."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from notifications.sink import free_port
     from procure.cli import main
 
-    started: list[str] = []
-
-    class Server:
-        def run(self) -> None:
-            started.append("web")
-
-    monkeypatch.setattr(serving, "web_server", lambda host, port: Server())
-    monkeypatch.setattr(serving, "serve_all", lambda *a, **k: started.append("serve") or 0)
-    monkeypatch.setenv("PROCURE_HOME", str(tmp_path / "home"))
     bad = tmp_path / "routes.yml"
     bad.write_text("urls:\n  - nothing://here:\n      tag: it\n", encoding="utf-8")
     url = databases.url("sample")
+    procure = str(Path(sys.executable).with_name("procure"))
     for routes, named in (
         (tmp_path / "missing.yml", "missing.yml: no such file"),
         (bad, ":2: urls[0]: Apprise cannot use this nothing://"),
     ):
-        monkeypatch.setenv("PROCURE_APPRISE_CONFIG", str(routes))
-        for command in (["web", "--port", "8999"], ["serve", "--web-port", "8999"]):
-            capsys.readouterr()
-            assert main(["--db", url, *command]) == 2, command
-            out, err = capsys.readouterr()
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(tmp_path),
+            "PROCURE_HOME": str(tmp_path / "home"),
+            "PROCURE_DATABASE_URL": url,
+            "PROCURE_APPRISE_CONFIG": str(routes),
+            # The code under test, when it is not the installed one (a git worktree's).
+            **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
+        }
+        port = str(free_port())
+        for command in (["web", "--port", port], ["serve", "--web-port", port]):
+            process = subprocess.Popen(
+                [procure, *command],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,  # its own group: a serve that started is stopped whole
+            )
+            try:
+                out, err = process.communicate(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                out, err = process.communicate()
+                raise AssertionError(f"{command} started with {routes}:\n{out}\n{err}") from None
+            assert process.returncode == 2, (command, out, err)
             assert f"procure: bad input: {routes}" in err and named in err, (command, err)
-            assert "procure web: http" not in out and "Traceback" not in err
-    assert started == []
+            assert "procure web: http" not in out and "Traceback" not in err, (command, out)
+            assert "serving" not in out, (command, out)
+    assert not (tmp_path / "home" / "prefect" / "server.log").exists()  # no Prefect server began
+    monkeypatch.setenv("PROCURE_APPRISE_CONFIG", str(bad))
     assert main(["--db", url, "notify", "check"]) == 2  # the same file, named the same way
     assert f"procure: bad input: {bad}" in capsys.readouterr().err
 
