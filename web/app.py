@@ -54,6 +54,7 @@ log = logging.getLogger("procure.web")
 PAGES = Path(__file__).resolve().parent / "templates"
 CSRF_COOKIE = "procure_csrf"
 FORM_MAX = 64 * 1024
+APPROVAL_FIELDS = frozenset({"csrf", "decision", "comment", "confirm_terms"})  # approval.j2's
 OUTCOMES = {"approve": "Approve", "reject": "Reject", "send_back": "Send back"}
 DONE = {"approve": "Approved", "reject": "Rejected", "send_back": "Sent back"}
 CSRF_VERBS = {"approval": "decide", "receipt": "confirm"}  # "Please decide from the page"
@@ -153,11 +154,12 @@ class Form:
     problems: list[str]
 
 
-def read_form(body: bytes, lists: frozenset[str] = frozenset()) -> Form:
+def read_form(body: bytes, fields: frozenset[str], lists: frozenset[str] = frozenset()) -> Form:
     """A form's fields as text, and what cannot be read: a field that is not UTF-8 (the page is;
     a browser sends it so) is named, never stored with its bytes replaced, and so is a field
-    sent more than once (the page has one of each: two decisions are not one), or a value sent
-    twice under a name of `lists` (one checkbox ticked once)."""
+    sent more than once (the page has one of each: two decisions are not one), a value sent
+    twice under a name of `lists` (one checkbox ticked once), or a field the page does not have
+    (neither in `fields` nor in `lists`: a hand-made or altered post, refused, not ignored)."""
     form = Form({}, {name: [] for name in lists}, [])
     repeated: dict[str, int] = {}
     # Latin-1 keeps every byte as it came (raw or %-escaped); each field is then decoded itself.
@@ -181,6 +183,9 @@ def read_form(body: bytes, lists: frozenset[str] = frozenset()) -> Form:
         else:
             form.lists[name].append(value)
     form.problems += [f"{name}: sent {n} times; the form sends one" for name, n in repeated.items()]
+    form.problems += [
+        f"{name}: is not a field of this form" for name in sorted(set(form.fields) - fields)
+    ]
     return form
 
 
@@ -287,7 +292,7 @@ def create_app(settings: Any | None = None, engine: Engine | None = None) -> Fas
         body = await request.body()
         if len(body) > FORM_MAX:
             return web.problem(413, "Too much", "the form is larger than a decision can be")
-        form = read_form(body)
+        form = read_form(body, APPROVAL_FIELDS)
         refused = csrf_refused(web, request, form, "approval")
         if refused is not None:
             return refused

@@ -30,7 +30,7 @@ from models.views import received
 from web.app import FORM_MAX, Web, csrf_refused, read_form, token_problem, with_csrf
 
 PREFIX = "/k/"
-FIELDS = {"csrf"}  # and "device", once for each box ticked
+FIELDS = frozenset({"csrf"})  # and "device", once for each box ticked
 DEVICES = frozenset({"device"})
 
 
@@ -120,15 +120,12 @@ def install(app: FastAPI, web: Web) -> None:
         body = await request.body()
         if len(body) > FORM_MAX:
             return web.problem(413, "Too much", "the form is larger than a confirmation can be")
-        form = read_form(body, DEVICES)
+        form = read_form(body, FIELDS, DEVICES)
         refused = csrf_refused(web, request, form, "receipt")
         if refused is not None:
             return refused
-        problems = form.problems + [
-            f"{name}: is not a field of this form" for name in sorted(set(form.fields) - FIELDS)
-        ]
-        if problems:
-            return web.problem(400, "This form cannot be read", "; ".join(problems))
+        if form.problems:
+            return web.problem(400, "This form cannot be read", "; ".join(form.problems))
         return await run_in_threadpool(_confirm, web, token, form.lists["device"])
 
 

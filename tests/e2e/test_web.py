@@ -476,7 +476,8 @@ def test_a_post_without_the_page_s_csrf_token_or_from_elsewhere_is_refused(site:
 
 
 def test_a_forged_form_is_refused_not_half_understood(site: Site) -> None:
-    """Only what the page sends decides: one decision, the terms' box 'yes' or absent."""
+    """Only what the page sends decides: one decision, the terms' box 'yes' or absent, and no
+    field the page does not have."""
     submit(site.engine)
     site.dispatch()
     link = site.approval_link(PAUL)
@@ -493,6 +494,12 @@ def test_a_forged_form_is_refused_not_half_understood(site: Site) -> None:
             "confirm_terms: is &#39;maybe&#39;; the box sends",
         ),
         ("decision=approve&confirm_terms=yes&confirm_terms=no", "confirm_terms: sent 2 times"),
+        # A field the page does not have is refused, not ignored: an amount, a second person.
+        ("decision=approve&confirm_terms=yes&amount=1", "amount: is not a field of this form"),
+        (
+            "decision=approve&confirm_terms=yes&on_behalf_of=bob%40example.com",
+            "on_behalf_of: is not a field of this form",
+        ),
     ):
         answer = site.client.post(
             link,
