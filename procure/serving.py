@@ -167,6 +167,21 @@ def base_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
+def links_without_web() -> str:
+    """Where notifications link to when this command serves no web app: PROCURE_BASE_URL, or
+    the default address, said to be one (people would open links to a page nobody serves)."""
+    configured = os.environ.get("PROCURE_BASE_URL")
+    if configured:
+        return f"links in notifications: {configured} (PROCURE_BASE_URL)"
+    from procure.settings import Settings
+
+    default = Settings.model_fields["base_url"].default
+    return (
+        f"links in notifications: {default}, the default: set PROCURE_BASE_URL to the address "
+        "people open procure web at"
+    )
+
+
 def use_base_url(host: str, port: int) -> str:
     """Links point at the web app this command serves unless PROCURE_BASE_URL says otherwise
     (behind a proxy); set in the environment, so the flows' processes render them alike."""
@@ -343,6 +358,8 @@ def serve_all(
                 f"procure serve: approval pages and API on http://{web_host}:{web_port}/; "
                 f"links in notifications: {os.environ['PROCURE_BASE_URL']}"
             )
+        else:
+            typer.echo(f"procure serve: no web app (--no-web); {links_without_web()}")
         from prefect import serve
 
         typer.echo(f"procure serve: Prefect API {url} (UI: {url.removesuffix('/api')})")

@@ -235,3 +235,19 @@ def test_links_follow_the_address_served_unless_procure_base_url_is_set(
     assert serving.use_base_url("127.0.0.1", 8091) == "http://127.0.0.1:8091"
     monkeypatch.setenv("PROCURE_BASE_URL", "https://procure.example.com/approvals")
     assert serving.use_base_url("127.0.0.1", 8092) == "https://procure.example.com/approvals"
+
+
+def test_serve_without_its_web_app_says_where_links_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve --no-web` serves no page: the links it sends go to PROCURE_BASE_URL, or to the
+    default address, which it says is one and how to change it."""
+    from procure.serving import links_without_web
+
+    monkeypatch.delenv("PROCURE_BASE_URL", raising=False)
+    assert links_without_web() == (
+        "links in notifications: http://127.0.0.1:8000, the default: set PROCURE_BASE_URL to the "
+        "address people open procure web at"
+    )
+    monkeypatch.setenv("PROCURE_BASE_URL", "https://procure.example.com")
+    assert links_without_web() == (
+        "links in notifications: https://procure.example.com (PROCURE_BASE_URL)"
+    )
