@@ -68,14 +68,39 @@ app.add_typer(asset_app, name="asset")
 app.add_typer(audit_app, name="audit")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
-AsOpt = Annotated[str, typer.Option("--as", help="Your email address.", metavar="EMAIL")]
+# Who runs a command: --as, else PROCURE_USER (set once in an operator's shell).
+USER_ENV = "PROCURE_USER"
+
+
+def _actor_source(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:
+    """Remember that --as came from PROCURE_USER, so a message about it names the variable."""
+    source = ctx.get_parameter_source(param.name or "")
+    if value is not None and getattr(source, "name", None) == "ENVIRONMENT":  # click's or typer's
+        state().actor_from = USER_ENV
+    return value
+
+
+AsOpt = Annotated[
+    str,
+    typer.Option(
+        "--as",
+        help=f"Your email address (default: ${USER_ENV}).",
+        metavar="EMAIL",
+        envvar=USER_ENV,
+        show_envvar=False,
+        callback=_actor_source,
+    ),
+]
 MaybeAsOpt = Annotated[
     str | None,
     typer.Option(
         "--as",
-        help="Your email address (checked against your roles). Without it the audit trail "
-        "records the change as done by 'system', as for a scheduled flow.",
+        help=f"Your email address (default: ${USER_ENV}), checked against your roles. Without "
+        "either the audit trail records the change as done by 'system', as for a scheduled flow.",
         metavar="EMAIL",
+        envvar=USER_ENV,
+        show_envvar=False,
+        callback=_actor_source,
     ),
 ]
 FileArg = Annotated[Path, typer.Argument(metavar="FILE", help="A .yaml, .json or .csv file.")]
@@ -101,6 +126,9 @@ class State:
         self.source = (
             "PROCURE_DATABASE_URL" if not db and self.settings.database_url is not None else "--db"
         )
+        # Where the acting person's email came from, for a message about it (actions name it
+        # "as"): --as, or PROCURE_USER.
+        self.actor_from = "--as"
 
     @contextmanager
     def opening(self) -> Iterator[None]:
@@ -201,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         exc.show()  # type: ignore[attr-defined]
         return int(getattr(exc, "exit_code", 2))
     except InputError as exc:
-        _print_problems("bad input", exc.problems)
+        actor = _STATE[-1].actor_from if _STATE else "--as"
+        _print_problems(
+            "bad input", [replace(p, field=actor) if p.field == "as" else p for p in exc.problems]
+        )
         return 2
     except RuleViolation as exc:
         typer.echo(f"procure: refused: {exc}", err=True)

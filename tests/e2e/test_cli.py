@@ -373,6 +373,33 @@ def test_a_rollout_s_devices_are_counted_in_show_and_listed_by_asset_list(
     ]
 
 
+def test_procure_user_stands_for_as_and_is_named_when_it_is_wrong(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator sets PROCURE_USER once instead of --as on every command; --as still wins,
+    and a wrong PROCURE_USER is named as such (not as --as, which nobody typed)."""
+    cli.json("init", "--sample")
+    cli.json("request", "submit", request_file(tmp_path))
+    monkeypatch.setenv("PROCURE_USER", IDA)
+    assert [i["id"] for i in cli.json("inbox")["items"]] == ["PR-0001"]
+    code, out, err = cli("decide", "PR-0001", "--approve")
+    assert code == 0, err
+    assert out.startswith(f"PR-0001 joint_review: approve by {IDA}"), out
+    code, out, err = cli("decide", "PR-0001", "--approve", "--confirm-terms", "--as", PAUL)
+    assert code == 0 and f"approve by {PAUL}" in out, err
+    code, _, err = cli("order", "PR-0001")  # Ida is IT, not purchasing: checked, not 'system'
+    assert code == 1 and f"{IDA} cannot place orders: needs the role purchasing" in err
+    monkeypatch.setenv("PROCURE_USER", "ghost@example.com")
+    code, out, err = cli("inbox")
+    assert (code, out) == (2, "")
+    assert err == "procure: bad input: PROCURE_USER: no person with email ghost@example.com\n"
+    code, _, err = cli("inbox", "--as", "ghost@example.com")
+    assert err == "procure: bad input: --as: no person with email ghost@example.com\n"
+    monkeypatch.delenv("PROCURE_USER")
+    code, _, err = cli("inbox")
+    assert code == 2 and "Missing option '--as'" in err
+
+
 def own_budget_at_its_owner(cli: Cli, tmp_path: Path) -> None:
     """PR-0001: Bob asks from the budget he owns; its joint review is approved."""
     cli.json("init", "--sample")
