@@ -1778,8 +1778,8 @@ def _check_final_approval(
         who = f" ({', '.join(p.name for p in people)})" if people else ""
         raise RuleViolation(
             f"{request.ref}: before the final approval {confirmers}{who} must confirm the contract "
-            f"terms still open: {', '.join(missing)}; they confirm them from their inbox or "
-            f"with procure terms {request.ref} --as THEIR-EMAIL"
+            f"terms still open: {', '.join(missing)}; they confirm them with procure terms "
+            f"{request.ref} --all --as THEIR-EMAIL"
         )
     budget = budget_status(
         session, request=request, economics=spec.economics, today=spec.calendar.today(now)

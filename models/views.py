@@ -142,6 +142,28 @@ def terms_confirmers(
     }
 
 
+def terms_checklist(session: Session, request: Request, now: datetime) -> dict[str, Any]:
+    """A request's contract terms as the joint review checks them: each term confirmed (by an
+    agreement or offer, or by whom, when and with what note), those still open, and who may
+    confirm them (None once nothing is open or the request is decided)."""
+    spec = spec_for(session, request)
+    checklist = terms_view(request.terms)
+    return {
+        "id": request.ref,
+        "status": request.status,
+        "timezone": spec.calendar.timezone,  # the organisation's, for the times of confirmations
+        "checklist": checklist["confirmed"],
+        "missing": checklist["missing"],
+        "confirm_by": terms_confirmers(
+            session,
+            request,
+            stages_of(session, request),
+            decisions_of(session, request),
+            spec.calendar.today(now),
+        ),
+    }
+
+
 def timeline(session: Session, request_id: int) -> list[dict[str, Any]]:
     """Every audit event of a request (its stages and devices included), oldest first."""
     events = session.exec(

@@ -839,19 +839,43 @@ def inbox(as_: AsOpt = ..., json_: JsonOpt = False) -> None:  # type: ignore[ass
 @app.command()
 def terms(
     ref: Annotated[str, typer.Argument(metavar="ID")],
-    as_: AsOpt = ...,  # type: ignore[assignment]
     confirm: Annotated[
         list[str] | None,
         typer.Option(
             "--confirm",
             metavar="TERM",
-            help="warranty, sla, returns or erasure (repeatable; none given: all still open).",
+            help="Confirm warranty, sla, returns or erasure (repeatable, or comma-separated).",
+        ),
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Confirm every term still open.")] = False,
+    as_: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            help=f"Your email address (default: ${USER_ENV}); needed to confirm.",
+            metavar="EMAIL",
+            envvar=USER_ENV,
+            show_envvar=False,
+            callback=_actor_source,
         ),
     ] = None,
     note: Annotated[str, typer.Option("--note", help="What was agreed.")] = "",
     json_: JsonOpt = False,
 ) -> None:
-    """Confirm the contract terms on the joint-review checklist (purchasing, or its escalation role in its place; needed before the final approval)."""
+    """The contract terms on the joint-review checklist: which are confirmed (by an agreement, or by whom), which are open and who may confirm them. With --confirm TERM or --all, purchasing (or its escalation role in its place) confirms them; they are needed before the final approval."""
+    if confirm and all_:
+        raise InputError(Problem("give either --confirm TERM or --all, not both", field="--all"))
+    if not (confirm or all_):
+        if note:
+            raise InputError(
+                Problem("goes with what you confirm: add --confirm TERM or --all", field="--note")
+            )
+        _show_terms(ref, json_)
+        return
+    if as_ is None:
+        raise InputError(
+            Problem(f"give your email to confirm terms (or set {USER_ENV})", field="--as")
+        )
     from models.actions import confirm_terms
 
     names = (
@@ -874,6 +898,22 @@ def terms(
         else "; the checklist is complete"
     )
     typer.echo(f"{result['id']}: confirmed {done}{still}")
+
+
+def _show_terms(ref: str, json_: bool) -> None:
+    """`procure terms ID`: the checklist, changing nothing."""
+    from models.actions import get_request
+    from models.views import terms_checklist
+
+    st = state()
+    with st.read() as session:
+        data = terms_checklist(session, get_request(session, ref), st.now())
+    if json_:
+        emit(data)
+        return
+    from procure.text import print_terms
+
+    print_terms(data)
 
 
 quote_app = typer.Typer(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import typer
 
-from models.types import difference_text, money_text
+from models.types import difference_text, moment_text, money_text
 
 DEVICES_LISTED = 12  # more than this, `request show` counts a request's devices by item
 
@@ -235,6 +236,44 @@ def print_economics(d: dict[str, Any]) -> None:
     elif by:
         missing += " (to confirm by purchasing)"
     echo(f"  contract terms: {confirmed or 'none confirmed yet'}{missing}")
+
+
+def print_terms(data: dict[str, Any]) -> None:
+    """`procure terms ID`: each term confirmed (by what or whom, when, with the note) or open,
+    and who may confirm the open ones, with the command."""
+    from models.economics import TERMS
+
+    echo = typer.echo
+    echo(f"{data['id']} ({data['status']}): contract terms")
+    width = max(len(name) for name in TERMS)
+    for name in TERMS:
+        entry = data["checklist"].get(name)
+        echo(f"  {name:<{width}}  {_confirmed(entry, data['timezone']) if entry else 'open'}")
+    by = data["confirm_by"]
+    if by is None:
+        echo("  the checklist is complete" if not data["missing"] else "  the request is decided")
+        return
+    people = ", ".join(by["people"]) or "nobody holds the role now"
+    instead = f" in place of purchasing, as {by['escalated']['reason']}" if by["escalated"] else ""
+    echo(
+        f"  to confirm by {by['role']}{instead} ({people}): procure terms {data['id']} "
+        "--confirm TERM --as EMAIL, or --all for every open term"
+    )
+
+
+def _confirmed(entry: dict[str, Any], timezone: str) -> str:
+    """'confirmed by FA-2026-NORDIC', or 'confirmed by paul@… (for …) on 25 Nov 2026 at 10:00
+    CET: "note"'."""
+    if entry.get("by") == "agreement":
+        return f"confirmed by {entry.get('source') or 'its agreement'}"
+    who = entry.get("by") or "—"
+    if entry.get("on_behalf_of"):
+        who += f" (for {entry['on_behalf_of']})"
+    when = ""
+    if entry.get("at"):
+        when = f" on {moment_text(datetime.fromisoformat(entry['at']), timezone)}"
+    note = f': "{entry["note"]}"' if entry.get("note") else ""
+    return f"confirmed by {who}{when}{note}"
 
 
 def print_report(data: dict[str, Any], currency: str = "EUR") -> None:

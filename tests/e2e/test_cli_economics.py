@@ -332,8 +332,24 @@ def test_purchasing_quotes_re_sources_and_confirms_terms_before_the_final_approv
 
     out = cli.ok("terms", ref, "--as", PAUL, "--confirm", "warranty", "--confirm", "sla")
     assert f"{ref}: confirmed warranty, sla; still open: returns, erasure" in out
-    code, _, err = cli("terms", ref, "--as", IDA)
+    code, _, err = cli("terms", ref, "--all", "--as", IDA)
     assert code == 1 and "needs the role purchasing" in err
+    # Without --confirm or --all it shows the checklist and confirms nothing.
+    code, out, _ = cli("terms", ref)
+    assert code == 0 and out.splitlines()[1:4] == [
+        f"  warranty  confirmed by {PAUL} on 25 Nov 2026 at 10:00 CET",
+        f"  sla       confirmed by {PAUL} on 25 Nov 2026 at 10:00 CET",
+        "  returns   open",
+    ], out
+    assert (
+        f"  to confirm by purchasing ({PAUL}, {PETRA}): procure terms {ref} --confirm TERM "
+        "--as EMAIL, or --all for every open term"
+    ) in out
+    shown = cli.json("terms", ref)
+    assert (shown["missing"], shown["confirm_by"]["people"]) == (
+        ["returns", "erasure"],
+        [PAUL, PETRA],
+    )
 
     cli.json("decide", ref, "--as", IDA, "--approve")
     decided = cli.json("decide", ref, "--as", PETRA, "--approve", "--confirm-terms")
@@ -359,8 +375,8 @@ def test_purchasing_quotes_re_sources_and_confirms_terms_before_the_final_approv
     assert "still open: sla, returns, erasure" in err
     assert cli.json("request", "show", two)["status"] == "in_review"
     # `terms` without --confirm confirms every term still open
-    rest = cli.ok("terms", two, "--as", PAUL, "--note", "Dealer's standard terms")
-    again = cli.ok("terms", two, "--as", PAUL)
+    rest = cli.ok("terms", two, "--all", "--as", PAUL, "--note", "Dealer's standard terms")
+    again = cli.ok("terms", two, "--all", "--as", PAUL)
     assert cli.json("decide", two, "--as", BOB, "--approve")["status"] == "approved"
     # and each time says which terms it confirmed just now
     assert f"{two}: confirmed warranty; still open: sla, returns, erasure" in first
@@ -459,7 +475,7 @@ def test_terms_are_confirmed_by_whoever_may_decide_purchasing_s_part_of_the_revi
     try:
         before = row_counts(engine)
         for args, message in (
-            (["terms", own], "nobody confirms the contract terms of their own request"),
+            (["terms", own, "--all"], "nobody confirms the contract terms of their own request"),
             (["decide", own, "--approve", "--confirm-terms"], "nobody approves their own request"),
         ):
             code, out, err = cli(*args, "--as", PAUL)
@@ -486,7 +502,7 @@ def test_terms_are_confirmed_by_whoever_may_decide_purchasing_s_part_of_the_revi
         f"open: warranty, sla, returns, erasure (to confirm by management in place of purchasing, "
         f"as {reason})"
     ) in cli.ok("request", "show", ref)
-    code, _, err = cli("terms", ref, "--as", PETRA)
+    code, _, err = cli("terms", ref, "--all", "--as", PETRA)
     assert code == 1 and "nobody confirms the contract terms of devices for themselves" in err
     cli.json("decide", ref, "--as", IDA, "--approve")
     decided = cli.json("decide", ref, "--as", MAX, "--approve", "--confirm-terms")
@@ -512,7 +528,7 @@ def test_terms_are_confirmed_by_whoever_may_decide_purchasing_s_part_of_the_revi
     assert (code, out) == (1, "")
     assert "before the final approval management (in place of purchasing" in err
     assert f"{later}: confirmed warranty, sla, returns, erasure; the checklist is complete" in (
-        cli.ok("terms", later, "--as", MAX)
+        cli.ok("terms", later, "--all", "--as", MAX)
     )
     assert cli.json("decide", later, "--as", BOB, "--approve")["status"] == "approved"
 

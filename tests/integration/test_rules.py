@@ -676,8 +676,8 @@ def test_an_escalated_manager_confirms_the_terms_and_completes_the_approval(
         re.escape(
             f"{afterwards}: before the final approval management (in place of purchasing, as "
             f"{reason}) (Max Management) must confirm the contract terms still open: warranty, "
-            f"sla, returns, erasure; they confirm them from their inbox or with procure terms "
-            f"{afterwards} --as THEIR-EMAIL"
+            f"sla, returns, erasure; they confirm them with procure terms {afterwards} --all "
+            "--as THEIR-EMAIL"
         ),
     )
     terms_refused(engine, afterwards, BOB, "needs the role management")
