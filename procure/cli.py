@@ -124,7 +124,11 @@ class State:
         # Where the URL came from, for a message about it: --db, the environment, or the
         # default file under PROCURE_HOME (which --db replaces).
         self.source = (
-            "PROCURE_DATABASE_URL" if not db and self.settings.database_url is not None else "--db"
+            "--db"
+            if db
+            else "PROCURE_DATABASE_URL"
+            if self.settings.database_url is not None
+            else "PROCURE_HOME"
         )
         # Where the acting person's email came from, for a message about it (actions name it
         # "as"): --as, or PROCURE_USER.

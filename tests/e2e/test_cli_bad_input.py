@@ -217,7 +217,8 @@ def test_a_missing_database_named_by_the_environment_is_named_so(
     clock: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """No --db given: the message names PROCURE_DATABASE_URL, where the URL came from."""
+    """No --db given: the message names PROCURE_DATABASE_URL, or PROCURE_HOME for the default
+    file, where the URL came from."""
     monkeypatch.setenv("PROCURE_DATABASE_URL", f"sqlite:///{tmp_path}/none.db")
     result = Result(main(["request", "list"]), *capsys.readouterr())
     assert_bad_input(result)
@@ -229,6 +230,16 @@ def test_a_missing_database_named_by_the_environment_is_named_so(
     assert_bad_input(result)
     assert "PROCURE_DATABASE_URL: " in result.err and "--db" not in result.err
     assert not (tmp_path / "none.db").exists()
+    # Neither: the default file under PROCURE_HOME, named by that.
+    monkeypatch.delenv("PROCURE_DATABASE_URL")
+    monkeypatch.setenv("PROCURE_HOME", str(tmp_path / "home"))
+    result = Result(main(["request", "list"]), *capsys.readouterr())
+    assert_bad_input(result)
+    assert result.err == (
+        f"procure: bad input: PROCURE_HOME: no database at {tmp_path}/home/procure.db: run "
+        "`procure init` first\n"
+    )
+    assert not (tmp_path / "home" / "procure.db").exists()
 
 
 @pytest.mark.parametrize(
