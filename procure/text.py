@@ -14,6 +14,11 @@ from models.types import difference_text, moment_text, money_text
 DEVICES_LISTED = 12  # more than this, `request show` counts a request's devices by item
 
 
+def clip(text: str, width: int) -> str:
+    """A text cut to a column's width, with an ellipsis where it was cut ('Manufacturer dire…')."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def print_detail(d: dict[str, Any]) -> None:
     echo = typer.echo
     echo(f"{d['id']}  {d['status']}  ({d['kind']}, round {d['round']}, pipeline {d['pipeline']})")
@@ -28,6 +33,10 @@ def print_detail(d: dict[str, Any]) -> None:
     if d["justification"]:
         echo(f"  justification {d['justification']}")
     echo("  lines")
+    # The amount columns are as wide as their widest amount: a large order stays aligned.
+    cur = d["currency"]
+    unit_w = max([14, *(len(money_text(ln["unit_price"], cur)) for ln in d["lines"])])
+    total_w = max([16, len(money_text(d["total"], cur))])
     for ln in d["lines"]:
         own = (
             ""
@@ -35,9 +44,9 @@ def print_detail(d: dict[str, Any]) -> None:
             else f"  [{ln['ownership']}, {ln['term_months']} months]"
         )
         echo(
-            f"    {ln['line']}. {ln['quantity']:>5} × {ln['sku']:<16} {ln['name'][:30]:<30} {money_text(ln['unit_price'], d['currency']):>14} {money_text(ln['total'], d['currency']):>16}{own}"
+            f"    {ln['line']}. {ln['quantity']:>5} × {ln['sku']:<16} {clip(ln['name'], 30):<30} {money_text(ln['unit_price'], cur):>{unit_w}} {money_text(ln['total'], cur):>{total_w}}{own}"
         )
-    echo(f"    {'total':>70} {money_text(d['total'], d['currency']):>16}")
+    echo(f"    {'total':>{59 + unit_w}} {money_text(d['total'], cur):>{total_w}}")
     print_economics(d)
     echo("  stages")
     for s in d["stages"]:
@@ -159,7 +168,7 @@ def print_economics(d: dict[str, Any]) -> None:
                 else " " * 38  # the column, empty: the rows stay aligned
             )
             echo(
-                f"    {o['option']:<5} {o['provider'][:22]:<22} CAPEX {money_text(o['capex'], cur):>16}  OPEX {money_text(o['opex'], cur):>16}"
+                f"    {o['option']:<5} {clip(o['provider'], 22):<22} CAPEX {money_text(o['capex'], cur):>16}  OPEX {money_text(o['opex'], cur):>16}"
                 f"{residual}  total {money_text(o['total'], cur):>16}  {money_text(o['monthly'], cur):>13}/month{incl}{mark}"
             )
         for other in t["other_terms"]:

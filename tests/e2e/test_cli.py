@@ -562,3 +562,38 @@ def test_the_demo_walks_a_request_to_certified_erasure(tmp_path: Path) -> None:
     ]
     assert leaked == []
     assert FAKE_KEY not in out + result.stderr and FAKE_API_TOKEN not in out + result.stderr
+
+
+def test_request_show_keeps_its_columns_for_large_amounts_and_cuts_names_with_an_ellipsis(
+    cli: Cli, tmp_path: Path
+) -> None:
+    cli.json("init", "--sample")
+    big = write(
+        tmp_path / "big.yaml",
+        f"""
+        kind: refresh
+        requester: {RITA}
+        cost_centre: CC-ENG
+        needed_by: 2027-01-15
+        justification: The whole company at once.
+        lines:
+          - {{sku: LAPTOP-STD-14, quantity: 900, unit_price: 999999.99, sourcing: individual,
+              sourcing_justification: a price agreed by the board}}
+          - {{sku: MON-27, quantity: 2}}
+        """,
+    )
+    (ref,) = cli.json("request", "submit", big)["ids"]
+    code, shown, err = cli("request", "show", ref)
+    assert code == 0, err
+    out = shown.splitlines()
+    start = out.index("  lines")
+    first, second, total = out[start + 1 : start + 4]
+    assert first.endswith(" 999,999.99 EUR 899,999,991.00 EUR"), first
+    assert second.endswith("     538.00 EUR"), second
+    assert total.endswith("total 900,000,529.00 EUR"), total
+    assert len(first) == len(second) == len(total)  # every amount ends in the same column
+    # A provider's name longer than its column is cut with an ellipsis.
+    from procure.text import clip
+
+    assert clip("Manufacturer direct sales", 22) == "Manufacturer direct s…"
+    assert clip("Nordic IT Distribution", 22) == "Nordic IT Distribution"
