@@ -319,24 +319,31 @@ def _line(sku: str, quantity: int, sourced: tuple[str, int | None]) -> dict[str,
     return {"sku": sku, "quantity": quantity, "ownership": ownership, "term_months": term}
 
 
+# A group refresh's justification names this many devices at most: it is read in every email
+# and page of the request; the rest are a command away.
+NAMED_DEVICES = 10
+
+
 def _naming(group: _Group, devices: list[Asset]) -> str:
-    """A group refresh's justification: what ends when, and the devices (as many as fit)."""
+    """A group refresh's justification: what ends when, and the devices (the first
+    NAMED_DEVICES, as many as fit, then how many more and where they are listed)."""
     head = (
         f"The {ending(group.ends)} of {len(devices)} devices of {group.request.ref} ends on "
         f"{group.end}: "
     )
     names = [f"{a.serial} ({a.sku})" for a in devices]
     text = head + ", ".join(names) + "."
-    if len(text) <= JUSTIFICATION_MAX:
+    if len(names) <= NAMED_DEVICES and len(text) <= JUSTIFICATION_MAX:
         return text
-    room = JUSTIFICATION_MAX - len(head) - len(f" and {len(names)} more.")
+    tail = f" and {{}} more (procure asset list --request {group.request.ref})."
+    room = JUSTIFICATION_MAX - len(head) - len(tail.format(len(names)))
     shown: list[str] = []
-    for name in names:
+    for name in names[:NAMED_DEVICES]:
         room -= len(name) + len(", ")
         if room < 0:
             break
         shown.append(name)
-    return head + ", ".join(shown) + f" and {len(names) - len(shown)} more."
+    return head + ", ".join(shown) + tail.format(len(names) - len(shown))
 
 
 def _draft_refresh(
