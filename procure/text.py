@@ -14,6 +14,14 @@ from models.types import difference_text, moment_text, money_text
 DEVICES_LISTED = 12  # more than this, `request show` counts a request's devices by item
 
 
+def listed(names: list[str], most: int = 5) -> str:
+    """Names in a sentence, the first `most` of a long list and how many more ('PR-0002,
+    PR-0003, PR-0004, PR-0005, PR-0006 and 95 more'): --json has them all."""
+    if len(names) <= most:
+        return ", ".join(names)
+    return f"{', '.join(names[:most])} and {len(names) - most} more"
+
+
 def clip(text: str, width: int) -> str:
     """A text cut to a column's width, with an ellipsis where it was cut ('Manufacturer dire…')."""
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -230,7 +238,7 @@ def print_economics(d: dict[str, Any]) -> None:
             else ", but no agreement has a price for them"
         )
         echo(
-            f"  bundling: {chance['sku']} is also wanted by {', '.join(chance['with'])}: {chance['combined_quantity']} units together{price}"
+            f"  bundling: {chance['sku']} is also wanted by {listed(chance['with'])}: {chance['combined_quantity']} units together{price}"
         )
     terms = d["terms"]
     confirmed = ", ".join(

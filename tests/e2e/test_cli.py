@@ -597,3 +597,9 @@ def test_request_show_keeps_its_columns_for_large_amounts_and_cuts_names_with_an
 
     assert clip("Manufacturer direct sales", 22) == "Manufacturer direct s…"
     assert clip("Nordic IT Distribution", 22) == "Nordic IT Distribution"
+    # A long list in a sentence (the requests that want the same item) names five.
+    from procure.text import listed
+
+    refs = [f"PR-{n:04d}" for n in range(2, 102)]
+    assert listed(refs) == "PR-0002, PR-0003, PR-0004, PR-0005, PR-0006 and 95 more"
+    assert listed(refs[:5]) == "PR-0002, PR-0003, PR-0004, PR-0005, PR-0006"
