@@ -186,6 +186,29 @@ def timeline(session: Session, request_id: int) -> list[dict[str, Any]]:
     ]
 
 
+# More devices than this, and a request's devices are counted by item and status where they are
+# shown (request show, its notices, its page); `procure asset list --request` lists them.
+DEVICES_LISTED = 12
+
+
+def device_counts(assets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A request's devices by item and status, in the order they first appear, with how many
+    deployed ones their holder has not confirmed yet; empty for DEVICES_LISTED devices or fewer
+    (those are listed one by one)."""
+    if len(assets) <= DEVICES_LISTED:
+        return []
+    counts: dict[tuple[str, str], dict[str, Any]] = {}
+    for a in assets:
+        row = counts.setdefault(
+            (a["sku"], a["status"]),
+            {"sku": a["sku"], "status": a["status"], "count": 0, "unconfirmed": 0},
+        )
+        row["count"] += 1
+        if a["status"] == AssetStatus.DEPLOYED and not a["acknowledged_at"]:
+            row["unconfirmed"] += 1
+    return list(counts.values())
+
+
 def request_detail(
     session: Session, request: Request, *, now: datetime | None = None
 ) -> dict[str, Any]:
@@ -257,7 +280,7 @@ def request_detail(
                 ],
             }
         )
-    return {
+    detail = {
         "id": request.ref,
         "status": request.status,
         "kind": request.kind,
@@ -322,6 +345,8 @@ def request_detail(
         # bundling and the terms checklist (one function for every surface that shows them).
         **economics,
     }
+    detail["device_counts"] = device_counts(detail["assets"])
+    return detail
 
 
 def request_rows(

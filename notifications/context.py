@@ -29,11 +29,11 @@ from models import pipeline, tokens
 from models.actions import spec_for
 from models.assets import Asset
 from models.lifecycle import RequestStatus, StageStatus
-from models.org import Person
+from models.org import Person, roles_of
 from models.outbox import Notification
 from models.requests import Request, Stage, format_ref
 from models.types import as_utc
-from models.views import asset_detail, request_detail
+from models.views import DEVICES_LISTED, asset_detail, request_detail
 from notifications.render import Attachment, label
 
 # Events whose addressee decides a stage: their links carry an approval token.
@@ -153,15 +153,58 @@ class ContextBuilder:
                 self._people.setdefault(e, None)
         return {e: p.name for e in emails if (p := self._people.get(e)) is not None}
 
-    def page(self, request_id: int) -> dict[str, Any]:
-        """What the web pages show of a request, with the names the templates' `who` needs."""
+    def page(self, request_id: int, audience: str | None = None) -> dict[str, Any]:
+        """What the web pages show of a request, with the names the templates' `who` needs, as
+        the link's audience may see it (`seen_by`)."""
         _, view, tz = self._request(request_id)
+        view = self.seen_by(view, audience)
         return {
             "request": view,
             "tz": tz,
             "now": self.links.now.isoformat(),
             "people": self._names({m for m in mentioned_in(view) if m}),
         }
+
+    def seen_by(self, view: dict[str, Any], audience: str | None) -> dict[str, Any]:
+        """A request's page as its reader sees it. A person who only holds devices of it (a
+        new hire of a rollout, whose rollout email links the request) sees their own devices and
+        the request's own events, not every colleague's name and serial; whoever asked for it,
+        decides it, or holds a team role sees it all. Past DEVICES_LISTED devices, their
+        events are counted by day, action and who (a rollout's hundreds of deliveries)."""
+        kind, _, email = (audience or "").partition(":")
+        if kind == "person" and not self._involved(view, email):
+            own = [a for a in view["assets"] if a["assigned_to"] == email]
+            serials = {a["serial"] for a in own}
+            view = {
+                **view,
+                "assets": own,
+                "device_counts": [],
+                "timeline": [
+                    e
+                    for e in view["timeline"]
+                    if e["entity"] != "asset" or e["entity_id"] in serials
+                ],
+            }
+        devices = {e["entity_id"] for e in view["timeline"] if e["entity"] == "asset"}
+        if len(devices) > DEVICES_LISTED:
+            view = {**view, "timeline": _counted(view["timeline"])}
+        return view
+
+    def _involved(self, view: dict[str, Any], email: str) -> bool:
+        """Whether a person asked for the request, is asked or has decided, may confirm its
+        terms, or holds a team role (IT, purchasing, HR, finance, management)."""
+        people = {view["requester"], view["on_behalf_of"]}
+        for stage in view["stages"]:
+            people |= {d["by"] for d in stage["decisions"]}
+            people |= {d["on_behalf_of"] for d in stage["decisions"]}
+        for pending in view["pending"]:
+            people |= set(pending["approvers"])
+        confirm_by = (view.get("terms") or {}).get("confirm_by")
+        people |= set(confirm_by["people"]) if confirm_by else set()
+        if email in people:
+            return True
+        person = self.person(email)
+        return person is not None and bool(roles_of(self.session, person.id or 0) - {"requester"})
 
     def build(self, row: Notification) -> dict[str, Any]:
         """The template context of one notification row (see the module doc)."""
@@ -237,6 +280,26 @@ class ContextBuilder:
             "links": links,
             "attachments": attachments,
         }
+
+
+def _counted(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A timeline whose device events are counted: one entry for each day, action and actor
+    ('100 devices deliver (ordered → delivered) by Ida'), at the first of them; the request's
+    and its stages' events as they are."""
+    out: list[dict[str, Any]] = []
+    groups: dict[tuple[str, str, str, str | None, str | None], dict[str, Any]] = {}
+    for e in events:
+        if e["entity"] != "asset":
+            out.append(e)
+            continue
+        key = ((e["at"] or "")[:10], e["action"], e["actor"], e["from"], e["to"])
+        if key not in groups:
+            groups[key] = {**e, "entity_id": "", "details": None, "count": 0}
+            out.append(groups[key])
+        groups[key]["count"] += 1
+    for group in groups.values():
+        group["entity_id"] = f"{group['count']} device{'s' if group['count'] != 1 else ''}"
+    return out
 
 
 def mentioned_in(request_view: dict[str, Any]) -> set[str | None]:

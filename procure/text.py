@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -10,8 +9,6 @@ from typing import Any
 import typer
 
 from models.types import difference_text, moment_text, money_text
-
-DEVICES_LISTED = 12  # more than this, `request show` counts a request's devices by item
 
 
 def listed(names: list[str], most: int = 5) -> str:
@@ -82,20 +79,16 @@ def print_detail(d: dict[str, Any]) -> None:
             else:
                 parts.append(f"escalated to {e['to']}: {e['reason']}")
         echo(f"  pending {p['stage']}: {'; '.join(parts) or 'nobody may decide it'}")
-    if len(d["assets"]) > DEVICES_LISTED:
+    if d["device_counts"]:
         # A rollout's hundreds of devices: counted by item and status; `asset list` lists them.
         echo(f"  devices ({len(d['assets'])}; procure asset list --request {d['id']} lists them)")
-        counts = Counter((a["sku"], a["status"]) for a in d["assets"])
-        waiting = Counter(
-            a["sku"] for a in d["assets"] if a["status"] == "deployed" and not a["acknowledged_at"]
-        )
-        for (sku, status), n in counts.items():
+        for row in d["device_counts"]:
             note = (
-                f", {waiting[sku]} not yet confirmed by their holder"
-                if status == "deployed" and waiting[sku]
+                f", {row['unconfirmed']} not yet confirmed by their holder"
+                if row["unconfirmed"]
                 else ""
             )
-            echo(f"    {n:>5} × {sku:<16} {status}{note}")
+            echo(f"    {row['count']:>5} × {row['sku']:<16} {row['status']}{note}")
     elif d["assets"]:
         echo("  devices")
         for a in d["assets"]:

@@ -308,7 +308,9 @@ def create_app(settings: Any | None = None, engine: Engine | None = None) -> Fas
             return token_problem(web, exc)
         with Session(engine) as session:
             try:
-                context = ContextBuilder(session, web.links()).page(grant.request_id)
+                context = ContextBuilder(session, web.links()).page(
+                    grant.request_id, grant.audience
+                )
             except (NotFound, KeyError):
                 return web.problem(404, "No such request", "this request no longer exists")
         return web.page("request.j2", **context)

@@ -556,6 +556,61 @@ def test_the_request_and_inbox_pages(site: Site) -> None:
     assert site.client.get("/inbox/forged.token").status_code == 400
 
 
+def test_a_rollout_s_page_counts_its_devices_and_shows_a_holder_only_their_own(
+    site: Site,
+) -> None:
+    """The rollout email links each new hire to the request's page: they see their own devices,
+    not every colleague's name and serial; the requester sees the devices counted by item and
+    status, and their hundreds of events counted by day and action."""
+    from models import actions
+    from models.assets import Assignment, SerialIn
+    from models.db import transaction
+    from tests.factories import NINA, approve_all
+
+    ref = submit(
+        site.engine,
+        kind="rollout",
+        on_behalf_of=None,
+        justification="Laptops for the new sales floor.",
+        lines=[{"sku": "LAPTOP-STD-14", "quantity": 14}],
+    )
+    approve_all(site.engine, ref)
+    serials = [f"SN-FLOOR-{n:02d}" for n in range(1, 15)]
+    with transaction(site.engine) as session:
+        actions.place_order(session, ref=ref, actor_email=PAUL, now=NOW)
+    with transaction(site.engine) as session:
+        actions.deliver(session, ref=ref, units=[SerialIn(s) for s in serials], now=NOW)
+    with transaction(site.engine) as session:
+        holders = [NINA, NINA] + [SARA] * 12
+        actions.roll_out(
+            session,
+            ref=ref,
+            assignments=[Assignment(s, h) for s, h in zip(serials, holders, strict=True)],
+            now=NOW,
+        )
+    site.dispatch()
+    nina_page = [u for u in site.links_to(NINA, "r")]
+    assert nina_page, "Nina's rollout email links the request"
+    page = site.client.get(nina_page[-1])
+    assert page.status_code == 200, page.text
+    assert "SN-FLOOR-01" in page.text and "SN-FLOOR-02" in page.text
+    assert (
+        "SN-FLOOR-03" not in page.text and "SN-FLOOR-14" not in page.text
+    )  # not in the timeline either
+    assert "Sara" not in page.text
+    (rita_page, *_) = site.links_to(RITA, "r")
+    page = site.client.get(rita_page)
+    assert page.status_code == 200
+    assert "14 devices (IT lists them with" in page.text and "SN-FLOOR-14" not in page.text
+    assert ">14</td><td" in page.text  # 14 × LAPTOP-STD-14, deployed
+    assert re.search(r"14 devices deliver \(ordered → delivered\)", page.text), page.text
+    # Rita's rollout email counts them too, where it listed a line per device.
+    texts = [mail.part("plain") for mail in site.sink.to(RITA)]
+    counted = [t for t in texts if "14 devices (IT lists them with procure asset list" in t]
+    assert counted and "14 × LAPTOP-STD-14 · deployed · 14 not yet confirmed" in counted[-1]
+    assert not any("SN-FLOOR-14" in t for t in texts)
+
+
 # ------------------------------------------------------------------ the API
 
 
