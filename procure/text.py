@@ -35,6 +35,14 @@ def print_detail(d: dict[str, Any]) -> None:
         f"  cost centre   {d['cost_centre']}   needed by {d['needed_by']}"
         + (f"   delivery {d['delivery_on']}" if d["delivery_on"] else "")
     )
+    moved = [e for e in d["timeline"] if e["action"] == "start_moved"]
+    if moved and (moved[-1]["details"] or {}).get("to") != d["needed_by"]:
+        # HR moved the joiner's start: the plan above still counts from the old date.
+        echo(
+            f"  start moved   HR moved the start to {moved[-1]['details']['to']}: needed-by and "
+            "order-by still count from the old date; plan the delivery for the new one, or cancel "
+            "the request (the next HR sync files one for the new date)"
+        )
     if d["justification"]:
         echo(f"  justification {d['justification']}")
     echo("  lines")
@@ -106,6 +114,9 @@ def print_timeline(events: list[dict[str, Any]]) -> None:
     for group in _together(events):
         e = group[0]
         move = f"{e['from']} → {e['to']}" if e["to"] and e["from"] != e["to"] else (e["to"] or "")
+        details = e.get("details") or {}
+        if not move and {"from", "to"} <= set(details):  # a start date moved, a supplier changed
+            move = f"{details['from']} → {details['to']}"
         for_ = f" (for {e['on_behalf_of']})" if e["on_behalf_of"] else ""
         what = e["entity_id"]
         if len(group) > 1:

@@ -452,10 +452,30 @@ def test_a_joiners_moved_start_date_is_flagged_on_their_request_not_filed_twice(
     (ref,) = sync(timedelta(days=40)).joiners
     moved = sync(timedelta(days=47))  # HR moves the start by a week: one kit, not two
     assert (moved.joiners, moved.moved, moved.unchanged) == ([], [ref], 0)
+    # request show says so beside the plan that still counts from the old date, and its
+    # timeline gives both dates.
+    import contextlib
+    import io
+    import re
+
+    from procure.text import print_detail
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        print_detail(show(engine, ref))
+    old, new = TODAY + timedelta(days=40), TODAY + timedelta(days=47)
+    assert f"  start moved   HR moved the start to {new}: needed-by and order-by still" in (
+        printed.getvalue()
+    )
+    assert re.search(rf"start_moved\s+{old} → {new}\s+hr sync", printed.getvalue())
     again = sync(timedelta(days=47))  # the same export again: told once
     assert (again.joiners, again.moved, again.unchanged) == ([], [], 1)
     assert sync(timedelta(days=40)).moved == [ref]  # and back: that is news again
     detail = show(engine, ref)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        print_detail(detail)
+    assert "start moved" not in printed.getvalue()  # back on the date the plan counts from
     assert detail["needed_by"] == str(TODAY + timedelta(days=40))
     with transaction(engine, readonly=True) as session:
         moves = session.exec(
