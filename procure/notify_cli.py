@@ -84,6 +84,24 @@ def _pick_row(session: Session, event: str, ref: str, to: str | None) -> Any:
     return (people or mine)[-1]
 
 
+def _row_by_id(session: Session, event: str, id_: int, to: str | None) -> Any:
+    """The notification `notify status` lists as #id; it must be of the event named."""
+    from models.outbox import Notification
+
+    row = session.get(Notification, id_)
+    if row is None:
+        raise InputError(
+            Problem(f"no notification #{id_} (notify status lists them)", field="--id")
+        )
+    if row.event != event:
+        raise InputError(
+            Problem(f"#{id_} is a {row.event} notification, not {event}", field="--id")
+        )
+    if to is not None and not row.audience.endswith(to):
+        raise InputError(Problem(f"#{id_} goes to {row.audience}, not {to}", field="--to"))
+    return row
+
+
 def _sample_copies_of(session: Session, event: str) -> list[Any]:
     from models.outbox import Notification
 
@@ -142,6 +160,16 @@ def preview(
     sample: Annotated[
         bool, typer.Option("--sample", help="Render from sample data instead of a request.")
     ] = False,
+    id_: Annotated[
+        int | None,
+        typer.Option(
+            "--id",
+            metavar="N",
+            min=1,
+            help="A queued or sent notification, as notify status lists it (#N): also one of "
+            "no request (an HR leaver's, a digest).",
+        ),
+    ] = None,
     to: Annotated[
         str | None,
         typer.Option("--to", metavar="WHO", help="The copy for this person or team (e.g. hr)."),
@@ -163,8 +191,8 @@ def preview(
     _check_event(event)
     if part is not None and part not in PARTS:
         raise InputError(Problem(f"{part!r}: expected one of {', '.join(PARTS)}", field="--part"))
-    if sample == (request is not None):
-        raise InputError(Problem("give either --request ID or --sample", field="--request"))
+    if [sample, request is not None, id_ is not None].count(True) != 1:
+        raise InputError(Problem("give one of --request ID, --id N or --sample", field="--request"))
     st = _cli().state()
     renderer = Renderer(st.settings.templates_dir)
     if sample:
@@ -185,9 +213,12 @@ def preview(
             message = renderer.render(event, context)
             audience = row.audience
     else:
-        assert request is not None
         with st.read() as session, _rendering():
-            row = _pick_row(session, event, request, to)
+            row = (
+                _pick_row(session, event, request, to)
+                if request is not None
+                else _row_by_id(session, event, id_ or 0, to)
+            )
             context = ContextBuilder(session, _links(st.now())).build(row)
             message = renderer.render(event, context)
             audience = row.audience

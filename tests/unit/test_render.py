@@ -1332,6 +1332,46 @@ def test_notify_preview_sample(cli: Any) -> None:
     assert "Approve:    http://127.0.0.1:8000/a/" in out  # the default base URL
 
 
+def test_notify_preview_a_queued_notification_by_its_id(cli: Any, tmp_path: Path) -> None:
+    """`notify status` lists rows as #N; `--id N` previews one of them, a request's or one of
+    no request (an HR leaver's, a digest) alike."""
+    import json
+
+    assert cli("init", "--sample")[0] == 0
+    request = tmp_path / "request.yaml"
+    request.write_text(
+        "kind: onboarding\nrequester: rita.requester@example.com\n"
+        "on_behalf_of: nina.newhire@example.com\ncost_centre: CC-ENG\nneeded_by: 2027-01-15\n"
+        "justification: Nina joins.\nlines: [{sku: LAPTOP-STD-14, quantity: 1}]\n",
+        encoding="utf-8",
+    )
+    assert cli("request", "submit", str(request))[0] == 0
+    code, out, err = cli("notify", "status", "--json")
+    assert code == 0, err
+    rows = json.loads(out)["items"]
+    row = next(r for r in rows if r["event"] == "review_needed")
+    code, out, err = cli("notify", "preview", "review_needed", "--id", str(row["id"]))
+    assert code == 0, err
+    assert out.startswith(f"To: {row['audience']}\nSubject: ")
+    for args, says in (
+        (
+            ["review_needed", "--id", "9999"],
+            "--id: no notification #9999 (notify status lists them)",
+        ),
+        (
+            ["approved", "--id", str(row["id"])],
+            f"--id: #{row['id']} is a review_needed notification, not approved",
+        ),
+        (
+            ["review_needed", "--id", str(row["id"]), "--to", "finance"],
+            f"--to: #{row['id']} goes to {row['audience']}, not finance",
+        ),
+    ):
+        code, out, err = cli("notify", "preview", *args)
+        assert (code, out) == (2, ""), args
+        assert says in err, err
+
+
 def test_notify_preview_sample_to_one_audience(cli: Any) -> None:
     # The common escalation by default; a part nobody may decide is management's copy.
     code, out, err = cli("notify", "preview", "no_approver", "--sample")
@@ -1389,11 +1429,13 @@ def test_notify_preview_an_unknown_event_lists_the_events(cli: Any) -> None:
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        ((), "give either --request ID or --sample"),
-        (("--sample", "--request", "PR-0001"), "give either --request ID or --sample"),
+        ((), "give one of --request ID, --id N or --sample"),
+        (("--sample", "--request", "PR-0001"), "give one of --request ID, --id N or --sample"),
+        (("--sample", "--id", "3"), "give one of --request ID, --id N or --sample"),
+        (("--id", "0"), "Invalid value for '--id'"),
         (("--sample", "--part", "bogus"), "'bogus': expected one of subject, text, html, slack"),
     ],
-    ids=["neither", "both", "bad-part"],
+    ids=["neither", "both", "sample-and-id", "id-0", "bad-part"],
 )
 def test_notify_preview_bad_arguments(cli: Any, args: tuple[str, ...], says: str) -> None:
     code, _, err = cli("notify", "preview", "approved", *args)
