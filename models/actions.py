@@ -105,6 +105,7 @@ from models.rules import (
     open_slots,
     recorded_escalations,
     seats,
+    slot_delegates,
     slot_key,
     slots_of,
     terms_deciders,
@@ -1091,7 +1092,7 @@ def approval_notices(
                 )
                 for audience in told_of(escalation)
             )
-        delegates = directory.delegates_of(people)
+        delegates = slot_delegates(directory, request, stage, slot, people, decisions, stage_of)
         for p in people:
             approvers.append(p.email)
             notices.append(Notice(event, person(p.email), key, asked, stage_id=stage.id))

@@ -306,6 +306,22 @@ def terms_conflict(
     return f"confirmed its contract terms ({where}; one person decides one part)"
 
 
+def exclusion(
+    directory: Directory,
+    request: Request,
+    stage: Stage,
+    slot: str,
+    person: Person,
+    decisions: Iterable[Decision],
+    stages: dict[int, Stage],
+) -> str | None:
+    """Why this person may not fill this slot, in person or on someone's behalf (their own
+    request, their devices, one person decides one stage and one part), or None if they may."""
+    return conflict(request, stage, person.id, decisions, stages) or terms_conflict(
+        directory, stage, slot, person, stages
+    )
+
+
 def eligible(
     directory: Directory,
     request: Request,
@@ -325,9 +341,7 @@ def eligible(
             excluded[f"nobody holds the role {role}"] = None
         for person in holders:
             assert person.id is not None
-            why = conflict(request, stage, person.id, decisions, stages) or terms_conflict(
-                directory, stage, slot, person, stages
-            )
+            why = exclusion(directory, request, stage, slot, person, decisions, stages)
             if why is not None:
                 excluded[f"{person.email} is excluded: {why}"] = None
             else:
@@ -353,6 +367,29 @@ def deciders(
     to = escalation_role(stage)
     people, nobody = eligible(directory, request, stage, slot, (to,), decisions, stages)
     return people, Escalation(slot, roles, to, reason, "" if people else nobody)
+
+
+def slot_delegates(
+    directory: Directory,
+    request: Request,
+    stage: Stage,
+    slot: str,
+    people: Sequence[Person],
+    decisions: Sequence[Decision],
+    stages: dict[int, Stage],
+) -> dict[int, list[Person]]:
+    """Who may fill a slot today on behalf of each of `people` (its deciders): their delegates
+    but those the rules exclude from it themselves (exclusion), as a decision would refuse them."""
+    out: dict[int, list[Person]] = {}
+    for principal_id, found in directory.delegates_of(people).items():
+        kept = [
+            d
+            for d in found
+            if exclusion(directory, request, stage, slot, d, decisions, stages) is None
+        ]
+        if kept:
+            out[principal_id] = kept
+    return out
 
 
 def seats(
@@ -420,13 +457,9 @@ def _slot_seats(
         escalated = escalation if role not in roles else None
         via = f" (escalated to {role})" if escalated else ""
         on_behalf = "" if principal.id == actor.id else f" (on behalf of {principal.email})"
-        why = conflict(request, stage, principal.id, decisions, stage_of) or terms_conflict(
-            directory, stage, slot, principal, stage_of
-        )
+        why = exclusion(directory, request, stage, slot, principal, decisions, stage_of)
         if why is None and principal.id != actor.id:
-            why = conflict(request, stage, actor.id, decisions, stage_of) or terms_conflict(
-                directory, stage, slot, actor, stage_of
-            )
+            why = exclusion(directory, request, stage, slot, actor, decisions, stage_of)
         if why is not None:
             reasons.append(f"{stage.key}{via}{on_behalf}: {why}")
             continue
@@ -488,6 +521,19 @@ def terms_deciders(
     holders of the stage's escalation role, with the escalation."""
     stage, slot, others, stage_of = _terms_part(request, stages, decisions)
     return deciders(directory, request, stage, slot, (TERMS_ROLE,), others, stage_of)
+
+
+def terms_delegates(
+    directory: Directory,
+    request: Request,
+    stages: Sequence[Stage],
+    decisions: Sequence[Decision],
+    people: Sequence[Person],
+) -> dict[int, list[Person]]:
+    """Who may confirm the contract terms today on behalf of each of `people` (terms_deciders):
+    their delegates whom the rules do not exclude from purchasing's part of the review."""
+    stage, slot, others, stage_of = _terms_part(request, stages, decisions)
+    return slot_delegates(directory, request, stage, slot, people, others, stage_of)
 
 
 def terms_seats(

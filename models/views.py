@@ -38,7 +38,9 @@ from models.rules import (
     escalation_role,
     open_slots,
     seats,
+    slot_delegates,
     terms_deciders,
+    terms_delegates,
 )
 from models.types import utcnow
 
@@ -79,6 +81,7 @@ def pending(
             continue
         roles: list[str] = []
         approvers: dict[str, Person] = {}
+        delegates: set[str] = set()
         escalated: list[dict[str, Any]] = []
         for slot, slot_roles in open_slots(stage, decisions):
             roles.extend(slot_roles)
@@ -90,24 +93,19 @@ def pending(
                 # Escalated earlier in the round: its escalation role may still decide it.
                 more, _ = eligible(directory, request, stage, slot, (earlier.to,), decisions, by_id)
                 people, escalation = people + more, earlier if more else None
+            acting = slot_delegates(directory, request, stage, slot, people, decisions, by_id)
             for p in people:
                 approvers[p.email] = p
+                delegates.update(f"{d.email} (for {p.email})" for d in acting.get(p.id or 0, []))
             if escalation is not None:
                 escalated.append({"roles": list(slot_roles), **escalation.context})
-        delegates = directory.delegates_of(list(approvers.values()))
         out.append(
             {
                 "stage": stage.key,
                 "name": stage.name,
                 "roles": roles,
                 "approvers": sorted(approvers),
-                "delegates": sorted(
-                    {
-                        f"{d.email} (for {p.email})"
-                        for p in approvers.values()
-                        for d in delegates.get(p.id or 0, [])
-                    }
-                ),
+                "delegates": sorted(delegates),
                 "escalated": escalated,
                 "due_at": _iso(stage.due_at),
             }
@@ -129,7 +127,7 @@ def terms_confirmers(
         return None
     directory = Directory(session, request, today)
     people, escalation = terms_deciders(directory, request, stages, decisions)
-    delegates = directory.delegates_of(people)
+    delegates = terms_delegates(directory, request, stages, decisions, people)
     return {
         "role": escalation.to if escalation else TERMS_ROLE,
         "people": sorted(p.email for p in people),

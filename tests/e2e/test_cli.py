@@ -461,6 +461,49 @@ def test_the_cli_shows_a_part_nobody_may_decide_with_why_and_what_to_do(
     assert cli.json("decide", "PR-0001", "--as", FIONA, "--approve")["role"] == "finance"
 
 
+def test_a_delegate_the_rules_exclude_is_not_queued_an_approval_needed(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # During Carl's delegation for Bob: one request is for Carl's own laptop, one for Nina's.
+    monkeypatch.setenv("PROCURE_NOW", "2026-12-22T10:00:00+01:00")
+    cli.json("init", "--sample")
+    for who in (CARL, NINA):
+        path = write(
+            tmp_path / f"{who}.yaml",
+            f"""
+            kind: onboarding
+            requester: {RITA}
+            on_behalf_of: {who}
+            cost_centre: CC-ENG
+            needed_by: 2027-02-01
+            justification: A laptop for {who}.
+            lines: [{{sku: LAPTOP-STD-14, quantity: 1}}]
+            """,
+        )
+        (ref,) = cli.json("request", "submit", path)["ids"]
+        cli.json("decide", ref, "--as", IDA, "--approve")
+        cli.json("decide", ref, "--as", PAUL, "--approve", "--confirm-terms")
+    asked = {
+        (item["request"], item["audience"])
+        for item in cli.json("notify", "status")["items"]
+        if item["event"] == "approval_needed"
+        and item["audience"] in (f"person:{BOB}", f"person:{CARL}")
+    }
+    # Carl is asked for Bob where he may decide, and not where he would decide for himself.
+    assert asked == {
+        ("PR-0001", f"person:{BOB}"),
+        ("PR-0002", f"person:{BOB}"),
+        ("PR-0002", f"person:{CARL}"),
+    }
+    assert cli.json("request", "show", "PR-0001")["pending"][0]["delegates"] == []
+    assert cli.json("request", "show", "PR-0002")["pending"][0]["delegates"] == [
+        f"{CARL} (for {BOB})"
+    ]
+    assert [i["id"] for i in cli.json("inbox", "--as", CARL)["items"]] == ["PR-0002"]
+    code, _, err = cli("decide", "PR-0001", "--as", CARL, "--approve")
+    assert code == 1 and "nobody approves devices for themselves" in err
+
+
 @pytest.mark.parametrize(
     "command",
     [

@@ -1113,6 +1113,97 @@ def test_a_delegate_acts_for_the_absent_approver_within_the_delegations_dates(
         assert (again.noop, again.actor, again.on_behalf_of) == (True, CARL, BOB), case
 
 
+def test_a_delegate_the_rules_exclude_is_neither_asked_nor_offered_the_decision(
+    engine: Engine,
+) -> None:
+    # Carl holds IT too: he may review one request's IT part himself, and then not its budget.
+    give_roles(engine, CARL, "it")
+    during = at(2026, 12, 22, 9)
+    for overrides, joint_review, message in [
+        ({"on_behalf_of": CARL}, IDA, "nobody approves devices for themselves"),
+        ({"requester": CARL}, IDA, "nobody approves their own request"),
+        ({}, CARL, "already decided stage joint_review of this request"),
+    ]:
+        case = f"{overrides or 'Carl reviewed IT'}"
+        ref = submit(engine, justification=f"excluded delegate: {message}", **overrides)
+        decide(engine, ref, joint_review, now=during)
+        decide(engine, ref, PAUL, now=during)
+        # Bob is asked; his delegate is not, nor listed, nor offered it in his inbox.
+        asked = notices(engine, ref, "approval_needed", "budget_owner")
+        assert list(asked) == [f"person:{BOB}"], case
+        (pending,) = show(engine, ref, during)["pending"]
+        assert (pending["approvers"], pending["delegates"], pending["escalated"]) == (
+            [BOB],
+            [],
+            [],
+        ), case
+        assert ref not in [i["id"] for i in inbox_of(engine, CARL, during)], case
+        refused(engine, ref, CARL, RuleViolation, message, now=during, stage_key="budget_owner")
+        # Reminded, then overdue: Bob is asked again, and still not Carl.
+        later = at(2026, 12, 28, 9)
+        sweep(engine, at(2026, 12, 23, 9))
+        sweep(engine, later)
+        for event in ("reminder", "overdue"):
+            assert list(notices(engine, ref, event, "budget_owner")) == [f"person:{BOB}"], case
+        assert decide(engine, ref, BOB, now=later).request_status == "approved", case
+
+    # Carl outside the exclusions is asked for Bob, as the rules let him decide.
+    ref = submit(engine, justification="Carl may decide")
+    decide(engine, ref, IDA, now=during)
+    decide(engine, ref, PAUL, now=during)
+    asked = notices(engine, ref, "approval_needed", "budget_owner")
+    assert asked[f"person:{CARL}"]["on_behalf_of"] == BOB
+    assert show(engine, ref, during)["pending"][0]["delegates"] == [f"{CARL} (for {BOB})"]
+
+
+def test_an_escalated_part_asks_only_the_delegates_the_rules_allow(engine: Engine) -> None:
+    # Bob asks for his own devices: finance decides the budget in his place. Fiona is away:
+    # Ida, who reviewed the request for IT, and Hanna stand in for her.
+    stand_ins = [
+        {"delegator": FIONA, "delegate": who, "from": TODAY, "to": TODAY + timedelta(7)}
+        for who in (IDA, HANNA)
+    ]
+    load_org_data(engine, {"delegations": stand_ins})
+    ref = submit(engine, on_behalf_of=BOB, justification="Bob's own laptop")
+    decide(engine, ref, IDA)
+    decide(engine, ref, PAUL)
+    (pending,) = show(engine, ref)["pending"]
+    assert (pending["approvers"], pending["delegates"]) == ([FIONA], [f"{HANNA} (for {FIONA})"])
+    assert [e["to"] for e in pending["escalated"]] == ["finance"]
+    assert notified(engine, ref, "no_approver") == ["team:finance"]
+    asked = notices(engine, ref, "approval_needed", "budget_owner")
+    assert sorted(asked) == [f"person:{FIONA}", f"person:{HANNA}"]
+    assert asked[f"person:{HANNA}"]["on_behalf_of"] == FIONA
+    assert ref not in [i["id"] for i in inbox_of(engine, IDA, NOW)]
+    refused(
+        engine,
+        ref,
+        IDA,
+        RuleViolation,
+        "already decided stage joint_review",
+        stage_key="budget_owner",
+    )
+    result = decide(engine, ref, HANNA)
+    assert (result.on_behalf_of, result.role, result.request_status) == (
+        FIONA,
+        "finance",
+        "approved",
+    )
+
+
+def test_the_terms_name_only_the_delegates_the_rules_allow(engine: Engine) -> None:
+    # Ida reviews for IT and stands in for Paul: purchasing's part of the same stage is not
+    # hers (one person decides one part), so she is not named to confirm its terms for him.
+    delegation = {"delegator": PAUL, "delegate": IDA, "from": TODAY, "to": TODAY + timedelta(7)}
+    load_org_data(engine, {"delegations": [delegation]})
+    ref = submit(engine)
+    assert show(engine, ref)["terms"]["confirm_by"]["delegates"] == [f"{IDA} (for {PAUL})"]
+    decide(engine, ref, IDA)
+    confirm_by = show(engine, ref)["terms"]["confirm_by"]
+    assert (confirm_by["people"], confirm_by["delegates"]) == ([PAUL, PETRA], [])
+    terms_refused(engine, ref, IDA, "already decided this stage")
+
+
 # ------------------------------------------------------------------ repeated and late decisions
 
 
