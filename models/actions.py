@@ -113,7 +113,7 @@ from models.rules import (
     terms_slot,
 )
 from models.sources import remap
-from models.types import difference_text, label, moment_text, money, money_text, utcnow
+from models.types import difference_text, label, moment_text, money, money_text, plural, utcnow
 
 SYSTEM = "system"
 MAX_HORIZON_DAYS = 5 * 366
@@ -2956,15 +2956,19 @@ class Progress:
 
 
 def check_shipments(session: Session, shipments: dict[str, list[SerialIn]], source: str) -> None:
-    """Every request a shipping notice names exists, and no serial is in it twice: every
-    problem at once, by file and line (an unknown request at its first serial's), before
-    anything is recorded."""
+    """A shipping notice as a whole, before anything is recorded: every request it names
+    exists and may take deliveries, no serial is in it twice, and each serial not recorded for
+    its request yet is one `deliver` records (_delivery_plan: not recorded for another device,
+    of an SKU the request awaits). Every problem at once, by file and line (a request's own at
+    its first serial's)."""
     problems = []
     first: dict[str, int | None] = {}
+    repeated: set[int] = set()
     for unit in sorted(
         (u for units in shipments.values() for u in units), key=lambda u: u.line or 0
     ):
         if unit.serial in first:
+            repeated.add(id(unit))
             problems.append(
                 Problem(
                     f"serial {unit.serial} appears twice (first on line {first[unit.serial]})",
@@ -2976,13 +2980,38 @@ def check_shipments(session: Session, shipments: dict[str, list[SerialIn]], sour
         else:
             first[unit.serial] = unit.line
     for ref, units in shipments.items():
+        line = min((u.line for u in units if u.line is not None), default=None)
         try:
-            get_request(session, ref)
+            request = get_request(session, ref)
         except InputError as exc:
-            line = min((u.line for u in units if u.line is not None), default=None)
             problems += [Problem(p.message, source, line, "request") for p in exc.problems]
+            continue
+        fresh = [u for u in undelivered(session, request, units) if id(u) not in repeated]
+        if fresh:
+            problems += _delivery_problems(session, request, fresh, source)
     if problems:
-        raise InputError(problems)
+        raise InputError(sorted(problems, key=lambda p: p.line or 0))
+
+
+def undelivered(session: Session, request: Request, units: list[SerialIn]) -> list[SerialIn]:
+    """The units of a shipping notice not recorded for their request yet: a notice sent again
+    (or a batch retried) records nothing twice."""
+    known = {a.serial for a in assets_of(session, request) if a.serial}
+    return [u for u in units if u.serial not in known]
+
+
+def _delivery_problems(
+    session: Session, request: Request, units: list[SerialIn], source: str
+) -> list[Problem]:
+    """What `deliver` would refuse of these units of one request, without recording anything:
+    a request that takes no deliveries (at its first unit's line), else each unit's problem."""
+    if request.status != RequestStatus.ORDERED:  # deliver schedules an ordered request first
+        try:
+            REQUEST.target(request.status, RequestEvent.DELIVER, what=request.ref)
+        except TransitionNotAllowed as exc:
+            count = f" ({plural(len(units), 'serial')} for it)" if len(units) > 1 else ""
+            return [Problem(f"{exc}{count}", source, units[0].line, "request")]
+    return _delivery_plan(session, request, units, source)[2]
 
 
 # The devices an erasure file may name: asked back (the provider collected it: it is received
@@ -3055,35 +3084,12 @@ def check_certificates(session: Session, certificates: list[dict[str, str]], sou
         raise InputError(problems)
 
 
-def deliver(
-    session: Session,
-    *,
-    ref: str | int,
-    units: list[SerialIn],
-    actor_email: str | None = None,
-    now: datetime | None = None,
-    source: str | None = None,
-) -> Progress:
-    """Record delivered units by serial (all at once or in parts); the request is delivered with the last."""
-    now = now or utcnow()
-    actor = _check_actor_role(
-        session, actor_email, {Role.IT.value, Role.PURCHASING.value}, "record deliveries"
-    )
-    request = lock_request(session, ref)
-    if request.status == RequestStatus.ORDERED:
-        # Delivered without a planned date: record that it was unplanned (by whoever records
-        # the delivery), then the delivery.
-        schedule_delivery(
-            session,
-            ref=request.ref,
-            on=spec_for(session, request).calendar.today(now),
-            actor_email=actor_email,
-            now=now,
-            unplanned=True,
-        )
-    REQUEST.target(request.status, RequestEvent.DELIVER, what=f"request {request.ref}")
-    if not units:
-        raise InputError(Problem("no serials given", source=source))
+def _delivery_plan(
+    session: Session, request: Request, units: list[SerialIn], source: str | None
+) -> tuple[list[tuple[Asset, SerialIn]], dict[str, list[Asset]], list[Problem]]:
+    """Which ordered device each delivered unit is (by its SKU, or the one SKU still awaited),
+    the devices still awaited after them by SKU, and every problem with the units, by line: a
+    serial twice, one recorded already, an SKU not ordered or with every unit delivered."""
     assets = [a for a in assets_of(session, request) if a.status == AssetStatus.ORDERED]
     by_sku: dict[str, list[Asset]] = defaultdict(list)
     for a in assets:
@@ -3149,6 +3155,39 @@ def deliver(
             problems.append(Problem(why, field="sku", source=source, line=unit.line))
             continue
         plan.append((by_sku[sku].pop(0), unit))
+    return plan, by_sku, problems
+
+
+def deliver(
+    session: Session,
+    *,
+    ref: str | int,
+    units: list[SerialIn],
+    actor_email: str | None = None,
+    now: datetime | None = None,
+    source: str | None = None,
+) -> Progress:
+    """Record delivered units by serial (all at once or in parts); the request is delivered with the last."""
+    now = now or utcnow()
+    actor = _check_actor_role(
+        session, actor_email, {Role.IT.value, Role.PURCHASING.value}, "record deliveries"
+    )
+    request = lock_request(session, ref)
+    if request.status == RequestStatus.ORDERED:
+        # Delivered without a planned date: record that it was unplanned (by whoever records
+        # the delivery), then the delivery.
+        schedule_delivery(
+            session,
+            ref=request.ref,
+            on=spec_for(session, request).calendar.today(now),
+            actor_email=actor_email,
+            now=now,
+            unplanned=True,
+        )
+    REQUEST.target(request.status, RequestEvent.DELIVER, what=f"request {request.ref}")
+    if not units:
+        raise InputError(Problem("no serials given", source=source))
+    plan, by_sku, problems = _delivery_plan(session, request, units, source)
     if problems:
         raise InputError(problems)
     lines = {ln.id: ln for ln in lines_of(session, request)}
@@ -3185,7 +3224,7 @@ def deliver(
             RequestEvent.DELIVER,
             actor=actor,
             at=now,
-            details={"units": len(assets)},
+            details={"units": len(plan)},
             notices=[
                 Notice("delivered", person(requester.email), request.ref),
                 Notice("delivered", team(Role.IT), request.ref),

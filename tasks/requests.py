@@ -85,7 +85,8 @@ def read_serials(path: str) -> list[SerialIn]:
 
 @task(name="check-shipments", cache_policy=NO_CACHE)
 def check_shipments(shipments: dict[str, list[SerialIn]], source: str) -> None:
-    """Every request of the notice exists, before any is recorded."""
+    """The notice as a whole, before anything is recorded: every problem at once
+    (actions.check_shipments)."""
     with read() as session:
         actions.check_shipments(session, shipments, source)
 
@@ -248,8 +249,7 @@ def record_deliveries(
     for request, units in shipments.items():
         with write() as session:
             current = actions.get_request(session, request)
-            known = {a.serial for a in actions.assets_of(session, current) if a.serial}
-            fresh = [u for u in units if u.serial not in known]
+            fresh = actions.undelivered(session, current, units)
             if fresh:
                 progress = actions.deliver(
                     session, ref=request, units=fresh, now=now(), source=source

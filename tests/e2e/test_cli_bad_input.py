@@ -972,7 +972,7 @@ def test_a_shipping_notice_naming_unknown_requests_is_refused_before_prefect_sta
 
 
 # One database is enough: the naming does not depend on it. As a process of its own, as people
-# run it: the flow starts a temporary Prefect server, which stops as that process exits.
+# run it (the notice is checked whole before the flow would start a temporary Prefect server).
 @pytest.mark.parametrize("world", ["sqlite"], indirect=True)
 def test_a_shipping_notice_whose_serial_the_request_refuses_is_named_by_file_and_line(
     cli: Cli, tmp_path: Path
@@ -1017,6 +1017,30 @@ def test_a_shipping_notice_naming_a_serial_twice_is_refused_with_both_lines(
     result = cli.refused("run", "delivery", "--serials", str(path))
     assert where(path, 3, "serial") + "serial SN-T-1 appears twice (first on line 2)" in result.err
     assert "Traceback" not in result.err
+
+
+def test_a_shipping_notice_s_bad_rows_of_known_requests_come_in_one_run_before_prefect_starts(
+    cli: Cli, tmp_path: Path
+) -> None:
+    # Row 2 is fine; the others are what `procure deliver` refuses, across three requests.
+    path = write(
+        tmp_path / "notice.csv",
+        "request,serial,sku\n{ordered},SN-W-1,MON-27\n{delivered},SN-W-2,LAPTOP-STD-14\n"
+        "{ordered},SN-D-1,MON-27\n{in_review},SN-W-3,LAPTOP-STD-14\n"
+        "{ordered},SN-W-4,LAPTOP-STD-14\n{ordered},SN-W-5,LAPTOP-STD-14\n".format(**cli.world.refs),
+    )
+    result = cli.refused("run", "delivery", "--serials", str(path))
+    refs = cli.world.refs
+    assert result.err.splitlines() == [
+        "procure: bad input (4 problems):",
+        f"  {where(path, 3, 'request')}{refs['delivered']} is delivered: cannot deliver; "
+        "possible now: roll_out",
+        f"  {where(path, 4, 'serial')}serial SN-D-1 is already recorded for another device",
+        f"  {where(path, 5, 'request')}{refs['in_review']} is in_review: cannot deliver; "
+        "possible now: approve, reject, send_back, cancel",
+        f"  {where(path, 7, 'sku')}all 1 ordered LAPTOP-STD-14 units are already delivered "
+        "or listed above",
+    ]
 
 
 def test_a_shipping_notice_s_bad_fields_and_unknown_requests_come_in_one_run(

@@ -543,6 +543,56 @@ def _notifications(engine: Engine, ref: str | None) -> list[Notification]:
         return list(session.exec(query).all())
 
 
+def test_a_notice_with_several_bad_rows_names_each_by_line_delivering_nothing(
+    flow_db: Engine, tmp_path: Path
+) -> None:
+    from flows.delivery import delivery
+    from models.errors import InputError
+
+    done, first, second = (submit(flow_db, justification=f"notice {i}") for i in range(3))
+    for ref in (done, first, second):
+        approve_all(flow_db, ref)
+        with transaction(flow_db) as session:
+            actions.place_order(session, ref=ref, now=NOW)
+    with transaction(flow_db) as session:
+        actions.deliver(session, ref=done, units=[actions.SerialIn("D-1")], now=NOW)
+    # The first request's unit is fine; the delivered request gets one more; the second
+    # request's serial is the delivered one's, and one unit too many follows it; the delivered
+    # one's serial comes again at the end.
+    notice = write(
+        tmp_path / "asn.csv",
+        f"""
+        request,serial,sku
+        {first},F-1,LAPTOP-STD-14
+        {done},D-2,LAPTOP-STD-14
+        {second},D-1,LAPTOP-STD-14
+        {second},S-1,LAPTOP-STD-14
+        {second},S-2,LAPTOP-STD-14
+        {done},D-1,LAPTOP-STD-14
+        """,
+    )
+    with pytest.raises(InputError) as refused:
+        run(delivery(notice, batch_size=1))
+    assert str(refused.value).splitlines() == [
+        f"{notice}:3: request: {done} is delivered: cannot deliver; possible now: roll_out",
+        f"{notice}:4: serial: serial D-1 is already recorded for another device",
+        f"{notice}:6: sku: all 1 ordered LAPTOP-STD-14 units are already delivered or listed above",
+        f"{notice}:7: serial: serial D-1 appears twice (first on line 4)",
+    ]
+    # Checked whole before any is delivered: the first request's good row is not recorded.
+    assert [show(flow_db, r)["status"] for r in (done, first, second)] == [
+        "delivered",
+        "ordered",
+        "ordered",
+    ]
+    # The delivered request's own serial again is the notice sent twice: not a problem.
+    again = write(tmp_path / "again.csv", f"request,serial\n{done},D-1\n{first},F-1\n")
+    assert [(r["id"], r["delivered"]) for r in run(delivery(again, hand_out=False))] == [
+        (done, 0),
+        (first, 1),
+    ]
+
+
 def _audit(engine: Engine, ref: str) -> list[AuditEvent]:
     with transaction(engine, readonly=True) as session:
         return list(
