@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -3090,10 +3090,12 @@ def _delivery_plan(
     """Which ordered device each delivered unit is (by its SKU, or the one SKU still awaited),
     the devices still awaited after them by SKU, and every problem with the units, by line: a
     serial twice, one recorded already, an SKU not ordered or with every unit delivered."""
-    assets = [a for a in assets_of(session, request) if a.status == AssetStatus.ORDERED]
+    every = assets_of(session, request)
     by_sku: dict[str, list[Asset]] = defaultdict(list)
-    for a in assets:
-        by_sku[a.sku].append(a)
+    for a in every:
+        if a.status == AssetStatus.ORDERED:
+            by_sku[a.sku].append(a)
+    ordered = Counter(a.sku for a in every)
     problems: list[Problem] = []
     seen: dict[str, int | None] = {}
     wanted = [u.serial for u in units]
@@ -3133,24 +3135,35 @@ def _delivery_plan(
             continue
         sku = unit.sku
         if sku is None:
-            open_skus = [s for s, group in by_sku.items() if group]
-            if len(open_skus) != 1:
+            awaited = sorted(s for s, group in by_sku.items() if group)
+            if len(awaited) > 1:
                 problems.append(
                     Problem(
-                        f"give the SKU: {request.ref} awaits several items ({', '.join(sorted(open_skus))})",
+                        f"give the SKU: {request.ref} awaits several items ({', '.join(awaited)})",
                         field="sku",
                         source=source,
                         line=unit.line,
                     )
                 )
                 continue
-            sku = open_skus[0]
+            if not awaited:  # one serial too many: every unit is delivered or listed above
+                what = (
+                    f"{next(iter(ordered))} units"
+                    if len(ordered) == 1
+                    else f"units ({', '.join(sorted(ordered))})"
+                )
+                why = (
+                    f"all {sum(ordered.values())} ordered {what} are already delivered "
+                    "or listed above"
+                )
+                problems.append(Problem(why, field="sku", source=source, line=unit.line))
+                continue
+            sku = awaited[0]
         if not by_sku.get(sku):
-            ordered = sum(1 for a in assets_of(session, request) if a.sku == sku)
             why = (
                 f"{request.ref} did not order {sku}"
-                if not ordered
-                else f"all {ordered} ordered {sku} units are already delivered or listed above"
+                if not ordered[sku]
+                else f"all {ordered[sku]} ordered {sku} units are already delivered or listed above"
             )
             problems.append(Problem(why, field="sku", source=source, line=unit.line))
             continue

@@ -779,6 +779,7 @@ SERIAL_FILES_THE_REQUEST_REFUSES = [
     pytest.param("serials.csv", "serial,sku\nSN-N-3,LAPTOP-STD-14\nSN-N-4,LAPTOP-STD-14\n", 3, "sku", "all 1 ordered LAPTOP-STD-14 units are already delivered or listed above", id="too many serials"),
     pytest.param("serials.csv", "serial,sku\nSN-N-5,MON-27\nSN-N-6,MON-27\nSN-N-7,MON-27\n", 4, "sku", "all 2 ordered MON-27 units", id="too many of one sku"),
     pytest.param("serials.txt", "# first box\nSN-N-10\n", 2, "sku", "give the SKU: {ordered} awaits several items (LAPTOP-STD-14, MON-27)", id="text without sku"),
+    pytest.param("serials.yaml", "- {serial: SN-N-15, sku: LAPTOP-STD-14}\n- {serial: SN-N-16, sku: MON-27}\n- {serial: SN-N-17, sku: MON-27}\n- {serial: SN-N-18}\n", 4, "sku", "all 3 ordered units (LAPTOP-STD-14, MON-27) are already delivered or listed above", id="one too many without sku"),
     pytest.param("serials.yaml", "- {serial: SN-N-12, sku: MON-27}\n- {serial: SN-N-12, sku: MON-27}\n", 2, "serial", "serial SN-N-12 appears twice", id="yaml duplicate"),
     pytest.param("serials.json", '[\n  {"serial": "SN-N-14", "sku": "MON-27"},\n  {"serial": "SN-N-14", "sku": "MON-27"}\n]\n', 3, "serial", "serial SN-N-14 appears twice", id="json duplicate"),
     pytest.param("serials.txt", "", None, None, "no serials given", id="empty"),

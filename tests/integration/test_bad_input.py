@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from models import actions, pipeline
-from models.assets import Assignment, SerialIn
+from models.assets import Assignment, SerialIn, read_serials_file
 from models.catalog import ItemCreate, check_catalog, load_catalog, read_catalog_file
 from models.db import transaction
 from models.errors import FieldErrors, InputError, Problem
@@ -1046,6 +1046,7 @@ BAD_SERIALS = [
     pytest.param([SerialIn("SN-N-2", "PHONE-STD", 3)], 3, "sku", "did not order PHONE-STD", id="sku not ordered"),
     pytest.param([SerialIn("SN-N-3", "LAPTOP-STD-14", 1), SerialIn("SN-N-4", "LAPTOP-STD-14", 2)], 2, "sku", "all 1 ordered LAPTOP-STD-14 units are already delivered or listed above", id="too many serials"),
     pytest.param([SerialIn("SN-N-5", None, 4)], 4, "sku", "give the SKU", id="sku needed"),
+    pytest.param([SerialIn("SN-N-8", "LAPTOP-STD-14", 1), SerialIn("SN-N-9", "MON-27", 2), SerialIn("SN-N-10", "MON-27", 3), SerialIn("SN-N-11", None, 4)], 4, "sku", "all 3 ordered units (LAPTOP-STD-14, MON-27) are already delivered or listed above", id="one too many without sku"),
     pytest.param([SerialIn("SN-N-6", "MON-27", 1), SerialIn("SN-N-7", "DOCK-USB4", 2)], 2, "sku", "did not order DOCK-USB4", id="good serial before a bad one"),
     pytest.param([], None, None, "no serials given", id="no serials"),
 ]
@@ -1089,6 +1090,31 @@ def test_a_serial_file_sent_again_is_refused_as_already_delivered_for_that_reque
         line=2,
         field="serial",
         fragment=f"serial SN-TWICE-1 is already delivered for {ref}",
+    )
+
+
+def test_a_text_serial_file_with_a_header_line_is_one_serial_too_many(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # A .txt file has no header: a `serial` line is a serial, one more than the two ordered.
+    ref = submit(engine, justification="text file", lines=[{"sku": "MON-27", "quantity": 2}])
+    approve_all(engine, ref)
+    with transaction(engine) as session:
+        actions.place_order(session, ref=ref, now=NOW)
+    path = write(tmp_path / "serials.txt", "serial\nSN-TXT-1\nSN-TXT-2\n")
+    with (
+        writes_nothing(engine),
+        pytest.raises(InputError) as caught,
+        transaction(engine) as session,
+    ):
+        units = read_serials_file(path)
+        actions.deliver(session, ref=ref, units=units, now=NOW, source=str(path))
+    expect(
+        caught,
+        source=str(path),
+        line=3,
+        field="sku",
+        fragment="all 2 ordered MON-27 units are already delivered or listed above",
     )
 
 
