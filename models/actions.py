@@ -1031,6 +1031,53 @@ def _advance(
         _record_escalations(session, request, stage, escalations, due_at=due, at=now)
     if all(s.status in DONE for s in stages):
         _approve_request(session, request, now)
+    else:
+        _tell_terms_open(session, request, directory, stages, decisions, now)
+
+
+def _tell_terms_open(
+    session: Session,
+    request: Request,
+    directory: Directory,
+    stages: list[Stage],
+    decisions: list[Decision],
+    now: datetime,
+) -> None:
+    """Once the contract terms still open hold up the request's final approval (no stage waits
+    for another any more: the last ones are open; or purchasing's part of the review is
+    decided without them), tell whoever may confirm them (rules.terms_deciders, and their
+    delegates): terms_open, once a round for the same open terms."""
+    missing = terms_view(request.terms)["missing"]
+    if not missing or request.status != RequestStatus.IN_REVIEW:
+        return
+    terms_stage, slot = terms_slot(stages)
+    part_decided = terms_stage is not None and (
+        terms_stage.status in DONE
+        or any(
+            d.stage_id == terms_stage.id and d.round == terms_stage.round and d.slot == slot
+            for d in decisions
+        )
+    )
+    if not part_decided and any(s.status == StageStatus.WAITING for s in stages):
+        return
+    people, escalation = terms_deciders(directory, request, stages, decisions)
+    context: dict[str, Any] = {
+        "terms": missing,
+        "round": request.round,
+        "role": escalation.to if escalation else Role.PURCHASING.value,
+        "escalation": escalation.context if escalation else None,
+        "on_behalf_of": None,
+    }
+    key = f"{request.ref}/r{request.round}/{'+'.join(missing)}"
+    notices: list[Notice] = []
+    delegates = directory.delegates_of(people)
+    for p in people:
+        notices.append(Notice("terms_open", person(p.email), key, context))
+        notices.extend(
+            Notice("terms_open", person(d.email), key, {**context, "on_behalf_of": p.email})
+            for d in delegates.get(p.id or 0, [])
+        )
+    outbox.defer(session, notices, request_id=request.id, at=now)
 
 
 def _predecessors(key: str, by_key: dict[str, Stage]) -> set[str]:
@@ -1211,10 +1258,11 @@ TAKES_BACK: Mapping[str, str] = {"return_cancelled": "return_requested"}
 def stale_notices(session: Session, notifications: Sequence[outbox.Notification]) -> dict[int, str]:
     """The notices (by id) that no longer apply, with why: one asking for a stage's decision
     when the stage is no longer open, or every decision it asked for (its roles) has been made
-    since; one superseded by a newer notice (SUPERSEDED_BY); one taking back a notice that was
+    since; one asking to confirm contract terms confirmed since (terms_open); one superseded by a newer notice (SUPERSEDED_BY); one taking back a notice that was
     never sent (TAKES_BACK). Each stage and its request's decisions are read once, however many
     notices ask, and the other notices of the rows' threads in one query."""
     why = _superseded(session, notifications)
+    why.update(_terms_settled(session, notifications))
     stages: dict[int, tuple[Stage | None, list[Decision]]] = {}
     for n in notifications:
         if n.event not in ASKING or n.stage_id is None or n.id is None:
@@ -1241,6 +1289,30 @@ def stale_notices(session: Session, notifications: Sequence[outbox.Notification]
         still_open = {r for _, roles in open_slots(stage, decisions) for r in roles}
         if asked and not asked & still_open:
             why[n.id] = f"stage {stage.key} has its {' and '.join(sorted(asked))} decision already"
+    return why
+
+
+def _terms_settled(
+    session: Session, notifications: Sequence[outbox.Notification]
+) -> dict[int, str]:
+    """stale_notices' terms_open notices that no longer apply: the terms they name were
+    confirmed since, or the request is no longer in review in the round they were sent for."""
+    why: dict[int, str] = {}
+    requests: dict[int, Request | None] = {}
+    for n in notifications:
+        if n.event != "terms_open" or n.id is None or n.request_id is None:
+            continue
+        if n.request_id not in requests:
+            requests[n.request_id] = by_id(session, Request, n.request_id)
+        request = requests[n.request_id]
+        if request is None:
+            why[n.id] = "its request is gone"
+        elif request.status != RequestStatus.IN_REVIEW:
+            why[n.id] = f"{request.ref} is {request.status}"
+        elif request.round != n.context.get("round", request.round):
+            why[n.id] = f"{request.ref} is in review round {request.round} now"
+        elif not set(n.context.get("terms") or []) & set(terms_view(request.terms)["missing"]):
+            why[n.id] = f"the contract terms of {request.ref} were confirmed since"
     return why
 
 
@@ -1504,6 +1576,7 @@ def decide(
         else:
             was = _open_escalations(directory, request, [stage], decisions[:-1], stage_of)
             _escalate_left(session, request, directory, [stage], decisions, stage_of, was, now)
+            _tell_terms_open(session, request, directory, stages, decisions, now)
     elif outcome == Outcome.REJECT:
         fire(
             session,
@@ -1779,8 +1852,8 @@ def _check_final_approval(
         who = f" ({', '.join(p.name for p in people)})" if people else ""
         raise RuleViolation(
             f"{request.ref}: before the final approval {confirmers}{who} must confirm the contract "
-            f"terms still open: {', '.join(missing)}; they confirm them with procure terms "
-            f"{request.ref} --all --as THEIR-EMAIL"
+            f"terms still open: {', '.join(missing)}; they confirm them from their inbox or "
+            f"with procure terms {request.ref} --all --as THEIR-EMAIL"
         )
     budget = budget_status(
         session, request=request, economics=spec.economics, today=spec.calendar.today(now)

@@ -33,6 +33,7 @@ from models.requests import Decision, Request, Stage, format_ref
 from models.rules import (
     TERMS_ROLE,
     Directory,
+    Seat,
     deciders,
     eligible,
     escalation_role,
@@ -41,6 +42,7 @@ from models.rules import (
     slot_delegates,
     terms_deciders,
     terms_delegates,
+    terms_seats,
 )
 from models.types import utcnow
 
@@ -438,62 +440,110 @@ def asset_rows(
 
 
 def inbox(session: Session, person: Person, *, now: datetime | None = None) -> list[dict[str, Any]]:
-    """What waits for this person (directly or as a delegate), oldest deadline first; and the
-    parts that nobody may decide, to those who hold their roles or their escalation role.
-    Nothing for someone no longer active: they may decide nothing."""
+    """What waits for this person (directly or as a delegate), oldest deadline first: the parts
+    of stages they may decide (`what`: decision), the contract terms still open on an open
+    request that they may confirm (`what`: terms, with the `terms`; `stage` None); and the parts
+    that nobody may decide, to those who hold their roles or their escalation role. Nothing for
+    someone no longer active: they may decide nothing."""
     now = now or utcnow()
     if not person.active:
         return []
     candidates = session.exec(
-        select(Request, Stage)
-        .join(Stage, Stage.request_id == Request.id)  # type: ignore[arg-type]
-        .where(Request.status == RequestStatus.IN_REVIEW, Stage.status == StageStatus.OPEN)
+        select(Request)
+        .where(col(Request.status).in_(OPEN_REQUEST_STATES))
         .order_by(col(Request.id))
     ).all()
     items: list[dict[str, Any]] = []
-    done: set[int] = set()
-    for request, _stage in candidates:
-        if request.id in done:
+    for request in candidates:
+        missing = terms_view(request.terms)["missing"]
+        if request.status != RequestStatus.IN_REVIEW and not missing:
             continue
-        done.add(request.id or 0)
         spec = spec_for(session, request)
         directory = Directory(session, request, spec.calendar.today(now))
         stages = stages_of(session, request)
         decisions = decisions_of(session, request)
-        found, _ = seats(directory, person, request, stages, decisions)
-        listed: set[str] = set()
-        for seat in found:
-            if seat.stage.key in listed:
-                continue
-            listed.add(seat.stage.key)
-            items.append(
-                _inbox_item(
-                    request,
-                    seat.stage,
-                    now,
-                    role=seat.role,
-                    on_behalf_of=seat.principal.email if seat.delegated else None,
-                    escalated=seat.escalation.text if seat.escalation else None,
-                )
-            )
-        # A part nobody may decide, nor its escalation role, is shown to those who hold its roles
-        # or the escalation role (though they may not decide it either): why, and what to do.
-        by_id = {s.id: s for s in stages if s.id is not None}
-        for stage in stages:
-            if stage.status != StageStatus.OPEN or stage.key in listed:
-                continue
-            for slot, roles in open_slots(stage, decisions):
-                held = [r for r in (*roles, escalation_role(stage)) if directory.holds(person, r)]
-                if not held:
-                    continue
-                _, escalation = deciders(directory, request, stage, slot, roles, decisions, by_id)
-                if escalation is not None and escalation.nobody:
-                    listed.add(stage.key)
-                    nobody = f"{escalation.text}; what to do: {escalation.remedy}"
-                    items.append(_inbox_item(request, stage, now, role=held[0], nobody=nobody))
-                    break
+        if request.status == RequestStatus.IN_REVIEW:
+            items.extend(_stage_items(request, person, directory, stages, decisions, now))
+        if missing:
+            # The contract terms still open, to whoever may confirm them (procure terms): the
+            # final approval waits for them.
+            mine, _ = terms_seats(directory, person, request, stages, decisions)
+            if mine:
+                items.append(_terms_item(request, stages, mine[0], missing, now))
     items.sort(key=lambda i: (i["due_at"] is None, i["due_at"] or "", i["id"]))
     return items
+
+
+def _stage_items(
+    request: Request,
+    person: Person,
+    directory: Directory,
+    stages: list[Stage],
+    decisions: list[Decision],
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """The inbox lines of a request in review: the parts of its open stages the person may
+    decide, or, held by their roles, one that nobody may decide."""
+    items: list[dict[str, Any]] = []
+    found, _ = seats(directory, person, request, stages, decisions)
+    listed: set[str] = set()
+    for seat in found:
+        if seat.stage.key in listed:
+            continue
+        listed.add(seat.stage.key)
+        items.append(
+            _inbox_item(
+                request,
+                seat.stage,
+                now,
+                role=seat.role,
+                on_behalf_of=seat.principal.email if seat.delegated else None,
+                escalated=seat.escalation.text if seat.escalation else None,
+            )
+        )
+    # A part nobody may decide, nor its escalation role, is shown to those who hold its roles
+    # or the escalation role (though they may not decide it either): why, and what to do.
+    by_id = {s.id: s for s in stages if s.id is not None}
+    for stage in stages:
+        if stage.status != StageStatus.OPEN or stage.key in listed:
+            continue
+        for slot, roles in open_slots(stage, decisions):
+            held = [r for r in (*roles, escalation_role(stage)) if directory.holds(person, r)]
+            if not held:
+                continue
+            _, escalation = deciders(directory, request, stage, slot, roles, decisions, by_id)
+            if escalation is not None and escalation.nobody:
+                listed.add(stage.key)
+                nobody = f"{escalation.text}; what to do: {escalation.remedy}"
+                items.append(_inbox_item(request, stage, now, role=held[0], nobody=nobody))
+                break
+    return items
+
+
+def _terms_item(
+    request: Request, stages: list[Stage], seat: Seat, missing: list[str], now: datetime
+) -> dict[str, Any]:
+    """One line of an inbox: the contract terms still open that the person may confirm (in the
+    seat given: purchasing, on someone's behalf, or escalated), due when the request's next
+    open stage is (what the terms hold up)."""
+    due = min((s.due_at for s in stages if s.status == StageStatus.OPEN and s.due_at), default=None)
+    return {
+        "id": request.ref,
+        "what": "terms",
+        "stage": None,
+        "stage_name": "Contract terms",
+        "terms": missing,
+        "role": seat.role,
+        "on_behalf_of": seat.principal.email if seat.delegated else None,
+        "escalated": seat.escalation.text if seat.escalation else None,
+        "nobody": None,
+        "kind": request.kind,
+        "total": str(request.total),
+        "currency": request.currency,
+        "needed_by": _iso(request.needed_by),
+        "due_at": _iso(due),
+        "overdue": bool(due and due < now),
+    }
 
 
 def _inbox_item(
@@ -511,8 +561,10 @@ def _inbox_item(
     due = stage.due_at
     return {
         "id": request.ref,
+        "what": "decision",
         "stage": stage.key,
         "stage_name": stage.name,
+        "terms": None,
         "role": role,
         "on_behalf_of": on_behalf_of,
         "escalated": escalated,

@@ -221,6 +221,18 @@ def populate(engine: Engine, now: datetime = NOW) -> None:
         actions.decide(
             session, ref=own, actor_email=PAUL, outcome="approve", now=now, confirm_terms=True
         )
+        # A developer workplace whose contract terms the agreement leaves partly open: purchasing
+        # approves its part without confirming them, and the final approval waits for them.
+        terms = _submit(
+            session,
+            now,
+            "terms-open",
+            lines=[],
+            bundle="developer",
+            justification="Nina's developer workplace.",
+        )
+        actions.decide(session, ref=terms, actor_email=IDA, outcome="approve", now=now)
+        actions.decide(session, ref=terms, actor_email=PAUL, outcome="approve", now=now)
         # Fiona asks finance's approval of laptops for Max: she may not give it, and Max, whose
         # role (management) finance's part goes to, may not either: nobody may decide it.
         stuck = _submit(

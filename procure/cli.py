@@ -809,8 +809,9 @@ def decide(
 
 @app.command()
 def inbox(as_: AsOpt = ..., json_: JsonOpt = False) -> None:  # type: ignore[assignment]
-    """What waits for your decision (delegations included), oldest deadline first; and a part
-    of your role's that nobody may decide, with why and what to do."""
+    """What waits for your decision (delegations included), oldest deadline first: the contract
+    terms you may confirm among them; and a part of your role's that nobody may decide, with why
+    and what to do."""
     from models.actions import find_person
     from models.views import inbox as inbox_view
 
@@ -831,8 +832,13 @@ def inbox(as_: AsOpt = ..., json_: JsonOpt = False) -> None:  # type: ignore[ass
         due = f"due {i['due_at'][:16].replace('T', ' ')} UTC" if i["due_at"] else "no deadline"
         late = "  OVERDUE" if i["overdue"] else ""
         typer.echo(
-            f"{i['id']:<9} {i['stage']:<14} as {i['role']}{for_:<30} {money_text(i['total'], i['currency']):>14}  {due}{late}"
+            f"{i['id']:<9} {i['stage'] or 'terms':<14} as {i['role']}{for_:<30} {money_text(i['total'], i['currency']):>14}  {due}{late}"
         )
+        if i["terms"]:  # the final approval waits for them: which, and how to confirm them
+            typer.echo(
+                f"          contract terms to confirm: {', '.join(i['terms'])}; "
+                f"procure terms {i['id']} --all --as {me.email}"
+            )
         if i["nobody"]:  # not yours to decide either: why, and what to do
             typer.echo(f"          {i['nobody']}")
 

@@ -174,7 +174,8 @@ def show_request(request: Request, ref: str) -> dict[str, Any]:
 
 @router.get("/people/{email}/pending", dependencies=[Authorised])
 def pending(request: Request, email: str) -> list[dict[str, Any]]:
-    """What waits for this person's decision (delegations included), oldest deadline first."""
+    """What waits for this person (delegations included), oldest deadline first: their decisions
+    and the contract terms they may confirm (`what`: decision or terms), as `procure inbox`."""
     web = _web(request)
     with transaction(web.engine, readonly=True) as session:
         person = actions.find_person(session, email, what="email")

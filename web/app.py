@@ -329,6 +329,9 @@ def create_app(settings: Any | None = None, engine: Engine | None = None) -> Fas
             links = web.links()
             for item in items:
                 request_id = parse_ref(item["id"])
+                if item["what"] == "terms":  # the request page, with its terms checklist
+                    item["link"] = links.request(request_id, f"person:{person.email}")
+                    continue
                 stage = session.exec(
                     select(Stage).where(Stage.request_id == request_id, Stage.key == item["stage"])
                 ).one()
@@ -340,7 +343,7 @@ def create_app(settings: Any | None = None, engine: Engine | None = None) -> Fas
                     else links.approval(row, stage, person)["page"]
                 )
             tz = ContextBuilder(session, links).timezone()  # as the emails and pages show times
-        return web.page("inbox.j2", reader=person.name, items=items, tz=tz)
+        return web.page("inbox.j2", reader=person.name, email=person.email, items=items, tz=tz)
 
     from web import api, receipt
 

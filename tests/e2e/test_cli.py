@@ -400,6 +400,58 @@ def test_procure_user_stands_for_as_and_is_named_when_it_is_wrong(
     assert code == 2 and "Missing option '--as'" in err
 
 
+def test_the_inbox_lists_the_contract_terms_that_hold_up_the_final_approval(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """Purchasing approves its part of a developer workplace without the contract terms the
+    agreement leaves open: the final approval is refused, naming who confirms them and how; they
+    find them in their inbox (text and JSON) and are notified; once confirmed, they are gone."""
+    cli.json("init", "--sample")
+    path = write(
+        tmp_path / "dev.yaml",
+        f"""
+        kind: onboarding
+        requester: {RITA}
+        on_behalf_of: {NINA}
+        cost_centre: CC-ENG
+        needed_by: 2027-01-15
+        justification: Nina's developer workplace.
+        bundle: developer
+        """,
+    )
+    cli.json("request", "submit", path)
+    cli.json("decide", "PR-0001", "--as", IDA, "--approve")
+    cli.json("decide", "PR-0001", "--as", PAUL, "--approve")  # without --confirm-terms
+    code, _, err = cli("decide", "PR-0001", "--as", BOB, "--approve")
+    assert code == 1 and "they confirm them from their inbox or with procure terms PR-0001" in err
+    terms = ["warranty", "sla", "returns", "erasure"]
+    (item,) = cli.json("inbox", "--as", PAUL)["items"]
+    assert (item["id"], item["what"], item["stage"], item["terms"], item["role"]) == (
+        "PR-0001",
+        "terms",
+        None,
+        terms,
+        "purchasing",
+    )
+    assert item["total"] == cli.json("request", "show", "PR-0001")["total"]
+    code, out, _ = cli("inbox", "--as", PAUL)
+    assert code == 0
+    assert out.startswith("PR-0001   terms          as purchasing "), out
+    assert (
+        "contract terms to confirm: warranty, sla, returns, erasure; "
+        f"procure terms PR-0001 --all --as {PAUL}\n"
+    ) in out
+    assert [i["what"] for i in cli.json("inbox", "--as", BOB)["items"]] == ["decision"]
+    code, out, _ = cli("notify", "status", "--request", "PR-0001")
+    told = sorted(re.findall(r"terms_open +(\S+)", out))
+    assert told == [f"person:{PAUL}", "person:petra.purchasing@example.com"], out
+
+    code, out, err = cli("terms", "PR-0001", "--all", "--as", PAUL)
+    assert code == 0, err
+    assert cli.json("inbox", "--as", PAUL)["items"] == []
+    assert cli.json("decide", "PR-0001", "--as", BOB, "--approve")["status"] == "approved"
+
+
 def own_budget_at_its_owner(cli: Cli, tmp_path: Path) -> None:
     """PR-0001: Bob asks from the budget he owns; its joint review is approved."""
     cli.json("init", "--sample")

@@ -13,8 +13,9 @@ from typing import Any, cast
 import httpx
 from sqlmodel import Session, func, select
 
-from models import tokens
+from models import actions, tokens
 from models.links import UsedLink
+from models.outbox import Notification
 from models.requests import Stage
 from tests.e2e.conftest import API_TOKEN, Site, wait_for
 from tests.factories import (
@@ -609,6 +610,52 @@ def test_a_rollout_s_page_counts_its_devices_and_shows_a_holder_only_their_own(
     counted = [t for t in texts if "14 devices (IT lists them with procure asset list" in t]
     assert counted and "14 × LAPTOP-STD-14 · deployed · 14 not yet confirmed" in counted[-1]
     assert not any("SN-FLOOR-14" in t for t in texts)
+
+
+def test_the_contract_terms_to_confirm_reach_purchasing_s_inbox_page(site: Site) -> None:
+    """Purchasing approved its part without the contract terms: the final approval waits for
+    them. Paul is emailed once, his inbox page lists them with what to do, and once they are
+    confirmed they are off it; a notice of terms confirmed before it went is not sent."""
+    ref = submit(site.engine)
+    decide(site.engine, ref, IDA)
+    decide(site.engine, ref, PAUL, confirm_terms=False)
+    site.dispatch()
+    (mail,) = [m for m in site.sink.to(PAUL) if m.subject.startswith("Contract terms to confirm")]
+    assert f"procure terms {ref} --all --as YOUR-EMAIL" in mail.part("plain")
+    (inbox, *_) = [u for u in site.links_to(PAUL, "inbox") if u in mail.part("plain")]
+    page = site.client.get(inbox)
+    assert page.status_code == 200, page.text
+    assert "contract terms to confirm: warranty, SLA, returns, erasure" in page.text
+    assert f"procure terms {ref} --all --as {PAUL}" in page.text
+    # Its link opens the request (purchasing's part is decided: its approval link answers 409).
+    (item,) = [line for line in page.text.splitlines() if "contract terms to confirm" in line]
+    link = re.search(r'href="([^"]+/r/[^"]+)"', item)
+    assert link is not None, item
+    shown = site.client.get(link.group(1))
+    assert shown.status_code == 200 and "Still to confirm by purchasing" in shown.text
+    # Bob's inbox lists his decision, which waits for the terms.
+    (bobs, *_) = site.links_to(BOB, "inbox")
+    assert "contract terms to confirm" not in site.client.get(bobs).text
+
+    with Session(site.engine) as session, session.begin():
+        actions.confirm_terms(session, ref=ref, actor_email=PETRA, now=NOW)
+    assert "contract terms to confirm" not in site.client.get(inbox).text
+
+    # Confirmed before the notices went: they are dropped, not sent.
+    other = submit(site.engine, justification="confirmed before the notice went")
+    decide(site.engine, other, IDA)
+    decide(site.engine, other, PAUL, confirm_terms=False)
+    with Session(site.engine) as session, session.begin():
+        actions.confirm_terms(session, ref=other, actor_email=PAUL, now=NOW)
+    site.dispatch()
+    assert not [m for m in site.sink.to(PETRA) if other in m.subject and "terms" in m.subject]
+    with Session(site.engine) as session:
+        statuses = session.exec(
+            select(Notification.status).where(
+                Notification.event == "terms_open", Notification.request_id == int(other[3:])
+            )
+        ).all()
+    assert sorted(statuses) == ["dropped", "dropped"]
 
 
 # ------------------------------------------------------------------ the API

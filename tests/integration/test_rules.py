@@ -676,8 +676,8 @@ def test_an_escalated_manager_confirms_the_terms_and_completes_the_approval(
         re.escape(
             f"{afterwards}: before the final approval management (in place of purchasing, as "
             f"{reason}) (Max Management) must confirm the contract terms still open: warranty, "
-            f"sla, returns, erasure; they confirm them with procure terms {afterwards} --all "
-            "--as THEIR-EMAIL"
+            f"sla, returns, erasure; they confirm them from their inbox or with procure terms "
+            f"{afterwards} --all --as THEIR-EMAIL"
         ),
     )
     terms_refused(engine, afterwards, BOB, "needs the role management")
@@ -777,6 +777,145 @@ def test_without_a_purchasing_stage_purchasing_outside_the_exclusions_confirms_t
     ref = submit(engine, requester=PAUL, on_behalf_of=PETRA, justification="nobody in purchasing")
     assert show(engine, ref)["terms"]["confirm_by"]["people"] == [MAX]
     assert confirm_terms(engine, ref, MAX)["missing"] == []
+
+
+def terms_notices(engine: Engine, ref: str, round: int = 1) -> dict[str, dict[str, Any]]:
+    """The request's terms_open notifications of a review round: {audience: {id, **context}}
+    (one each)."""
+    with transaction(engine, readonly=True) as session:
+        rows = [
+            n
+            for n in session.exec(
+                select(Notification).where(
+                    Notification.event == "terms_open", Notification.request_id == int(ref[3:])
+                )
+            ).all()
+            if n.context["round"] == round
+        ]
+        assert len({n.audience for n in rows}) == len(rows), [n.dedup_key for n in rows]
+        return {n.audience: {"id": n.id, **n.context} for n in rows}
+
+
+def terms_items(engine: Engine, email: str, ref: str) -> list[dict[str, Any]]:
+    return [i for i in inbox_of(engine, email, NOW) if i["id"] == ref and i["what"] == "terms"]
+
+
+def test_the_terms_holding_up_the_final_approval_reach_whoever_may_confirm_them(
+    engine: Engine,
+) -> None:
+    """Purchasing approves its part without the contract terms: the final approval is refused
+    until they are confirmed, so whoever may confirm them (Paul and Petra, and Carl standing in
+    for Paul) finds them in their inbox and is told once, and the notices go stale once the terms
+    are confirmed."""
+    delegation = {"delegator": PAUL, "delegate": CARL, "from": TODAY, "to": TODAY + timedelta(7)}
+    load_org_data(engine, {"delegations": [delegation]})
+    ref = submit(engine)
+    decide(engine, ref, PAUL, confirm_terms=False)
+    told = terms_notices(engine, ref)
+    assert sorted(told) == [f"person:{CARL}", f"person:{PAUL}", f"person:{PETRA}"]
+    assert {a: (n["terms"], n["on_behalf_of"], n["escalation"]) for a, n in told.items()} == {
+        f"person:{PAUL}": (TERMS, None, None),
+        f"person:{PETRA}": (TERMS, None, None),
+        f"person:{CARL}": (TERMS, PAUL, None),
+    }
+    # Ida's approval opens the final stage: the same open terms are not told twice.
+    decide(engine, ref, IDA)
+    assert terms_notices(engine, ref) == told
+    assert not {n["id"] for n in told.values()} & stale_notices(engine)
+
+    # Their inboxes list the terms as an item of their own; Bob's lists his decision only.
+    for who, on_behalf_of in ((PAUL, None), (PETRA, None), (CARL, PAUL)):
+        (item,) = terms_items(engine, who, ref)
+        assert item == {
+            "id": ref,
+            "what": "terms",
+            "stage": None,
+            "stage_name": "Contract terms",
+            "terms": TERMS,
+            "role": "purchasing",
+            "on_behalf_of": on_behalf_of,
+            "escalated": None,
+            "nobody": None,
+            "kind": "onboarding",
+            "total": "949.00",
+            "currency": "EUR",
+            "needed_by": (TODAY + timedelta(days=28)).isoformat(),
+            "due_at": show(engine, ref)["pending"][0]["due_at"],  # the budget owner's deadline
+            "overdue": False,
+        }, who
+    assert [(i["what"], i["stage"]) for i in inbox_of(engine, BOB, NOW) if i["id"] == ref] == [
+        ("decision", "budget_owner")
+    ]
+    for who in (IDA, IVAN, RITA, NINA, FIONA):
+        assert terms_items(engine, who, ref) == [], who
+    refused(engine, ref, BOB, RuleViolation, "from their inbox or with procure terms")
+
+    # Confirmed in part: the rest is still open, the notices still apply.
+    with transaction(engine) as session:
+        actions.confirm_terms(session, ref=ref, actor_email=PETRA, names=["warranty"], now=NOW)
+    assert terms_items(engine, PAUL, ref)[0]["terms"] == TERMS[1:]
+    assert not {n["id"] for n in told.values()} & stale_notices(engine)
+    # All confirmed: off every inbox, and the notices not sent yet are dropped as stale.
+    assert confirm_terms(engine, ref, PAUL)["missing"] == []
+    for who in (PAUL, PETRA, CARL):
+        assert terms_items(engine, who, ref) == [], who
+    assert {n["id"] for n in told.values()} <= stale_notices(engine)
+    assert decide(engine, ref, BOB).request_status == "approved"
+    assert terms_notices(engine, ref) == told
+
+
+def test_terms_open_is_told_once_the_last_stage_opens_and_not_before(engine: Engine) -> None:
+    # The joint review is open, the budget owner's stage waits: nothing holds up yet.
+    ref = submit(engine)
+    decide(engine, ref, IDA)
+    assert terms_notices(engine, ref) == {}
+    # Purchasing's part is still Paul's to decide (with the terms); his inbox lists both.
+    assert [i["what"] for i in inbox_of(engine, PAUL, NOW) if i["id"] == ref] == [
+        "decision",
+        "terms",
+    ]
+    # Sent back and resubmitted: a new round, the terms are told afresh when they hold it up.
+    decide(engine, ref, PAUL, confirm_terms=False)
+    first = terms_notices(engine, ref)
+    assert sorted(first) == [f"person:{PAUL}", f"person:{PETRA}"]
+    decide(engine, ref, BOB, "send_back")
+    assert {n["id"] for n in first.values()} <= stale_notices(engine)
+    assert terms_items(engine, PAUL, ref)[0]["terms"] == TERMS  # still open: confirm them now
+    resubmit(engine, ref, justification="Nina joins the platform team in January.")
+    decide(engine, ref, IDA)
+    decide(engine, ref, PAUL, confirm_terms=False)
+    assert sorted(terms_notices(engine, ref, round=2)) == [f"person:{PAUL}", f"person:{PETRA}"]
+    assert terms_notices(engine, ref) == first
+
+    # Without a purchasing stage: told when the budget owner's stage, the last, opens; to the
+    # purchasers who may confirm them (not Paul, who asked for it).
+    install_edited_pipeline(engine, "it-only.yaml", ("roles: [it, purchasing]", "roles: [it]"))
+    ref = submit(engine, requester=PAUL, justification="without a purchasing stage")
+    assert terms_notices(engine, ref) == {}
+    decide(engine, ref, IDA)
+    assert list(terms_notices(engine, ref)) == [f"person:{PETRA}"]
+    assert terms_items(engine, PAUL, ref) == []
+
+
+def test_terms_escalated_to_management_reach_management(engine: Engine) -> None:
+    # Paul asks for Petra's laptop: nobody in purchasing may confirm the terms; management may.
+    ref = submit(engine, requester=PAUL, on_behalf_of=PETRA)
+    decide(engine, ref, IDA)
+    decide(engine, ref, MAX)
+    (told,) = terms_notices(engine, ref).items()
+    reason = (
+        f"nobody may decide purchasing ({PAUL} is excluded: nobody approves their own request; "
+        f"{PETRA} is excluded: nobody approves devices for themselves)"
+    )
+    assert told[0] == f"person:{MAX}"
+    assert (told[1]["role"], told[1]["escalation"]) == (
+        "management",
+        {"to": "management", "reason": reason},
+    )
+    (item,) = terms_items(engine, MAX, ref)
+    assert (item["role"], item["escalated"]) == ("management", reason)
+    for who in (PAUL, PETRA):
+        assert terms_items(engine, who, ref) == []
 
 
 def rendered(engine: Engine, ref: str, event: str, audience: str, stage: str) -> Message:

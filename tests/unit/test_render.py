@@ -1503,6 +1503,42 @@ def test_messages_say_management_confirms_the_terms_while_purchasing_s_part_is_e
     assert told not in renderer.render("no_approver", context).text
 
 
+def test_terms_open_says_which_terms_hold_up_the_final_approval_and_how_to_confirm_them(
+    session: Session, renderer: Renderer
+) -> None:
+    """Purchasing approved its part of the sample's developer workplace without the terms: each
+    purchaser is told which terms are open, that the final approval waits, and the command."""
+    row, context = sample(session, "terms_open")
+    assert (
+        row.audience.startswith("person:")
+        and row.context["terms"] == context["request"]["terms"]["missing"]
+    )
+    ref = context["request"]["id"]
+    message = renderer.render("terms_open", context)
+    assert message.subject.startswith(f"Contract terms to confirm: {ref} onboarding, €")
+    said = (
+        f"{ref} from Rita Requester cannot be given its final approval until the contract terms "
+        "still open are confirmed: warranty, SLA, returns, erasure. They wait in your inbox: "
+        f"confirm them with procure terms {ref} --all --as YOUR-EMAIL"
+    )
+    assert said in message.text and said in message.slack
+    assert "still to confirm by purchasing: warranty, SLA, returns, erasure" in message.text
+    assert "Budget owner approval: Bob Budget" in message.text  # what waits for them
+    assert f"procure terms {ref} --all --as YOUR-EMAIL" in message.html
+    assert context["links"]["inbox"] in message.html
+    # The terms confirmed in part since it was queued: it names those still open.
+    context["request"]["terms"]["missing"] = ["sla"]
+    assert "still open are confirmed: SLA. " in renderer.render("terms_open", context).text
+    # To a delegate, and to management when purchasing's part is escalated to it.
+    context["notice"].update(
+        on_behalf_of="paul.purchasing@example.com", escalation=ESCALATED_TERMS["escalated"]
+    )
+    text = renderer.render("terms_open", context).text
+    assert "You may confirm them as delegate of Paul Purchasing" in text, text
+    reason = ESCALATED_TERMS["escalated"]["reason"]  # type: ignore[index]
+    assert f"You are asked as management, in place of purchasing, because {reason}." in text
+
+
 def test_a_line_s_open_terms_leave_out_what_purchasing_confirmed(
     session: Session, renderer: Renderer
 ) -> None:
