@@ -109,6 +109,7 @@ from models.rules import (
     slot_key,
     slots_of,
     terms_deciders,
+    terms_delegates,
     terms_seats,
     terms_slot,
 )
@@ -1070,7 +1071,8 @@ def _tell_terms_open(
     }
     key = f"{request.ref}/r{request.round}/{'+'.join(missing)}"
     notices: list[Notice] = []
-    delegates = directory.delegates_of(people)
+    # Their delegates whom the rules do not exclude from purchasing's part (rules.exclusion).
+    delegates = terms_delegates(directory, request, stages, decisions, people)
     for p in people:
         notices.append(Notice("terms_open", person(p.email), key, context))
         notices.extend(

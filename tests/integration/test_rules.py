@@ -1341,6 +1341,11 @@ def test_the_terms_name_only_the_delegates_the_rules_allow(engine: Engine) -> No
     confirm_by = show(engine, ref)["terms"]["confirm_by"]
     assert (confirm_by["people"], confirm_by["delegates"]) == ([PAUL, PETRA], [])
     terms_refused(engine, ref, IDA, "already decided this stage")
+    # Paul approves his part without them: the terms hold up the final approval, and those who
+    # may confirm them are told; Ida, his delegate but excluded, is not.
+    decide(engine, ref, PAUL, confirm_terms=False)
+    assert sorted(terms_notices(engine, ref)) == [f"person:{PAUL}", f"person:{PETRA}"]
+    assert terms_items(engine, IDA, ref) == []
 
 
 # ------------------------------------------------------------------ repeated and late decisions
