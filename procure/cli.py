@@ -825,14 +825,23 @@ def inbox(as_: AsOpt = ..., json_: JsonOpt = False) -> None:  # type: ignore[ass
     if not items:
         typer.echo("nothing waits for you" + ("" if me.active else f" ({me.email} is not active)"))
         return
+    # Each column as wide as its widest cell: the amounts stay aligned whatever the roles.
+    cells = []
     for i in items:
-        for_ = f" (for {i['on_behalf_of']})" if i["on_behalf_of"] else ""
+        as_whom = f"as {i['role']}"
+        if i["on_behalf_of"]:
+            as_whom += f" (for {i['on_behalf_of']})"
         if i["escalated"]:  # the escalation role, for a part nobody else may decide
-            for_ += " (escalated)"
+            as_whom += " (escalated)"
+        cells.append((i["stage"] or "terms", as_whom, money_text(i["total"], i["currency"])))
+    stage_w = max(14, *(len(c[0]) for c in cells))
+    whom_w = max(len(c[1]) for c in cells)
+    money_w = max(14, *(len(c[2]) for c in cells))
+    for i, (stage, as_whom, total) in zip(items, cells, strict=True):
         due = f"due {i['due_at'][:16].replace('T', ' ')} UTC" if i["due_at"] else "no deadline"
         late = "  OVERDUE" if i["overdue"] else ""
         typer.echo(
-            f"{i['id']:<9} {i['stage'] or 'terms':<14} as {i['role']}{for_:<30} {money_text(i['total'], i['currency']):>14}  {due}{late}"
+            f"{i['id']:<9} {stage:<{stage_w}} {as_whom:<{whom_w}} {total:>{money_w}}  {due}{late}"
         )
         if i["terms"]:  # the final approval waits for them: which, and how to confirm them
             typer.echo(
