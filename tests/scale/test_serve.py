@@ -310,7 +310,10 @@ def _chains(text: str) -> list[str]:
 
 
 def _interrupted(traceback: str) -> bool:
-    """A traceback (the text after its header) that ends in the KeyboardInterrupt of Ctrl-C."""
-    lines = [line for line in traceback.splitlines() if line.strip()]
-    ends = next((line for line in lines if not line.startswith(" ")), "")
-    return ends.strip() == "KeyboardInterrupt"
+    """A traceback (the text after its header) that ends in the KeyboardInterrupt of Ctrl-C.
+    The flow-run processes Ctrl-C stops write to one log at once, so another's log line may
+    come before the exception's own line: the exception lines (unindented, an exception's
+    name) are looked at, not the first unindented line."""
+    exception = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b")
+    raised = [line.strip() for line in traceback.splitlines() if exception.match(line)]
+    return bool(raised) and all(line == "KeyboardInterrupt" for line in raised)
