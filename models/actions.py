@@ -1245,9 +1245,11 @@ ASKING = frozenset({"approval_needed", "reminder", "overdue", "review_needed", "
 
 # The notices a later change makes stale: a newer notice of one of these events, to the same
 # audience about the same request and device, supersedes a notice not yet sent (the delivery
-# date moved again; a device asked back, then kept, or the other way round).
+# date moved again; more units of a request without a delivery date arrived, or a date was
+# agreed for the rest; a device asked back, then kept, or the other way round).
 SUPERSEDED_BY: Mapping[str, frozenset[str]] = {
     "delivery_scheduled": frozenset({"delivery_scheduled"}),
+    "delivered": frozenset({"delivered", "delivery_scheduled"}),
     "return_requested": frozenset({"return_requested", "return_cancelled"}),
     "return_cancelled": frozenset({"return_requested", "return_cancelled"}),
 }
@@ -2972,9 +2974,9 @@ def schedule_delivery(
     on: date,
     actor_email: str | None = None,
     now: datetime | None = None,
-    unplanned: bool = False,
 ) -> Request:
-    """Record the delivery date agreed with the supplier (again to reschedule)."""
+    """Record the delivery date agreed with the supplier (again to reschedule), also for the
+    rest of a request part of which arrived before."""
     now = now or utcnow()
     actor = _check_actor_role(
         session, actor_email, {Role.PURCHASING.value, Role.IT.value}, "schedule deliveries"
@@ -2982,7 +2984,7 @@ def schedule_delivery(
     request = lock_request(session, ref)
     spec = spec_for(session, request)
     today = spec.calendar.today(now)
-    if on < today and not unplanned:
+    if on < today:
         raise InputError(Problem(f"{on} is in the past (today is {today})", field="date"))
     if on > today + timedelta(days=MAX_HORIZON_DAYS):
         raise InputError(Problem(f"{on} is more than five years ahead", field="date"))
@@ -3011,7 +3013,6 @@ def schedule_delivery(
         details={
             "date": on,
             "previous": request.delivery_on,
-            "unplanned": unplanned,
             "late": on > request.needed_by,
         },
         notices=notices,
@@ -3261,17 +3262,8 @@ def deliver(
         session, actor_email, {Role.IT.value, Role.PURCHASING.value}, "record deliveries"
     )
     request = lock_request(session, ref)
-    if request.status == RequestStatus.ORDERED:
-        # Delivered without a planned date: record that it was unplanned (by whoever records
-        # the delivery), then the delivery.
-        schedule_delivery(
-            session,
-            ref=request.ref,
-            on=spec_for(session, request).calendar.today(now),
-            actor_email=actor_email,
-            now=now,
-            unplanned=True,
-        )
+    # Ordered and scheduled alike: units that arrive before a delivery date is agreed are
+    # recorded as they are, and no date is made up for them nor for the units still to come.
     REQUEST.target(request.status, RequestEvent.DELIVER, what=f"request {request.ref}")
     if not units:
         raise InputError(Problem("no serials given", source=source))
@@ -3304,6 +3296,7 @@ def deliver(
         moves.append(Move(asset, changes, {"sku": asset.sku}))
     fire_many(session, moves, AssetEvent.DELIVER, actor=actor, at=now)
     remaining = sum(len(g) for g in by_sku.values())
+    unplanned = request.status == RequestStatus.ORDERED  # no delivery date was agreed
     if remaining == 0:
         requester = requester_of(session, request)
         fire(
@@ -3312,11 +3305,33 @@ def deliver(
             RequestEvent.DELIVER,
             actor=actor,
             at=now,
-            details={"units": len(plan)},
+            details={"units": len(plan), "unplanned": unplanned},
             notices=[
                 Notice("delivered", person(requester.email), request.ref),
                 Notice("delivered", team(Role.IT), request.ref),
             ],
+        )
+    elif unplanned:
+        # Part of it came before any date was agreed: what arrived and what is still to come,
+        # to those who wait for it and to purchasing, who agrees the date for the rest.
+        requester = requester_of(session, request)
+        units_ordered = sum(ln.quantity for ln in lines.values())  # a device record per unit
+        arrived = units_ordered - remaining
+        context = {"arrived": arrived, "units": units_ordered, "remaining": remaining, "on": today}
+        outbox.defer(
+            session,
+            [
+                Notice(
+                    "delivered", audience, f"{request.ref}/{arrived}-of-{units_ordered}", context
+                )
+                for audience in (
+                    person(requester.email),
+                    team(Role.IT),
+                    team(Role.PURCHASING),
+                )
+            ],
+            request_id=request.id,
+            at=now,
         )
     return Progress(request.ref, len(plan), remaining, request.status, [u.serial for _, u in plan])
 

@@ -139,6 +139,9 @@ REQUEST_TRANSITIONS: Mapping[tuple[str, str], str] = {
     (R.ORDERED, RE.SCHEDULE_DELIVERY): R.DELIVERY_SCHEDULED,
     (R.DELIVERY_SCHEDULED, RE.SCHEDULE_DELIVERY): R.DELIVERY_SCHEDULED,  # rescheduled
     (R.DELIVERY_SCHEDULED, RE.DELIVER): R.DELIVERED,
+    # The last unit arrived before any delivery date was agreed: delivered as it is, no date
+    # made up for it (actions.deliver).
+    (R.ORDERED, RE.DELIVER): R.DELIVERED,
     (R.DELIVERED, RE.ROLL_OUT): R.ROLLED_OUT,
     (R.ROLLED_OUT, RE.CLOSE): R.CLOSED,
 }

@@ -140,9 +140,12 @@ def populate(engine: Engine, now: datetime = NOW) -> None:
         _approve_all(session, desks, now)
         actions.place_order(session, ref=desks, actor_email=PAUL, now=now)
         serials = [f"SN-SAMPLE-010{n}" for n in range(1, 4)]
-        actions.deliver(
-            session, ref=desks, units=[SerialIn(s) for s in serials], actor_email=IVAN, now=later
-        )
+        # Two arrive before any delivery date is agreed (what came, what is still to come),
+        # then the third.
+        for part in (serials[:2], serials[2:]):
+            actions.deliver(
+                session, ref=desks, units=[SerialIn(s) for s in part], actor_email=IVAN, now=later
+            )
         actions.roll_out(
             session,
             ref=desks,
@@ -363,25 +366,28 @@ def sample_database() -> Iterator[Engine]:
 def sample_variant(row: Notification) -> tuple[str, bool, bool]:
     """What a template renders differently: a person's copy or a team's (each built from its
     own notice; a digest's sections differ from team to team: each team's is its own), whether
-    it tells of a part nobody may decide (no_approver's other case), and whether it lists
-    several devices (a rollout's, a lifecycle alert's) or names one."""
+    it tells of its event's other case (a part nobody may decide: no_approver's; units still to
+    come with no delivery date: delivered's), and whether it lists several devices (a rollout's,
+    a lifecycle alert's) or names one."""
     if row.event == "digest":
         return row.audience, False, False
     context = row.context if isinstance(row.context, dict) else {}
     escalation = context.get("escalation")
-    stuck = isinstance(escalation, dict) and bool(escalation.get("nobody"))
+    other = (isinstance(escalation, dict) and bool(escalation.get("nobody"))) or (
+        row.event == "delivered" and bool(context.get("remaining"))
+    )
     devices = context.get("devices")
     several = isinstance(devices, list) and len(devices) > 1
-    return row.audience.split(":", 1)[0], stuck, several
+    return row.audience.split(":", 1)[0], other, several
 
 
 def _better(row: Notification, best: Notification) -> bool:
     """Whether a later row of an event makes a better sample than the one chosen so far: the
-    common case before a part nobody may decide, a list of devices before one device, a
-    person's copy over a team's."""
-    kind, stuck, several = sample_variant(row)
-    best_kind, best_stuck, best_several = sample_variant(best)
-    if stuck and not best_stuck:
+    common case before its other one (a part nobody may decide, units still to come), a list
+    of devices before one device, a person's copy over a team's."""
+    kind, other, several = sample_variant(row)
+    best_kind, best_other, best_several = sample_variant(best)
+    if other and not best_other:
         return False
     if several != best_several:
         return several
@@ -390,8 +396,8 @@ def _better(row: Notification, best: Notification) -> bool:
 
 def sample_rows(session: Session, to: str | None = None) -> dict[str, Notification]:
     """One notification per event: the latest, a person's copy where there is one (it has
-    links; the latest approval request is the one still waiting), the common case before a
-    part nobody may decide, a list of devices before one device. `to`: only the copies to that person or team (an email, or a team
+    links; the latest approval request is the one still waiting), the common case before its
+    other one (a part nobody may decide, units still to come), a list of devices before one device. `to`: only the copies to that person or team (an email, or a team
     such as it), the latest of each event."""
     rows: dict[str, Notification] = {}
     for row in session.exec(select(Notification).order_by(col(Notification.id))).all():

@@ -1215,8 +1215,13 @@ def deliver(
         "remaining": p.remaining,
         "serials": p.serials,
     }
+    undated = (
+        f"; no delivery date is agreed for them: procure schedule {p.ref} --date YYYY-MM-DD"
+        if p.remaining and p.status == "ordered"
+        else ""
+    )
     emit(result) if json_ else typer.echo(
-        f"{p.ref}  {p.status}: {p.done} delivered, {p.remaining} still to come"
+        f"{p.ref}  {p.status}: {p.done} delivered, {p.remaining} still to come{undated}"
     )
 
 

@@ -43,6 +43,17 @@ def print_detail(d: dict[str, Any]) -> None:
             "order-by still count from the old date; plan the delivery for the new one, or cancel "
             "the request (the next HR sync files one for the new date)"
         )
+    arrived = sum(1 for a in d["assets"] if a["status"] != "ordered")
+    if d["status"] in ("ordered", "delivery_scheduled") and arrived:
+        # Part of it came: how much, and when the rest does (or that nobody agreed it yet).
+        rest = len(d["assets"]) - arrived
+        when = (
+            f"the other {rest} {'is' if rest == 1 else 'are'} due {d['delivery_on']}"
+            if d["delivery_on"]
+            else f"no delivery date is agreed for the other {rest}: purchasing records it "
+            f"with procure schedule {d['id']} --date YYYY-MM-DD"
+        )
+        echo(f"  arrived       {arrived} of {len(d['assets'])} units; {when}")
     if d["justification"]:
         echo(f"  justification {d['justification']}")
     echo("  lines")

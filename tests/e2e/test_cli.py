@@ -315,6 +315,41 @@ def test_human_output_shows_the_request_and_its_timeline(cli: Cli, tmp_path: Pat
     assert code == 0 and "waiting for joint_review" in out
 
 
+def test_a_part_delivered_without_a_date_shows_what_arrived_and_no_made_up_date(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """Delivered in part before `procure schedule`: the request stays ordered with no delivery
+    date, `deliver` and `request show` say how many arrived and that the rest has no date (and
+    how purchasing records it), and nobody is told a delivery date."""
+    cli.json("init", "--sample")
+    (ref,) = cli.json("request", "submit", request_file(tmp_path))["ids"]
+    for who in (IDA, PAUL, BOB):
+        cli.json("decide", ref, "--as", who, "--approve")
+    cli.json("order", ref, "--as", PAUL)
+    part = write(tmp_path / "part.csv", "serial,sku\nSN-P1,LAPTOP-STD-14\n")
+    code, out, _ = cli("deliver", ref, "--serials", part, "--as", IDA)
+    assert (code, out) == (
+        0,
+        f"{ref}  ordered: 1 delivered, 2 still to come; no delivery date is agreed for them: "
+        f"procure schedule {ref} --date YYYY-MM-DD\n",
+    ), out
+    code, out, _ = cli("request", "show", ref)
+    assert code == 0 and f"{ref}  ordered" in out and "delivery 2026" not in out
+    assert (
+        "  arrived       1 of 3 units; no delivery date is agreed for the other 2: purchasing "
+        f"records it with procure schedule {ref} --date YYYY-MM-DD\n"
+    ) in out
+    assert cli.json("request", "show", ref)["delivery_on"] is None
+    told = cli.json("notify", "status", "--request", ref)
+    events = [n["event"] for n in told["items"]]
+    assert "delivery_scheduled" not in events and events.count("delivered") == 3
+    # The date agreed for the rest: show says when the rest comes.
+    cli.json("schedule", ref, "--date", "2026-12-10", "--as", PAUL)
+    code, out, _ = cli("request", "show", ref)
+    assert "delivery 2026-12-10" in out
+    assert "  arrived       1 of 3 units; the other 2 are due 2026-12-10\n" in out
+
+
 def test_a_rollout_s_devices_are_counted_in_show_and_listed_by_asset_list(
     cli: Cli, tmp_path: Path
 ) -> None:

@@ -1057,8 +1057,8 @@ BAD_SERIALS = [
 def test_bad_serials_on_delivery_are_named_and_nothing_is_delivered(
     world: World, units: list[SerialIn], line: int | None, field: str | None, fragment: str
 ) -> None:
-    # The request is ordered without a delivery date: delivering first records an unplanned
-    # schedule, which must be rolled back with the rest.
+    # The request is ordered without a delivery date: a good serial before a bad one would
+    # queue the notice of a part delivered without a date, which must be rolled back too.
     with (
         writes_nothing(world.engine),
         pytest.raises(InputError) as caught,

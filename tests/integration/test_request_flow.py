@@ -32,10 +32,13 @@ from tests.factories import (
     RITA,
     TODAY,
     approve_all,
+    audit_rows,
     decide,
     load_org_data,
     row_counts,
     show,
+    stale_notices,
+    status,
     submit,
 )
 
@@ -116,7 +119,71 @@ def test_a_large_request_passes_every_stage_in_order(engine: Engine) -> None:
     assert ("finance", FIONA) in deciders and ("management", MAX) in deciders
 
 
-def test_a_delivery_without_a_planned_date_is_planned_by_whoever_records_it(
+def _notices(engine: Engine, ref: str, *events: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """A request's queued notifications of these events: (event, audience, context), in order."""
+    with transaction(engine, readonly=True) as session:
+        request = actions.get_request(session, ref)
+        rows = session.exec(
+            select(Notification)
+            .where(Notification.request_id == request.id, col(Notification.event).in_(events))
+            .order_by(col(Notification.id))
+        ).all()
+        return [(r.event, r.audience, dict(r.context)) for r in rows]
+
+
+def test_a_part_delivered_before_any_date_is_agreed_announces_no_date(engine: Engine) -> None:
+    """Units that arrive while no delivery date is agreed are recorded as they are: the request
+    stays ordered with no date, nobody gets a delivery date or a calendar invitation for the
+    units still to come, and the requester, IT and purchasing are told what arrived and that the
+    rest has no date yet."""
+    ref = submit(
+        engine, justification="delivered in parts", lines=[{"sku": "MON-27", "quantity": 3}]
+    )
+    approve_all(engine, ref)
+    with transaction(engine) as session:
+        actions.place_order(session, ref=ref, actor_email=PAUL, now=NOW)
+    with transaction(engine) as session:
+        part = actions.deliver(
+            session, ref=ref, units=[SerialIn("SN-U-1", "MON-27")], actor_email=IVAN, now=NOW
+        )
+    assert (part.done, part.remaining, part.status) == (1, 2, "ordered")
+    detail = show(engine, ref)
+    assert (detail["status"], detail["delivery_on"]) == ("ordered", None)
+    assert [a["status"] for a in detail["assets"]] == ["delivered", "ordered", "ordered"]
+    assert not audit_rows(engine, ref, "schedule_delivery")  # no date made up
+    told = _notices(engine, ref, "delivery_scheduled", "delivered")
+    context = {"arrived": 1, "units": 3, "remaining": 2, "on": TODAY.isoformat()}
+    assert told == [
+        ("delivered", f"person:{RITA}", context),
+        ("delivered", "team:it", context),
+        ("delivered", "team:purchasing", context),
+    ]
+    # A second part: told again, counting all so far; the first notice, not sent yet, is
+    # superseded by it (news made stale before it went).
+    with transaction(engine) as session:
+        actions.deliver(session, ref=ref, units=[SerialIn("SN-U-2", "MON-27")], now=NOW)
+    second = _notices(engine, ref, "delivered")[3:]
+    assert [c["arrived"] for _, _, c in second] == [2, 2, 2]
+    ids = _ids(engine, ref, "delivered")
+    assert set(ids[:3]) <= stale_notices(engine) and not set(ids[3:]) & stale_notices(engine)
+    # Purchasing agrees a date for the last unit: scheduled as always, then delivered.
+    with transaction(engine) as session:
+        actions.schedule_delivery(
+            session, ref=ref, on=TODAY + timedelta(days=5), actor_email=PAUL, now=NOW
+        )
+    assert status(engine, ref) == "delivery_scheduled"
+    with transaction(engine) as session:
+        rest = actions.deliver(session, ref=ref, units=[SerialIn("SN-U-3", "MON-27")], now=NOW)
+    assert (rest.remaining, rest.status) == (0, "delivered")
+    (done,) = audit_rows(engine, ref, "deliver")
+    assert (done.from_status, done.to_status, done.details["unplanned"]) == (
+        "delivery_scheduled",
+        "delivered",
+        False,
+    )
+
+
+def test_a_delivery_without_any_agreed_date_is_delivered_by_whoever_records_it(
     engine: Engine,
 ) -> None:
     ref = submit(
@@ -126,19 +193,42 @@ def test_a_delivery_without_a_planned_date_is_planned_by_whoever_records_it(
     with transaction(engine) as session:
         actions.place_order(session, ref=ref, actor_email=PAUL, now=NOW)
     with transaction(engine) as session:
-        part = actions.deliver(
-            session, ref=ref, units=[SerialIn("SN-U-1", "MON-27")], actor_email=IVAN, now=NOW
+        done = actions.deliver(
+            session,
+            ref=ref,
+            units=[SerialIn("SN-W-1", "MON-27"), SerialIn("SN-W-2", "MON-27")],
+            actor_email=IVAN,
+            now=NOW,
         )
-    assert (part.remaining, part.status) == (1, "delivery_scheduled")
+    assert (done.remaining, done.status) == (0, "delivered")
+    assert show(engine, ref)["delivery_on"] is None
+    assert not audit_rows(engine, ref, "schedule_delivery")
+    (delivered,) = audit_rows(engine, ref, "deliver")
+    # IT recorded the delivery, so it is in IT's name: not "system"; and it says it came unplanned.
+    assert (delivered.actor, delivered.from_status, delivered.to_status) == (
+        IVAN,
+        "ordered",
+        "delivered",
+    )
+    assert delivered.details["unplanned"] is True
+    # Told once that it arrived; no delivery date, no calendar invitation.
+    told = _notices(engine, ref, "delivery_scheduled", "delivered")
+    assert told == [("delivered", f"person:{RITA}", {}), ("delivered", "team:it", {})]
+
+
+def _ids(engine: Engine, ref: str, event: str) -> list[int]:
+    """A request's notification ids of one event, oldest first."""
     with transaction(engine, readonly=True) as session:
-        planned = session.exec(
-            select(AuditEvent).where(
-                AuditEvent.entity_id == ref, AuditEvent.action == "schedule_delivery"
-            )
-        ).one()
-    # IT recorded the delivery, so IT planned it: not "system".
-    assert (planned.actor, planned.to_status) == (IVAN, "delivery_scheduled")
-    assert planned.details["unplanned"] is True
+        request = actions.get_request(session, ref)
+        return [
+            i
+            for i in session.exec(
+                select(Notification.id)
+                .where(Notification.request_id == request.id, Notification.event == event)
+                .order_by(col(Notification.id))
+            ).all()
+            if i is not None
+        ]
 
 
 def test_a_request_walks_from_order_to_closure(engine: Engine) -> None:

@@ -1144,6 +1144,48 @@ def test_only_delivery_scheduled_has_an_attachment(session: Session, renderer: R
         assert bool(message.attachments) == (event == "delivery_scheduled"), event
 
 
+def test_a_part_delivered_without_a_date_says_what_arrived_and_announces_no_date(
+    session: Session, renderer: Renderer
+) -> None:
+    """Two of the three desk laptops arrived before a delivery date was agreed: the requester,
+    IT and purchasing read how many arrived and that the third has no date, and get no date
+    and no calendar invitation for it; when all have arrived, the notice reads as before."""
+    copies = sample_copies(session)["delivered"]
+    assert sorted(sample_variant(r) for r in copies) == [
+        ("person", False, False),
+        ("person", True, False),
+        ("team", False, False),
+        ("team", True, False),
+    ]
+    partial = [r for r in copies if sample_variant(r)[1]]
+    whole = sample_rows(session)["delivered"]
+    assert not sample_variant(whole)[1]  # the preview shows the common case
+    for row in partial:
+        context = builder(session).build(row)
+        ref = context["request"]["id"]
+        message = renderer.render("delivered", context)
+        assert message.subject == f"{ref}: 2 of 3 units arrived, no delivery date for the other 1"
+        said = (
+            f"2 of the 3 units of {ref} have arrived (by Tue 15 Dec 2026) and their serial "
+            "numbers are recorded. No delivery date is agreed for the other 1: purchasing "
+            "records it with procure schedule once the supplier confirms it. IT hands the "
+            "devices out when all have arrived."
+        )
+        for part in (message.text, message.slack, html.unescape(message.html)):
+            assert said in part
+            assert "arrive on" not in part and "scheduled" not in part.lower()
+        assert not message.attachments and not message.warnings
+        assert not LEAKS.search(message.text + message.html)
+    told = session.exec(select(Notification).where(Notification.event == "delivered")).all()
+    assert {r.audience for r in told if sample_variant(r)[1]} == {
+        f"person:{RITA}",
+        "team:it",
+        "team:purchasing",
+    }
+    whole_message = renderer.render("delivered", builder(session).build(whole))
+    assert "delivered: " in whole_message.subject and "no delivery date" not in whole_message.text
+
+
 def test_a_calendar_entry_folds_multibyte_text_by_octets() -> None:
     request = {
         "id": "PR-0042",
