@@ -8,7 +8,7 @@ from typing import Any
 
 from prefect import flow
 
-from models.types import plural
+from models import hr
 from tasks.artifacts import publish_table, start_progress, update_progress
 from tasks.batching import BatchSize, as_is, chunks
 from tasks.watch import hr_batch, read_hr_export
@@ -38,15 +38,11 @@ async def hr_sync(export: str, batch_size: BatchSize = 200) -> dict[str, Any]:
         "hr-sync",
         [{"onboarding request": ref} for ref in totals["joiners"]]
         + [{"start date moved": ref} for ref in totals["moved"]]
-        + [{"leaves (devices asked back later)": email} for email in totals["leavers"]]
+        + [{"leaver": hr.leaver_text(entry)} for entry in totals["leavers"]]
         + [{"asked back": serial} for serial in totals["returns"]]
         + [{"left": email} for email in totals["deactivated"]]
         + [{"leave withdrawn": email} for email in totals["withdrawn"]],
-        f"{plural(len(totals['joiners']), 'joiner')}, "
-        f"{plural(len(totals['moved']), 'start date')} moved, "
-        f"{plural(len(totals['leavers']), 'leaver')} to ask later, "
-        f"{plural(len(totals['returns']), 'device')} asked back, "
-        f"{plural(len(totals['withdrawn']), 'leave')} withdrawn",
+        hr.sync_summary(totals),
     )
     return totals
 

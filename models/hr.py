@@ -53,6 +53,7 @@ from models.pipeline import PipelineSpec
 from models.records import upsert
 from models.requests import Draft, Request, RequestCreate, RequestKind
 from models.sources import Document, load_document, valid, validate
+from models.types import plural
 
 COLUMNS = {
     "email",
@@ -289,7 +290,9 @@ class SyncResult:
 
     joiners: list[str] = field(default_factory=list)  # onboarding requests created
     moved: list[str] = field(default_factory=list)  # onboarding requests whose start moved
-    leavers: list[str] = field(default_factory=list)  # last days recorded or moved, not yet due
+    # Every leaver the sync did something for (their last day recorded or moved, devices asked
+    # back, deactivated), each with what it did (leaver_entry).
+    leavers: list[dict[str, Any]] = field(default_factory=list)
     returns: list[str] = field(default_factory=list)  # serials asked back
     deactivated: list[str] = field(default_factory=list)
     withdrawn: list[str] = field(default_factory=list)  # leaves cancelled (last day cleared)
@@ -437,18 +440,100 @@ def apply(
                 if submitted.created:
                     result.joiners.append(submitted.ref)
                     changed = True
+        announced = False
         if person_row.leaves_on != before:
             changed = True
             if person_row.leaves_on is not None and return_day(person_row.leaves_on, spec) > today:
                 # Asked back later (the lifecycle watch); IT plans the collection meanwhile.
-                result.leavers.append(row.email)
-                _announce(session, person_row, before, spec, now)
+                announced = _announce(session, person_row, before, spec, now)
+        asked, left = len(result.returns), len(result.deactivated)
         if _offboard(session, person_row, spec=spec, now=now, result=result, actor="hr sync"):
             changed = True
+        if person_row.leaves_on is not None and (
+            person_row.leaves_on != before or result.returns[asked:] or result.deactivated[left:]
+        ):
+            result.leavers.append(
+                leaver_entry(
+                    person_row,
+                    spec,
+                    announced=announced,
+                    asked_back=result.returns[asked:],
+                    left=bool(result.deactivated[left:]),
+                )
+            )
         if not changed:
             result.unchanged += 1
     _reassess(session, result, now)
     return result
+
+
+def leaver_entry(
+    person_row: Person, spec: PipelineSpec, *, announced: bool, asked_back: list[str], left: bool
+) -> dict[str, Any]:
+    """What the sync did for one leaver: their last day and the day their devices are asked
+    back, whether IT was told to plan (announced: devices in use, asked back later), the devices
+    asked back now, whether they were deactivated (past their last day)."""
+    assert person_row.leaves_on is not None
+    return {
+        "email": person_row.email,
+        "leaves_on": person_row.leaves_on.isoformat(),
+        "return_on": return_day(person_row.leaves_on, spec).isoformat(),
+        "announced": announced,
+        "asked_back": asked_back,
+        "left": left,
+    }
+
+
+def leaver_text(entry: dict[str, Any]) -> str:
+    """One leaver's line of the sync's summary: 'nina@…: last day 2027-03-12; IT told to plan,
+    devices asked back on 2027-02-26' or '…; 1 device asked back (N-1); deactivated'."""
+    done = []
+    if entry["asked_back"]:
+        serials = entry["asked_back"]
+        done.append(f"{plural(len(serials), 'device')} asked back ({', '.join(serials)})")
+    elif entry["announced"]:
+        done.append(f"IT told to plan, devices asked back on {entry['return_on']}")
+    elif not entry["left"]:
+        done.append("recorded, no device in use to ask back")
+    if entry["left"]:
+        done.append("deactivated (past their last day)")
+    return f"{entry['email']}: last day {entry['leaves_on']}; {'; '.join(done)}"
+
+
+def sync_summary(totals: dict[str, Any]) -> str:
+    """The sync's one-line summary (the artifact's description, `procure run hr-sync`'s first
+    line): every leaver it handled counted, by what it did for them."""
+    leavers = totals["leavers"]
+    kinds = [
+        (sum(1 for e in leavers if e["announced"]), "announced to IT"),
+        (sum(1 for e in leavers if e["asked_back"]), "asked for their devices now"),
+        (sum(1 for e in leavers if e["left"]), "deactivated"),
+        (
+            sum(1 for e in leavers if not (e["announced"] or e["asked_back"] or e["left"])),
+            "with no device in use",
+        ),
+    ]
+    how = ", ".join(f"{n} {what}" for n, what in kinds if n)
+    return (
+        f"{plural(len(totals['joiners']), 'joiner')}, "
+        f"{plural(len(totals['moved']), 'start date')} moved, "
+        f"{plural(len(leavers), 'leaver')}{f' ({how})' if how else ''}, "
+        f"{plural(len(totals['returns']), 'device')} asked back, "
+        f"{plural(len(totals['withdrawn']), 'leave')} withdrawn"
+    )
+
+
+def sync_lines(totals: dict[str, Any]) -> list[str]:
+    """The sync's result as text: the summary, then one line for each joiner, start date moved,
+    leaver and leave withdrawn, and how many rows changed nothing."""
+    return (
+        [sync_summary(totals)]
+        + [f"  onboarding request {ref} for a joiner" for ref in totals["joiners"]]
+        + [f"  start date moved on {ref}" for ref in totals["moved"]]
+        + [f"  leaver {leaver_text(e)}" for e in totals["leavers"]]
+        + [f"  leave withdrawn: {email}" for email in totals["withdrawn"]]
+        + [f"  {plural(totals['unchanged'], 'row')} changed nothing"]
+    )
 
 
 def _reassess(session: Session, result: SyncResult, now: datetime) -> None:
@@ -543,14 +628,14 @@ def _held(session: Session, person_row: Person) -> list[Asset]:
 
 def _announce(
     session: Session, person_row: Person, before: date | None, spec: PipelineSpec, now: datetime
-) -> None:
+) -> bool:
     """Tell IT that a person leaves, with the devices they hold and the day those are asked back,
     once for each last day HR gives, and again for one given after a withdrawal (nothing to plan
-    without devices)."""
+    without devices); whether there was anything to tell."""
     assert person_row.id is not None and person_row.leaves_on is not None
     held = _held(session, person_row)
     if not held:
-        return
+        return False
     withdrawals = _withdrawals(session, person_row.email)
     _tell_it(
         session,
@@ -564,6 +649,7 @@ def _announce(
         return_on=return_day(person_row.leaves_on, spec),
         now=now,
     )
+    return True
 
 
 def _tell_it(

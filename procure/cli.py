@@ -1601,8 +1601,14 @@ run_app = typer.Typer(
 app.add_typer(run_app, name="run")
 
 
-def _run(name: str, json_: bool, **parameters: Any) -> None:
-    """Run a flow with the database of this invocation; print its result."""
+def _run(
+    name: str,
+    json_: bool,
+    as_text: Callable[[Any], list[str]] | None = None,
+    **parameters: Any,
+) -> None:
+    """Run a flow with the database of this invocation; print its result (`as_text`: its lines
+    for people, the first after the flow's name; JSON with --json)."""
     from procure.orchestration import check_api, prepare_environment, run_local
 
     st = state()
@@ -1615,6 +1621,11 @@ def _run(name: str, json_: bool, **parameters: Any) -> None:
     result = run_local(name, **parameters)
     if json_:
         emit(result)
+    elif as_text is not None:
+        first, *rest = as_text(result)
+        typer.echo(f"{name}: {first}")
+        for line in rest:
+            typer.echo(line)
     else:
         typer.echo(f"{name}: {json.dumps(result, ensure_ascii=False, default=str)}")
 
@@ -1736,12 +1747,12 @@ def run_hr_sync(file: FileArg, json_: JsonOpt = False) -> None:
     """Apply an HR export: onboarding requests for joiners; leavers' last days, their devices
     asked back now if the day is near (else by lifecycle-watch when it comes); rows with status
     `withdrawn` cancel a leave."""
-    from models.hr import read_checked
+    from models.hr import read_checked, sync_lines
 
     st = state()
     with st.read() as session:
         read_checked(session, file, now=st.now())  # bad input is named here, before Prefect
-    _run("hr-sync", json_, export=str(file.resolve()))
+    _run("hr-sync", json_, sync_lines, export=str(file.resolve()))
 
 
 def _scheduled(name: str) -> Callable[..., None]:

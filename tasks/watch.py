@@ -140,11 +140,8 @@ def hr_batch(rows: list[hr.HrRow]) -> dict[str, Any]:
         log.info("%s: onboarding request for a joiner", ref)
     for ref in result.moved:
         log.info("%s: the joiner's start date moved (the request keeps its date)", ref)
-    if result.leavers:
-        log.info(
-            "%s recorded: their devices are asked back later",
-            plural(len(result.leavers), "leaver"),
-        )
+    for entry in result.leavers:
+        log.info("leaver %s", hr.leaver_text(entry))
     if result.returns:
         log.info(
             "%s asked back: %s",

@@ -452,12 +452,20 @@ def test_hr_sync_onboards_joiners_with_their_kit_and_takes_devices_back_from_lea
         "MON-27",
     ]
     assert result["returns"] == ["N-1"]
+    # Nina, whose laptop was asked back at once, is counted among the leavers, with it.
+    (leaver,) = result["leavers"]
+    assert (leaver["email"], leaver["asked_back"], leaver["announced"]) == (NINA, ["N-1"], False)
     # Counts agree with their nouns, in the log and in the artifact.
-    assert "1 device asked back: its holder leaves" in logged(started)
+    lines = logged(started)
+    assert "1 device asked back: its holder leaves" in lines
+    last_day = TODAY + timedelta(days=10)
+    said = f"{NINA}: last day {last_day}; 1 device asked back (N-1)"
+    assert f"leaver {said}" in lines
     assert artifact("hr-sync").description == (
-        "1 joiner, 0 start dates moved, 0 leavers to ask later, 1 device asked back, "
-        "0 leaves withdrawn"
+        "1 joiner, 0 start dates moved, 1 leaver (1 asked for their devices now), "
+        "1 device asked back, 0 leaves withdrawn"
     )
+    assert {"leaver": said} in table("hr-sync")
     again = run(hr_sync(export))
     assert again["joiners"] == [] and again["returns"] == [] and again["unchanged"] == 2
 
@@ -483,9 +491,14 @@ def test_a_leaver_named_once_months_ahead_is_asked_by_the_lifecycle_watch_when_d
     )
     started = datetime.now(UTC)
     synced = run(hr_sync(export))
-    assert (synced["leavers"], synced["returns"]) == ([NINA], [])
-    assert "1 leaver recorded: their devices are asked back later" in logged(started)
-    assert "leaves (devices asked back later)" in str(artifact("hr-sync").data)
+    assert [e["email"] for e in synced["leavers"]] == [NINA] and synced["returns"] == []
+    said = f"{NINA}: last day 2027-03-12; IT told to plan, devices asked back on 2027-02-26"
+    assert f"leaver {said}" in logged(started)
+    assert {"leaver": said} in table("hr-sync")
+    assert artifact("hr-sync").description == (
+        "0 joiners, 0 start dates moved, 1 leaver (1 announced to IT), 0 devices asked back, "
+        "0 leaves withdrawn"
+    )
     assert count(flow_db, Notification, Notification.event == "leaver_announced") == 1
     assert run(lifecycle_watch())["leaver_returns"] == []
     # The next exports do not name her; ten working days before her last day the watch asks.
@@ -496,6 +509,47 @@ def test_a_leaver_named_once_months_ahead_is_asked_by_the_lifecycle_watch_when_d
     assert run(lifecycle_watch())["leaver_returns"] == []
     monkeypatch.setenv("PROCURE_NOW", "2027-03-13T06:00:00+01:00")
     assert run(lifecycle_watch())["left"] == [NINA]
+
+
+def test_procure_run_hr_sync_prints_what_it_did_as_text_and_json_with_json(
+    flow_db: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`procure run hr-sync FILE` prints the summary and a line for each joiner and leaver (it
+    printed the result's raw JSON); --json prints the JSON."""
+    from procure.cli import main
+
+    ref = submit(flow_db)
+    approve_all(flow_db, ref)
+    with transaction(flow_db) as session:
+        actions.place_order(session, ref=ref, now=NOW)
+        actions.deliver(session, ref=ref, units=[actions.SerialIn("N-1")], now=NOW)
+        actions.roll_out(session, ref=ref, now=NOW)
+    last_day = TODAY - timedelta(days=1)
+    export = write(
+        tmp_path / "hr.csv",
+        f"""
+        email,name,department,role,cost_centre,manager,start_date,end_date
+        {NINA},Nina Newhire,Engineering,,,,,{last_day}
+        {PETRA},Petra Purchasing,Purchasing,,,,,2027-06-30
+        """,
+    )
+    url = flow_db.url.render_as_string(hide_password=False)
+    capsys.readouterr()
+    assert main(["--db", url, "run", "hr-sync", export]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-4:] == [
+        "hr-sync: 0 joiners, 0 start dates moved, 2 leavers (1 asked for their devices now, "
+        "1 deactivated, 1 with no device in use), 1 device asked back, 0 leaves withdrawn",
+        f"  leaver {NINA}: last day {last_day}; 1 device asked back (N-1); deactivated (past "
+        "their last day)",
+        f"  leaver {PETRA}: last day 2027-06-30; recorded, no device in use to ask back",
+        "  0 rows changed nothing",
+    ], out
+    assert "{" not in out
+    # The same export again: nothing to do; --json prints the result as JSON.
+    assert main(["--db", url, "run", "hr-sync", export, "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert (again["leavers"], again["returns"], again["unchanged"]) == ([], [], 2)
 
 
 def test_hr_sync_deployed_without_an_export_names_the_setting(flow_db: Engine) -> None:

@@ -644,6 +644,29 @@ def hr_leaves(engine: Engine, last_day: date, now: datetime = NOW) -> Any:
         return hr.apply(session, rows=[row], now=now, spec=pipeline.active(session)[1])
 
 
+def leaver(
+    engine: Engine,
+    last_day: date,
+    *,
+    announced: bool = False,
+    asked_back: list[str] | None = None,
+    left: bool = False,
+) -> dict[str, Any]:
+    """The sync's entry for Nina leaving on `last_day`: what it did for her."""
+    from models import hr
+
+    with transaction(engine, readonly=True) as session:
+        with_lead = hr.return_day(last_day, pipeline.active(session)[1])
+    return {
+        "email": NINA,
+        "leaves_on": last_day.isoformat(),
+        "return_on": with_lead.isoformat(),
+        "announced": announced,
+        "asked_back": asked_back or [],
+        "left": left,
+    }
+
+
 def test_an_hr_row_without_a_department_keeps_the_one_on_record(engine: Engine) -> None:
     """A delta export's leaver row often names only the person and the last day: it does not
     blank their department; a row that names one changes it."""
@@ -699,7 +722,8 @@ def test_a_leaver_months_ahead_keeps_their_devices_until_shortly_before_their_la
     hand_out(engine, "N-1", NOW, "Nina's laptop.")
     first = hr_leaves(engine, LAST_DAY)
     # Recorded, not asked: IT is told once, to plan; Nina keeps working with her laptop.
-    assert (first.leavers, first.returns, first.deactivated) == ([NINA], [], [])
+    assert first.leavers == [leaver(engine, LAST_DAY, announced=True)]
+    assert (first.returns, first.deactivated) == ([], [])
     assert nina(engine) == (LAST_DAY, True)
     assert statuses(engine) == {"N-1": "deployed"}
     assert notices(engine, "return_requested") == []
@@ -755,10 +779,32 @@ def test_a_leaver_whose_last_day_is_near_or_past_is_asked_at_once(
 ) -> None:
     hand_out(engine, "N-1", NOW, "Nina's laptop.")
     result = hr_leaves(engine, last_day)
-    assert (result.leavers, result.returns, result.deactivated) == ([], ["N-1"], deactivated)
+    # Counted among the leavers, with what the sync did: her laptop asked back (and, past her
+    # last day, her deactivation).
+    assert result.leavers == [leaver(engine, last_day, asked_back=["N-1"], left=bool(deactivated))]
+    assert (result.returns, result.deactivated) == (["N-1"], deactivated)
     assert statuses(engine) == {"N-1": "return_requested"}
     assert notices(engine, "leaver_announced") == []  # IT hears of it through the return
     assert hr_leaves(engine, last_day).returns == []
+
+
+def test_an_older_export_applied_again_counts_the_leaver_whose_device_it_asks_back(
+    engine: Engine,
+) -> None:
+    """The export that asked Nina's laptop back, applied again after IT took the return back:
+    her last day is the one on record, yet the laptop is asked back again; the sync counts her
+    among the leavers with it (it read leavers: [] while it asked a device back)."""
+    hand_out(engine, "N-1", NOW, "Nina's laptop.")
+    last_day = TODAY + timedelta(days=7)
+    first = hr_leaves(engine, last_day)
+    assert first.leavers == [leaver(engine, last_day, asked_back=["N-1"])]
+    with transaction(engine) as session:
+        actions.cancel_return(session, serial="N-1", actor_email=IVAN, now=NOW)
+    again = hr_leaves(engine, last_day, now=NOW + timedelta(hours=1))
+    assert again.leavers == [leaver(engine, last_day, asked_back=["N-1"])]
+    assert (again.returns, again.unchanged) == (["N-1"], 0)
+    # Nothing to do: not counted as a leaver, counted unchanged.
+    assert hr_leaves(engine, last_day, now=NOW + timedelta(hours=2)).leavers == []
 
 
 def test_a_leavers_moved_last_day_moves_the_return_and_is_told_to_it(engine: Engine) -> None:
@@ -766,7 +812,7 @@ def test_a_leavers_moved_last_day_moves_the_return_and_is_told_to_it(engine: Eng
     hr_leaves(engine, LAST_DAY)
     later = date(2027, 4, 30)  # HR extends her contract: asked back on Fri 16 April
     moved = hr_leaves(engine, later, now=NOW + timedelta(days=1))
-    assert (moved.leavers, moved.returns) == ([NINA], [])
+    assert moved.leavers == [leaver(engine, later, announced=True)] and moved.returns == []
     assert nina(engine) == (later, True)
     told = [c for _, c in notices(engine, "leaver_announced")]
     assert [(c["leaves_on"], c["previous"], c["return_on"]) for c in told] == [
@@ -782,7 +828,10 @@ def test_a_leavers_last_day_moved_near_asks_at_once(engine: Engine) -> None:
     hand_out(engine, "N-1", NOW, "Nina's laptop.")
     hr_leaves(engine, LAST_DAY)
     sooner = hr_leaves(engine, TODAY + timedelta(days=7))  # she leaves in a week instead
-    assert (sooner.leavers, sooner.returns) == ([], ["N-1"])
+    soon = TODAY + timedelta(days=7)
+    assert sooner.leavers == [leaver(engine, soon, asked_back=["N-1"])] and sooner.returns == [
+        "N-1"
+    ]
     assert len(notices(engine, "leaver_announced")) == 1
 
 
@@ -1156,7 +1205,8 @@ def test_a_last_day_moved_after_its_devices_were_asked_back_says_they_were(
     hand_out(engine, "N-2", at(date(2027, 3, 1)), "A loan laptop for Nina.")
     # HR extends her contract after the return day: told again, with what already happened.
     moved = hr_leaves(engine, date(2027, 4, 30), now=at(date(2027, 3, 1)))
-    assert (moved.leavers, moved.returns) == ([NINA], [])
+    assert moved.leavers == [leaver(engine, date(2027, 4, 30), announced=True)]
+    assert moved.returns == []
     text = told_it(engine, "leaver_announced")
     assert "Nina Newhire leaves on Fri 30 Apr 2027 (until now: Fri 12 Mar 2027)." in text
     assert (
