@@ -460,4 +460,11 @@ def _decide(web: Web, token: str, form: dict[str, str]) -> Response:
     else:
         done = DONE[result.outcome]
     decided = next(s for s in context["request"]["stages"] if s["stage"] == result.stage)
-    return web.page("done.j2", **context, result=result, done=done, decided_stage=decided)
+    return web.page(
+        "done.j2",
+        **context,
+        result=result,
+        done=done,
+        decided_stage=decided,
+        notifying=web.dispatch,  # routes set up: this site sends the notices; else queued
+    )

@@ -56,6 +56,19 @@ class Site:
         (page, *_) = [u.split("?")[0] for u in self.links_to(email)]
         return page
 
+    def signed_approval_link(self, ref: str, stage: str, email: str) -> str:
+        """The link an approval email would carry, signed here: for a site that sends none."""
+        from models import actions
+        from models.org import person_by_email
+
+        with Session(self.engine) as session:
+            request = actions.get_request(session, ref)
+            (open_stage,) = [s for s in actions.stages_of(session, request) if s.key == stage]
+            reader = person_by_email(session, email)
+            assert reader is not None
+            links = Links(self.base, self.settings.signing_key(), NOW)
+            return links.approval(request, open_stage, reader)["page"]
+
     @property
     def sink_folder(self) -> Path:
         return Path(self.settings.home)
@@ -84,7 +97,11 @@ def routes_file(path: Path, sink: MailSink) -> Path:
 
 
 @pytest.fixture
-def site(databases: Databases, tmp_path: Path) -> Iterator[Site]:
+def site(databases: Databases, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Site]:
+    """The web app with notification routes to the SMTP sink; without any (notices stay
+    queued, as with PROCURE_APPRISE_CONFIG unset) where a test says
+    `@pytest.mark.parametrize("site", ["no routes"], indirect=True)`."""
+    routed = getattr(request, "param", "routes") == "routes"
     url = databases.url("sample")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -95,7 +112,7 @@ def site(databases: Databases, tmp_path: Path) -> Iterator[Site]:
             base_url=base,
             secret_key=KEY,
             now=NOW,
-            apprise_config=routes_file(tmp_path / "apprise.yml", sink),
+            apprise_config=routes_file(tmp_path / "apprise.yml", sink) if routed else None,
             api_token=API_TOKEN,
         )
         app = create_app(config)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import httpx
+import pytest
 from sqlmodel import Session, func, select
 
 from models import actions, tokens
@@ -99,6 +100,35 @@ def test_approving_from_the_page_decides_once_and_tells_the_next_approver(site: 
     # When, in the organisation's time zone as everywhere else (the site's clock: NOW).
     assert "already used: approve on 25 Nov 2026 at 10:00 CET" in again.text, again.text
     assert site.decisions() == 2
+
+
+def test_the_confirmation_says_the_next_approvers_are_told_where_notices_go_out(
+    site: Site,
+) -> None:
+    """Routes set up: the site sends the decision's notices at once, and says so."""
+    submit(site.engine, justification="Told now.")
+    site.dispatch()
+    answer = site.form(site.approval_link(IDA), "approve")
+    assert answer.status_code == 200, answer.text
+    assert "Waiting for: Joint review (IT and purchasing). They are being told now." in answer.text
+    assert "queued" not in answer.text
+
+
+@pytest.mark.parametrize("site", ["no routes"], indirect=True)
+def test_the_confirmation_says_the_notices_are_queued_without_routes(site: Site) -> None:
+    """PROCURE_APPRISE_CONFIG unset: nobody is told (the notices wait in the queue), and the page
+    said 'They have been told.'"""
+    ref = submit(site.engine, justification="Nothing sent.")
+    answer = site.form(site.signed_approval_link(ref, "joint_review", IDA), "approve")
+    assert answer.status_code == 200, answer.text
+    assert (
+        "Waiting for: Joint review (IT and purchasing). Their notifications are queued, not "
+        "sent: no notification routes are set up here (PROCURE_APPRISE_CONFIG)."
+    ) in answer.text
+    assert "been told" not in answer.text and "being told" not in answer.text
+    with Session(site.engine) as session:
+        statuses = set(session.exec(select(Notification.status)).all())
+    assert statuses == {"pending"} and not site.sink.received  # nothing went anywhere
 
 
 def test_a_link_whose_part_was_decided_elsewhere_says_who_decided_and_when(site: Site) -> None:
