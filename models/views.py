@@ -527,23 +527,19 @@ def _terms_item(
     seat given: purchasing, on someone's behalf, or escalated), due when the request's next
     open stage is (what the terms hold up)."""
     due = min((s.due_at for s in stages if s.status == StageStatus.OPEN and s.due_at), default=None)
-    return {
-        "id": request.ref,
-        "what": "terms",
-        "stage": None,
-        "stage_name": "Contract terms",
-        "terms": missing,
-        "role": seat.role,
-        "on_behalf_of": seat.principal.email if seat.delegated else None,
-        "escalated": seat.escalation.text if seat.escalation else None,
-        "nobody": None,
-        "kind": request.kind,
-        "total": str(request.total),
-        "currency": request.currency,
-        "needed_by": _iso(request.needed_by),
-        "due_at": _iso(due),
-        "overdue": bool(due and due < now),
-    }
+    return _inbox_row(
+        request,
+        now,
+        due,
+        what="terms",
+        stage=None,
+        stage_name="Contract terms",
+        terms=missing,
+        role=seat.role,
+        on_behalf_of=seat.principal.email if seat.delegated else None,
+        escalated=seat.escalation.text if seat.escalation else None,
+        nobody=None,
+    )
 
 
 def _inbox_item(
@@ -558,17 +554,28 @@ def _inbox_item(
 ) -> dict[str, Any]:
     """One line of an inbox: a stage the person may decide (`nobody`: one that nobody may, why
     and what to do)."""
-    due = stage.due_at
+    return _inbox_row(
+        request,
+        now,
+        stage.due_at,
+        what="decision",
+        stage=stage.key,
+        stage_name=stage.name,
+        terms=None,
+        role=role,
+        on_behalf_of=on_behalf_of,
+        escalated=escalated,
+        nobody=nobody,
+    )
+
+
+def _inbox_row(
+    request: Request, now: datetime, due: datetime | None, **item: Any
+) -> dict[str, Any]:
+    """An inbox line: what is asked (`item`), then the request's kind, money and dates."""
     return {
         "id": request.ref,
-        "what": "decision",
-        "stage": stage.key,
-        "stage_name": stage.name,
-        "terms": None,
-        "role": role,
-        "on_behalf_of": on_behalf_of,
-        "escalated": escalated,
-        "nobody": nobody,
+        **item,
         "kind": request.kind,
         "total": str(request.total),
         "currency": request.currency,
