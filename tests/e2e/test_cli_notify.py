@@ -209,7 +209,10 @@ def test_a_secret_substituted_into_a_webhook_path_shows_nowhere(
         (["notify", "send", "--limit", "0"], "Invalid value"),
         (["notify", "status", "--request", "PR-9999"], "PR-9999"),
         (["notify", "preview", "approved", "--request", "PR-0001"], "no approved notification"),
-        (["notify", "preview", "approval_needed", "--request", "PR-0001", "--sample"], "give one of --request ID, --id N or --sample"),
+        (
+            ["notify", "preview", "approval_needed", "--request", "PR-0001", "--sample"],
+            "give one of --request ID, --id N or --sample",
+        ),
     ],
 )
 def test_bad_arguments_exit_2_naming_what(
