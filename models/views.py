@@ -43,6 +43,7 @@ from models.rules import (
     terms_deciders,
     terms_delegates,
     terms_seats,
+    terms_slot,
 )
 from models.types import utcnow
 
@@ -462,13 +463,22 @@ def inbox(session: Session, person: Person, *, now: datetime | None = None) -> l
         directory = Directory(session, request, spec.calendar.today(now))
         stages = stages_of(session, request)
         decisions = decisions_of(session, request)
+        decide: list[dict[str, Any]] = []
         if request.status == RequestStatus.IN_REVIEW:
-            items.extend(_stage_items(request, person, directory, stages, decisions, now))
+            decide = _stage_items(request, person, directory, stages, decisions, now)
+            items.extend(decide)
         if missing:
             # The contract terms still open, to whoever may confirm them (procure terms): the
-            # final approval waits for them.
+            # final approval waits for them. Not while the reader's own part they belong to is
+            # listed to decide: its approval form confirms them (one line, not two).
             mine, _ = terms_seats(directory, person, request, stages, decisions)
-            if mine:
+            part, _ = terms_slot(stages)
+            deciding = part is not None and any(
+                i["stage"] == part.key and i["role"] == mine[0].role and not i["nobody"]
+                for i in decide
+                if mine
+            )
+            if mine and not deciding:
                 items.append(_terms_item(request, stages, mine[0], missing, now))
     items.sort(key=lambda i: (i["due_at"] is None, i["due_at"] or "", i["id"]))
     return items

@@ -869,11 +869,9 @@ def test_terms_open_is_told_once_the_last_stage_opens_and_not_before(engine: Eng
     ref = submit(engine)
     decide(engine, ref, IDA)
     assert terms_notices(engine, ref) == {}
-    # Purchasing's part is still Paul's to decide (with the terms); his inbox lists both.
-    assert [i["what"] for i in inbox_of(engine, PAUL, NOW) if i["id"] == ref] == [
-        "decision",
-        "terms",
-    ]
+    # Purchasing's part is still Paul's to decide, and its approval form has the terms' box:
+    # his inbox lists the decision, not the terms beside it.
+    assert [i["what"] for i in inbox_of(engine, PAUL, NOW) if i["id"] == ref] == ["decision"]
     # Sent back and resubmitted: a new round, the terms are told afresh when they hold it up.
     decide(engine, ref, PAUL, confirm_terms=False)
     first = terms_notices(engine, ref)
