@@ -1704,6 +1704,22 @@ def may_confirm_terms(
     return True
 
 
+def terms_refusal(
+    session: Session, request: Request, person: Person, *, now: datetime | None = None
+) -> str | None:
+    """Why confirm_terms would refuse the person confirming the request's contract terms now
+    (the request decided, a rule), or None if they may."""
+    now = now or utcnow()
+    try:
+        _while_open(request, "its terms are no longer open")
+        directory = Directory(session, request, spec_for(session, request).calendar.today(now))
+        stages, decisions = stages_of(session, request), decisions_of(session, request)
+        _terms_seat(request, person, directory, stages, decisions)
+    except RuleViolation as exc:
+        return str(exc)
+    return None
+
+
 def _open_escalations(
     directory: Directory,
     request: Request,

@@ -1,6 +1,7 @@
 """Signed links: an approval link carries a token bound to one request, stage, round and person;
 a view link one request and an audience; an inbox link one person; a receipt link one person
-and one request (the devices handed to them).
+and one request (the devices handed to them); a terms link one person and one request (its
+contract terms to confirm).
 
 HMAC-SHA256 from the standard library over a small JSON payload, base64url-encoded. The key
 comes from settings (never from the repository); the token expires; its nonce lets the web
@@ -189,4 +190,33 @@ def read_receipt_token(token: str, key: bytes, now: datetime) -> ReceiptToken:
         raise TokenError("this link is not a procure receipt link") from None
     if now.timestamp() > grant.expires:
         raise TokenError("this link has expired: ask IT to record that you received your devices")
+    return grant
+
+
+@dataclass(frozen=True)
+class TermsToken:
+    """What a terms link grants: one person confirming the open contract terms of one request,
+    as the rules let them (purchasing, a delegate, the escalation role). No nonce: confirming a
+    term twice changes nothing, and the terms may be confirmed one by one."""
+
+    person_id: int
+    request_id: int
+    expires: int
+
+
+def terms_token(*, person_id: int, request_id: int, expires: datetime, key: bytes) -> str:
+    return sign({"p": person_id, "r": request_id, "e": int(expires.timestamp())}, key, "terms")
+
+
+def read_terms_token(token: str, key: bytes, now: datetime) -> TermsToken:
+    """The grant of a terms link; TokenError if it was altered, is malformed or has expired."""
+    payload = unsign(token, key, "terms")
+    try:
+        grant = TermsToken(_int(payload["p"]), _int(payload["r"]), _int(payload["e"]))
+    except (KeyError, TypeError, ValueError):
+        raise TokenError("this link is not a procure contract-terms link") from None
+    if now.timestamp() > grant.expires:
+        raise TokenError(
+            "this link has expired: confirm the terms from your inbox or with procure terms"
+        )
     return grant

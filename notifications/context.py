@@ -12,7 +12,8 @@ The context of every event has the same top-level names (templates never guess):
 - `people`: {email: name} for everyone the request or the notice mentions (the `who` filter uses it)
 - `links`: URLs for the reader: `request` (read the request), `inbox`, for an approver
   `page`, `approve`, `reject`, `send_back` (each opens the approval page; only its POST decides),
-  and for a person handed devices `receipt` (the page where they confirm they received them)
+  for a person handed devices `receipt` (the page where they confirm they received them), and
+  for a person asked to confirm contract terms `terms` (the page where they confirm them)
 - `attachments`: files to attach (a calendar entry for a delivery date)
 """
 
@@ -41,6 +42,8 @@ APPROVAL_EVENTS = frozenset({"approval_needed", "reminder", "overdue"})
 # Events that hand devices to their addressee: their links carry a receipt token.
 RECEIPT_EVENTS = frozenset({"device_assigned"})
 RECEIPT_DAYS = 30
+# Events asking their addressee to confirm contract terms: their links carry a terms token.
+TERMS_EVENTS = frozenset({"terms_open"})
 
 
 @dataclass
@@ -94,6 +97,15 @@ class Links:
             key=self.key,
         )
         return f"{self.base_url}/k/{token}"
+
+    def terms(self, request_id: int, person: Person) -> str:
+        """The page where a person confirms a request's open contract terms: valid as long as an
+        approval link (PROCURE_LINK_DAYS)."""
+        assert person.id is not None
+        token = tokens.terms_token(
+            person_id=person.id, request_id=request_id, expires=self.expires(), key=self.key
+        )
+        return f"{self.base_url}/t/{token}"
 
     def inbox(self, person: Person) -> str:
         assert person.id is not None
@@ -245,6 +257,8 @@ class ContextBuilder:
                     links.update(self.links.approval(request, stage, reader))
             if row.event in RECEIPT_EVENTS and reader is not None:
                 links["receipt"] = self.links.receipt(request.id, reader)
+            if row.event in TERMS_EVENTS and reader is not None:
+                links["terms"] = self.links.terms(request.id, reader)
             if row.event == "delivery_scheduled" and notice.get("date"):
                 attachments.append(
                     delivery_invite(

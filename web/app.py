@@ -10,6 +10,8 @@ Pages (server-rendered, no JavaScript):
 - `GET /r/{token}`: a request's status and timeline. `GET /inbox/{token}`: what waits for a person.
 - `GET /k/{token}`, `POST /k/{token}`: a person confirms they received the devices of a request
   handed to them (web/receipt.py).
+- `GET /t/{token}`, `POST /t/{token}`: whoever may confirm a request's open contract terms
+  confirms them (web/terms.py).
 - `GET /health`.
 
 Every response carries strict security headers; tokens never reach a log line, and the
@@ -57,7 +59,11 @@ FORM_MAX = 64 * 1024
 APPROVAL_FIELDS = frozenset({"csrf", "decision", "comment", "confirm_terms"})  # approval.j2's
 OUTCOMES = {"approve": "Approve", "reject": "Reject", "send_back": "Send back"}
 DONE = {"approve": "Approved", "reject": "Rejected", "send_back": "Sent back"}
-CSRF_VERBS = {"approval": "decide", "receipt": "confirm"}  # "Please decide from the page"
+CSRF_VERBS = {
+    "approval": "decide",
+    "receipt": "confirm",
+    "terms": "confirm",
+}  # "Please decide from the page"
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
@@ -207,7 +213,7 @@ def _same_origin(request: Request, base_url: str) -> bool:
 
 
 def csrf_refused(web: Web, request: Request, form: Form, page: str) -> HTMLResponse | None:
-    """A 403 page unless the form came from this site's `page` ("approval", "receipt"): its
+    """A 403 page unless the form came from this site's `page` ("approval", "receipt", "terms"): its
     CSRF field matches the cookie that page set, and the browser's Origin is this site."""
     cookie = request.cookies.get(CSRF_COOKIE, "")
     given = form.fields.get("csrf", "")
@@ -345,9 +351,10 @@ def create_app(settings: Any | None = None, engine: Engine | None = None) -> Fas
             tz = ContextBuilder(session, links).timezone()  # as the emails and pages show times
         return web.page("inbox.j2", reader=person.name, email=person.email, items=items, tz=tz)
 
-    from web import api, receipt
+    from web import api, receipt, terms
 
     receipt.install(app, web)
+    terms.install(app, web)
     api.install(app)
     return app
 

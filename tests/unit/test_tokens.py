@@ -21,6 +21,7 @@ from models.errors import InputError
 from models.tokens import (
     ApprovalToken,
     ReceiptToken,
+    TermsToken,
     TokenError,
     ViewToken,
     approval_token,
@@ -28,9 +29,11 @@ from models.tokens import (
     read_approval_token,
     read_inbox_token,
     read_receipt_token,
+    read_terms_token,
     read_view_token,
     receipt_token,
     sign,
+    terms_token,
     unsign,
     view_token,
 )
@@ -64,13 +67,24 @@ def _receipt(expires: datetime = LATER, key: bytes = KEY) -> str:
     return receipt_token(person_id=44, request_id=11, expires=expires, key=key)
 
 
+def _terms(expires: datetime = LATER, key: bytes = KEY) -> str:
+    return terms_token(person_id=44, request_id=11, expires=expires, key=key)
+
+
 KINDS: dict[str, tuple[Callable[..., str], Reader]] = {
     "approval": (_approval, read_approval_token),
     "view": (_view, read_view_token),
     "inbox": (_inbox, read_inbox_token),
     "receipt": (_receipt, read_receipt_token),
+    "terms": (_terms, read_terms_token),
 }
-READERS: list[Reader] = [read_approval_token, read_view_token, read_inbox_token, read_receipt_token]
+READERS: list[Reader] = [
+    read_approval_token,
+    read_view_token,
+    read_inbox_token,
+    read_receipt_token,
+    read_terms_token,
+]
 
 
 def _forge(raw: bytes, purpose: str, key: bytes = KEY) -> str:
@@ -132,6 +146,14 @@ def test_a_receipt_token_carries_its_person_and_request() -> None:
     assert set(token) <= set(URLSAFE + ".")
     # The same grant signs the same token: no nonce, it confirms as often as it is used.
     assert _receipt() == token
+
+
+def test_a_terms_token_carries_its_person_and_request() -> None:
+    token = _terms()
+    assert read_terms_token(token, KEY, NOW) == TermsToken(44, 11, int(LATER.timestamp()))
+    assert _terms() == token  # no nonce: confirming twice changes nothing
+    with pytest.raises(TokenError, match="expired"):
+        read_terms_token(token, KEY, LATER + timedelta(seconds=1))
 
 
 json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8)
