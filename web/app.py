@@ -335,8 +335,8 @@ def create_app(settings: Any | None = None, engine: Engine | None = None) -> Fas
             links = web.links()
             for item in items:
                 request_id = parse_ref(item["id"])
-                if item["what"] == "terms":  # the request page, with its terms checklist
-                    item["link"] = links.request(request_id, f"person:{person.email}")
+                if item["what"] == "terms":  # the page that confirms them (/t/TOKEN)
+                    item["link"] = links.terms(request_id, person)
                     continue
                 stage = session.exec(
                     select(Stage).where(Stage.request_id == request_id, Stage.key == item["stage"])

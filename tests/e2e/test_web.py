@@ -657,12 +657,13 @@ def test_the_contract_terms_to_confirm_reach_purchasing_s_inbox_page(site: Site)
     assert page.status_code == 200, page.text
     assert "contract terms to confirm: warranty, SLA, returns, erasure" in page.text
     assert f"procure terms {ref} --all --as {PAUL}" in page.text
-    # Its link opens the request (purchasing's part is decided: its approval link answers 409).
+    # Its link opens the page that confirms them (purchasing's part is decided: its approval
+    # link answers 409).
     (item,) = [line for line in page.text.splitlines() if "contract terms to confirm" in line]
-    link = re.search(r'href="([^"]+/r/[^"]+)"', item)
+    link = re.search(r'href="([^"]+/t/[^"]+)"', item)
     assert link is not None, item
     shown = site.client.get(link.group(1))
-    assert shown.status_code == 200 and "Still to confirm by purchasing" in shown.text
+    assert shown.status_code == 200 and 'name="term"' in shown.text, shown.text[-2000:]
     # Bob's inbox lists his decision, which waits for the terms.
     (bobs, *_) = site.links_to(BOB, "inbox")
     assert "contract terms to confirm" not in site.client.get(bobs).text
