@@ -1560,8 +1560,8 @@ def test_terms_open_says_which_terms_hold_up_the_final_approval_and_how_to_confi
     assert message.subject.startswith(f"Contract terms to confirm: {ref} onboarding, €")
     said = (
         f"{ref} from Rita Requester cannot be given its final approval until the contract terms "
-        "still open are confirmed: warranty, SLA, returns, erasure. They wait in your inbox: "
-        f"confirm them with procure terms {ref} --all --as YOUR-EMAIL"
+        "still open are confirmed: warranty, SLA, returns, erasure. Confirm them on their page "
+        f"(the link below), from your inbox, or with procure terms {ref} --all --as YOUR-EMAIL"
     )
     assert said in message.text and said in message.slack
     assert "still to confirm by purchasing: warranty, SLA, returns, erasure" in message.text
