@@ -24,6 +24,7 @@ import hmac
 import logging
 import secrets
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -195,6 +196,32 @@ def read_form(body: bytes, fields: frozenset[str], lists: frozenset[str] = froze
     return form
 
 
+async def posted_form(
+    web: Web,
+    request: Request,
+    form_name: str,
+    fields: frozenset[str],
+    lists: frozenset[str] = frozenset(),
+    *,
+    check: Callable[[Form], list[str]] | None = None,
+) -> Form | Response:
+    """A page's posted form, read and checked as every form of the site is: at most FORM_MAX
+    (413), its CSRF token and origin (403), then what read_form and `check` find wrong (400).
+    The form, or the answer to send instead."""
+    body = await request.body()
+    if len(body) > FORM_MAX:
+        return web.problem(413, "Too much", "the form is larger than this page's form can be")
+    form = read_form(body, fields, lists)
+    refused = csrf_refused(web, request, form, form_name)
+    if refused is not None:
+        return refused
+    if check is not None:
+        form.problems += check(form)
+    if form.problems:
+        return web.problem(400, "This form cannot be read", "; ".join(form.problems))
+    return form
+
+
 def _same_origin(request: Request, base_url: str) -> bool:
     """A browser's POST names the page it came from; it must be this site."""
     origin = request.headers.get("origin") or request.headers.get("referer")
@@ -295,15 +322,9 @@ def create_app(settings: Any | None = None, engine: Engine | None = None) -> Fas
 
     @app.post("/a/{token}", response_class=HTMLResponse, include_in_schema=False)
     async def approval_post(token: str, request: Request) -> Response:
-        body = await request.body()
-        if len(body) > FORM_MAX:
-            return web.problem(413, "Too much", "the form is larger than a decision can be")
-        form = read_form(body, APPROVAL_FIELDS)
-        refused = csrf_refused(web, request, form, "approval")
-        if refused is not None:
-            return refused
-        if form.problems:
-            return web.problem(400, "This form cannot be read", "; ".join(form.problems))
+        form = await posted_form(web, request, "approval", APPROVAL_FIELDS)
+        if not isinstance(form, Form):
+            return form
         return await run_in_threadpool(_decide, web, token, form.fields)
 
     @app.get("/r/{token}", response_class=HTMLResponse, include_in_schema=False)

@@ -27,7 +27,7 @@ from models.errors import InputError, NotFound, RuleViolation
 from models.org import Person
 from models.requests import Request as RequestRow
 from models.views import received
-from web.app import FORM_MAX, Web, csrf_refused, read_form, token_problem, with_csrf
+from web.app import Form, Web, posted_form, token_problem, with_csrf
 
 PREFIX = "/k/"
 FIELDS = frozenset({"csrf"})  # and "device", once for each box ticked
@@ -117,15 +117,9 @@ def install(app: FastAPI, web: Web) -> None:
 
     @app.post(PREFIX + "{token}", response_class=HTMLResponse, include_in_schema=False)
     async def receipt_post(token: str, request: Request) -> Response:
-        body = await request.body()
-        if len(body) > FORM_MAX:
-            return web.problem(413, "Too much", "the form is larger than a confirmation can be")
-        form = read_form(body, FIELDS, DEVICES)
-        refused = csrf_refused(web, request, form, "receipt")
-        if refused is not None:
-            return refused
-        if form.problems:
-            return web.problem(400, "This form cannot be read", "; ".join(form.problems))
+        form = await posted_form(web, request, "receipt", FIELDS, DEVICES)
+        if not isinstance(form, Form):
+            return form
         return await run_in_threadpool(_confirm, web, token, form.lists["device"])
 
 

@@ -29,7 +29,7 @@ from models.lifecycle import OPEN_REQUEST_STATES
 from models.org import Person
 from models.requests import Request as RequestRow
 from notifications.context import ContextBuilder
-from web.app import FORM_MAX, Web, csrf_refused, read_form, token_problem, with_csrf
+from web.app import Form, Web, posted_form, token_problem, with_csrf
 from web.receipt import Refused
 
 PREFIX = "/t/"
@@ -98,6 +98,14 @@ def _page(
     return with_csrf(web, response, csrf, PREFIX)
 
 
+def _unknown_terms(form: Form) -> list[str]:
+    return [
+        f"term: {n} is not a contract term ({', '.join(TERMS)})"
+        for n in form.lists["term"]
+        if n not in TERMS
+    ]
+
+
 def install(app: FastAPI, web: Web) -> None:
     """The contract-terms page's routes."""
 
@@ -116,18 +124,10 @@ def install(app: FastAPI, web: Web) -> None:
 
     @app.post(PREFIX + "{token}", response_class=HTMLResponse, include_in_schema=False)
     async def terms_post(token: str, request: Request) -> Response:
-        body = await request.body()
-        if len(body) > FORM_MAX:
-            return web.problem(413, "Too much", "the form is larger than a confirmation can be")
-        form = read_form(body, FIELDS, NAMES)
-        refused = csrf_refused(web, request, form, "terms")
-        if refused is not None:
-            return refused
+        form = await posted_form(web, request, "terms", FIELDS, NAMES, check=_unknown_terms)
+        if not isinstance(form, Form):
+            return form
         names = form.lists["term"]
-        unknown = [n for n in names if n not in TERMS]
-        form.problems += [f"term: {n} is not a contract term ({', '.join(TERMS)})" for n in unknown]
-        if form.problems:
-            return web.problem(400, "This form cannot be read", "; ".join(form.problems))
         return await run_in_threadpool(_confirm, web, token, names, form.fields.get("note", ""))
 
 
